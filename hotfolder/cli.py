@@ -1,0 +1,158 @@
+"""The ``hotfolder`` command: thin click commands over library functions (the only module using click)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hotfolder import __version__, daemon, pipeline, setup
+from hotfolder.config import Settings, load_settings
+from hotfolder.errors import HotfolderError
+from hotfolder.log import configure_logging
+
+
+@dataclass
+class App:
+    options: dict[str, Any]
+    config: Path | None
+    verbosity: int
+
+    def settings(self, **extra: Any) -> Settings:
+        try:
+            return load_settings(self.config, overrides={**self.options, **extra})
+        except HotfolderError as err:
+            raise click.ClickException(str(err)) from err
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hotfolder")
+@click.option("--config", type=click.Path(path_type=Path), help="Config file [default: ./hotfolder.toml; env HOTFOLDER_CONFIG].")
+@click.option("--server", "servers", multiple=True, metavar="URL", help="ComfyUI server URL (repeatable) [env HOTFOLDER_SERVERS].")
+@click.option("--inbox", type=click.Path(path_type=Path), help="Inbox folder [env HOTFOLDER_INBOX].")
+@click.option("--outbox", type=click.Path(path_type=Path), help="Outbox folder [env HOTFOLDER_OUTBOX].")
+@click.option("--templates", type=click.Path(path_type=Path), help="Templates folder [env HOTFOLDER_TEMPLATES].")
+@click.option("--default-template", help="Template for scenarios that name none [env HOTFOLDER_DEFAULT_TEMPLATE].")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for HTTP details).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, servers: tuple[str, ...], inbox: Path | None, outbox: Path | None,
+        templates: Path | None, default_template: str | None, verbose: int, quiet: bool) -> None:
+    """Drop scenario files into inbox/, get ComfyUI renders and a JSON record in outbox/."""
+    verbosity = -1 if quiet else verbose
+    configure_logging(verbosity)
+    options = {"servers": list(servers), "inbox": inbox, "outbox": outbox, "templates": templates,
+               "default_template": default_template}
+    ctx.obj = App(options=options, config=config, verbosity=verbosity)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Process what is in the inbox now, then exit.")
+@pass_app
+def run(app: App, once: bool) -> None:
+    """Run the daemon: recover, scan the inbox, watch it, process every file."""
+    settings = app.settings()
+    stop = threading.Event()
+    daemon.install_signal_handlers(stop)
+    try:
+        counts = daemon.run_daemon(settings, once=once, stop=stop)
+    except HotfolderError as err:
+        raise click.ClickException(str(err)) from err
+    if once:
+        click.echo(f"{counts['files_done']} file(s) done, {counts['files_failed']} failed; "
+                   f"{counts['published']} job(s) published, {counts['failed']} failed.")
+        if counts["files_failed"]:
+            sys.exit(1)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_app
+def process(app: App, files: tuple[Path, ...]) -> None:
+    """Run scenario FILES now, in the foreground; they stay where they are. Exit 1 if any job failed."""
+    settings = app.settings()
+    lock = threading.Lock()
+    with click.progressbar(length=len(files), label="processing", file=sys.stderr,
+                           show_pos=True) as bar:
+        def show(event: pipeline.Event) -> None:
+            with lock:
+                if event.kind == "archived":
+                    bar.update(1)
+                elif event.kind == "progress" and event.detail.get("max"):
+                    bar.label = f"{event.file} {event.job}: node {event.detail['node']} {event.detail['value']:g}/{event.detail['max']:g}"
+                    bar.render_progress()
+        try:
+            results = daemon.process_files(settings, list(files), listeners=[show])
+        except HotfolderError as err:
+            raise click.ClickException(str(err)) from err
+    failed = 0
+    for event in results:
+        if event.detail.get("failed"):
+            failed += 1
+            error = event.detail.get("error") or {}
+            click.echo(f"FAILED {event.file}: {error.get('message')}", err=True)
+            if error.get("hint"):
+                click.echo(f"  Hint: {error['hint']}", err=True)
+        else:
+            click.echo(f"done {event.file}")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--job", "job_index", type=int, help="Print only the workflow of job N (1-based) of a batch.")
+def render(file: Path, job_index: int | None) -> None:
+    """Print the workflow(s) FILE would submit, without a server.
+
+    One job prints its workflow; a batch prints an object mapping each job name to its workflow.
+    """
+    app = click.get_current_context().find_object(App)
+    assert app is not None
+    settings = app.settings()
+    try:
+        jobs = pipeline.render_file(settings, file)
+    except HotfolderError as err:
+        raise click.ClickException(str(err)) from err
+    if job_index is not None:
+        if not 1 <= job_index <= len(jobs):
+            raise click.BadParameter(f"{file.name} has {len(jobs)} job(s).", param_hint="--job")
+        jobs = [jobs[job_index - 1]]
+    out: Any = jobs[0][1] if len(jobs) == 1 else {spec.name: workflow for spec, workflow in jobs}
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@pass_app
+def check(app: App) -> None:
+    """Check the config, every template and every server. Exit 1 if anything is wrong."""
+    settings = app.settings()
+    results = setup.check_setup(settings)
+    for result in results:
+        mark = "ok  " if result.ok else "FAIL"
+        click.echo(f"{mark} {result.what}: {result.message}")
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Create inbox/, outbox/, templates/, plugins/, a hotfolder.toml and example templates in DIRECTORY."""
+    made = setup.init_project(directory)
+    for path in made:
+        click.echo(f"created {path}")
+    if not made:
+        click.echo("nothing to do: everything already exists")
+
+
+def main() -> None:
+    cli(prog_name="hotfolder")

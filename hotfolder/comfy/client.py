@@ -1,0 +1,348 @@
+"""One ComfyUI server: its HTTP API, its one WebSocket, and the prompts we are waiting for there.
+
+Completion is decided by whichever comes first of the WebSocket (``executing`` with ``node: null`` and
+our prompt_id, or ``execution_success``/``execution_error``/``execution_interrupted``) and polling
+``/history/{id}``; the WebSocket only makes it faster. After the end of a prompt the history entry may
+lag behind (PROTOCOL §6), so it is polled until it appears. A prompt that is in neither ``/queue`` nor
+``/history`` for ``lost_grace`` seconds has been lost (ComfyUI restarted, or someone cleared the queue):
+:class:`PromptLost` tells the caller to submit it again under the same id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.comfy.ws import EventStream
+from hotfolder.config import ServerConfig
+from hotfolder.errors import HotfolderError, ServerError, ServerUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """The daemon is stopping; the job stays recorded and resumes at the next start."""
+
+
+class PromptLost(HotfolderError):
+    """The server no longer knows the prompt (restart, queue cleared): submit it again, same prompt_id."""
+
+    stage = "track"
+
+
+@dataclass
+class Progress:
+    node: str | None = None
+    value: float = 0
+    max: float = 0
+
+
+@dataclass
+class PromptWatch:
+    """What the WebSocket told us about one prompt."""
+
+    prompt_id: str
+    ended: threading.Event = field(default_factory=threading.Event)
+    outcome: str | None = None  # success | error | interrupted
+    error: dict[str, Any] | None = None
+    started: float | None = None  # wall clock seconds
+    cached: list[str] = field(default_factory=list)
+    node_started: dict[str, float] = field(default_factory=dict)
+    node_seconds: dict[str, float] = field(default_factory=dict)
+    current_node: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, a fallback for history
+    progress: Progress = field(default_factory=Progress)
+    listener: Callable[[PromptWatch], None] | None = None
+
+    def _node_done(self, now: float) -> None:
+        if self.current_node is not None and self.current_node in self.node_started:
+            self.node_seconds[self.current_node] = round(now - self.node_started[self.current_node], 4)
+        self.current_node = None
+
+
+@dataclass
+class PromptResult:
+    """The outcome of a finished prompt, from its history entry."""
+
+    prompt_id: str
+    status: str  # success | error | interrupted
+    outputs: dict[str, Any]
+    history: dict[str, Any]
+    watch: PromptWatch
+    error: dict[str, Any] | None = None
+
+
+class ComfyClient:
+    """HTTP + one shared WebSocket for one server; thread-safe, shared by every job sent there."""
+
+    def __init__(
+        self,
+        server: ServerConfig,
+        *,
+        client_id: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        poll_interval: float = 5.0,
+        history_grace: float = 30.0,
+        lost_grace: float = 15.0,
+    ) -> None:
+        self.server = server
+        self.name = server.name
+        self.display_url = server.display_url
+        self.client_id = client_id or uuid.uuid4().hex
+        self.http = ComfyHTTP(
+            server.url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
+            connect_timeout=connect_timeout, read_timeout=read_timeout,
+        )
+        self.poll_interval = poll_interval
+        self.history_grace = history_grace
+        self.lost_grace = lost_grace
+        self._watches: dict[str, PromptWatch] = {}
+        self._lock = threading.Lock()
+        self._ws_changed = threading.Condition(self._lock)
+        self._ws_generation = 0
+        self.stream = EventStream(
+            server.url, self.client_id, on_message=self._on_message, on_state=self._on_state,
+            display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
+            connect_timeout=connect_timeout,
+        )
+        self._system_stats: dict[str, Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.stream.start()
+
+    def close(self) -> None:
+        self.stream.stop()
+        self.http.close()
+
+    @property
+    def ws_connected(self) -> bool:
+        return self.stream.connected
+
+    def wait_ws(self, timeout: float) -> bool:
+        """Wait until the WebSocket is connected (so messages for a new prompt will reach us)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not self.stream.connected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._ws_changed.wait(left)
+        return True
+
+    def system_stats(self) -> dict[str, Any] | None:
+        """Cached ``/system_stats`` (for the ComfyUI version in sidecars); None if unavailable."""
+        if self._system_stats is None:
+            try:
+                self._system_stats = self.http.system_stats()
+            except ServerError:
+                return None
+        return self._system_stats
+
+    def comfyui_version(self) -> str | None:
+        stats = self.system_stats() or {}
+        system = stats.get("system") if isinstance(stats, dict) else None
+        return system.get("comfyui_version") if isinstance(system, dict) else None
+
+    # -- WebSocket routing -----------------------------------------------------------------------
+
+    def _on_state(self, up: bool) -> None:
+        with self._lock:
+            self._ws_generation += 1
+            self._ws_changed.notify_all()
+            watches = list(self._watches.values())
+        if not up:
+            self._system_stats = None
+        for watch in watches:  # wake waiters so they poll history at once
+            if watch.listener:
+                watch.listener(watch)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return
+        prompt_id = data.get("prompt_id")
+        if prompt_id is None:
+            return  # status broadcasts, the reconnect `executing` without prompt_id
+        with self._lock:
+            watch = self._watches.get(str(prompt_id))
+        if watch is None:
+            return
+        now = time.time()
+        if kind == "execution_start":
+            watch.started = (data.get("timestamp") or now * 1000) / 1000
+        elif kind == "execution_cached":
+            watch.cached = [str(n) for n in data.get("nodes") or []]
+        elif kind == "executing":
+            node = data.get("node")
+            watch._node_done(now)
+            if node is None:
+                if watch.outcome is None:
+                    watch.outcome = "ended"
+                watch.ended.set()
+            else:
+                shown = str(data.get("display_node") or node)
+                watch.current_node = shown
+                watch.node_started.setdefault(shown, now)
+                watch.progress = Progress(node=shown)
+        elif kind == "progress":
+            node = data.get("node")
+            try:
+                watch.progress = Progress(node=str(node) if node is not None else watch.progress.node,
+                                          value=float(data.get("value") or 0), max=float(data.get("max") or 0))
+            except (TypeError, ValueError):
+                pass
+        elif kind == "executed":
+            node = str(data.get("display_node") or data.get("node"))
+            if isinstance(data.get("output"), dict):
+                watch.outputs[node] = data["output"]
+        elif kind == "execution_success":
+            watch._node_done(now)
+            watch.outcome = "success"
+            watch.ended.set()
+        elif kind == "execution_error":
+            watch._node_done(now)
+            watch.outcome = "error"
+            watch.error = data
+            watch.ended.set()
+        elif kind == "execution_interrupted":
+            watch._node_done(now)
+            watch.outcome = "interrupted"
+            watch.error = data
+            watch.ended.set()
+        if watch.listener:
+            watch.listener(watch)
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def watch(self, prompt_id: str, listener: Callable[[PromptWatch], None] | None = None) -> PromptWatch:
+        """Start routing WebSocket messages for ``prompt_id`` (call before the POST)."""
+        with self._lock:
+            watch = self._watches.get(prompt_id)
+            if watch is None:
+                watch = self._watches[prompt_id] = PromptWatch(prompt_id)
+            watch.listener = listener
+            return watch
+
+    def forget(self, prompt_id: str) -> None:
+        with self._lock:
+            self._watches.pop(prompt_id, None)
+
+    def submit(self, workflow: dict[str, Any], *, prompt_id: str, extra_data: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.watch(prompt_id)
+        return self.http.post_prompt(workflow, prompt_id=prompt_id, client_id=self.client_id, extra_data=extra_data)
+
+    def locate(self, prompt_id: str) -> str:
+        """Where the server has the prompt: 'history', 'running', 'pending' or 'absent'."""
+        if self.http.history(prompt_id) is not None:
+            return "history"
+        running, pending = self.http.queue_ids()
+        if prompt_id in running:
+            return "running"
+        if prompt_id in pending:
+            return "pending"
+        # it may have finished between the two calls
+        return "history" if self.http.history(prompt_id) is not None else "absent"
+
+    def wait(self, prompt_id: str, *, deadline: float, on_progress: Callable[[PromptWatch], None] | None = None,
+             cancel: threading.Event | None = None) -> PromptResult:
+        """Block until the prompt has finished and its history entry is readable.
+
+        Raises :class:`PromptLost` when the server no longer has it, :class:`ServerUnavailable` while the
+        server is away (the caller waits and calls again), and ``TimeoutError`` at ``deadline``
+        (``time.monotonic()`` based).
+        """
+        wake = threading.Event()
+
+        def listener(w: PromptWatch) -> None:
+            wake.set()
+            if on_progress:
+                on_progress(w)
+
+        watch = self.watch(prompt_id, listener)
+        absent_since: float | None = None
+        ended_at: float | None = None
+        next_poll = time.monotonic()  # poll at once: the prompt may have finished while we were away
+        while True:
+            now = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(prompt_id)
+            if now >= deadline:
+                raise TimeoutError(prompt_id)
+            if watch.ended.is_set() and ended_at is None:
+                ended_at = now
+                next_poll = now
+            if now >= next_poll:
+                entry = self.http.history(prompt_id)  # ServerUnavailable propagates
+                if entry is not None and _finished(entry):
+                    return self._result(prompt_id, entry, watch)
+                if ended_at is not None:
+                    if now - ended_at > self.history_grace:
+                        return self._result_from_ws(prompt_id, watch)
+                    next_poll = now + 0.05 if now - ended_at < 1 else now + 0.25
+                else:
+                    where = "history" if entry is not None else None
+                    if where is None:
+                        running, pending = self.http.queue_ids()
+                        where = "queued" if prompt_id in running | pending else None
+                        if where is None and self.http.history(prompt_id) is not None:
+                            continue
+                    if where is None:
+                        absent_since = absent_since or now
+                        if now - absent_since >= self.lost_grace:
+                            raise PromptLost(f"Prompt {prompt_id} is no longer known to {self.display_url}.")
+                        next_poll = now + min(1.0, self.poll_interval)
+                    else:
+                        absent_since = None
+                        interval = self.poll_interval if self.stream.connected else min(1.0, self.poll_interval)
+                        next_poll = now + interval
+            wake.wait(max(0.0, min(next_poll, deadline, time.monotonic() + 0.5) - time.monotonic()))
+            wake.clear()
+
+    def _result(self, prompt_id: str, entry: dict[str, Any], watch: PromptWatch) -> PromptResult:
+        status = entry.get("status") or {}
+        status_str = status.get("status_str")
+        messages = status.get("messages") or []
+        error = None
+        outcome = "success" if status_str == "success" else "error"
+        for item in messages:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
+                kind, data = item
+                if kind == "execution_error":
+                    error = data
+                elif kind == "execution_interrupted":
+                    error, outcome = data, "interrupted"
+                elif kind == "execution_cached" and not watch.cached:
+                    watch.cached = [str(n) for n in data.get("nodes") or []]
+                elif kind == "execution_start" and watch.started is None and data.get("timestamp"):
+                    watch.started = data["timestamp"] / 1000
+        if outcome != "success" and error is None:
+            error = watch.error
+        return PromptResult(prompt_id, outcome, entry.get("outputs") or {}, entry, watch, error)
+
+    def _result_from_ws(self, prompt_id: str, watch: PromptWatch) -> PromptResult:
+        logger.warning(
+            "History for prompt %s did not appear on %s within %.0f s; using the WebSocket's record",
+            prompt_id, self.display_url, self.history_grace,
+        )
+        outcome = watch.outcome if watch.outcome in {"success", "error", "interrupted"} else "success"
+        return PromptResult(prompt_id, outcome, dict(watch.outputs), {}, watch, watch.error)
+
+
+def _finished(entry: dict[str, Any]) -> bool:
+    status = entry.get("status")
+    if not isinstance(status, dict):
+        return True  # very old servers had no status; the entry only exists once finished
+    return bool(status.get("completed")) or status.get("status_str") in {"success", "error"}
+
+
+__all__ = ["Cancelled", "ComfyClient", "PromptLost", "PromptResult", "PromptWatch", "Progress", "ServerUnavailable"]

@@ -1,0 +1,307 @@
+"""Settings: ``hotfolder.toml``, then ``HOTFOLDER_*`` environment variables, then CLI options (CLI wins).
+
+Relative paths in ``hotfolder.toml`` are relative to the directory holding that file; relative paths from
+the environment or the command line are relative to the current directory. Every key is checked: an
+unknown key or a value of the wrong type is a :class:`~hotfolder.errors.ConfigError` that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from hotfolder.errors import ConfigError
+
+DEFAULT_SERVER = "http://127.0.0.1:8188"
+CONFIG_NAME = "hotfolder.toml"
+
+# Environment switches that are not settings (read elsewhere), so not "unknown".
+OTHER_ENV = {"HOTFOLDER_CONFIG", "HOTFOLDER_LOAD_PLUGINS", "HOTFOLDER_DISABLE_PLUGINS", "HOTFOLDER_TRACE_PLUGINS"}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One ComfyUI server. ``headers`` and ``token`` are credentials: never logged, never in sidecars."""
+
+    url: str
+    name: str = ""
+    token: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    verify: bool = True
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any user:password removed, safe for logs and sidecars."""
+        return redact_url(self.url)
+
+    def request_headers(self) -> dict[str, str]:
+        out = dict(self.headers)
+        if self.token:
+            out["Authorization"] = f"Bearer {self.token}"
+        return out
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon and the commands need, with paths already resolved."""
+
+    inbox: Path
+    outbox: Path
+    templates: Path
+    plugins: Path
+    servers: tuple[ServerConfig, ...]
+    default_template: str | None = None
+    settle_seconds: float = 1.0
+    queue_depth: int = 2
+    job_timeout: float = 3600.0
+    connect_timeout: float = 5.0
+    http_timeout: float = 30.0
+    history_grace: float = 30.0
+    lost_grace: float = 15.0
+    poll_interval: float = 5.0
+    max_file_size: int = 10 * 1024 * 1024
+    download_temp: bool = True
+    use_observer: bool = True
+    ready_marker: bool = False
+    rescan_interval: float = 30.0
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    config_file: Path | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.inbox / ".hotfolder"
+
+    @property
+    def done_dir(self) -> Path:
+        return self.inbox / "done"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.inbox / "failed"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.outbox / ".hotfolder-staging"
+
+
+# key -> (type, description); the single list of settings a user can set.
+KEYS: dict[str, tuple[type, str]] = {
+    "inbox": (Path, "folder watched for scenario files"),
+    "outbox": (Path, "folder results are published into"),
+    "templates": (Path, "folder of workflow templates"),
+    "plugins": (Path, "folder of one-file plugins"),
+    "servers": (list, "ComfyUI servers: URLs or tables with url/token/headers/verify/name"),
+    "default_template": (str, "template used when a scenario names none"),
+    "settle_seconds": (float, "how long size and mtime must be unchanged before a file is taken"),
+    "queue_depth": (int, "jobs kept queued on each server (running + waiting)"),
+    "job_timeout": (float, "seconds a job may take on the server before it is interrupted"),
+    "connect_timeout": (float, "HTTP connect timeout, seconds"),
+    "http_timeout": (float, "HTTP read timeout, seconds"),
+    "history_grace": (float, "seconds to wait for /history after ComfyUI reported the end of a prompt"),
+    "lost_grace": (float, "seconds a prompt may be missing from both /queue and /history before it is resubmitted"),
+    "poll_interval": (float, "seconds between /history polls while a job runs"),
+    "max_file_size": (int, "largest scenario file accepted, bytes"),
+    "download_temp": (bool, "also download temporary (PreviewImage) outputs"),
+    "use_observer": (bool, "use filesystem events (false: scan only, for shares without events)"),
+    "ready_marker": (bool, "take a file only once <name>.ready exists beside it"),
+    "rescan_interval": (float, "seconds between safety rescans of the inbox"),
+}
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = KEYS[key][0]
+    try:
+        if kind is Path:
+            if not isinstance(value, str | Path) or not str(value):
+                raise TypeError
+            return Path(value)
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                return value.lower() in {"1", "true", "yes", "on"}
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if kind is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise TypeError
+            return value
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"Setting {key!r} from {origin} has an invalid value {value!r}: expected {kind.__name__}.",
+            hint=f"{key}: {KEYS[key][1]}.",
+            where={"key": key, "origin": origin},
+        ) from err
+    raise AssertionError(kind)
+
+
+def _server(entry: Any, origin: str) -> ServerConfig:
+    if isinstance(entry, str):
+        entry = {"url": entry}
+    if not isinstance(entry, dict) or "url" not in entry:
+        raise ConfigError(
+            f"Server entry {entry!r} in {origin} needs a 'url'.",
+            hint='Write servers = ["http://127.0.0.1:8188"] or [[servers]] tables with url = "…".',
+        )
+    unknown = set(entry) - {"url", "name", "token", "headers", "verify"}
+    if unknown:
+        raise ConfigError(
+            f"Unknown server key(s) {', '.join(sorted(map(repr, unknown)))} in {origin}.",
+            hint="Server tables accept url, name, token, headers, verify.",
+        )
+    url = str(entry["url"]).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            f"Server URL {redact_url(url)!r} in {origin} is not an http(s) URL.",
+            hint="Use the address ComfyUI prints at start, e.g. http://127.0.0.1:8188.",
+        )
+    headers = entry.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"Server headers in {origin} must be a table of strings.")
+    return ServerConfig(
+        url=url,
+        name=str(entry.get("name") or parts.netloc.rsplit("@", 1)[-1]),
+        token=entry.get("token"),
+        headers=dict(headers),
+        verify=bool(entry.get("verify", True)),
+    )
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"Cannot read config file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"Config file {str(path)!r} is not valid TOML: {err}.", where={"file": str(path)}
+        ) from err
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {', '.join(map(repr, unknown))} in {str(path)!r}.",
+            hint="Valid keys: " + ", ".join(sorted(KEYS)) + ".",
+            where={"file": str(path), "keys": unknown},
+        )
+    return data
+
+
+def load_settings(
+    config_path: Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build :class:`Settings` from the config file, the environment and CLI ``overrides``.
+
+    ``config_path`` None means ``$HOTFOLDER_CONFIG`` or ``./hotfolder.toml`` if it exists. A path given
+    explicitly must exist.
+    """
+    env = dict(os.environ if env is None else env)
+    cwd = cwd or Path.cwd()
+    explicit = config_path is not None or "HOTFOLDER_CONFIG" in env
+    if config_path is None:
+        config_path = Path(env.get("HOTFOLDER_CONFIG", CONFIG_NAME))
+    if not config_path.is_absolute():
+        config_path = cwd / config_path
+    raw: dict[str, tuple[Any, str, Path]] = {}
+    if config_path.is_file():
+        for key, value in read_config_file(config_path).items():
+            raw[key] = (value, str(config_path), config_path.parent)
+    elif explicit:
+        raise ConfigError(
+            f"Config file {str(config_path)!r} does not exist.",
+            hint="Create one with 'hotfolder init', or leave out --config to use the defaults.",
+        )
+    unknown_env = sorted(
+        k for k in env if k.startswith("HOTFOLDER_") and k not in OTHER_ENV and k[10:].lower() not in KEYS
+    )
+    if unknown_env:
+        raise ConfigError(
+            f"Unknown environment variable(s) {', '.join(unknown_env)}.",
+            hint="Valid: " + ", ".join("HOTFOLDER_" + k.upper() for k in sorted(KEYS)) + ".",
+        )
+    for key in KEYS:
+        name = "HOTFOLDER_" + key.upper()
+        if name in env:
+            raw[key] = (env[name], f"${name}", cwd)
+    for key, value in (overrides or {}).items():
+        if value is None or value == () or value == []:
+            continue
+        if key not in KEYS:
+            raise ConfigError(f"Unknown setting {key!r}.")
+        raw[key] = (value, "the command line", cwd)
+
+    values: dict[str, Any] = {}
+    base = config_path.parent if config_path.is_file() else cwd
+    defaults = {"inbox": "inbox", "outbox": "outbox", "templates": "templates", "plugins": "plugins"}
+    for key, default in defaults.items():
+        value, origin, rel = raw.get(key, (default, "defaults", base))
+        path = _coerce(key, value, origin).expanduser()
+        values[key] = (path if path.is_absolute() else rel / path).resolve()
+    servers_raw, servers_origin, _ = raw.get("servers", ([DEFAULT_SERVER], "defaults", base))
+    servers_list = _coerce("servers", servers_raw, servers_origin)
+    if not servers_list:
+        raise ConfigError(f"No ComfyUI server configured in {servers_origin}.", hint=f"Add servers = [\"{DEFAULT_SERVER}\"].")
+    values["servers"] = tuple(_server(s, servers_origin) for s in servers_list)
+    for key in KEYS:
+        if key in values or key not in raw:
+            continue
+        value, origin, _ = raw[key]
+        values[key] = _coerce(key, value, origin)
+    settings = Settings(**values, config_file=config_path if config_path.is_file() else None)
+    _check_ranges(settings)
+    return settings
+
+
+def _check_ranges(s: Settings) -> None:
+    positive = ["settle_seconds", "job_timeout", "connect_timeout", "http_timeout", "poll_interval"]
+    for key in positive:
+        if getattr(s, key) <= 0 and key != "settle_seconds":
+            raise ConfigError(f"Setting {key!r} must be greater than 0 (got {getattr(s, key)!r}).")
+    if s.settle_seconds < 0:
+        raise ConfigError(f"Setting 'settle_seconds' must not be negative (got {s.settle_seconds!r}).")
+    if s.queue_depth < 1:
+        raise ConfigError(f"Setting 'queue_depth' must be at least 1 (got {s.queue_depth!r}).")
+    if s.outbox == s.inbox or s.outbox.is_relative_to(s.inbox) or s.inbox.is_relative_to(s.outbox):
+        raise ConfigError(
+            f"inbox {str(s.inbox)!r} and outbox {str(s.outbox)!r} must be separate folders, neither inside the other."
+        )
+
+
+def with_changes(settings: Settings, **changes: Any) -> Settings:
+    names = {f.name for f in fields(Settings)}
+    bad = set(changes) - names
+    if bad:
+        raise ConfigError(f"Unknown setting(s) {sorted(bad)!r}.")
+    return replace(settings, **changes)

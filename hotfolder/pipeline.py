@@ -1,0 +1,590 @@
+"""The pipeline: the one place where the stage order lives.
+
+    watch → claim → parse → render → inject → submit → track → download → publish → archive
+
+``watch`` (:mod:`hotfolder.watch`) finds complete files; :class:`Engine` runs everything after it.
+Claiming, parsing and rendering happen on the caller's thread (they are fast and local); every job then
+goes to a pool of workers, one per allowed in-flight prompt per server plus one, so that each server always
+has the next prompt queued while the previous one's outputs download and publish.
+
+Each job's state is recorded in its file's job folder before every step with an outside effect, so that
+:meth:`Engine.recover` can resume after a crash without losing or repeating work. A server that is away
+makes jobs wait; it never fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hotfolder import __version__
+from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
+from hotfolder.config import Settings
+from hotfolder.errors import (
+    ExecutionFailed, HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError, ServerError,
+    ServerUnavailable, TemplateError,
+)
+from hotfolder.models import JobSpec
+from hotfolder.record import RECORD_NAME, FileRecord, JobState, now_iso, write_json_atomic
+from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("watch", "claim", "parse", "render", "inject", "submit", "track", "download", "publish", "archive")
+MAX_RESUBMISSIONS = 5
+MAX_DOWNLOAD_ERRORS = 5
+
+
+@dataclass
+class Event:
+    """Something that happened to a file or job, for progress displays and logs."""
+
+    kind: str  # claimed, rendered, waiting, submitted, progress, published, failed, archived
+    file: str
+    job_id: str
+    job: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class _JobLog(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['file']} {self.extra['job']}] {msg}", kwargs
+
+
+class Engine:
+    """Runs claimed files through the stages against one or more ComfyUI servers."""
+
+    def __init__(self, settings: Settings, *, listeners: list[Callable[[Event], None]] | None = None) -> None:
+        self.settings = settings
+        self.listeners = list(listeners or [])
+        self.clients = [
+            ComfyClient(
+                server, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
+                poll_interval=settings.poll_interval, history_grace=settings.history_grace,
+                lost_grace=settings.lost_grace,
+            )
+            for server in settings.servers
+        ]
+        self._inflight = {c.name: threading.Semaphore(settings.queue_depth) for c in self.clients}
+        self._load = {c.name: 0 for c in self.clients}
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._tasks: list[tuple[FileRecord, JobState]] = []
+        self._active: dict[str, FileRecord] = {}
+        self._workers: list[threading.Thread] = []
+        self._waiting_logged: set[str] = set()
+        self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
+        self.workers = (settings.queue_depth + 1) * len(self.clients)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for client in self.clients:
+            client.start()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"job-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        end = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, end - time.monotonic()))
+        for client in self.clients:
+            client.close()
+
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._active)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._active:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left if left is not None else 1.0)
+        return True
+
+    def wait_for_room(self) -> None:
+        """Block while enough jobs are waiting for workers (keeps memory flat with a large backlog)."""
+        with self._cond:
+            while len(self._tasks) >= 2 * self.workers and not self._stop.is_set():
+                self._cond.wait(1.0)
+
+    def _emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a display bug must never break a job
+                logger.exception("Event listener failed")
+
+    # -- intake side: claim, parse, render -------------------------------------------------------
+
+    def accept(self, path: Path, *, move: bool = True) -> FileRecord | None:
+        """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file."""
+        record = claim.claim_file(path, self.settings.state_dir, instance=self.settings.instance_id, move=move)
+        if record is None:
+            return None
+        logger.info("[%s] claimed as job %s", record.input_name, record.job_id)
+        self._emit(Event("claimed", record.input_name, record.job_id))
+        self._start_record(record)
+        return record
+
+    def _start_record(self, record: FileRecord) -> None:
+        with self._cond:
+            self._active[record.job_id] = record
+        try:
+            if record.state == "claimed":
+                self._prepare(record)
+        except HotfolderError as err:
+            self._fail_file(record, err)
+            return
+        pending = [job for job in record.jobs if not job.finished]
+        if not pending:
+            self._archive(record)
+            return
+        with self._cond:
+            self._tasks.extend((record, job) for job in pending)
+            self._cond.notify_all()
+
+    def _prepare(self, record: FileRecord) -> None:
+        path = record.input_path
+        size = path.stat().st_size
+        where = {"file": record.input_name}
+        if size > self.settings.max_file_size:
+            raise ScenarioError(
+                f"Scenario file {record.input_name!r} is {size} bytes, over the limit of "
+                f"{self.settings.max_file_size} bytes.",
+                hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where=where,
+            )
+        specs = parse.parse_scenario(path, path.read_bytes(), default_template=self.settings.default_template)
+        templates: dict[str, render.Template] = {}
+        jobs = []
+        for spec in specs:
+            job = JobState(index=spec.index, name=spec.name, spec=spec.to_dict())
+            jobs.append(job)
+            try:
+                workflow, params = self._render(spec, templates, record)
+            except HotfolderError as err:
+                err.where.setdefault("file", record.input_name)
+                err.where.setdefault("job", spec.name)
+                job.state, job.error = "failed", err.to_dict()
+                logger.error("[%s %s] %s", record.input_name, spec.name, err)
+                continue
+            write_json_atomic(record.workflow_path(spec.index), workflow)
+            template = templates[spec.template or self.settings.default_template or ""]
+            job.template = {
+                "name": template.name, "file": template.path.name, "sha256": template.sha256,
+                "sidecar_sha256": template.sidecar.sha256 if template.sidecar else None,
+            }
+            job.params = params
+        record.jobs = jobs
+        record.state = "parsed"
+        record.save()
+        self._emit(Event("rendered", record.input_name, record.job_id, detail={"jobs": len(jobs)}))
+
+    def _render(self, spec: JobSpec, templates: dict[str, render.Template], record: FileRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+        return render_job(self.settings, spec, templates)
+
+    # -- workers: submit, track, download, publish ----------------------------------------------
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._tasks and not self._stop.is_set():
+                    self._cond.wait(1.0)
+                if self._stop.is_set():
+                    return
+                record, job = self._tasks.pop(0)
+                self._cond.notify_all()
+            try:
+                self._run_job(record, job)
+            except Cancelled:
+                return
+            except HotfolderError as err:
+                self._fail_job(record, job, err)
+            except Exception as err:  # noqa: BLE001 - the job boundary: a bug fails one job, never the daemon
+                logger.exception("[%s %s] internal error", record.input_name, job.name)
+                self._fail_job(record, job, HotfolderError(
+                    f"Internal error in hotfolder: {type(err).__name__}: {err}",
+                    hint="This is a bug in hotfolder or a plugin; please report it with the log.",
+                ))
+            if record.all_finished():
+                self._archive(record)
+
+    def _pick_client(self, job: JobState) -> ComfyClient:
+        if job.server:
+            for client in self.clients:
+                if client.name == job.server:
+                    return client
+        with self._cond:
+            return min(self.clients, key=lambda c: self._load[c.name])
+
+    def _run_job(self, record: FileRecord, job: JobState) -> None:
+        log = _JobLog(logger, {"file": record.input_name, "job": job.name})
+        workflow = json.loads(record.workflow_path(job.index).read_text(encoding="utf-8"))
+        client = self._pick_client(job)
+        with self._cond:
+            self._load[client.name] += 1
+        try:
+            if job.state in {"pending", "submitting", "submitted"}:
+                with _Slot(self._inflight[client.name], self._stop):
+                    result = self._submit_and_track(record, job, client, workflow, log)
+                self._download(record, job, client, result, log)
+            if job.state == "downloaded":
+                self._publish(record, job, client, workflow, log)
+        finally:
+            with self._cond:
+                self._load[client.name] -= 1
+
+    def _submit_and_track(self, record: FileRecord, job: JobState, client: ComfyClient,
+                          workflow: dict[str, Any], log: logging.LoggerAdapter) -> PromptResult:
+        deadline = time.monotonic() + self.settings.job_timeout
+        while True:
+            if job.state in {"pending", "submitting"}:
+                self._submit(record, job, client, workflow, log)
+                deadline = time.monotonic() + self.settings.job_timeout
+            try:
+                result = track.track_prompt(
+                    client, job.prompt_id or "", workflow, deadline=deadline, cancel=self._stop,
+                    on_progress=lambda w: self._progress(record, job, w),
+                )
+            except PromptLost:
+                job.resubmissions += 1
+                if job.resubmissions > MAX_RESUBMISSIONS:
+                    raise ServerError(
+                        f"Prompt {job.prompt_id} was lost by {client.display_url} {job.resubmissions} times.",
+                        hint="ComfyUI keeps restarting or something clears its queue; check its log.",
+                    ) from None
+                log.warning("prompt %s vanished from %s (restart?); submitting it again with the same id",
+                            job.prompt_id, client.display_url)
+                job.state = "submitting"
+                record.save()
+                continue
+            except ServerUnavailable:
+                self._wait_for_server(client)
+                continue
+            except TimeoutError:
+                self._give_up(client, job, log)
+                raise JobTimeout(
+                    f"Job did not finish within job_timeout = {self.settings.job_timeout:g} s on {client.display_url}; it was interrupted.",
+                    hint="Raise job_timeout in hotfolder.toml if such jobs are expected to take longer.",
+                ) from None
+            finally:
+                client.forget(job.prompt_id or "")
+            job.times["finished"] = now_iso()
+            w = result.watch
+            job.execution = {
+                "started": now_iso(w.started) if w.started else None,
+                "node_seconds": dict(w.node_seconds),
+                "cached_nodes": list(w.cached),
+                "comfyui_version": client.comfyui_version(),
+                "ui_values": {},
+                "outputs": result.outputs,
+            }
+            return result
+
+    def _submit(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any],
+                log: logging.LoggerAdapter) -> None:
+        if job.prompt_id is None:
+            job.prompt_id = str(uuid.uuid4())
+        elif job.state == "submitting" and job.submissions > 0:
+            # An earlier POST under this id may have reached the server (crash mid-POST): never run it twice.
+            where = self._locate(client, job.prompt_id)
+            if where != "absent":
+                job.state = "submitted"
+                record.save()
+                log.info("prompt %s is already on %s (%s); attaching to it", job.prompt_id, client.display_url, where)
+                return
+        job.server = client.name
+        job.state = "submitting"
+        job.submissions += 1
+        record.save()  # the prompt_id is on disk before the POST
+        extra = {"extra_pnginfo": {"hotfolder": {"job": f"{record.job_id}/{job.index}", "file": record.input_name}}}
+        while True:
+            try:
+                client.wait_ws(2.0)
+                where = submit.submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
+                break
+            except ServerUnavailable:
+                self._wait_for_server(client)
+            except OutcomeUnknown as err:
+                log.warning("%s; checking again before resubmitting", err.message)
+                self._stop.wait(1.0)
+                if self._stop.is_set():
+                    raise Cancelled(job.prompt_id) from None
+        job.state = "submitted"
+        job.times.setdefault("submitted", now_iso())
+        record.save()
+        log.info("submitted to %s as prompt %s (%s)", client.display_url, job.prompt_id, where)
+        self._emit(Event("submitted", record.input_name, record.job_id, job.name,
+                         {"prompt_id": job.prompt_id, "server": client.display_url}))
+
+    def _locate(self, client: ComfyClient, prompt_id: str) -> str:
+        while True:
+            try:
+                return client.locate(prompt_id)
+            except ServerUnavailable:
+                self._wait_for_server(client)
+
+    def _give_up(self, client: ComfyClient, job: JobState, log: logging.LoggerAdapter) -> None:
+        log.error("job timed out; interrupting prompt %s", job.prompt_id)
+        try:
+            client.http.delete_pending(job.prompt_id or "")
+            client.http.interrupt(job.prompt_id or "")
+        except ServerError:
+            pass
+
+    def _wait_for_server(self, client: ComfyClient) -> None:
+        delay = 0.25
+        while not self._stop.is_set():
+            try:
+                client.http.system_stats()
+                if client.name in self._waiting_logged:
+                    self._waiting_logged.discard(client.name)
+                    logger.info("ComfyUI at %s is back", client.display_url)
+                return
+            except ServerError as err:
+                if client.name not in self._waiting_logged:
+                    self._waiting_logged.add(client.name)
+                    logger.warning("%s Jobs wait until it answers.", err.message)
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+        raise Cancelled(client.name)
+
+    def _progress(self, record: FileRecord, job: JobState, watch: PromptWatch) -> None:
+        p = watch.progress
+        self._emit(Event("progress", record.input_name, record.job_id, job.name,
+                         {"node": p.node, "value": p.value, "max": p.max}))
+
+    def _download(self, record: FileRecord, job: JobState, client: ComfyClient, result: PromptResult,
+                  log: logging.LoggerAdapter) -> None:
+        refs, values = download.list_outputs(result.outputs, include_temp=self.settings.download_temp)
+        job.execution["ui_values"] = values
+        staging = self.settings.staging_dir / f"{record.job_id}-{job.index:03d}"
+        job.staging = str(staging)
+        errors = 0
+        while True:
+            try:
+                job.outputs = download.download_outputs(client.http, refs, staging)
+                break
+            except ServerUnavailable:
+                self._wait_for_server(client)
+            except OutputError as err:
+                errors += 1
+                if errors >= MAX_DOWNLOAD_ERRORS:
+                    raise
+                log.warning("%s; retrying", err.message)
+                self._stop.wait(min(2.0 ** errors * 0.1, 5.0))
+                if self._stop.is_set():
+                    raise Cancelled(job.name) from None
+        job.state = "downloaded"
+        record.save()
+        log.info("downloaded %d file(s)", len(job.outputs))
+
+    def _publish(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any],
+                 log: logging.LoggerAdapter) -> None:
+        key = f"{record.job_id}/{job.index}"
+        existing = publish.find_published(self.settings.outbox, job.name, key)
+        if existing is None:
+            staging = Path(job.staging or "")
+            if not staging.is_dir():
+                raise OutputError(f"The staged outputs of job {job.name!r} are gone ({staging}).",
+                                  hint="Move the input file back to inbox/ to run it again.")
+            existing = publish.publish_folder(staging, self.settings.outbox, job.name,
+                                              self._sidecar(record, job, client, workflow))
+        job.published = str(existing)
+        job.state = "published"
+        record.save()
+        with self._cond:
+            self.counts["published"] += 1
+        log.info("published %s", existing)
+        self._emit(Event("published", record.input_name, record.job_id, job.name, {"path": str(existing)}))
+
+    def _sidecar(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any]) -> dict[str, Any]:
+        spec = job.spec
+        ex = job.execution
+        return {
+            "hotfolder_version": __version__,
+            "job_key": f"{record.job_id}/{job.index}",
+            "job_id": record.job_id,
+            "job_index": job.index,
+            "jobs_in_file": len(record.jobs),
+            "name": job.name,
+            "scenario": {"file": record.input_name, "sha256": record.sha256, "line": spec.get("line")},
+            "template": job.template,
+            "params": job.params,
+            "set": spec.get("set") or {},
+            "workflow": workflow,
+            "server": client.display_url,
+            "prompt_id": job.prompt_id,
+            "comfyui_version": ex.get("comfyui_version"),
+            "timestamps": {
+                "claimed": record.claimed_at,
+                "submitted": job.times.get("submitted"),
+                "started": ex.get("started"),
+                "finished": job.times.get("finished"),
+                "published": now_iso(),
+            },
+            "node_seconds": ex.get("node_seconds") or {},
+            "cached_nodes": ex.get("cached_nodes") or [],
+            "outputs": job.outputs,
+            "ui_values": ex.get("ui_values") or {},
+            "attempts": record.attempts + 1,
+            "submissions": job.submissions,
+            "resubmissions": job.resubmissions,
+        }
+
+    # -- failure and archive ---------------------------------------------------------------------
+
+    def _fail_job(self, record: FileRecord, job: JobState, err: HotfolderError) -> None:
+        err.where.setdefault("file", record.input_name)
+        err.where.setdefault("job", job.name)
+        job.state = "failed"
+        job.error = err.to_dict()
+        record.save()
+        with self._cond:
+            self.counts["failed"] += 1
+        logger.error("[%s %s] %s", record.input_name, job.name, err)
+        self._emit(Event("failed", record.input_name, record.job_id, job.name, {"error": job.error}))
+
+    def _fail_file(self, record: FileRecord, err: HotfolderError) -> None:
+        err.where.setdefault("file", record.input_name)
+        record.error = err.to_dict()
+        logger.error("[%s] %s", record.input_name, err)
+        self._emit(Event("failed", record.input_name, record.job_id, None, {"error": record.error}))
+        self._archive(record)
+
+    def _archive(self, record: FileRecord) -> None:
+        with self._cond:
+            if record.job_id not in self._active or record.state == "archived":
+                return
+            record.state = "archived"
+        error = self._error_document(record)
+        try:
+            target = archive.archive_input(record, done_dir=self.settings.done_dir,
+                                           failed_dir=self.settings.failed_dir, error=error)
+        finally:
+            with self._cond:
+                self._active.pop(record.job_id, None)
+                self.counts["files_failed" if error else "files_done"] += 1
+                self._cond.notify_all()
+        logger.info("[%s] %s%s", record.input_name, "failed" if error else "done",
+                    f" -> {target}" if target else "")
+        self._emit(Event("archived", record.input_name, record.job_id, None,
+                         {"failed": bool(error), "path": str(target) if target else None, "error": error}))
+
+    def _error_document(self, record: FileRecord) -> dict[str, Any] | None:
+        failed = [job for job in record.jobs if job.state == "failed"]
+        if record.error is None and not failed:
+            return None
+        doc: dict[str, Any] = {"file": record.input_name, "job_id": record.job_id, "failed_at": now_iso()}
+        if record.error is not None:
+            doc.update(record.error)
+        else:
+            first = failed[0].error or {}
+            doc.update(first)
+            if len(record.jobs) > 1:
+                doc["message"] = f"{len(failed)} of {len(record.jobs)} jobs failed. First: {first.get('message')}"
+        doc["jobs"] = [
+            {"index": job.index, "name": job.name, "state": job.state, "published": job.published,
+             "prompt_id": job.prompt_id, "error": job.error}
+            for job in record.jobs
+        ]
+        return doc
+
+    # -- recovery --------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Resume every job folder left in ``inbox/.hotfolder/`` by an earlier run. Returns how many."""
+        state = self.settings.state_dir
+        if not state.is_dir():
+            return 0
+        count = 0
+        for folder in sorted(p for p in state.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            record = self._load_record(folder)
+            if record is None:
+                continue
+            count += 1
+            logger.info("[%s] resuming job %s (%s)", record.input_name, record.job_id, record.state)
+            record.attempts += 1
+            record.save()
+            self._start_record(record)
+        return count
+
+    def _load_record(self, folder: Path) -> FileRecord | None:
+        if (folder / RECORD_NAME).is_file():
+            try:
+                return FileRecord.load(folder)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                logger.error("Job record %s is unreadable (%s); re-reading its input", folder / RECORD_NAME, err)
+        inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.name != RECORD_NAME and not p.name.startswith("workflow-")]
+        if not inputs:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+            return None
+        record = FileRecord(job_id=folder.name, input_name=inputs[0].name, folder=folder,
+                            instance=self.settings.instance_id)
+        record.sha256 = claim.file_sha256(inputs[0])
+        return record
+
+
+def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name."""
+    name = spec.template or settings.default_template
+    where = {"file": spec.source.name, "job": spec.name}
+    if not name:
+        raise TemplateError(
+            f"Job {spec.name!r} names no template and no default_template is configured.",
+            hint="Add 'template: <name>' to the scenario or default_template to hotfolder.toml.", where=where,
+        )
+    if spec.inputs:
+        raise ScenarioError(
+            f"Job {spec.name!r} uses 'inputs:' (file uploads), which this version of hotfolder does not support yet.",
+            hint="Upload the file to ComfyUI's input folder yourself and set the node input with 'set:'.",
+            where=where,
+        )
+    if name not in templates:
+        templates[name] = render.load_template(settings.templates, name)
+    return render.render_workflow(templates[name], spec)
+
+
+def render_file(settings: Settings, path: Path) -> list[tuple[JobSpec, dict[str, Any]]]:
+    """What ``hotfolder render`` prints: each job of ``path`` with the workflow it would submit."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(f"Cannot read scenario file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
+    specs = parse.parse_scenario(path, data, default_template=settings.default_template)
+    templates: dict[str, render.Template] = {}
+    return [(spec, render_job(settings, spec, templates)[0]) for spec in specs]
+
+
+class _Slot:
+    """Holds one of a server's in-flight places; waiting for one can be cancelled by the stop flag."""
+
+    def __init__(self, sem: threading.Semaphore, stop: threading.Event) -> None:
+        self.sem, self.stop = sem, stop
+
+    def __enter__(self) -> None:
+        while not self.sem.acquire(timeout=0.5):
+            if self.stop.is_set():
+                raise Cancelled("stopping")
+
+    def __exit__(self, *exc: object) -> None:
+        self.sem.release()

@@ -1,0 +1,150 @@
+"""Durable job state: the record kept in each job folder under ``inbox/.hotfolder/``.
+
+A record is rewritten atomically (temp file, fsync, rename, fsync of the folder) before each step that
+has an effect outside the process, so a daemon killed at any moment finds, at its next start, what it
+had done and what it had promised to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "job.json"
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=indent, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def now_iso(ts: float | None = None) -> str:
+    ts = time.time() if ts is None else ts
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+@dataclass
+class JobState:
+    """One job of a claimed file."""
+
+    index: int
+    name: str
+    state: str = "pending"  # pending, submitting, submitted, downloaded, published, failed
+    prompt_id: str | None = None
+    server: str | None = None
+    submissions: int = 0
+    resubmissions: int = 0
+    published: str | None = None
+    staging: str | None = None
+    error: dict[str, Any] | None = None
+    times: dict[str, str] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    template: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in {"published", "failed"}
+
+
+@dataclass
+class FileRecord:
+    """The record of one claimed input file and its jobs."""
+
+    job_id: str
+    input_name: str
+    folder: Path
+    sha256: str = ""
+    state: str = "claimed"  # claimed, parsed, archived
+    attempts: int = 0
+    claimed_at: str = field(default_factory=now_iso)
+    instance: str = ""
+    original_path: str = ""
+    archive: bool = True
+    error: dict[str, Any] | None = None
+    jobs: list[JobState] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def input_path(self) -> Path:
+        return self.folder / self.input_name
+
+    @property
+    def path(self) -> Path:
+        return self.folder / RECORD_NAME
+
+    def workflow_path(self, index: int) -> Path:
+        return self.folder / f"workflow-{index:03d}.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "job_id": self.job_id,
+            "input": self.input_name,
+            "sha256": self.sha256,
+            "state": self.state,
+            "attempts": self.attempts,
+            "claimed_at": self.claimed_at,
+            "instance": self.instance,
+            "original_path": self.original_path,
+            "archive": self.archive,
+            "error": self.error,
+            "jobs": [
+                {k: v for k, v in vars(job).items()} for job in self.jobs
+            ],
+        }
+
+    def save(self) -> None:
+        with self._lock:
+            write_json_atomic(self.path, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: Path) -> FileRecord:
+        data = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
+        rec = cls(
+            job_id=data["job_id"], input_name=data["input"], folder=folder, sha256=data.get("sha256", ""),
+            state=data.get("state", "claimed"), attempts=data.get("attempts", 0),
+            claimed_at=data.get("claimed_at", ""), instance=data.get("instance", ""),
+            original_path=data.get("original_path", ""), archive=data.get("archive", True),
+            error=data.get("error"),
+        )
+        rec.jobs = [JobState(**job) for job in data.get("jobs", [])]
+        return rec
+
+    def all_finished(self) -> bool:
+        return all(job.finished for job in self.jobs)

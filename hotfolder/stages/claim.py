@@ -1,0 +1,66 @@
+"""Stage 2 of 10: claim. Take a complete inbox file by one atomic rename into its own job folder.
+
+The job folder lives in ``inbox/.hotfolder/`` (the inbox's own filesystem), so the rename either happens
+or not: two hotfolder instances on one inbox can never both take a file. Symlinks and non-files are never
+claimed (nor followed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import time
+from pathlib import Path
+
+from hotfolder.record import FileRecord, fsync_dir
+
+READ_CHUNK = 1024 * 1024
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def claim_file(path: Path, state_dir: Path, *, instance: str = "", move: bool = True) -> FileRecord | None:
+    """Move ``path`` into a new job folder and write its first record. Returns None when the file is gone
+    (another instance claimed it), is a symlink, or is not a regular file. ``move=False`` copies instead
+    (``hotfolder process`` leaves the user's file where it is)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    job_id = new_job_id()
+    folder = state_dir / job_id
+    folder.mkdir()
+    target = folder / path.name
+    try:
+        if move:
+            os.rename(path, target)
+        else:
+            shutil.copyfile(path, target, follow_symlinks=False)
+    except FileNotFoundError:
+        folder.rmdir()
+        return None
+    fsync_dir(folder)
+    if move:
+        fsync_dir(path.parent)
+    record = FileRecord(job_id=job_id, input_name=path.name, folder=folder, instance=instance,
+                        original_path=str(path), archive=move)
+    if os.lstat(target).st_size <= 64 * 1024 * 1024:
+        record.sha256 = file_sha256(target)
+    record.save()
+    return record

@@ -1,0 +1,58 @@
+"""Stage 9 of 10: publish. Move a finished staging folder into ``outbox/<job-name>/`` in one rename.
+
+Files are downloaded into ``outbox/.hotfolder-staging/<job>/`` (hidden, same filesystem), the sidecar
+``<name>.json`` is written last, then the folder is renamed into place, so a consumer never sees a
+half-written result. A name that is taken gets a suffix (``red-fox-2``); nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hotfolder.paths import rename_noreplace, unique_name
+from hotfolder.record import fsync_dir, write_json_atomic
+
+
+def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, Any]) -> Path:
+    """Write the sidecar into ``staging`` and rename it to a free ``outbox/<name>[-N]``; return the path."""
+    outbox.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    while True:
+        final = unique_name(outbox, name, taken)
+        for old in staging.glob("*.json"):
+            if old.name.startswith(name) and old.name != f"{final}.json" and _is_sidecar(old, sidecar):
+                old.unlink()
+        write_json_atomic(staging / f"{final}.json", dict(sidecar, published_as=final))
+        try:
+            rename_noreplace(staging, outbox / final)
+        except FileExistsError:
+            taken.add(final)
+            continue
+        fsync_dir(outbox)
+        return outbox / final
+
+
+def _is_sidecar(path: Path, sidecar: dict[str, Any]) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("job_key") == sidecar.get("job_key")
+
+
+def find_published(outbox: Path, name: str, job_key: str) -> Path | None:
+    """The outbox folder already published for ``job_key`` (after a crash mid-publish), if any."""
+    if not outbox.is_dir():
+        return None
+    for entry in os.scandir(outbox):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.name != name and not entry.name.startswith(f"{name}-"):
+            continue
+        sidecar = Path(entry.path) / f"{entry.name}.json"
+        if _is_sidecar(sidecar, {"job_key": job_key}):
+            return Path(entry.path)
+    return None

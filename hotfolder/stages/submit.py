@@ -1,0 +1,92 @@
+"""Stage 6 of 10: submit. POST the rendered workflow under our own prompt_id.
+
+The prompt_id is chosen and recorded by the caller before this runs. A POST whose outcome is unknown
+(timeout, dropped connection, HTTP 500) is resolved by asking the server whether it has the prompt; only
+a prompt it provably does not have is sent again, under the same id. A 400 becomes a
+:class:`~hotfolder.errors.PromptRejected` whose ``details`` list each problem by node id, title, class and
+input, in words a user can act on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hotfolder.comfy.client import ComfyClient
+from hotfolder.errors import OutcomeUnknown, PromptRejected
+
+
+def submit_prompt(client: ComfyClient, workflow: dict[str, Any], *, prompt_id: str,
+                  extra_data: dict[str, Any] | None = None) -> str:
+    """Queue the prompt; returns 'queued' or, after an unknown outcome, where the server has it.
+
+    Raises OutcomeUnknown again when the server has no trace of it (the caller retries the POST),
+    ServerUnavailable while the server is away, PromptRejected on a 400.
+    """
+    try:
+        client.submit(workflow, prompt_id=prompt_id, extra_data=extra_data)
+        return "queued"
+    except OutcomeUnknown:
+        where = client.locate(prompt_id)
+        if where == "absent":
+            raise
+        return where
+    except PromptRejected as err:
+        raise explain_rejection(err, workflow) from None
+
+
+def _node(workflow: dict[str, Any], node_id: str) -> dict[str, Any]:
+    node = workflow.get(node_id)
+    if not isinstance(node, dict):
+        return {"id": node_id, "title": None, "class_type": None}
+    meta = node.get("_meta") if isinstance(node.get("_meta"), dict) else {}
+    return {"id": node_id, "title": meta.get("title"), "class_type": node.get("class_type")}
+
+
+def explain_rejection(err: PromptRejected, workflow: dict[str, Any]) -> PromptRejected:
+    """Turn ComfyUI's 400 body into one problem per node input, each naming node id, title, class."""
+    body = err.details if isinstance(err.details, dict) else {}
+    top = body.get("error") if isinstance(body.get("error"), dict) else {}
+    problems: list[dict[str, Any]] = []
+    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
+    for node_id, info in node_errors.items():
+        node = _node(workflow, str(node_id))
+        if isinstance(info, dict) and info.get("class_type") and not node["class_type"]:
+            node["class_type"] = info["class_type"]
+        for item in (info.get("errors") if isinstance(info, dict) else None) or []:
+            extra = item.get("extra_info") if isinstance(item.get("extra_info"), dict) else {}
+            problem = {
+                "node": node,
+                "input": extra.get("input_name"),
+                "type": item.get("type"),
+                "message": item.get("message"),
+                "details": item.get("details"),
+            }
+            if "received_value" in extra:
+                problem["received_value"] = extra["received_value"]
+            problems.append(problem)
+    lines = []
+    for p in problems:
+        node = p["node"]
+        label = f"node {node['id']}"
+        if node.get("title"):
+            label += f" {node['title']!r}"
+        if node.get("class_type"):
+            label += f" ({node['class_type']})"
+        where = f", input {p['input']!r}" if p.get("input") else ""
+        detail = f": {p['details']}" if p.get("details") else ""
+        lines.append(f"  - {label}{where}: {p['message']}{detail}")
+    message = f"ComfyUI rejected the workflow: {top.get('message') or 'validation failed'}"
+    if top.get("details") and not problems:
+        message += f" ({top['details']})"
+    if lines:
+        message += "\n" + "\n".join(lines)
+    hint = "Fix the named inputs in the scenario's params/set or in the template, then move the file back to inbox/."
+    if top.get("type") == "invalid_prompt":
+        hint = ("A node class is missing on the server: install the custom node pack that provides it, "
+                "or change the template.")
+    where = dict(err.where)
+    if problems:
+        first = problems[0]
+        where.update({"node": first["node"], "input": first.get("input")})
+    return PromptRejected(message, hint=hint, where=where,
+                          details={"error": top, "problems": problems})

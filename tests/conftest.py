@@ -1,0 +1,80 @@
+"""Shared fixtures: a real test ComfyUI server on loopback and a hermetic hotfolder project in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hotfolder.config import Settings, load_settings
+from hotfolder.testing import ComfyTestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "hotfolder" / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("HOTFOLDER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOTFOLDER_LOAD_PLUGINS", "")
+
+
+@pytest.fixture
+def comfy() -> Iterator[ComfyTestServer]:
+    server = ComfyTestServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder with inbox/, outbox/, templates/ (the shipped examples) and test templates."""
+    for sub in ("inbox", "outbox", "templates", "plugins"):
+        (tmp_path / sub).mkdir()
+    for path in EXAMPLES.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path / "templates" / path.name)
+    return tmp_path
+
+
+def make_settings(project: Path, server_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "inbox": project / "inbox", "outbox": project / "outbox", "templates": project / "templates",
+        "servers": [server_url], "default_template": "invert", "settle_seconds": 0.1,
+        "poll_interval": 0.5, "lost_grace": 2.0, "history_grace": 5.0, "http_timeout": 5.0,
+        "job_timeout": 60.0,
+    }
+    values.update(overrides)
+    return load_settings(None, env={}, overrides=values, cwd=project)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, message: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    event = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        event.wait(0.05)
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "hotfolder", *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)

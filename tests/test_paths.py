@@ -1,0 +1,99 @@
+"""Safe names, no-replace renames, atomic publish and archive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hotfolder.paths import move_unique, rename_noreplace, safe_filename, unique_name
+from hotfolder.record import FileRecord, JobState
+from hotfolder.stages.archive import archive_input
+from hotfolder.stages.download import list_outputs
+from hotfolder.stages.publish import find_published, publish_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("raw, safe", [
+    ("../../etc/passwd", "passwd"),
+    ("/abs/file.png", "file.png"),
+    ("..", "file"),
+    ("a\x00b\x1fc.png", "a_b_c.png"),
+    ("..\\..\\win.png", "win.png"),
+    (".hidden", "hidden"),
+    ("fox 🦊.png", "fox 🦊.png"),
+    ("", "file"),
+])
+def test_safe_filename_never_escapes(raw: str, safe: str) -> None:
+    assert safe_filename(raw) == safe
+
+
+def test_safe_filename_keeps_the_extension_when_truncating() -> None:
+    name = safe_filename("x" * 300 + ".png")
+    assert len(name) == 120 and name.endswith(".png")
+
+
+def test_unique_name_and_move_never_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("old")
+    assert unique_name(tmp_path, "a.yaml") == "a-2.yaml"
+    src = tmp_path / "src.yaml"
+    src.write_text("new")
+    moved = move_unique(src, tmp_path, "a.yaml")
+    assert moved.name == "a-2.yaml" and (tmp_path / "a.yaml").read_text() == "old"
+
+
+def test_rename_noreplace_refuses_an_existing_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    with pytest.raises(FileExistsError):
+        rename_noreplace(tmp_path / "src", tmp_path / "dst")
+
+
+def test_publish_renames_staging_into_place_with_sidecar_and_suffix(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    (outbox / "fox").mkdir(parents=True)
+    staging = outbox / ".hotfolder-staging" / "j1"
+    staging.mkdir(parents=True)
+    (staging / "img.png").write_bytes(b"png")
+    final = publish_folder(staging, outbox, "fox", {"job_key": "j1/1"})
+    assert final == outbox / "fox-2" and not staging.exists()
+    assert json.loads((final / "fox-2.json").read_text())["job_key"] == "j1/1"
+    assert find_published(outbox, "fox", "j1/1") == final
+    assert find_published(outbox, "fox", "other/1") is None
+
+
+def test_archive_writes_error_file_beside_a_unique_failed_name(tmp_path: Path) -> None:
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "a.yaml").write_text("earlier failure")
+    folder = tmp_path / "state" / "job"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("params: {}")
+    record = FileRecord(job_id="job", input_name="a.yaml", folder=folder, jobs=[JobState(1, "a")])
+    target = archive_input(record, done_dir=tmp_path / "done", failed_dir=failed, error={"message": "bad"})
+    assert target == failed / "a-2.yaml"
+    assert json.loads((failed / "a-2.yaml.error.json").read_text())["message"] == "bad"
+    assert (failed / "a.yaml").read_text() == "earlier failure" and not folder.exists()
+
+
+def test_every_output_kind_with_a_filename_is_downloadable() -> None:
+    outputs = {
+        "9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]},
+        "10": {"gifs": [{"filename": "b.mp4", "subfolder": "v", "type": "output", "format": "video/h264-mp4"}]},
+        "11": {"audio": [{"filename": "c.flac", "subfolder": "", "type": "output"}]},
+        "12": {"text": ["40"]},
+        "13": {"images": [{"filename": "p.png", "subfolder": "", "type": "temp"}]},
+        "14": {"animated": [True]},
+    }
+    files, values = list_outputs(outputs)
+    assert [f.filename for f in files] == ["a.png", "b.mp4", "c.flac", "p.png"]
+    assert values == {"12": {"text": ["40"]}, "14": {"animated": [True]}}
+    files, _ = list_outputs(outputs, include_temp=False)
+    assert "p.png" not in [f.filename for f in files]
+
+
+def test_shipped_templates_match_the_examples_init_copies() -> None:
+    for path in (ROOT / "hotfolder" / "examples").iterdir():
+        assert (ROOT / "templates" / path.name).read_bytes() == path.read_bytes(), path.name

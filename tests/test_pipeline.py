@@ -1,0 +1,261 @@
+"""The engine end to end, in-process, against the real test ComfyUI server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from hotfolder import daemon
+from hotfolder.pipeline import Engine, Event
+from hotfolder.testing import ComfyTestServer
+from tests.conftest import make_settings, wait_until
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def drain(settings, **kw) -> dict[str, int]:
+    return daemon.run_daemon(settings, once=True, **kw)
+
+
+def read_error(project: Path, name: str) -> dict:
+    return json.loads((project / "inbox" / "failed" / f"{name}.error.json").read_text())
+
+
+def test_yaml_scenario_is_rendered_run_downloaded_and_published(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "inbox" / "red-fox.yaml").write_text(
+        'template: invert\nparams:\n  width: 32\n  height: 16\n  color: 0x102030\n', encoding="utf-8")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 1 and counts["failed"] == 0
+    out = project / "outbox" / "red-fox"
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 1 and png_size(pngs[0]) == (32, 16)
+    sidecar = json.loads((out / "red-fox.json").read_text())
+    assert sidecar["scenario"]["file"] == "red-fox.yaml"
+    assert len(sidecar["scenario"]["sha256"]) == 64
+    assert sidecar["template"]["name"] == "invert" and len(sidecar["template"]["sha256"]) == 64
+    assert sidecar["params"]["width"] == 32
+    assert sidecar["workflow"]["1"]["inputs"]["width"] == 32
+    assert sidecar["server"] == comfy.url
+    assert sidecar["prompt_id"] in comfy.history()
+    assert sidecar["comfyui_version"]
+    assert sidecar["timestamps"]["submitted"] and sidecar["timestamps"]["finished"]
+    (entry,) = sidecar["outputs"]
+    assert entry["file"] == pngs[0].name and entry["node"] == "3" and entry["kind"] == "image"
+    assert entry["size"] == pngs[0].stat().st_size and len(entry["sha256"]) == 64
+    assert (project / "inbox" / "done" / "red-fox.yaml").is_file()
+    assert not any((project / "inbox" / ".hotfolder").iterdir())
+    assert not (project / "outbox" / ".hotfolder-staging").exists() or not any((project / "outbox" / ".hotfolder-staging").iterdir())
+    # the workflow in the sidecar is exactly the one ComfyUI received
+    posts = [r for r in comfy.requests if r["method"] == "POST" and r["path"].endswith("/prompt")]
+    assert posts[-1]["json"]["prompt"] == sidecar["workflow"]
+    assert posts[-1]["json"]["prompt_id"] == sidecar["prompt_id"]
+
+
+def test_batch_file_publishes_one_folder_per_job(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "inbox" / "grid.json").write_text(json.dumps({
+        "template": "invert", "params": {"width": 8, "height": 8}, "matrix": {"color": [0, 255]}, "repeat": 2,
+    }))
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 4
+    folders = sorted(p.name for p in (project / "outbox").iterdir() if not p.name.startswith("."))
+    assert folders == ["grid-001", "grid-002", "grid-003", "grid-004"]
+    assert (project / "inbox" / "done" / "grid.json").exists()
+
+
+def test_prompt_with_quotes_newlines_and_emoji_arrives_intact(project: Path, comfy: ComfyTestServer) -> None:
+    prompt = 'a "red" fox\\n in C:\\snow\n second line 🦊 {{ 7*7 }}'
+    template = json.loads((project / "templates" / "invert.json").read_text())
+    template["3"]["inputs"]["filename_prefix"] = "quotes"
+    template["1"]["_meta"]["title"] = "{{ prompt }}"
+    (project / "templates" / "quoted.json").write_text(json.dumps(template))
+    (project / "inbox" / "q.json").write_text(json.dumps({"template": "quoted", "params": {"prompt": prompt}}))
+    drain(make_settings(project, comfy.url))
+    posts = [r for r in comfy.requests if r["method"] == "POST" and r["path"].endswith("/prompt")]
+    assert posts[-1]["json"]["prompt"]["1"]["_meta"]["title"] == prompt
+    assert (project / "inbox" / "done" / "q.json").exists()
+
+
+def test_node_errors_are_mapped_to_node_title_class_and_input(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "inbox" / "bad.yaml").write_text("template: invert\nparams:\n  width: 0\n")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["failed"] == 1
+    error = read_error(project, "bad.yaml")
+    assert error["stage"] == "submit"
+    assert error["where"]["node"] == {"id": "1", "title": "Empty Image", "class_type": "EmptyImage"}
+    assert error["where"]["input"] == "width"
+    assert "width" in error["message"] and "Empty Image" in error["message"]
+    assert error["hint"]
+    assert (project / "inbox" / "failed" / "bad.yaml").exists()
+
+
+def test_execution_error_names_the_node_and_exception(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.fail_node("ImageInvert", message="boom on purpose", exception_type="RuntimeError")
+    (project / "inbox" / "boom.yaml").write_text("template: invert\n")
+    drain(make_settings(project, comfy.url))
+    error = read_error(project, "boom.yaml")
+    assert error["stage"] == "track"
+    assert error["where"]["node"]["id"] == "2" and error["where"]["node"]["class_type"] == "ImageInvert"
+    assert "boom on purpose" in error["message"] and "RuntimeError" in error["message"]
+
+
+def test_a_failed_job_in_a_batch_fails_the_file_but_keeps_the_others(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "inbox" / "mixed.jsonl").write_text(
+        '{"params": {"width": 8}}\n{"params": {"width": -3}}\n{"params": {"width": 9}}\n')
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 2 and counts["failed"] == 1
+    error = read_error(project, "mixed.jsonl")
+    assert "1 of 3 jobs failed" in error["message"]
+    assert [j["state"] for j in error["jobs"]] == ["published", "failed", "published"]
+    assert (project / "outbox" / "mixed-001").is_dir() and (project / "outbox" / "mixed-003").is_dir()
+
+
+def test_outbox_name_collision_gets_a_suffix_never_an_overwrite(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "outbox" / "fox").mkdir()
+    (project / "outbox" / "fox" / "keep.txt").write_text("mine")
+    (project / "inbox" / "fox.yaml").write_text("params: {width: 8}\n")
+    drain(make_settings(project, comfy.url))
+    assert (project / "outbox" / "fox" / "keep.txt").read_text() == "mine"
+    assert (project / "outbox" / "fox-2" / "fox-2.json").is_file()
+
+
+def test_cached_rerun_still_downloads_the_outputs(project: Path, comfy: ComfyTestServer) -> None:
+    for name in ("a.yaml", "b.yaml"):
+        (project / "inbox" / name).write_text("params: {width: 12, height: 12, color: 5}\n")
+        drain(make_settings(project, comfy.url))
+    sidecar = json.loads((project / "outbox" / "b" / "b.json").read_text())
+    assert sidecar["cached_nodes"] == ["1", "2", "3"]
+    assert len(sidecar["outputs"]) == 1 and (project / "outbox" / "b" / sidecar["outputs"][0]["file"]).is_file()
+
+
+def test_history_lagging_behind_execution_success_is_waited_for(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.history_delay(1.0)
+    (project / "inbox" / "lag.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 1
+    assert len(list((project / "outbox" / "lag").glob("*.png"))) == 1
+
+
+def test_view_500_is_retried(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.view_status(500, count=2)
+    (project / "inbox" / "v.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 1
+
+
+def test_post_500_that_did_not_queue_is_sent_again_once(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.post_status(500, count=1)
+    (project / "inbox" / "p.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 1
+    assert len(comfy.executed_prompt_ids) == 1
+
+
+def test_post_whose_answer_never_arrives_is_not_run_twice(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.post_hang(count=1, seconds=4)
+    (project / "inbox" / "h.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url, http_timeout=1.0))
+    assert counts["published"] == 1
+    assert len(comfy.executed_prompt_ids) == 1
+
+
+def test_server_down_at_start_makes_jobs_wait_not_fail(project: Path) -> None:
+    server = ComfyTestServer()
+    server.start()
+    url, port = server.url, server.port
+    server.stop()
+    (project / "inbox" / "w.yaml").write_text("params: {width: 8}\n")
+    settings = make_settings(project, url)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(drain(settings)))
+    thread.start()
+    wait_until(lambda: any((project / "inbox" / ".hotfolder").glob("*/job.json")), message="claim")
+    assert not (project / "inbox" / "failed").exists() or not any((project / "inbox" / "failed").iterdir())
+    later = ComfyTestServer(port=port)
+    later.start()
+    try:
+        thread.join(60)
+        assert result["published"] == 1
+    finally:
+        later.stop()
+
+
+def test_server_restart_mid_job_resubmits_the_lost_prompt(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.node_delay("ImageInvert", 1.5)
+    (project / "inbox" / "r.yaml").write_text("params: {width: 8}\n")
+    settings = make_settings(project, comfy.url)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(drain(settings)))
+    thread.start()
+    wait_until(lambda: comfy.executed_prompt_ids, message="execution start")
+    first = comfy.executed_prompt_ids[0]
+    comfy.restart()
+    comfy.faults.clear()
+    thread.join(60)
+    assert result["published"] == 1
+    sidecar = json.loads((project / "outbox" / "r" / "r.json").read_text())
+    assert sidecar["prompt_id"] == first and sidecar["resubmissions"] == 1
+
+
+def test_websocket_drops_do_not_hang_jobs(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.drop_websockets_every(0.3)
+    comfy.faults.node_delay("ImageInvert", 0.5)
+    for i in range(3):
+        (project / "inbox" / f"d{i}.yaml").write_text(f"params: {{width: {8 + i}}}\n")
+    counts = drain(make_settings(project, comfy.url))
+    comfy.faults.drop_websockets_every(0)
+    assert counts["published"] == 3
+
+
+def test_silent_websocket_does_not_hang_jobs(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.silence_websockets(True)
+    (project / "inbox" / "s.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 1
+
+
+def test_job_timeout_interrupts_and_fails(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / "slow.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url, job_timeout=1.0))
+    assert counts["failed"] == 1
+    error = read_error(project, "slow.yaml")
+    assert error["error"] == "JobTimeout"
+    wait_until(lambda: comfy.wait_idle(timeout=0.1) is not False, message="server idle after interrupt")
+
+
+def test_events_report_progress(project: Path, comfy: ComfyTestServer) -> None:
+    template = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 0.3}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sleepy", "images": ["2", 0]}},
+    }
+    (project / "templates" / "sleepy.json").write_text(json.dumps(template))
+    (project / "inbox" / "z.yaml").write_text("template: sleepy\n")
+    events: list[Event] = []
+    drain(make_settings(project, comfy.url), listeners=[events.append])
+    progress = [e for e in events if e.kind == "progress" and e.detail.get("max")]
+    assert progress and progress[-1].detail["node"] == "2"
+    kinds = [e.kind for e in events]
+    assert kinds.index("claimed") < kinds.index("submitted") < kinds.index("published") < kinds.index("archived")
+    sidecar = json.loads((project / "outbox" / "z" / "z.json").read_text())
+    assert len(sidecar["outputs"]) == 1  # binary preview frames were not taken for results
+
+
+def test_engine_recovers_a_job_folder_left_by_a_killed_run(project: Path, comfy: ComfyTestServer) -> None:
+    settings = make_settings(project, comfy.url)
+    (project / "inbox" / "k.yaml").write_text("params: {width: 8}\n")
+    engine = Engine(settings)
+    record = engine.accept(project / "inbox" / "k.yaml")  # claimed and rendered, workers never started
+    assert record is not None and record.state == "parsed"
+    counts = drain(settings)
+    assert counts["published"] == 1
+    assert (project / "inbox" / "done" / "k.yaml").exists()
