@@ -1,0 +1,16 @@
+"""The per-file pipeline stages: one module per stage, each with a verb-phrase public function.
+
+The order lives in exactly one place, ``hotfolder.pipeline.STAGES``; this list mirrors it, and each
+module's docstring opens with its number ("Stage N of 10: ...").
+
+1. intake (``hotfolder/watch.py``, outside this package: a long-lived watcher, not a per-file step)
+2. ``claim``: take a complete inbox file by one atomic rename into its own job folder
+3. ``parse``: turn the claimed scenario file into ``JobSpec`` objects (``parse_scenario``)
+4. ``render``: fill a workflow template for one job (``load_template``, ``render_workflow``)
+5. ``inject``: set node inputs by ``<node>.<input>`` address (``set_input``, ``apply_overrides``)
+6. ``submit``: POST the workflow under hotfolder's own prompt_id
+7. ``track``: follow the prompt until ComfyUI has finished and recorded it
+8. ``download``: stream the outputs into staging
+9. ``publish``: move the finished staging folder into ``outbox/<job-name>/``
+10. ``archive``: move the input to ``inbox/done/`` or ``inbox/failed/``
+"""

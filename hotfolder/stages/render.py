@@ -1,0 +1,861 @@
+"""Stage 4 of 10: render. Fill a workflow template with one job's parameters.
+
+:func:`load_template` finds and checks a template in the templates folder; :func:`render_workflow`
+turns it plus a :class:`~hotfolder.models.JobSpec` into an API-format workflow (a new dict) and the
+resolved parameters. Every failure is a :class:`~hotfolder.errors.TemplateError` (or its subclass
+:class:`~hotfolder.errors.AddressError`) whose ``where`` holds ``template`` and, as far as known,
+``file`` and ``job`` (the scenario), ``variable``, ``node``, ``input``, ``line`` and ``column``.
+
+Templates (``templates/<name>.json`` is looked up before ``templates/<name>.json.j2``)
+    ``<name>.json`` (kind ``"json"``): a ComfyUI workflow in API format, valid JSON. Any string value
+    (never a key) containing ``{{`` or ``{%`` is Jinja. A string that is exactly one ``{{ expr }}``
+    (surrounding whitespace ignored) becomes the expression's value with its type, so ``"{{ seed }}"``
+    is submitted as an integer; any other string renders as text, so quotes and newlines in a prompt
+    never break the JSON.
+
+    ``<name>.json.j2`` (kind ``"jinja"``): the whole file is Jinja and must render to JSON. Every
+    ``{{ ... }}`` is emitted as a JSON value (``json.dumps``), so ``"text": {{ prompt }}`` is safe for
+    any prompt (write ``{{ "a photo of " ~ subject }}`` to build a string). A value that is already
+    JSON text from ``| tojson`` is emitted as is. Use ``{% for %}`` to add nodes.
+
+    Rendering is sandboxed (``ImmutableSandboxedEnvironment``: no ``_``-attributes, no Python
+    internals, no mutating of lists or dicts) and strict (``StrictUndefined``: an undefined variable
+    is an error naming the variable, the template, the scenario and the job). Parameter values are
+    data: Jinja inside a prompt is never evaluated. A ComfyUI *UI* workflow (``nodes``/``links``) is
+    refused with directions for exporting the API format.
+
+Sidecar ``<name>.toml`` (optional, beside the template)::
+
+    description = "Classic SD1.5 text to image"
+
+    [params.prompt]
+    default = "a red fox"          # optional
+    type = "string"                # string | int | float | bool | any (the default)
+    input = "6.text"               # optional; or a list: ["6.text", "Negative.text"]
+    description = "positive prompt"
+
+    [params.seed]
+    default = "random"             # a seed-like param may default to "random": drawn per job
+    type = "int"
+    input = "KSampler.seed"
+
+and the short form, a parameter that only names node inputs (no default, type ``any``)::
+
+    [params]
+    steps = "KSampler.steps"
+    width = ["5.width", "Upscale.width"]
+
+Unknown keys, bad types and malformed addresses in the sidecar are errors.
+
+Rendering one job
+    1. Context: sidecar defaults, overridden by ``spec.params``. A seed-like parameter (name ending in
+       ``seed``) whose value is ``"random"`` gets a number drawn from ``random.SystemRandom`` in
+       ``0 .. 2**32-1``. Parameters with a declared type are coerced (``int("20")``, ``float``, ``bool``
+       from ``true``/``false``/``1``/``0``, ``str()``).
+    2. Render the template (above) and check the result is an API workflow.
+    3. Every sidecar parameter with ``input`` addresses and a value sets those node inputs.
+    4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are a later stage.)
+
+The resolved parameters (including drawn seeds) are returned next to the workflow, for the sidecar.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import functools
+import hashlib
+import json
+import logging
+import math
+import random
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.exceptions
+import jinja2.meta
+import jinja2.sandbox
+from markupsafe import Markup
+
+from hotfolder.errors import AddressError, TemplateError
+from hotfolder.models import JobSpec
+from hotfolder.stages import inject
+
+logger = logging.getLogger(__name__)
+
+#: Template file suffixes, in lookup order.
+TEMPLATE_SUFFIXES: tuple[str, ...] = (".json", ".json.j2")
+#: Parameter types a sidecar may declare.
+PARAM_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "any")
+SIDECAR_KEYS: tuple[str, ...] = ("description", "params")
+PARAM_KEYS: tuple[str, ...] = ("default", "type", "input", "description")
+#: Random seeds are drawn from ``range(0, SEED_RANGE)``.
+SEED_RANGE = 2**32
+
+API_FORMAT_HINT = (
+    "In ComfyUI, turn on the dev mode option in the settings (gear icon: 'Enable Dev mode Options'), "
+    "then use 'Save (API Format)' (newer versions: Workflow > Export (API)) and save that file as "
+    "templates/{name}.json."
+)
+
+
+class _Missing(enum.Enum):
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: Marks a sidecar parameter without a default.
+MISSING: Any = _Missing.MISSING
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter declared in a template sidecar. ``default`` is :data:`MISSING` when not given."""
+
+    name: str
+    default: Any = MISSING
+    type: str = "any"
+    inputs: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TemplateSidecar:
+    """A template's ``<name>.toml``: description and parameters. ``sha256`` is of the file's bytes."""
+
+    path: Path
+    description: str
+    params: dict[str, ParamSpec]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """A loaded, checked template. ``kind`` is ``"json"`` or ``"jinja"``; ``sha256`` is of the file's bytes."""
+
+    name: str
+    path: Path
+    kind: str
+    text: str
+    sha256: str
+    sidecar: TemplateSidecar | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def make_environment(*, json_output: bool = False) -> jinja2.sandbox.SandboxedEnvironment:
+    """Return a new strict, sandboxed Jinja environment as hotfolder renders with.
+
+    With ``json_output=True`` every ``{{ ... }}`` is emitted as a JSON value (the ``.json.j2`` mode).
+    """
+    return jinja2.sandbox.ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_emit_json if json_output else None,
+    )
+
+
+def available_templates(templates_dir: Path) -> list[str]:
+    """Names of the templates in ``templates_dir`` (sorted; hidden files ignored)."""
+    names: set[str] = set()
+    try:
+        entries = list(templates_dir.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        for suffix in TEMPLATE_SUFFIXES:
+            if entry.name.endswith(suffix) and len(entry.name) > len(suffix) and entry.is_file():
+                names.add(entry.name[: -len(suffix)])
+    return sorted(names)
+
+
+def load_template(templates_dir: Path, name: str) -> Template:
+    """Find template ``name`` (with or without ``.json``/``.json.j2``) in ``templates_dir`` and check it.
+
+    A ``.json`` template is parsed and checked as an API workflow and its Jinja strings compiled; a
+    ``.json.j2`` template is compiled. Raise :class:`TemplateError` if the name is not a plain file
+    name, no such template exists (the hint lists those that do), or the template or its sidecar is
+    malformed.
+    """
+    base, suffixes = _split_name(name)
+    for suffix in suffixes:
+        path = templates_dir / f"{base}{suffix}"
+        if path.is_file():
+            break
+    else:
+        available = available_templates(templates_dir)
+        if available:
+            hint = "Available templates: " + ", ".join(repr(n) for n in available) + "."
+        elif templates_dir.is_dir():
+            hint = f"The templates folder {str(templates_dir)!r} has no *.json or *.json.j2 files yet."
+        else:
+            hint = f"The templates folder {str(templates_dir)!r} does not exist; check 'templates' in hotfolder.toml."
+        raise TemplateError(
+            f"Template {name!r} not found in {str(templates_dir)!r}",
+            hint=hint,
+            where={"template": name},
+            details={"available": available},
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise TemplateError(
+            f"Template {base!r} cannot be read ({path.name!r}): {err.strerror or err}",
+            hint="Check the file's permissions.",
+            where={"template": base},
+        ) from err
+    text = _decode(data, f"Template {base!r} ({path.name!r})", {"template": base})
+    kind = "jinja" if suffix == ".json.j2" else "json"
+    if kind == "json":
+        _json_workflow(text, base)
+    else:
+        _compile_checked(text, base)
+    sidecar = _load_sidecar(templates_dir / f"{base}.toml", base)
+    return Template(
+        name=base,
+        path=path,
+        kind=kind,
+        text=text,
+        sha256=hashlib.sha256(data).hexdigest(),
+        sidecar=sidecar,
+    )
+
+
+def render_workflow(template: Template, spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Render ``template`` for one job; return ``(API workflow, resolved params)``.
+
+    The workflow is a new dict (the template is never changed). Raise :class:`TemplateError` for an
+    undefined variable, a sandbox violation, a parameter that does not fit its declared type, output
+    that is not an API workflow, or a node address (sidecar ``input``, ``spec.set``) that does not
+    resolve (:class:`AddressError`).
+    """
+    where: dict[str, Any] = {"file": spec.source.name, "job": spec.name, "template": template.name}
+    resolved = _resolve_params(template, spec, where)
+    if template.kind == "json":
+        workflow = _LeafRenderer(template, resolved, where).render(_json_workflow(template.text, template.name))
+    elif template.kind == "jinja":
+        workflow = _render_whole(template, resolved, where)
+    else:
+        raise TemplateError(
+            f"Template {template.name!r} has unknown kind {template.kind!r}",
+            hint="Load templates with load_template().",
+            where=where,
+        )
+    _check_api_format(workflow, template.name, where, rendered=template.kind == "jinja")
+    if template.sidecar is not None:
+        for param in template.sidecar.params.values():
+            if param.inputs and param.name in resolved:
+                for address in param.inputs:
+                    inject.set_input(workflow, address, resolved[param.name], where={**where, "variable": param.name})
+    inject.apply_overrides(workflow, spec.set, where=where)
+    _warn_unused(template, spec)
+    return workflow, resolved
+
+
+# --------------------------------------------------------------------------------------------------
+# names, files, sidecars
+
+
+def _split_name(name: Any) -> tuple[str, tuple[str, ...]]:
+    if not isinstance(name, str) or not name.strip():
+        raise TemplateError(
+            f"Template name {name!r} is empty or not a string",
+            hint="Name a template by its file name in the templates folder, e.g. 'txt2img'.",
+            where={"template": repr(name)},
+        )
+    name = name.strip()
+    if "/" in name or "\\" in name or "\0" in name or ".." in name or name.startswith("."):
+        raise TemplateError(
+            f"Template name {name!r} is not a plain file name",
+            hint="Templates are looked up only in the templates folder: give the bare name, "
+            "without folders, '..' or a leading dot (e.g. 'txt2img').",
+            where={"template": name},
+        )
+    for suffix in (".json.j2", ".json"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], (suffix,)
+    return name, TEMPLATE_SUFFIXES
+
+
+def _decode(data: bytes, what: str, where: dict[str, Any]) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise TemplateError(
+            f"{what} is not UTF-8 text (invalid byte at line {line})",
+            hint="Save the file as UTF-8.",
+            where={**where, "line": line},
+        ) from err
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+
+
+def _load_sidecar(path: Path, template_name: str) -> TemplateSidecar | None:
+    if not path.is_file():
+        return None
+    where: dict[str, Any] = {"template": template_name, "sidecar": path.name}
+    label = f"Template sidecar {path.name!r}"
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TemplateError(f"{label} cannot be read: {err.strerror or err}", where=where) from err
+    text = _decode(raw, label, where)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        message = str(err)
+        match = _TOML_POSITION.search(message)
+        fields = dict(where)
+        if match:
+            fields.update(line=int(match.group(1)), column=int(match.group(2)))
+            message = _TOML_POSITION.sub("", message) + f" at line {match.group(1)}, column {match.group(2)}"
+        raise TemplateError(
+            f"{label} is not valid TOML: {message}",
+            hint='Strings need quotes (default = "a red fox"); a parameter table is written [params.prompt].',
+            where=fields,
+        ) from err
+    _check_keys(data, SIDECAR_KEYS, f"{label} has", where)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise TemplateError(f"{label}: 'description' must be a string", where=where)
+    raw_params = data.get("params", {})
+    if not isinstance(raw_params, dict):
+        raise TemplateError(
+            f"{label}: 'params' must be a table",
+            hint='Write [params.<name>] tables, or [params] with name = "<node>.<input>" lines.',
+            where=where,
+        )
+    params = {name: _param_spec(name, value, label, where) for name, value in raw_params.items()}
+    return TemplateSidecar(path=path, description=description, params=params, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _param_spec(name: str, value: Any, label: str, where: dict[str, Any]) -> ParamSpec:
+    fields = {**where, "variable": name}
+    if isinstance(value, (str, list)):
+        return ParamSpec(name=name, inputs=_addresses(value, name, label, fields, short=True))
+    if not isinstance(value, dict):
+        raise TemplateError(
+            f"{label}: parameter {name!r} must be a table or a node address, not {type(value).__name__}",
+            hint=(
+                f"Write [params.{name}] with default/type/input/description, "
+                f'or {name} = "<node>.<input>" under [params].'
+            ),
+            where=fields,
+        )
+    _check_keys(value, PARAM_KEYS, f"{label}: parameter {name!r} has", fields)
+    type_name = value.get("type", "any")
+    if type_name not in PARAM_TYPES:
+        raise TemplateError(
+            f"{label}: parameter {name!r} has type {type_name!r}",
+            hint=f"Use one of: {', '.join(PARAM_TYPES)}.",
+            where=fields,
+        )
+    description = value.get("description", "")
+    if not isinstance(description, str):
+        raise TemplateError(f"{label}: parameter {name!r} has a 'description' that is not a string", where=fields)
+    default = value.get("default", MISSING)
+    if isinstance(default, (datetime.date, datetime.time)):
+        default = default.isoformat()
+    if default is not MISSING and not (_is_seed_name(name) and _is_random(default)):
+        try:
+            default = _coerce(default, type_name)
+        except ValueError as err:
+            raise TemplateError(
+                f"{label}: the default of parameter {name!r} is not {_TYPE_WORDS[type_name]}: {default!r}",
+                hint=f"Change the default or the type of {name!r}.",
+                where=fields,
+            ) from err
+    inputs = _addresses(value.get("input", []), name, label, fields, short=False)
+    return ParamSpec(name=name, default=default, type=type_name, inputs=inputs, description=description)
+
+
+def _addresses(value: Any, name: str, label: str, where: dict[str, Any], *, short: bool) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise TemplateError(
+            f"{label}: parameter {name!r} has an 'input' that is not an address or a list of addresses",
+            hint='Write input = "6.text" or input = ["6.text", "7.text"].',
+            where=where,
+        )
+    for address in items:
+        try:
+            inject.parse_address(address)
+        except AddressError as err:
+            hint = err.hint or ""
+            if short:
+                hint = (
+                    f'Under [params], {name} = "<node>.<input>" maps the parameter to a node input; '
+                    f"to give it a default write [params.{name}] with default = ... instead. " + hint
+                )
+            raise TemplateError(
+                f"{label}: parameter {name!r} has a bad node address: {err.message}",
+                hint=hint,
+                where={**where, "address": address},
+            ) from err
+    return list(items)
+
+
+def _check_keys(data: dict[str, Any], valid: tuple[str, ...], prefix: str, where: dict[str, Any]) -> None:
+    unknown = [key for key in data if key not in valid]
+    if unknown:
+        raise TemplateError(
+            f"{prefix} unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)}",
+            hint=f"Valid keys: {', '.join(valid)}.",
+            where=where,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters
+
+
+_TYPE_WORDS = {"string": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "any": "any value"}
+
+
+def _is_random(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "random"
+
+
+def _is_seed_name(name: str) -> bool:
+    return name.lower().endswith("seed")
+
+
+def _coerce(value: Any, type_name: str) -> Any:
+    """Convert ``value`` to the declared type; raise ValueError if it does not fit."""
+    if type_name == "any":
+        return value
+    if value is None or isinstance(value, (list, dict)):
+        raise ValueError(type_name)
+    if type_name == "string":
+        return value if isinstance(value, str) else str(value)
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+            return value.strip().lower() in ("true", "1")
+        raise ValueError(type_name)
+    if isinstance(value, bool):
+        raise ValueError(type_name)
+    if type_name == "int":
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+        raise ValueError(type_name)
+    if type_name == "float":
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+        if not math.isfinite(number):
+            raise ValueError(type_name)
+        return number
+    raise ValueError(type_name)
+
+
+_system_random = random.SystemRandom()
+
+
+def _resolve_params(template: Template, spec: JobSpec, where: dict[str, Any]) -> dict[str, Any]:
+    declared = template.sidecar.params if template.sidecar is not None else {}
+    resolved = {name: param.default for name, param in declared.items() if param.default is not MISSING}
+    resolved.update(spec.params)
+    for name, value in resolved.items():
+        if _is_seed_name(name) and _is_random(value):
+            resolved[name] = _system_random.randrange(0, SEED_RANGE)
+    for name, param in declared.items():
+        if name not in resolved or param.type == "any":
+            continue
+        try:
+            resolved[name] = _coerce(resolved[name], param.type)
+        except (ValueError, OverflowError) as err:
+            raise TemplateError(
+                f"Parameter {name!r} of template {template.name!r} must be {_TYPE_WORDS[param.type]}, "
+                f"got {resolved[name]!r} (scenario {where['file']!r}, job {where['job']!r})",
+                hint=f"Give {name!r} {_TYPE_WORDS[param.type]} in the scenario's params.",
+                where={**where, "variable": name},
+            ) from err
+    return resolved
+
+
+def _template_variables(template: Template) -> frozenset[str]:
+    return _variables_of(template.kind, template.text, template.name)
+
+
+@functools.lru_cache(maxsize=64)
+def _variables_of(kind: str, text: str, name: str) -> frozenset[str]:
+    env = _env(json_output=kind == "jinja")
+    sources = [text] if kind == "jinja" else [leaf for _path, leaf in _jinja_leaves(_json_workflow(text, name), ())]
+    found: set[str] = set()
+    for source in sources:
+        try:
+            found |= jinja2.meta.find_undeclared_variables(env.parse(source))
+        except jinja2.TemplateSyntaxError:
+            continue
+    return frozenset(found)
+
+
+@functools.lru_cache(maxsize=1024)
+def _log_unused_once(source: str, template: str, names: tuple[str, ...]) -> None:
+    logger.warning(
+        "Scenario %r: params %s are not used by template %r (no Jinja variable and no sidecar input); check for a typo",
+        source,
+        ", ".join(repr(n) for n in names),
+        template,
+    )
+
+
+def _warn_unused(template: Template, spec: JobSpec) -> None:
+    declared = template.sidecar.params if template.sidecar is not None else {}
+    unused = [name for name in spec.params if name not in declared and name not in _template_variables(template)]
+    if unused:
+        _log_unused_once(spec.source.name, template.name, tuple(unused))
+
+
+# --------------------------------------------------------------------------------------------------
+# Jinja
+
+
+@functools.cache
+def _env(*, json_output: bool) -> jinja2.sandbox.SandboxedEnvironment:
+    return make_environment(json_output=json_output)
+
+
+class _NotJSONError(Exception):
+    def __init__(self, value: Any) -> None:
+        super().__init__(type(value).__name__)
+        self.value = value
+
+
+def _emit_json(value: Any) -> str:
+    """``finalize`` of the ``.json.j2`` environment: every ``{{ }}`` becomes a JSON value."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the variable
+    if isinstance(value, Markup):
+        return str(value)  # already JSON text (| tojson)
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise _NotJSONError(value) from err
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_text(source: str) -> jinja2.Template:
+    return _env(json_output=False).from_string(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_expression(expression: str) -> Any:
+    return _env(json_output=False).compile_expression(expression, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_whole(source: str) -> jinja2.Template:
+    return _env(json_output=True).from_string(source)
+
+
+_SINGLE_EXPRESSION = re.compile(r"\{\{-?(?P<expr>.*?)-?\}\}", re.DOTALL)
+_DELIMITERS = ("{{", "}}", "{%", "%}", "{#", "#}")
+
+
+def _single_expression(text: str) -> str | None:
+    """The expression inside ``text`` if ``text`` (stripped) is exactly one ``{{ expr }}``."""
+    match = _SINGLE_EXPRESSION.fullmatch(text.strip())
+    if match is None:
+        return None
+    expression = match.group("expr")
+    if any(delimiter in expression for delimiter in _DELIMITERS) or not expression.strip():
+        return None
+    return expression.strip()
+
+
+#: What rendering may raise: Jinja's own errors, and Python errors from expressions and filters.
+_RENDER_ERRORS = (
+    jinja2.TemplateError,
+    ArithmeticError,
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    RuntimeError,
+)
+
+
+def _plain_value(value: Any) -> Any:
+    """A native expression result as plain JSON data; raise _NotJSONError otherwise."""
+    if value is None or type(value) in (bool, int):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotJSONError(value)
+        return value
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise _NotJSONError(value) from err
+
+
+class _LeafRenderer:
+    """Renders the Jinja strings of a ``.json`` template into a new structure."""
+
+    def __init__(self, template: Template, context: dict[str, Any], where: dict[str, Any]) -> None:
+        self.template = template
+        self.context = context
+        self.where = where
+
+    def render(self, value: Any, path: tuple[Any, ...] = ()) -> Any:
+        if isinstance(value, str):
+            if "{{" in value or "{%" in value:
+                return self._render_string(value, path)
+            return value
+        if isinstance(value, dict):
+            return {key: self.render(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.render(item, (*path, index)) for index, item in enumerate(value)]
+        return value
+
+    def _render_string(self, text: str, path: tuple[Any, ...]) -> Any:
+        expression = _single_expression(text)
+        try:
+            if expression is not None:
+                result = _compile_expression(expression)(**self.context)
+                if isinstance(result, jinja2.Undefined):
+                    str(result)  # raises UndefinedError / SecurityError
+                return _plain_value(result)
+            return _compile_text(text).render(self.context)
+        except _NotJSONError as err:
+            raise TemplateError(
+                f"Template {self.template.name!r} produced a {type(err.value).__name__} value"
+                f"{_located(path, None)}, which JSON cannot hold{_scenario(self.where)}",
+                hint="An expression must give a string, number, boolean, null, list or mapping.",
+                where={**self.where, **_path_fields(path)},
+            ) from err
+        except _RENDER_ERRORS as err:
+            raise _render_error(err, self.template.name, self.where, path=path) from err
+
+
+def _render_whole(template: Template, context: dict[str, Any], where: dict[str, Any]) -> Any:
+    try:
+        rendered = _compile_whole(template.text).render(context)
+    except _NotJSONError as err:
+        line = _template_line(err)
+        raise TemplateError(
+            f"Template {template.name!r} emits a {type(err.value).__name__} value{_located((), line)}, "
+            f"which JSON cannot hold{_scenario(where)}",
+            hint="Every {{ ... }} in a .json.j2 template must give a string, number, boolean, null, list or mapping.",
+            where={**where, **({"line": line} if line else {})},
+        ) from err
+    except _RENDER_ERRORS as err:
+        raise _render_error(err, template.name, where, line=_template_line(err)) from err
+    try:
+        return json.loads(rendered)
+    except json.JSONDecodeError as err:
+        lines = rendered.split("\n")
+        shown = lines[err.lineno - 1] if 0 < err.lineno <= len(lines) else ""
+        if len(shown) > 200:
+            start = max(0, err.colno - 100)
+            shown = ("..." if start else "") + shown[start : start + 200] + "..."
+        raise TemplateError(
+            f"Template {template.name!r} rendered invalid JSON: {err.msg} at line {err.lineno}, column "
+            f"{err.colno} of the rendered text{_scenario(where)}\n  {shown}",
+            hint=(
+                "In a .json.j2 template every {{ ... }} is emitted as a JSON value, quotes included: write "
+                '"text": {{ prompt }}, not "text": "{{ prompt }}"; build strings inside the braces '
+                "({{ 'a photo of ' ~ subject }}). Check the commas around {% for %} loops "
+                "({% if not loop.last %},{% endif %})."
+            ),
+            where={**where, "line": err.lineno, "column": err.colno},
+        ) from err
+
+
+def _compile_checked(text: str, name: str) -> None:
+    try:
+        _compile_whole(text)
+    except jinja2.TemplateSyntaxError as err:
+        raise _render_error(err, name, {"template": name}, line=err.lineno) from err
+
+
+def _template_line(err: BaseException) -> int | None:
+    """The template line an error was raised on (Jinja rewrites tracebacks to template lines)."""
+    if isinstance(err, jinja2.TemplateSyntaxError):
+        return err.lineno
+    line = None
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+
+
+def _render_error(
+    err: BaseException,
+    name: str,
+    where: dict[str, Any],
+    *,
+    path: tuple[Any, ...] = (),
+    line: int | None = None,
+) -> TemplateError:
+    fields = {**where, **_path_fields(path)}
+    if line is not None and not path:
+        fields["line"] = line
+    located = _located(path, line) + _scenario(where)
+    if isinstance(err, jinja2.exceptions.SecurityError):
+        message = f"Template {name!r} tried an unsafe operation{located}: {err}"
+        hint = (
+            "Templates are sandboxed: attributes starting with '_', Python internals and changing "
+            "lists or dicts are not allowed. Use the parameters' values only."
+        )
+    elif isinstance(err, jinja2.UndefinedError):
+        match = _UNDEFINED_NAME.match(str(err.message or ""))
+        if match:
+            variable = match.group(1)
+            fields["variable"] = variable
+            message = f"Template {name!r} uses undefined variable {variable!r}{located}"
+            hint = (
+                f"Add {variable!r} under 'params:' in the scenario, or give it a default in the "
+                f"template's sidecar {name}.toml ([params.{variable}] default = ...)."
+            )
+        else:
+            message = f"Template {name!r} uses something undefined{located}: {err.message}"
+            hint = "Check the attribute or key name against the params the scenario gives."
+    elif isinstance(err, jinja2.TemplateSyntaxError):
+        message = f"Template {name!r} has a Jinja syntax error{located}: {err.message}"
+        hint = "Check the {{ ... }} / {% ... %} tags near that line: every tag needs its closing braces."
+    else:
+        message = f"Template {name!r} failed to render{located}: {type(err).__name__}: {err}"
+        hint = "Check the expressions in the template against the parameter values given."
+    return TemplateError(message, hint=hint, where=fields)
+
+
+def _path_fields(path: tuple[Any, ...]) -> dict[str, Any]:
+    if not path:
+        return {}
+    fields: dict[str, Any] = {"node": str(path[0])}
+    if len(path) >= 3 and path[1] == "inputs":
+        fields["input"] = str(path[2])
+    elif len(path) >= 2:
+        fields["key"] = ".".join(str(part) for part in path[1:])
+    return fields
+
+
+def _located(path: tuple[Any, ...], line: int | None) -> str:
+    if path:
+        fields = _path_fields(path)
+        text = f" in node {fields['node']!r}"
+        if "input" in fields:
+            text += f" input {fields['input']!r}"
+        elif "key" in fields:
+            text += f" at {fields['key']!r}"
+        return text
+    if line is not None:
+        return f" at line {line}"
+    return ""
+
+
+def _scenario(where: dict[str, Any]) -> str:
+    if "file" in where and "job" in where:
+        return f" (scenario {where['file']!r}, job {where['job']!r})"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON and the API format
+
+
+@functools.lru_cache(maxsize=64)
+def _json_workflow(text: str, name: str) -> dict[str, Any]:
+    """Parse and check a ``.json`` template (cached; callers must not mutate the result)."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TemplateError(
+            f"Template {name!r} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}",
+            hint="Fix the JSON (a missing comma or quote, or a trailing comma, near that position), "
+            "or export the workflow again with 'Save (API Format)'.",
+            where={"template": name, "line": err.lineno, "column": err.colno},
+        ) from err
+    _check_api_format(data, name, {"template": name}, rendered=False)
+    workflow: dict[str, Any] = data
+    for path, source in _jinja_leaves(workflow, ()):
+        expression = _single_expression(source)
+        try:
+            if expression is not None:
+                _compile_expression(expression)
+            else:
+                _compile_text(source)
+        except jinja2.TemplateSyntaxError as err:
+            raise _render_error(err, name, {"template": name}, path=path) from err
+    return workflow
+
+
+def _jinja_leaves(value: Any, path: tuple[Any, ...]) -> Any:
+    if isinstance(value, str):
+        if "{{" in value or "{%" in value:
+            yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _jinja_leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _jinja_leaves(item, (*path, index))
+
+
+def _check_api_format(data: Any, name: str, where: dict[str, Any], *, rendered: bool) -> None:
+    what = "rendered to" if rendered else "is"
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
+        raise TemplateError(
+            f"Template {name!r} is a ComfyUI UI workflow, not API format",
+            hint=API_FORMAT_HINT.format(name=name),
+            where=where,
+        )
+    if not isinstance(data, dict):
+        raise TemplateError(
+            f"Template {name!r} {what} a JSON {type(data).__name__}, not an API workflow (an object of nodes)",
+            hint=API_FORMAT_HINT.format(name=name),
+            where=where,
+        )
+    if not data:
+        raise TemplateError(
+            f"Template {name!r} {what} an empty workflow (no nodes)",
+            hint=API_FORMAT_HINT.format(name=name),
+            where=where,
+        )
+    for node_id, node in data.items():
+        if not isinstance(node, dict):
+            problem = f"is a JSON {type(node).__name__}, not a node object"
+        elif not isinstance(node.get("class_type"), str):
+            problem = "has no 'class_type' string"
+        elif not isinstance(node.get("inputs"), dict):
+            problem = "has no 'inputs' object"
+        else:
+            continue
+        hint = 'An API workflow maps node ids to {"class_type": ..., "inputs": {...}}. ' + API_FORMAT_HINT.format(
+            name=name
+        )
+        if node_id == "prompt" and len(data) <= 3 and isinstance(node, dict):
+            hint = "This looks like a /prompt request body: save only the value of its 'prompt' key. " + hint
+        raise TemplateError(
+            f"Template {name!r} {what} not a ComfyUI API workflow: node {node_id!r} {problem}",
+            hint=hint,
+            where={**where, "node": node_id},
+        )
