@@ -22,6 +22,8 @@ from hotfolder import watch
 from hotfolder.errors import ConfigError
 from hotfolder.watch import Intake, is_candidate
 
+MakeIntake = Callable[..., Intake]
+
 LONG_SETTLE = 30.0  # far beyond any wait below: a handoff within a test must come from an event
 SETTLE = 0.3
 WAIT = 5.0  # deadline for things that must happen
@@ -130,7 +132,7 @@ def inbox(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_intake(inbox: Path) -> Iterator[Callable[..., Intake]]:
+def make_intake(inbox: Path) -> Iterator[MakeIntake]:
     """Build and start an Intake on ``inbox``; every one is stopped at teardown."""
     made: list[Intake] = []
 
@@ -155,8 +157,21 @@ def test_is_candidate_accepts_scenario_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [".hidden.yaml", ".hotfolder", "a.yaml.part", "a.tmp", "A.TMP", "a.crdownload", "a.yaml~", ".a.swp", "a.swp",
-     "a.yaml.ready", "done", "failed", ""],
+    [
+        ".hidden.yaml",
+        ".hotfolder",
+        "a.yaml.part",
+        "a.tmp",
+        "A.TMP",
+        "a.crdownload",
+        "a.yaml~",
+        ".a.swp",
+        "a.swp",
+        "a.yaml.ready",
+        "done",
+        "failed",
+        "",
+    ],
 )
 def test_is_candidate_rejects_temporary_hidden_and_marker_names(name: str) -> None:
     assert not is_candidate(name)
@@ -165,7 +180,7 @@ def test_is_candidate_rejects_temporary_hidden_and_marker_names(name: str) -> No
 # -- startup scan --------------------------------------------------------------------------------------
 
 
-def test_startup_scan_hands_over_files_already_present_oldest_first(inbox: Path, make_intake) -> None:
+def test_startup_scan_hands_over_files_already_present_oldest_first(inbox: Path, make_intake: MakeIntake) -> None:
     old = write(inbox / "old.yaml", b"old")
     make_old(old)
     write(inbox / "fresh.yaml", b"fresh")
@@ -178,7 +193,7 @@ def test_startup_scan_hands_over_files_already_present_oldest_first(inbox: Path,
     handoffs.none_within(SETTLE * 2)
 
 
-def test_startup_scan_hands_over_an_old_file_at_once_without_settling(inbox: Path, make_intake) -> None:
+def test_startup_scan_hands_over_an_old_file_at_once_without_settling(inbox: Path, make_intake: MakeIntake) -> None:
     make_old(write(inbox / "a.yaml"))
     handoffs = Handoffs()
     make_intake(handoffs, settle_seconds=LONG_SETTLE)
@@ -186,14 +201,16 @@ def test_startup_scan_hands_over_an_old_file_at_once_without_settling(inbox: Pat
 
 
 @pytest.mark.parametrize("use_observer", [True, False], ids=["observer", "polling"])
-def test_startup_scan_waits_for_a_file_still_being_written(inbox: Path, make_intake, use_observer: bool) -> None:
+def test_startup_scan_waits_for_a_file_still_being_written(
+    inbox: Path, make_intake: MakeIntake, use_observer: bool
+) -> None:
     writer = SlowWriter(inbox / "copy.yaml", [b"x" * 100] * 6, interval=0.1)
     handoffs = Handoffs(when=writer.done.is_set)
     writer.start()
     writer.started_writing.wait(WAIT)
     make_intake(handoffs, settle_seconds=SETTLE, use_observer=use_observer, poll_interval=0.05)
 
-    path, data, writer_done = handoffs.next()
+    _, data, writer_done = handoffs.next()
     writer.join()
     assert writer_done
     assert data == writer.content
@@ -203,7 +220,7 @@ def test_startup_scan_waits_for_a_file_still_being_written(inbox: Path, make_int
 
 
 @linux_only
-def test_file_written_and_closed_is_handed_over_once(inbox: Path, make_intake) -> None:
+def test_file_written_and_closed_is_handed_over_once(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     # The periodic scan runs too, and must not hand the file again while it stays in the inbox.
     make_intake(handoffs, settle_seconds=SETTLE, poll_interval=0.05)
@@ -218,7 +235,7 @@ def test_file_written_and_closed_is_handed_over_once(inbox: Path, make_intake) -
 
 
 @linux_only
-def test_close_after_write_hands_over_without_waiting_for_settle(inbox: Path, make_intake) -> None:
+def test_close_after_write_hands_over_without_waiting_for_settle(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     make_intake(handoffs, settle_seconds=LONG_SETTLE)
     write(inbox / "a.json", b"{}")
@@ -226,7 +243,9 @@ def test_close_after_write_hands_over_without_waiting_for_settle(inbox: Path, ma
 
 
 @pytest.mark.parametrize("use_observer", [True, False], ids=["observer", "polling"])
-def test_slow_writer_is_handed_over_only_after_its_last_chunk(inbox: Path, make_intake, use_observer: bool) -> None:
+def test_slow_writer_is_handed_over_only_after_its_last_chunk(
+    inbox: Path, make_intake: MakeIntake, use_observer: bool
+) -> None:
     writer = SlowWriter(inbox / "slow.csv", [f"row {i}\n".encode() for i in range(10)], interval=0.1)
     handoffs = Handoffs(when=writer.done.is_set)
     make_intake(handoffs, settle_seconds=SETTLE, use_observer=use_observer, poll_interval=0.05)
@@ -241,20 +260,22 @@ def test_slow_writer_is_handed_over_only_after_its_last_chunk(inbox: Path, make_
 
 
 @pytest.mark.parametrize("use_observer", [True, False], ids=["observer", "polling"])
-def test_pre_sized_file_filled_later_is_handed_over_complete(inbox: Path, make_intake, use_observer: bool) -> None:
+def test_pre_sized_file_filled_later_is_handed_over_complete(
+    inbox: Path, make_intake: MakeIntake, use_observer: bool
+) -> None:
     writer = SlowWriter(inbox / "big.jsonl", [b"%d\n" % i * 50 for i in range(8)], interval=0.1, presize=True)
     handoffs = Handoffs(when=writer.done.is_set)
     make_intake(handoffs, settle_seconds=SETTLE, use_observer=use_observer, poll_interval=0.05)
     writer.start()
 
-    path, data, writer_done = handoffs.next()
+    _, data, writer_done = handoffs.next()
     writer.join()
     assert writer_done, "a full-size file still being filled was taken"
     assert data == writer.content
     assert b"\0" not in data
 
 
-def test_part_file_renamed_to_final_name_is_handed_over_at_once(inbox: Path, make_intake) -> None:
+def test_part_file_renamed_to_final_name_is_handed_over_at_once(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     make_intake(handoffs, settle_seconds=LONG_SETTLE)
     part = write(inbox / "upload.yaml.part", b"prompt: done\n")
@@ -266,7 +287,7 @@ def test_part_file_renamed_to_final_name_is_handed_over_at_once(inbox: Path, mak
 
 @linux_only
 def test_file_moved_in_from_another_folder_is_handed_over_at_once(
-    tmp_path: Path, inbox: Path, make_intake
+    tmp_path: Path, inbox: Path, make_intake: MakeIntake
 ) -> None:
     outside = write(tmp_path / "staged.yaml", b"moved")
     handoffs = Handoffs()
@@ -276,10 +297,18 @@ def test_file_moved_in_from_another_folder_is_handed_over_at_once(
 
 
 def test_ignored_names_directories_and_symlinks_are_never_handed_over(
-    tmp_path: Path, inbox: Path, make_intake
+    tmp_path: Path, inbox: Path, make_intake: MakeIntake
 ) -> None:
     target = write(tmp_path / "target.yaml")
-    ignored = [".{p}hidden.yaml", "{p}a.part", "{p}b.tmp", "{p}c.crdownload", "{p}d.yaml~", "{p}e.swp", "{p}f.yaml.ready"]
+    ignored = [
+        ".{p}hidden.yaml",
+        "{p}a.part",
+        "{p}b.tmp",
+        "{p}c.crdownload",
+        "{p}d.yaml~",
+        "{p}e.swp",
+        "{p}f.yaml.ready",
+    ]
 
     def populate(prefix: str) -> None:
         for name in ignored:
@@ -299,7 +328,7 @@ def test_ignored_names_directories_and_symlinks_are_never_handed_over(
     handoffs.none_within(SETTLE * 2)
 
 
-def test_ignored_file_is_handed_over_once_renamed_to_an_acceptable_name(inbox: Path, make_intake) -> None:
+def test_ignored_file_is_handed_over_once_renamed_to_an_acceptable_name(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     make_intake(handoffs, settle_seconds=SETTLE)
     tmp = write(inbox / ".incoming.yaml", b"hidden first")
@@ -309,7 +338,7 @@ def test_ignored_file_is_handed_over_once_renamed_to_an_acceptable_name(inbox: P
 
 
 @pytest.mark.parametrize("before_start", [False, True], ids=["event", "startup-scan"])
-def test_zero_byte_file_is_handed_over(inbox: Path, make_intake, before_start: bool) -> None:
+def test_zero_byte_file_is_handed_over(inbox: Path, make_intake: MakeIntake, before_start: bool) -> None:
     if before_start:
         (inbox / "empty.yaml").touch()
     handoffs = Handoffs()
@@ -321,7 +350,7 @@ def test_zero_byte_file_is_handed_over(inbox: Path, make_intake, before_start: b
 
 @pytest.mark.parametrize("removal", ["claimed", "deleted"])
 def test_file_that_reappears_after_removal_is_handed_over_again(
-    tmp_path: Path, inbox: Path, make_intake, removal: str
+    tmp_path: Path, inbox: Path, make_intake: MakeIntake, removal: str
 ) -> None:
     claimed = tmp_path / "claimed"
     claimed.mkdir()
@@ -339,7 +368,7 @@ def test_file_that_reappears_after_removal_is_handed_over_again(
     handoffs.none_within(SETTLE * 2)
 
 
-def test_rescan_offers_again_a_file_left_in_the_inbox_after_its_handoff(inbox: Path, make_intake) -> None:
+def test_rescan_offers_again_a_file_left_in_the_inbox_after_its_handoff(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     intake = make_intake(handoffs, settle_seconds=SETTLE, poll_interval=0.05)
     make_old(write(inbox / "kept.yaml"))
@@ -351,9 +380,10 @@ def test_rescan_offers_again_a_file_left_in_the_inbox_after_its_handoff(inbox: P
     handoffs.none_within(SETTLE * 2)
 
 
-def test_rescan_finds_a_file_whose_events_were_missed(tmp_path: Path, inbox: Path, make_intake) -> None:
+def test_rescan_finds_a_file_whose_events_were_missed(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     intake = make_intake(handoffs, settle_seconds=SETTLE, use_observer=False, poll_interval=3600)
+    wait_until(lambda: intake.pending_count() == 0)  # the startup scan is over: nothing will look again
     make_old(write(inbox / "missed.yaml"))
     handoffs.none_within(0.2)
     intake.rescan()
@@ -363,7 +393,7 @@ def test_rescan_finds_a_file_whose_events_were_missed(tmp_path: Path, inbox: Pat
 # -- ready markers -------------------------------------------------------------------------------------
 
 
-def test_ready_marker_mode_hands_over_a_file_only_once_its_marker_exists(inbox: Path, make_intake) -> None:
+def test_ready_marker_mode_hands_over_a_file_only_once_its_marker_exists(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     make_intake(handoffs, settle_seconds=0.1, ready_marker=True)
     write(inbox / "a.yaml", b"a")
@@ -375,7 +405,9 @@ def test_ready_marker_mode_hands_over_a_file_only_once_its_marker_exists(inbox: 
     assert (inbox / "a.yaml").exists()  # the file is left to on_ready's claim
 
 
-def test_ready_marker_without_its_file_is_left_alone_until_the_file_arrives(inbox: Path, make_intake) -> None:
+def test_ready_marker_without_its_file_is_left_alone_until_the_file_arrives(
+    inbox: Path, make_intake: MakeIntake
+) -> None:
     handoffs = Handoffs()
     make_intake(handoffs, settle_seconds=0.1, ready_marker=True)
     write(inbox / "b.csv.ready", b"any content")
@@ -387,7 +419,7 @@ def test_ready_marker_without_its_file_is_left_alone_until_the_file_arrives(inbo
     wait_until(lambda: not (inbox / "b.csv.ready").exists())
 
 
-def test_ready_marker_mode_startup_scan_takes_marked_files_only(inbox: Path, make_intake) -> None:
+def test_ready_marker_mode_startup_scan_takes_marked_files_only(inbox: Path, make_intake: MakeIntake) -> None:
     write(inbox / "marked.yaml")
     (inbox / "marked.yaml.ready").touch()
     write(inbox / "unmarked.yaml")
@@ -429,7 +461,7 @@ def test_context_manager_starts_and_stops(inbox: Path) -> None:
 
 
 def test_on_ready_exception_is_logged_and_does_not_stop_the_intake(
-    inbox: Path, make_intake, caplog: pytest.LogCaptureFixture
+    inbox: Path, make_intake: MakeIntake, caplog: pytest.LogCaptureFixture
 ) -> None:
     handoffs = Handoffs(fail_first=1)
     with caplog.at_level(logging.ERROR, logger="hotfolder.watch"):
@@ -442,7 +474,7 @@ def test_on_ready_exception_is_logged_and_does_not_stop_the_intake(
     assert any("bad.yaml" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
-def test_polling_mode_finds_new_files_without_an_observer(inbox: Path, make_intake) -> None:
+def test_polling_mode_finds_new_files_without_an_observer(inbox: Path, make_intake: MakeIntake) -> None:
     before = set(threading.enumerate())
     handoffs = Handoffs()
     intake = make_intake(handoffs, settle_seconds=0.2, use_observer=False, poll_interval=0.05)
@@ -454,6 +486,16 @@ def test_polling_mode_finds_new_files_without_an_observer(inbox: Path, make_inta
     assert intake.healthy()
 
 
+def test_pending_count_is_zero_only_once_every_file_is_handed_over(inbox: Path) -> None:
+    write(inbox / "fresh.yaml")  # fresh mtime: found by the startup scan, then settles
+    handoffs = Handoffs()
+    with Intake(inbox, handoffs, settle_seconds=SETTLE, use_observer=False) as intake:
+        assert intake.pending_count() >= 1  # counted from start(), before the scan has even run
+        wait_until(lambda: intake.pending_count() == 1)  # scanned, waiting to settle
+        assert handoffs.next()[0] == inbox / "fresh.yaml"
+        wait_until(lambda: intake.pending_count() == 0)
+
+
 def test_start_refuses_a_missing_inbox(tmp_path: Path) -> None:
     intake = Intake(tmp_path / "nope", Handoffs())
     with pytest.raises(ConfigError, match="nope"):
@@ -462,8 +504,8 @@ def test_start_refuses_a_missing_inbox(tmp_path: Path) -> None:
 
 
 @linux_only
-def test_moves_out_of_the_inbox_do_not_hold_back_later_events(inbox: Path, make_intake) -> None:
+def test_moves_out_of_the_inbox_do_not_hold_back_later_events(make_intake: MakeIntake) -> None:
     # watchdog holds an unpaired move-out for 0.5 s and everything queued behind it; every claim is one.
     # Checked structurally (timing is the benchmark's job): the intake must have switched that delay off.
     intake = make_intake(Handoffs(), settle_seconds=SETTLE)
-    assert watch._unblock_moves_out(intake._observer)
+    assert watch._unblock_moves_out(intake._observer)  # noqa: SLF001
