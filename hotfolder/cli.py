@@ -110,13 +110,12 @@ def process(app: App, files: tuple[Path, ...]) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--job", "job_index", type=int, help="Print only the workflow of job N (1-based) of a batch.")
-def render(file: Path, job_index: int | None) -> None:
+@pass_app
+def render(app: App, file: Path, job_index: int | None) -> None:
     """Print the workflow(s) FILE would submit, without a server.
 
     One job prints its workflow; a batch prints an object mapping each job name to its workflow.
     """
-    app = click.get_current_context().find_object(App)
-    assert app is not None
     settings = app.settings()
     try:
         jobs = pipeline.render_file(settings, file)

@@ -14,7 +14,7 @@ GOOD_INPUTS: dict[str, tuple[str | bytes, list[str]]] = {
     "batch.yml": ("params: {height: 6}\njobs:\n  - params: {width: 6}\n  - params: {width: 7}\n", ["batch-001", "batch-002"]),
     "grid.toml": ("[params]\nwidth = 5\n[matrix]\ncolor = [3, 4]\n", ["grid-001", "grid-002"]),
     "rows.csv": ("width,height,Save Image.filename_prefix\n8,8,rows\n9,9,rows\n", ["rows-001", "rows-002"]),
-    "lines.jsonl": ('{"params": {"width": 11}}\n{"params": {"width": 12}, "name": "twelve"}\n', ["lines-001", "twelve"]),
+    "lines.jsonl": ('{"params": {"width": 11}}\n{"params": {"width": 12}, "name": "twelve"}\n', ["lines-001", "twelve-002"]),
     "prompts.txt": ("a red fox\n\na \"quoted\" fox 🦊\n", ["prompts-001", "prompts-002"]),
     "setty.yaml": ('set:\n  "Empty Image.width": 20\n  "3.filename_prefix": "custom"\n', ["setty"]),
 }

@@ -41,12 +41,12 @@ def test_render_prints_the_workflow_with_native_types(project: Path) -> None:
 
 def test_render_of_a_batch_maps_job_names_to_workflows(project: Path) -> None:
     (project / "b.csv").write_text("prompt,seed\ncat,1\ndog,2\n")
-    result = run_cli("render", "--default-template", "txt2img", "b.csv", cwd=project)
+    result = run_cli("--default-template", "txt2img", "render", "b.csv", cwd=project)
     assert result.returncode == 0, result.stderr
     jobs = json.loads(result.stdout)
     assert list(jobs) == ["b-001", "b-002"]
     assert jobs["b-002"]["6"]["inputs"]["text"] == "dog" and jobs["b-002"]["3"]["inputs"]["seed"] == 2
-    one = json.loads(run_cli("render", "--default-template", "txt2img", "--job", "1", "b.csv", cwd=project).stdout)
+    one = json.loads(run_cli("--default-template", "txt2img", "render", "--job", "1", "b.csv", cwd=project).stdout)
     assert one == jobs["b-001"]
 
 

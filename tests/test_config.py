@@ -61,6 +61,7 @@ def test_bad_values_and_bad_toml_are_explained(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "queue_depth = \n"), env={}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml", env={}, cwd=tmp_path)
+    (tmp_path / "hotfolder.toml").unlink()
     with pytest.raises(ConfigError, match="http"):
         load_settings(None, env={"HOTFOLDER_SERVERS": "ftp://x"}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="separate"):

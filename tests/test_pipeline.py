@@ -77,6 +77,7 @@ def test_prompt_with_quotes_newlines_and_emoji_arrives_intact(project: Path, com
     template["3"]["inputs"]["filename_prefix"] = "quotes"
     template["1"]["_meta"]["title"] = "{{ prompt }}"
     (project / "templates" / "quoted.json").write_text(json.dumps(template))
+    (project / "templates" / "quoted.toml").write_text((project / "templates" / "invert.toml").read_text())
     (project / "inbox" / "q.json").write_text(json.dumps({"template": "quoted", "params": {"prompt": prompt}}))
     drain(make_settings(project, comfy.url))
     posts = [r for r in comfy.requests if r["method"] == "POST" and r["path"].endswith("/prompt")]
