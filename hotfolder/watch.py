@@ -73,6 +73,9 @@ MARKER_SUFFIX = ".ready"
 """Suffix of the marker files used with ``ready_marker=True``."""
 
 DEFAULT_POLL_INTERVAL = 1.0
+# A file being written on this machine (inotify saw it) is taken at its close-after-write event; only a
+# writer silent this long without closing falls back to the settle rule.
+CLOSE_GRACE = 60.0
 """Seconds between scans when ``use_observer=False`` and no ``poll_interval`` is given."""
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", "~", ".swp", MARKER_SUFFIX)
@@ -131,6 +134,7 @@ class _Pending:
     since: float  # monotonic time the current sig was first seen
     token: int  # identifies the one live heap entry for this file
     reoffer_before: float | None  # from an explicit scan: hand again even if handed before this time
+    local_writer: bool = False  # inotify saw it being written here: its close event says when it is done
 
 
 @dataclass(slots=True)
@@ -260,6 +264,7 @@ class Intake:
         self._next_token = 0
 
         self._observer: BaseObserver | None = None
+        self._close_events = False  # the observer reports close-after-write (inotify)
         self._thread: threading.Thread | None = None
         self._started = False
 
@@ -282,6 +287,7 @@ class Intake:
         self._started = True
         if self.use_observer:
             self._observer = self._start_observer()
+            self._close_events = "Inotify" in type(self._observer).__name__
         with self._cond:
             self._scan_requests.append(time.monotonic())
         self._thread = threading.Thread(target=self._run, name="hotfolder-intake", daemon=True)
@@ -487,16 +493,29 @@ class Intake:
             self._pending.pop(name, None)
             self._offer(name, sig, reoffer_before=None, why="closed or moved in")
         elif touch.changed or name in self._pending:
-            self._track(name, sig, reoffer_before=None)
+            self._track(name, sig, reoffer_before=None, local_writer=touch.changed and self._close_events)
 
-    def _track(self, name: str, sig: _Sig, *, reoffer_before: float | None) -> None:
+    def _quiet_needed(self, entry: _Pending) -> float:
+        """How long a pending file must stay unchanged. A file inotify saw being written on this machine
+        gets its close-after-write event when the writer is done; a writer that pauses longer than
+        ``settle_seconds`` (a slow copy) must not lose that race, so the settle rule then only applies
+        after :data:`CLOSE_GRACE` (a writer that never closes, or a filesystem that reports no close)."""
+        if entry.local_writer:
+            return max(self.settle_seconds, CLOSE_GRACE)
+        return self.settle_seconds
+
+    def _track(self, name: str, sig: _Sig, *, reoffer_before: float | None, local_writer: bool = False) -> None:
         """Start or continue the settle clock for ``name``."""
         now = time.monotonic()
         entry = self._pending.get(name)
         if entry is None:
-            entry = _Pending(sig=sig, since=now, token=self._new_token(), reoffer_before=reoffer_before)
+            entry = _Pending(sig=sig, since=now, token=self._new_token(), reoffer_before=reoffer_before,
+                             local_writer=local_writer)
             self._pending[name] = entry
-            heapq.heappush(self._deadlines, (now + self.settle_seconds, entry.token, name))
+            heapq.heappush(self._deadlines, (now + self._quiet_needed(entry), entry.token, name))
+        elif local_writer and not entry.local_writer:
+            entry.local_writer = True
+            entry.sig, entry.since = sig, now
         elif entry.sig != sig:
             # The existing heap entry fires at the old deadline and moves itself on (see _check_due).
             entry.sig = sig
@@ -518,13 +537,13 @@ class Intake:
                 self._forget(name)
             elif sig != entry.sig:
                 entry.sig, entry.since, entry.token = sig, now, self._new_token()
-                heapq.heappush(heap, (now + self.settle_seconds, entry.token, name))
-            elif now - entry.since >= self.settle_seconds:
+                heapq.heappush(heap, (now + self._quiet_needed(entry), entry.token, name))
+            elif now - entry.since >= self._quiet_needed(entry):
                 del self._pending[name]
                 self._offer(name, sig, reoffer_before=entry.reoffer_before, why="settled")
             else:
                 entry.token = self._new_token()
-                heapq.heappush(heap, (entry.since + self.settle_seconds, entry.token, name))
+                heapq.heappush(heap, (entry.since + self._quiet_needed(entry), entry.token, name))
 
     def _scan(self, mode: _Scan, *, requested_at: float | None) -> None:
         listing = self._list_inbox()

@@ -259,6 +259,24 @@ def test_slow_writer_is_handed_over_only_after_its_last_chunk(
     handoffs.none_within(SETTLE * 2)
 
 
+@linux_only
+def test_local_writer_pausing_longer_than_settle_is_taken_only_at_its_close(
+    inbox: Path, make_intake: MakeIntake
+) -> None:
+    # A copy over a slow link stalls for longer than settle_seconds while the file is open: with
+    # close-after-write events the file must wait for the close, not be taken torn.
+    writer = SlowWriter(inbox / "stall.yaml", [b"params:\n", b"  width: 8\n", b"  height: 8\n"], interval=SETTLE * 4)
+    handoffs = Handoffs(when=writer.done.is_set)
+    make_intake(handoffs, settle_seconds=SETTLE)
+    writer.start()
+
+    path, data, writer_done = handoffs.next()
+    writer.join()
+    assert path == inbox / "stall.yaml"
+    assert writer_done, "handed over while the writer was paused mid-file"
+    assert data == writer.content
+
+
 @pytest.mark.parametrize("use_observer", [True, False], ids=["observer", "polling"])
 def test_pre_sized_file_filled_later_is_handed_over_complete(
     inbox: Path, make_intake: MakeIntake, use_observer: bool
