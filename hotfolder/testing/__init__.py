@@ -1,0 +1,108 @@
+"""A ComfyUI test server: test hotfolder (and hotfolder plugins) against real sockets, without a GPU.
+
+``hotfolder.testing`` runs a small aiohttp server that speaks ComfyUI's HTTP and WebSocket protocol
+the way ComfyUI 0.3.64 does (message shapes, message order, error bodies, quirks), but executes only a
+handful of model-free nodes. Your code talks to it with the same ``requests`` and ``websocket-client``
+calls it uses against a real ComfyUI. Nothing is mocked. Install it with the ``testing`` extra
+(``pip install 'hotfolder[testing]'``), which brings in aiohttp.
+
+Quick start (pytest)::
+
+    import pytest
+    from hotfolder.testing import ComfyTestServer
+
+    @pytest.fixture
+    def comfy():
+        with ComfyTestServer() as srv:      # 127.0.0.1, a free port, private temp folders
+            yield srv
+
+    def test_my_plugin_renders(comfy):
+        settings = {"server": comfy.url}    # e.g. "http://127.0.0.1:40123"
+        ...                                 # run your code against comfy.url
+        comfy.wait_idle()                   # nothing queued or running any more
+        assert list(comfy.output_dir.glob("*.png"))
+        assert comfy.requests[-1].path == "/view"
+
+From a shell (foreground until Ctrl-C; prints one line ``hotfolder.testing listening on URL``)::
+
+    python -m hotfolder.testing --port 8188 --output-dir /tmp/comfy-out
+
+What runs
+---------
+``/object_info`` is the complete answer of a real ComfyUI (496 core node classes) plus ``TestSleep``
+from ComfyUI's test pack. Every class validates exactly like on ComfyUI (``node_errors`` included), but
+only these nodes execute; any other class fails at run time with an ``execution_error``
+(``NotImplementedError``):
+
+==========================  =================================================================
+``EmptyImage``              width, height, batch_size, color (0xRRGGBB)
+``ImageInvert``             inverts the image
+``SaveImage``               real PNGs ``{prefix}_{counter:05}_.png`` in ``output_dir`` (``a/b``
+                            prefix: subfolder ``a``), with the ``prompt`` and ``extra_pnginfo``
+                            text chunks; counters continue like ComfyUI's
+``PreviewImage``            PNGs ``ComfyUI_temp_xxxxx_00001_.png`` in ``temp_dir``, type ``temp``
+``LoadImage``               reads a file from ``input_dir`` (``"sub/x.png"`` allowed); PNGs are
+                            decoded, other image formats become a grey 64x64 image
+``TestSleep``               ``value`` (any type) passes through after ``seconds``, sending float
+                            ``progress`` every 10-50 ms and one binary PREVIEW_IMAGE frame
+``Primitive*``              ``PrimitiveInt``/``Float``/``String``/``StringMultiline``/``Boolean``
+==========================  =================================================================
+
+Keep images tiny (8x8 to 64x64): the nodes are pure Python.
+
+What is faithful
+----------------
+* ``POST /prompt``: client_id, prompt_id, number, front, extra_data (API keys stripped),
+  partial_execution_targets, the global counter, the 400 bodies (``error`` + ``node_errors``) and the
+  plain-text 500s; the Origin check (403).
+* WebSocket: first ``status`` frame with ``sid``, ``feature_flags`` reply, exact message order
+  (``status`` twice, ``execution_start``, ``execution_cached``, ``progress_state``/``executing``/
+  ``executed``, ``execution_success``, ``status``, ``executing`` with ``node: null`` last), per-client
+  routing, broadcasts, the reconnect ``executing`` without ``prompt_id``, the two-sockets-one-clientId
+  bug, binary preview frames (type 1, or type 4 for clients with ``supports_preview_metadata``).
+* Caching: ComfyUI's default "classic" cache; an identical re-run is all cached, re-sends ``executed``
+  with the old file names and writes no file. Only results used by the previous prompt survive.
+* Errors and interrupts: ``execution_error`` / ``execution_interrupted`` with all fields, history
+  ``status_str: "error"``; ``POST /interrupt`` with a prompt_id only hits the running prompt.
+* ``/queue`` (heap order), ``/history`` (``max_items``/``offset``), ``/view`` (400/403/404 rules),
+  ``/upload/image`` (same bytes keep the name, different bytes get ``name (1).png``).
+* ``stop()`` and ``restart()`` behave like killing ComfyUI: no close frames (clients see 1006 /
+  "connection lost"), queue and history are gone, output files stay.
+
+Python API
+----------
+``ComfyTestServer(host="127.0.0.1", port=0, output_dir=None, *, input_dir=None, temp_dir=None)``
+
+* ``start()`` / ``stop()`` / ``restart()`` / context manager; ``url``, ``port``, ``running``;
+  ``output_dir``, ``input_dir``, ``temp_dir`` (``Path``).
+* ``requests``: every :class:`RecordedRequest` (``method``, ``path``, ``query``, ``json``, ``time``,
+  ``headers``; dict-style access works too); ``clear_requests()``.
+* ``history()``, ``queue()``, ``executed_prompt_ids`` (start order, to spot duplicate submissions),
+  ``wait_idle(timeout=10)``.
+
+Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
+
+    srv.faults.post_status(500)                   # next POST /prompt: 500, not queued
+    srv.faults.post_hang(seconds=30)              # next POST /prompt: queued, answer delayed
+    srv.faults.view_status(500, count=2)          # next two /view fail
+    srv.faults.history_delay(2.0)                 # history written 2 s after the prompt ends
+    srv.faults.drop_websockets()                  # abort every socket now (no close frame)
+    srv.faults.drop_websockets_every(0.5)         # ... and keep doing it (0 stops)
+    srv.faults.silence_websockets(True)           # sockets stay open, receive nothing
+    srv.faults.fail_node("SaveImage", message="disk full", exception_type="OSError")
+    srv.faults.node_delay("EmptyImage", 1.5)      # slow node, interruptible
+    srv.faults.clear()
+
+Simplifications
+---------------
+No models, no JPEG/WebP: ``/view?preview=...`` returns the original file. Only ``LoadImage`` and
+friends have custom validation (``VALIDATE_INPUTS``); ``LoadImage`` refuses files outside the
+server's folders. ``display_node``/``parent_node`` always equal the node itself (no graph expansion).
+Not implemented: ``/upload/mask``, ``/userdata``, ``/internal/*``, the frontend.
+"""
+
+from __future__ import annotations
+
+from .server import COMFYUI_VERSION, ComfyTestServer, RecordedRequest
+
+__all__ = ["COMFYUI_VERSION", "ComfyTestServer", "RecordedRequest"]

@@ -1,0 +1,194 @@
+"""Fault scripting for :class:`~hotfolder.testing.ComfyTestServer` (``srv.faults``).
+
+Every method is thread-safe and may be called before ``start()``, while the server runs, or between a
+``stop()`` and the next ``start()``: faults belong to the server object and survive ``restart()``.
+Each kind of fault has one slot; scripting it again replaces the previous setting. A ``count`` is
+decremented each time the fault fires; ``count=None`` means "every time, until cleared".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .server import ComfyTestServer
+
+__all__ = ["Faults"]
+
+DEFAULT_FAILURE_MESSAGE = "injected failure (hotfolder.testing faults.fail_node)"
+
+
+@dataclass(slots=True)
+class _Counted:
+    value: float
+    count: int | None
+
+
+@dataclass(slots=True)
+class _NodeFailure:
+    message: str
+    exception_type: str
+    count: int | None
+
+
+def _check_count(count: int | None) -> None:
+    if count is not None and count < 1:
+        raise ValueError(f"count must be a positive number or None, got {count!r}")
+
+
+class Faults:
+    """Scripted failures of the test server. See the package docstring for examples."""
+
+    def __init__(self, server: ComfyTestServer) -> None:
+        self._server = server
+        self._lock = threading.Lock()
+        self._post_status: _Counted | None = None
+        self._post_hang: _Counted | None = None
+        self._view_status: _Counted | None = None
+        self._history_delay = 0.0
+        self._drop_interval = 0.0
+        self._silenced = False
+        self._node_failures: dict[str, _NodeFailure] = {}
+        self._node_delays: dict[str, float] = {}
+
+    # -- scripting (test side) --------------------------------------------------------------------
+
+    def post_status(self, status: int = 500, count: int | None = 1) -> None:
+        """The next ``count`` ``POST /prompt`` get ``status`` and are **not** queued.
+
+        500 answers with aiohttp's text body ``500 Internal Server Error\\n\\nServer got itself in trouble``.
+        """
+        _check_count(count)
+        with self._lock:
+            self._post_status = _Counted(status, count)
+
+    def post_hang(self, count: int | None = 1, seconds: float = 30.0) -> None:
+        """The next ``count`` ``POST /prompt`` **are** queued, but the response waits ``seconds``.
+
+        The client usually times out first; the prompt still runs. Stopping the server ends the wait.
+        """
+        _check_count(count)
+        with self._lock:
+            self._post_hang = _Counted(seconds, count)
+
+    def view_status(self, status: int = 500, count: int | None = 1) -> None:
+        """The next ``count`` ``GET /view`` answer ``status`` with an empty body."""
+        _check_count(count)
+        with self._lock:
+            self._view_status = _Counted(status, count)
+
+    def history_delay(self, seconds: float) -> None:
+        """Write each history entry ``seconds`` after ``execution_success``/``execution_error`` (0 turns it off).
+
+        ``status`` and ``executing`` with ``node: null`` are still sent at once, so a client sees the
+        prompt finish while ``GET /history/{id}`` still answers ``{}``.
+        """
+        with self._lock:
+            self._history_delay = max(0.0, float(seconds))
+
+    def drop_websockets(self) -> None:
+        """Abort every WebSocket connection now: no close frame, the client sees the connection lost."""
+        self._server._drop_websockets()
+
+    def drop_websockets_every(self, seconds: float | None) -> None:
+        """Abort every WebSocket connection every ``seconds`` (``0``/``None`` stops it)."""
+        with self._lock:
+            self._drop_interval = max(0.0, float(seconds or 0.0))
+        self._server._faults_changed()
+
+    def silence_websockets(self, silent: bool = True) -> None:
+        """While silenced, sockets stay open but receive no frames at all."""
+        with self._lock:
+            self._silenced = bool(silent)
+
+    def fail_node(
+        self,
+        class_type: str,
+        message: str = DEFAULT_FAILURE_MESSAGE,
+        exception_type: str = "RuntimeError",
+        count: int | None = 1,
+    ) -> None:
+        """The next ``count`` executions of ``class_type`` raise: ``execution_error`` with this message and type.
+
+        Cached nodes do not execute, so they do not use up the count.
+        """
+        _check_count(count)
+        with self._lock:
+            self._node_failures[class_type] = _NodeFailure(message, exception_type, count)
+
+    def node_delay(self, class_type: str, seconds: float) -> None:
+        """Every execution of ``class_type`` takes ``seconds`` longer (interruptible; 0 removes the delay)."""
+        with self._lock:
+            if seconds > 0:
+                self._node_delays[class_type] = float(seconds)
+            else:
+                self._node_delays.pop(class_type, None)
+
+    def clear(self) -> None:
+        """Remove every scripted fault (also stops periodic dropping and silencing)."""
+        with self._lock:
+            self._post_status = self._post_hang = self._view_status = None
+            self._history_delay = self._drop_interval = 0.0
+            self._silenced = False
+            self._node_failures.clear()
+            self._node_delays.clear()
+        self._server._faults_changed()
+
+    # -- consumption (server side) ----------------------------------------------------------------
+
+    @staticmethod
+    def _take(slot: _Counted | None) -> tuple[float | None, _Counted | None]:
+        if slot is None:
+            return None, None
+        value = slot.value
+        if slot.count is None:
+            return value, slot
+        slot.count -= 1
+        return value, (slot if slot.count > 0 else None)
+
+    def take_post_status(self) -> int | None:
+        with self._lock:
+            value, self._post_status = self._take(self._post_status)
+        return None if value is None else int(value)
+
+    def take_post_hang(self) -> float | None:
+        with self._lock:
+            value, self._post_hang = self._take(self._post_hang)
+        return value
+
+    def take_view_status(self) -> int | None:
+        with self._lock:
+            value, self._view_status = self._take(self._view_status)
+        return None if value is None else int(value)
+
+    def take_node_failure(self, class_type: str) -> tuple[str, str] | None:
+        with self._lock:
+            failure = self._node_failures.get(class_type)
+            if failure is None:
+                return None
+            if failure.count is not None:
+                failure.count -= 1
+                if failure.count <= 0:
+                    del self._node_failures[class_type]
+            return failure.message, failure.exception_type
+
+    def delay_for(self, class_type: str) -> float:
+        with self._lock:
+            return self._node_delays.get(class_type, 0.0)
+
+    @property
+    def history_delay_seconds(self) -> float:
+        with self._lock:
+            return self._history_delay
+
+    @property
+    def drop_interval(self) -> float:
+        with self._lock:
+            return self._drop_interval
+
+    @property
+    def silenced(self) -> bool:
+        with self._lock:
+            return self._silenced
