@@ -311,6 +311,7 @@ class Engine:
         job.server = client.name
         job.state = "submitting"
         job.submissions += 1
+        job.times["submitted"] = now_iso()
         record.save()  # the prompt_id is on disk before the POST
         extra = {"extra_pnginfo": {"hotfolder": {"job": f"{record.job_id}/{job.index}", "file": record.input_name}}}
         while True:
@@ -326,7 +327,6 @@ class Engine:
                 if self._stop.is_set():
                     raise Cancelled(job.prompt_id) from None
         job.state = "submitted"
-        job.times.setdefault("submitted", now_iso())
         record.save()
         log.info("submitted to %s as prompt %s (%s)", client.display_url, job.prompt_id, where)
         self._emit(Event("submitted", record.input_name, record.job_id, job.name,
