@@ -8,8 +8,9 @@ unknown key or a value of the wrong type is a :class:`~hotfolder.errors.ConfigEr
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
-import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,13 @@ DEFAULT_SERVER = "http://127.0.0.1:8188"
 CONFIG_NAME = "hotfolder.toml"
 
 # Environment switches that are not settings (read elsewhere), so not "unknown".
-OTHER_ENV = {"HOTFOLDER_CONFIG", "HOTFOLDER_LOAD_PLUGINS", "HOTFOLDER_DISABLE_PLUGINS", "HOTFOLDER_TRACE_PLUGINS"}
+OTHER_ENV = {"HOTFOLDER_CONFIG", "HOTFOLDER_LOAD_PLUGINS", "HOTFOLDER_DISABLE_PLUGINS", "HOTFOLDER_TRACE_PLUGINS",
+             "HOTFOLDER_FAILPOINT"}
+
+
+def default_instance_id() -> str:
+    """The host name, made safe for a folder name: a restarted daemon finds its own jobs at once."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()).strip(".") or "hotfolder"
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,19 @@ class Settings:
     use_observer: bool = True
     ready_marker: bool = False
     rescan_interval: float = 30.0
-    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    instance_id: str = field(default_factory=default_instance_id)
+    lease_timeout: float = 60.0
+    max_parse_attempts: int = 3
     config_file: Path | None = None
 
     @property
     def state_dir(self) -> Path:
         return self.inbox / ".hotfolder"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """This instance's claimed jobs."""
+        return self.state_dir / self.instance_id
 
     @property
     def done_dir(self) -> Path:
@@ -120,6 +134,9 @@ KEYS: dict[str, tuple[type, str]] = {
     "use_observer": (bool, "use filesystem events (false: scan only, for shares without events)"),
     "ready_marker": (bool, "take a file only once <name>.ready exists beside it"),
     "rescan_interval": (float, "seconds between safety rescans of the inbox"),
+    "instance_id": (str, "this daemon's name on a shared inbox (default: the host name)"),
+    "lease_timeout": (float, "seconds without a lease renewal before another daemon adopts an instance's jobs"),
+    "max_parse_attempts": (int, "a file that stopped hotfolder this many times while being read goes to failed/"),
 }
 
 
@@ -285,12 +302,15 @@ def load_settings(
 
 
 def _check_ranges(s: Settings) -> None:
-    positive = ["settle_seconds", "job_timeout", "connect_timeout", "http_timeout", "poll_interval"]
+    positive = ["settle_seconds", "job_timeout", "connect_timeout", "http_timeout", "poll_interval", "lease_timeout",
+                "max_parse_attempts"]
     for key in positive:
         if getattr(s, key) <= 0 and key != "settle_seconds":
             raise ConfigError(f"Setting {key!r} must be greater than 0 (got {getattr(s, key)!r}).")
     if s.settle_seconds < 0:
         raise ConfigError(f"Setting 'settle_seconds' must not be negative (got {s.settle_seconds!r}).")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.instance_id) or s.instance_id.startswith(".") or s.instance_id == "leases":
+        raise ConfigError(f"Setting 'instance_id' {s.instance_id!r} must be letters, digits, '_', '-' or '.'.")
     if s.queue_depth < 1:
         raise ConfigError(f"Setting 'queue_depth' must be at least 1 (got {s.queue_depth!r}).")
     if s.outbox == s.inbox or s.outbox.is_relative_to(s.inbox) or s.inbox.is_relative_to(s.outbox):

@@ -8,6 +8,7 @@ returns, which is also how tests drive the daemon without signals.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import watch
-from hotfolder.config import Settings
+from hotfolder.config import Settings, with_changes
 from hotfolder.pipeline import Engine, Event
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,11 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
             ", ".join(c.display_url for c in engine.clients),
         )
         quiet_since: float | None = None
+        next_adoption = time.monotonic() + engine.lease.interval
         while not stop.is_set():
+            if time.monotonic() >= next_adoption:
+                engine.adopt_orphans()
+                next_adoption = time.monotonic() + engine.lease.interval
             try:
                 path = ready.get(timeout=0.2)
             except queue.Empty:
@@ -90,6 +95,8 @@ def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any]
     """Run scenario files now, in the foreground, leaving them where they are. Returns the 'archived'
     events, one per file, in completion order."""
     ensure_folders(settings)
+    # its own instance: runs beside a daemon on the same inbox; if it is killed, the daemon adopts its jobs
+    settings = with_changes(settings, instance_id=f"{settings.instance_id}.process-{os.getpid()}")
     done: list[Event] = []
     engine = Engine(settings, listeners=[*(listeners or []), lambda e: done.append(e) if e.kind == "archived" else None])
     engine.start()

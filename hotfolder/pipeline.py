@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -24,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder import __version__
+from hotfolder import __version__, failpoints
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.config import Settings
 from hotfolder.errors import (
     ExecutionFailed, HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError, ServerError,
     ServerUnavailable, TemplateError,
 )
+from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
 from hotfolder.record import RECORD_NAME, FileRecord, JobState, now_iso, write_json_atomic
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track
@@ -78,14 +80,18 @@ class Engine:
         self._cond = threading.Condition()
         self._tasks: list[tuple[FileRecord, JobState]] = []
         self._active: dict[str, FileRecord] = {}
+        self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
         self._waiting_logged: set[str] = set()
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         self.workers = (settings.queue_depth + 1) * len(self.clients)
+        self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Take this instance's lease (ConfigError if another live daemon holds it) and start working."""
+        self.lease.acquire()
         for client in self.clients:
             client.start()
         for i in range(self.workers):
@@ -102,6 +108,7 @@ class Engine:
             t.join(max(0.0, end - time.monotonic()))
         for client in self.clients:
             client.close()
+        self.lease.release()
 
     def busy(self) -> bool:
         with self._cond:
@@ -134,7 +141,7 @@ class Engine:
 
     def accept(self, path: Path, *, move: bool = True) -> FileRecord | None:
         """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file."""
-        record = claim.claim_file(path, self.settings.state_dir, instance=self.settings.instance_id, move=move)
+        record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id, move=move)
         if record is None:
             return None
         logger.info("[%s] claimed as job %s", record.input_name, record.job_id)
@@ -147,6 +154,14 @@ class Engine:
             self._active[record.job_id] = record
         try:
             if record.state == "claimed":
+                if record.parse_attempts >= self.settings.max_parse_attempts:
+                    raise ScenarioError(
+                        f"hotfolder stopped {record.parse_attempts} times while reading {record.input_name!r}; "
+                        "it is set aside so that it cannot stop the daemon again.",
+                        hint="Check the file (size, nesting, encoding) and the plugins that read it, then move it back to inbox/.",
+                    )
+                record.parse_attempts += 1  # counted before the risky step, so a poison file cannot crash-loop
+                record.save()
                 self._prepare(record)
         except HotfolderError as err:
             self._fail_file(record, err)
@@ -170,6 +185,7 @@ class Engine:
                 hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where=where,
             )
         specs = parse.parse_scenario(path, path.read_bytes(), default_template=self.settings.default_template)
+        failpoints.hit("mid_parse")
         templates: dict[str, render.Template] = {}
         jobs = []
         for spec in specs:
@@ -318,6 +334,7 @@ class Engine:
             try:
                 client.wait_ws(2.0)
                 where = submit.submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
+                failpoints.hit("after_post")
                 break
             except ServerUnavailable:
                 self._wait_for_server(client)
@@ -375,6 +392,7 @@ class Engine:
         job.execution["ui_values"] = values
         staging = self.settings.staging_dir / f"{record.job_id}-{job.index:03d}"
         job.staging = str(staging)
+        shutil.rmtree(staging, ignore_errors=True)  # a download cut off by a crash starts over
         errors = 0
         while True:
             try:
@@ -455,6 +473,8 @@ class Engine:
         job.state = "failed"
         job.error = err.to_dict()
         record.save()
+        if job.staging:
+            shutil.rmtree(job.staging, ignore_errors=True)
         with self._cond:
             self.counts["failed"] += 1
         logger.error("[%s %s] %s", record.input_name, job.name, err)
@@ -469,16 +489,21 @@ class Engine:
 
     def _archive(self, record: FileRecord) -> None:
         with self._cond:
-            if record.job_id not in self._active or record.state == "archived":
+            if record.job_id not in self._active or record.job_id in self._archiving:
                 return
-            record.state = "archived"
+            self._archiving.add(record.job_id)
+            record.state = "archiving"
         error = self._error_document(record)
+        folder = self.settings.failed_dir if error else self.settings.done_dir
         try:
-            target = archive.archive_input(record, done_dir=self.settings.done_dir,
-                                           failed_dir=self.settings.failed_dir, error=error)
+            if record.archive_name is None:
+                record.archive_name = archive.plan_archive_name(record, folder, failed=bool(error))
+                record.save()
+            target = archive.archive_input(record, folder=folder, name=record.archive_name, error=error)
         finally:
             with self._cond:
                 self._active.pop(record.job_id, None)
+                self._archiving.discard(record.job_id)
                 self.counts["files_failed" if error else "files_done"] += 1
                 self._cond.notify_all()
         logger.info("[%s] %s%s", record.input_name, "failed" if error else "done",
@@ -508,21 +533,35 @@ class Engine:
     # -- recovery --------------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Resume every job folder left in ``inbox/.hotfolder/`` by an earlier run. Returns how many."""
-        state = self.settings.state_dir
-        if not state.is_dir():
+        """Resume every job folder of this instance left by an earlier run, and adopt those of instances
+        whose daemon is gone. Returns how many files were resumed."""
+        self.lease.adopt()
+        folder = self.settings.jobs_dir
+        if not folder.is_dir():
             return 0
         count = 0
-        for folder in sorted(p for p in state.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            record = self._load_record(folder)
-            if record is None:
-                continue
-            count += 1
-            logger.info("[%s] resuming job %s (%s)", record.input_name, record.job_id, record.state)
-            record.attempts += 1
-            record.save()
-            self._start_record(record)
+        for job_folder in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            with self._cond:
+                if job_folder.name in self._active:
+                    continue
+            if self._resume(job_folder):
+                count += 1
         return count
+
+    def adopt_orphans(self) -> int:
+        """Adopt and resume the jobs of other instances whose daemon died (called periodically)."""
+        return sum(1 for folder in self.lease.adopt() if self._resume(folder))
+
+    def _resume(self, folder: Path) -> bool:
+        record = self._load_record(folder)
+        if record is None:
+            return False
+        logger.info("[%s] resuming job %s (%s)", record.input_name, record.job_id, record.state)
+        record.attempts += 1
+        record.instance = self.settings.instance_id
+        record.save()
+        self._start_record(record)
+        return True
 
     def _load_record(self, folder: Path) -> FileRecord | None:
         if (folder / RECORD_NAME).is_file():

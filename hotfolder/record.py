@@ -96,6 +96,8 @@ class FileRecord:
     instance: str = ""
     original_path: str = ""
     archive: bool = True
+    archive_name: str | None = None
+    parse_attempts: int = 0
     error: dict[str, Any] | None = None
     jobs: list[JobState] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -123,6 +125,8 @@ class FileRecord:
             "instance": self.instance,
             "original_path": self.original_path,
             "archive": self.archive,
+            "archive_name": self.archive_name,
+            "parse_attempts": self.parse_attempts,
             "error": self.error,
             "jobs": [
                 {k: v for k, v in vars(job).items()} for job in self.jobs
@@ -141,6 +145,7 @@ class FileRecord:
             state=data.get("state", "claimed"), attempts=data.get("attempts", 0),
             claimed_at=data.get("claimed_at", ""), instance=data.get("instance", ""),
             original_path=data.get("original_path", ""), archive=data.get("archive", True),
+            archive_name=data.get("archive_name"), parse_attempts=data.get("parse_attempts", 0),
             error=data.get("error"),
         )
         rec.jobs = [JobState(**job) for job in data.get("jobs", [])]

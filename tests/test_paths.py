@@ -9,7 +9,7 @@ import pytest
 
 from hotfolder.paths import move_unique, rename_noreplace, safe_filename, unique_name
 from hotfolder.record import FileRecord, JobState
-from hotfolder.stages.archive import archive_input
+from hotfolder.stages.archive import archive_input, plan_archive_name
 from hotfolder.stages.download import list_outputs
 from hotfolder.stages.publish import find_published, publish_folder
 
@@ -72,7 +72,8 @@ def test_archive_writes_error_file_beside_a_unique_failed_name(tmp_path: Path) -
     folder.mkdir(parents=True)
     (folder / "a.yaml").write_text("params: {}")
     record = FileRecord(job_id="job", input_name="a.yaml", folder=folder, jobs=[JobState(1, "a")])
-    target = archive_input(record, done_dir=tmp_path / "done", failed_dir=failed, error={"message": "bad"})
+    name = plan_archive_name(record, failed, failed=True)
+    target = archive_input(record, folder=failed, name=name, error={"message": "bad"})
     assert target == failed / "a-2.yaml"
     assert json.loads((failed / "a-2.yaml.error.json").read_text())["message"] == "bad"
     assert (failed / "a.yaml").read_text() == "earlier failure" and not folder.exists()

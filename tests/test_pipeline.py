@@ -52,7 +52,7 @@ def test_yaml_scenario_is_rendered_run_downloaded_and_published(project: Path, c
     assert entry["file"] == pngs[0].name and entry["node"] == "3" and entry["kind"] == "image"
     assert entry["size"] == pngs[0].stat().st_size and len(entry["sha256"]) == 64
     assert (project / "inbox" / "done" / "red-fox.yaml").is_file()
-    assert not any((project / "inbox" / ".hotfolder").iterdir())
+    assert not list((project / "inbox" / ".hotfolder").glob("*/*/job.json"))
     assert not (project / "outbox" / ".hotfolder-staging").exists() or not any((project / "outbox" / ".hotfolder-staging").iterdir())
     # the workflow in the sidecar is exactly the one ComfyUI received
     posts = [r for r in comfy.requests if r["method"] == "POST" and r["path"].endswith("/prompt")]
@@ -178,7 +178,7 @@ def test_server_down_at_start_makes_jobs_wait_not_fail(project: Path) -> None:
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(drain(settings)))
     thread.start()
-    wait_until(lambda: any((project / "inbox" / ".hotfolder").glob("*/job.json")), message="claim")
+    wait_until(lambda: any((project / "inbox" / ".hotfolder").glob("*/*/job.json")), message="claim")
     assert not (project / "inbox" / "failed").exists() or not any((project / "inbox" / "failed").iterdir())
     later = ComfyTestServer(port=port)
     later.start()

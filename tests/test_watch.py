@@ -389,7 +389,9 @@ def test_file_that_reappears_after_removal_is_handed_over_again(
 def test_rescan_offers_again_a_file_left_in_the_inbox_after_its_handoff(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     intake = make_intake(handoffs, settle_seconds=SETTLE, poll_interval=0.05)
-    make_old(write(inbox / "kept.yaml"))
+    staged = write(inbox.parent / "kept.yaml")
+    make_old(staged)  # before it appears: touching it afterwards would make it a changed file
+    staged.rename(inbox / "kept.yaml")
     assert handoffs.next()[0] == inbox / "kept.yaml"
     handoffs.none_within(SETTLE * 2)  # the periodic scan leaves it alone
 

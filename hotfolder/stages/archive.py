@@ -1,8 +1,9 @@
 """Stage 10 of 10: archive. Move the input to ``inbox/done/`` or ``inbox/failed/`` (+ ``.error.json``).
 
-The error file is written first and the input moved after it, both without overwriting anything that is
-already there, and the job folder is removed last: a crash at any point leaves the input in exactly one
-place. Moving a failed file back into ``inbox/`` retries it.
+The archive name is chosen first and recorded by the caller, so a crash between writing the error file
+and moving the input resumes with the same name instead of leaving an orphan error file. Nothing that is
+already there is overwritten, and the job folder is removed last: a crash at any point leaves the input in
+exactly one place. Moving a failed file back into ``inbox/`` retries it.
 """
 
 from __future__ import annotations
@@ -11,27 +12,36 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hotfolder.paths import move_unique, unique_name
+from hotfolder import failpoints
+from hotfolder.paths import move_unique, rename_noreplace, unique_name
 from hotfolder.record import FileRecord, write_json_atomic
 
 
-def archive_input(record: FileRecord, *, done_dir: Path, failed_dir: Path, error: dict[str, Any] | None) -> Path | None:
-    """Archive the claimed input of ``record``; return where it went (None for a copied input)."""
+def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool) -> str:
+    """A name free in ``folder`` for the input (and, for failures, its ``.error.json``)."""
+    taken: set[str] = set()
+    while True:
+        name = unique_name(folder, record.input_name, taken)
+        if not failed or not (folder / f"{name}.error.json").exists():
+            return name
+        taken.add(name)
+
+
+def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[str, Any] | None) -> Path | None:
+    """Move the claimed input of ``record`` to ``folder/name``; return where it went (None if it was a
+    copy or is already gone, after a crash)."""
     target: Path | None = None
     if record.archive and record.input_path.exists():
-        if error is None:
-            target = move_unique(record.input_path, done_dir, record.input_name)
-        else:
-            failed_dir.mkdir(parents=True, exist_ok=True)
-            name = record.input_name
-            # pick a name free for both the input and its error file
-            taken: set[str] = set()
-            while True:
-                name = unique_name(failed_dir, record.input_name, taken)
-                if not (failed_dir / f"{name}.error.json").exists():
-                    break
-                taken.add(name)
-            write_json_atomic(failed_dir / f"{name}.error.json", dict(error, archived_as=name))
-            target = move_unique(record.input_path, failed_dir, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if error is not None:
+            write_json_atomic(folder / f"{name}.error.json", dict(error, archived_as=name))
+        failpoints.hit("mid_archive")
+        try:
+            rename_noreplace(record.input_path, folder / name)
+            target = folder / name
+        except FileExistsError:
+            target = move_unique(record.input_path, folder, name)
+            if error is not None:
+                write_json_atomic(folder / f"{target.name}.error.json", dict(error, archived_as=target.name))
     shutil.rmtree(record.folder, ignore_errors=True)
     return target

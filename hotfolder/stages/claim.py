@@ -15,6 +15,7 @@ import stat
 import time
 from pathlib import Path
 
+from hotfolder import failpoints
 from hotfolder.record import FileRecord, fsync_dir
 
 READ_CHUNK = 1024 * 1024
@@ -32,7 +33,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def claim_file(path: Path, state_dir: Path, *, instance: str = "", move: bool = True) -> FileRecord | None:
+def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = True) -> FileRecord | None:
     """Move ``path`` into a new job folder and write its first record. Returns None when the file is gone
     (another instance claimed it), is a symlink, or is not a regular file. ``move=False`` copies instead
     (``hotfolder process`` leaves the user's file where it is)."""
@@ -42,9 +43,9 @@ def claim_file(path: Path, state_dir: Path, *, instance: str = "", move: bool = 
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    state_dir.mkdir(parents=True, exist_ok=True)
+    jobs_dir.mkdir(parents=True, exist_ok=True)
     job_id = new_job_id()
-    folder = state_dir / job_id
+    folder = jobs_dir / job_id
     folder.mkdir()
     target = folder / path.name
     try:
@@ -58,9 +59,11 @@ def claim_file(path: Path, state_dir: Path, *, instance: str = "", move: bool = 
     fsync_dir(folder)
     if move:
         fsync_dir(path.parent)
+    failpoints.hit("after_claim")
     record = FileRecord(job_id=job_id, input_name=path.name, folder=folder, instance=instance,
                         original_path=str(path), archive=move)
     if os.lstat(target).st_size <= 64 * 1024 * 1024:
         record.sha256 = file_sha256(target)
     record.save()
+    failpoints.hit("after_record")
     return record

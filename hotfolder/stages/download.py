@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.paths import safe_filename, unique_name
 
@@ -79,6 +80,7 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
         part = staging / f".{local}.part"
         size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
         part.rename(staging / local)
+        failpoints.hit("mid_download")
         entries.append({
             "file": local,
             "node": ref.node,

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hotfolder import failpoints
 from hotfolder.paths import rename_noreplace, unique_name
 from hotfolder.record import fsync_dir, write_json_atomic
 
@@ -26,6 +27,7 @@ def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, An
             if old.name.startswith(name) and old.name != f"{final}.json" and _is_sidecar(old, sidecar):
                 old.unlink()
         write_json_atomic(staging / f"{final}.json", dict(sidecar, published_as=final))
+        failpoints.hit("mid_publish")
         try:
             rename_noreplace(staging, outbox / final)
         except FileExistsError:

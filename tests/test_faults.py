@@ -1,0 +1,218 @@
+"""Fault injection: a real daemon process killed at every named step and at random moments, a test
+ComfyUI restarted mid-run, several daemons on one inbox. Afterwards every input is in exactly one of
+done/ or failed/, every done job has exactly one complete published result, nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hotfolder import failpoints
+from hotfolder.testing import ComfyTestServer
+from tests.conftest import wait_until
+from tests.scenarios import png_size
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def daemon(project: Path, url: str, *, failpoint: str | None = None, instance: str | None = None,
+           extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    env.update({"HOTFOLDER_SETTLE_SECONDS": "0.1", "HOTFOLDER_POLL_INTERVAL": "0.5", "HOTFOLDER_LOST_GRACE": "1.5",
+                "HOTFOLDER_LEASE_TIMEOUT": "3", "HOTFOLDER_HTTP_TIMEOUT": "2"})
+    if failpoint:
+        env["HOTFOLDER_FAILPOINT"] = failpoint
+    if instance:
+        env["HOTFOLDER_INSTANCE_ID"] = instance
+    env.update(extra_env or {})
+    log = open(project / "daemon.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "hotfolder", "--server", url, "--default-template", "invert", "run"],
+        cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    proc.wait(30)
+
+
+def drop(project: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        tmp = project / "inbox" / f".{name}.tmp"
+        tmp.write_text(f"params: {{width: {8 + i % 200}, height: {8 + i // 200}}}\n")
+        tmp.rename(project / "inbox" / name)
+
+
+def archived(project: Path, names: list[str]) -> bool:
+    done, failed = project / "inbox" / "done", project / "inbox" / "failed"
+    return all((done / n).exists() or (failed / n).exists() for n in names)
+
+
+def audit(project: Path, names: list[str], comfy: ComfyTestServer | None = None, *, reruns_allowed: bool = False) -> Counter[str]:
+    """The promises, checked. Returns how many results each input published."""
+    inbox, outbox = project / "inbox", project / "outbox"
+    done = {p.name for p in (inbox / "done").iterdir()} if (inbox / "done").exists() else set()
+    failed = {p.name for p in (inbox / "failed").iterdir() if not p.name.endswith(".error.json")} if (inbox / "failed").exists() else set()
+    log = (project / "daemon.log").read_text(errors="replace") if (project / "daemon.log").exists() else ""
+    assert not failed, f"failed: {sorted(failed)}\n{log[-3000:]}"
+    assert done == set(names), f"missing: {sorted(set(names) - done)}, extra: {sorted(done - set(names))}"
+    assert not [p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix == ".yaml"], "left in inbox"
+    assert not list((inbox / ".hotfolder").glob("*/*/job.json")), "job folders left behind"
+    staging = outbox / ".hotfolder-staging"
+    assert not staging.exists() or not any(staging.iterdir()), f"orphan staging: {list(staging.iterdir())}"
+    published: Counter[str] = Counter()
+    keys: Counter[str] = Counter()
+    for folder in outbox.iterdir():
+        if folder.name.startswith("."):
+            continue
+        sidecar = json.loads((folder / f"{folder.name}.json").read_text())
+        published[sidecar["scenario"]["file"]] += 1
+        keys[sidecar["job_key"]] += 1
+        assert sidecar["outputs"], folder
+        for entry in sidecar["outputs"]:
+            assert (folder / entry["file"]).stat().st_size == entry["size"]
+            png_size(folder / entry["file"])
+    assert set(published) == set(names)
+    duplicated = {k: v for k, v in published.items() if v != 1}
+    assert not duplicated, f"published more than once: {duplicated}"
+    assert all(v == 1 for v in keys.values())
+    if comfy is not None and not reruns_allowed:
+        runs = Counter(comfy.executed_prompt_ids)
+        assert all(v == 1 for v in runs.values()), f"prompts executed twice: {[k for k, v in runs.items() if v > 1]}"
+    return published
+
+
+@pytest.mark.parametrize("point", failpoints.POINTS)
+def test_killed_at_each_named_step_then_restarted(project: Path, comfy: ComfyTestServer, point: str) -> None:
+    names = [f"f{i}.yaml" for i in range(4)]
+    drop(project, names)
+    first = daemon(project, comfy.url, failpoint=point)
+    first.wait(60)
+    assert first.returncode == -signal.SIGKILL, f"failpoint {point} was not reached"
+    second = daemon(project, comfy.url)
+    try:
+        wait_until(lambda: archived(project, names), timeout=60, message=f"archive after a kill at {point}")
+    finally:
+        kill(second, signal.SIGTERM)
+    audit(project, names, comfy)
+
+
+def test_killed_mid_post_then_restarted_runs_the_prompt_once(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.post_hang(count=1, seconds=5)
+    drop(project, ["m.yaml"])
+    first = daemon(project, comfy.url)
+    wait_until(lambda: [r for r in comfy.requests if r["path"].endswith("/prompt") and r["method"] == "POST"],
+               message="the POST")
+    kill(first)  # the POST is on the wire, its answer not yet back; the server has queued it
+    second = daemon(project, comfy.url)
+    try:
+        wait_until(lambda: archived(project, ["m.yaml"]), timeout=60, message="archive after a mid-POST kill")
+    finally:
+        kill(second, signal.SIGTERM)
+    audit(project, ["m.yaml"], comfy)
+    assert len(comfy.executed_prompt_ids) == 1
+
+
+def test_sigkill_loop_of_200_jobs_loses_and_duplicates_nothing(project: Path, comfy: ComfyTestServer) -> None:
+    seed = int(os.environ.get("HOTFOLDER_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    comfy.faults.node_delay("ImageInvert", 0.08)  # 200 jobs take at least 16 s of server time: room for 20 kills
+    names = [f"j{i:03d}.yaml" for i in range(200)]
+    drop(project, names)
+    kills = 0
+    stop = threading.Event()
+    while kills < 20 and not archived(project, names):
+        proc = daemon(project, comfy.url)
+        stop.wait(rng.uniform(0.2, 0.9))  # a random moment in the run: the point of this test
+        kill(proc)
+        kills += 1
+    proc = daemon(project, comfy.url)
+    try:
+        wait_until(lambda: archived(project, names), timeout=180, message=f"all archived (seed {seed})")
+    finally:
+        kill(proc, signal.SIGTERM)
+    published = audit(project, names, comfy)
+    print(f"seed {seed}: 200 jobs, {kills} SIGKILLs, {200 - len(published)} lost, "
+          f"{sum(published.values()) - len(published)} duplicated")
+    assert kills >= 20, "the run finished before 20 kills: make the jobs slower"
+
+
+def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.node_delay("ImageInvert", 0.1)
+    names = [f"r{i:02d}.yaml" for i in range(30)]
+    drop(project, names)
+    proc = daemon(project, comfy.url)
+    try:
+        for n in (5, 12, 20):
+            wait_until(lambda: len(list((project / "inbox" / "done").glob("*.yaml"))) >= n
+                       if (project / "inbox" / "done").exists() else False, timeout=60, message=f"{n} done")
+            comfy.restart()
+            comfy.faults.node_delay("ImageInvert", 0.1)
+        wait_until(lambda: archived(project, names), timeout=120, message="all archived after restarts")
+    finally:
+        kill(proc, signal.SIGTERM)
+    audit(project, names, comfy, reruns_allowed=True)
+    resubmitted = sum(json.loads(p.read_text())["resubmissions"] for p in (project / "outbox").glob("*/*.json"))
+    assert resubmitted >= 1
+
+
+def test_two_daemons_on_one_inbox_take_each_file_once(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.node_delay("ImageInvert", 0.02)
+    names = [f"s{i:02d}.yaml" for i in range(40)]
+    a = daemon(project, comfy.url, instance="alpha")
+    b = daemon(project, comfy.url, instance="beta")
+    try:
+        drop(project, names)
+        wait_until(lambda: archived(project, names), timeout=120, message="all archived by two daemons")
+    finally:
+        kill(a, signal.SIGTERM)
+        kill(b, signal.SIGTERM)
+    audit(project, names, comfy)
+    instances = Counter(json.loads(p.read_text())["job_id"] for p in (project / "outbox").glob("*/*.json"))
+    assert len(instances) == 40
+
+
+def test_a_live_daemon_adopts_the_jobs_of_one_that_died(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.node_delay("ImageInvert", 0.5)
+    names = [f"a{i}.yaml" for i in range(4)]
+    drop(project, names)
+    a = daemon(project, comfy.url, instance="alpha")
+    wait_until(lambda: list((project / "inbox" / ".hotfolder" / "alpha").glob("*/job.json")), message="alpha claims")
+    kill(a)
+    left = len(list((project / "inbox" / ".hotfolder" / "alpha").glob("*/job.json")))
+    assert left >= 1
+    b = daemon(project, comfy.url, instance="beta")
+    try:
+        wait_until(lambda: archived(project, names), timeout=60, message="beta finishes alpha's jobs")
+    finally:
+        kill(b, signal.SIGTERM)
+    audit(project, names, comfy)
+    assert not (project / "inbox" / ".hotfolder" / "alpha").exists()
+
+
+def test_a_file_that_keeps_killing_the_daemon_goes_to_failed(project: Path, comfy: ComfyTestServer) -> None:
+    drop(project, ["poison.yaml"])
+    for _ in range(3):
+        proc = daemon(project, comfy.url, failpoint="mid_parse")
+        proc.wait(60)
+        assert proc.returncode == -signal.SIGKILL
+    proc = daemon(project, comfy.url, failpoint="mid_parse")
+    try:
+        wait_until(lambda: (project / "inbox" / "failed" / "poison.yaml.error.json").exists(), message="poison set aside")
+    finally:
+        kill(proc, signal.SIGTERM)
+    error = json.loads((project / "inbox" / "failed" / "poison.yaml.error.json").read_text())
+    assert "stopped 3 times" in error["message"]
+    assert proc.returncode == 0
