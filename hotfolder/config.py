@@ -7,6 +7,7 @@ unknown key or a value of the wrong type is a :class:`~hotfolder.errors.ConfigEr
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -14,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from hotfolder.errors import ConfigError
 
@@ -47,9 +48,15 @@ class ServerConfig:
         return redact_url(self.url)
 
     def request_headers(self) -> dict[str, str]:
+        """Headers for every HTTP request and the WebSocket: the configured ones, then a bearer
+        ``token``, or else HTTP basic auth from ``user:password@`` in the URL."""
         out = dict(self.headers)
+        parts = urlsplit(self.url)
         if self.token:
             out["Authorization"] = f"Bearer {self.token}"
+        elif parts.username is not None and "Authorization" not in out:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            out["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return out
 
 

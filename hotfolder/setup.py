@@ -46,7 +46,7 @@ def check_setup(settings: Settings) -> list[Check]:
     for name in names:
         results.append(_check_template(settings, name))
     for server in settings.servers:
-        http = ComfyHTTP(server.url, display_url=server.display_url, headers=server.request_headers(),
+        http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(),
                          verify=server.verify, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout)
         try:
             stats = http.system_stats()

@@ -260,3 +260,36 @@ def test_engine_recovers_a_job_folder_left_by_a_killed_run(project: Path, comfy:
     counts = drain(settings)
     assert counts["published"] == 1
     assert (project / "inbox" / "done" / "k.yaml").exists()
+
+
+def test_credentials_never_reach_logs_sidecars_or_error_files(project: Path, comfy: ComfyTestServer,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    url = comfy.url.replace("http://", "http://alice:pa55word@")
+    (project / "hotfolder.toml").write_text(f'[[servers]]\nurl = "{url}"\ntoken = "t0ken-s3cret"\n')
+    (project / "inbox" / "ok.yaml").write_text("params: {width: 8}\n")
+    (project / "inbox" / "bad.yaml").write_text("params: {width: 0}\n")
+    from hotfolder.config import load_settings
+
+    settings = load_settings(project / "hotfolder.toml", env={}, cwd=project,
+                             overrides={"default_template": "invert", "settle_seconds": 0.1})
+    drain(settings)
+    texts = [caplog.text]
+    texts += [p.read_text() for p in (project / "outbox").rglob("*.json")]
+    texts += [p.read_text() for p in (project / "inbox" / "failed").glob("*.error.json")]
+    assert len(texts) == 3
+    for text in texts:
+        assert "pa55word" not in text and "t0ken-s3cret" not in text and "alice" not in text
+    posts = [r for r in comfy.requests if r["path"].endswith("/prompt") and r["method"] == "POST"]
+    assert posts[0]["headers"].get("Authorization") == "Bearer t0ken-s3cret"
+
+
+def test_basic_auth_from_the_url_is_sent_as_a_header(project: Path, comfy: ComfyTestServer) -> None:
+    url = comfy.url.replace("http://", "http://alice:pa55word@")
+    (project / "inbox" / "ok.yaml").write_text("params: {width: 8}\n")
+    drain(make_settings(project, url))
+    posts = [r for r in comfy.requests if r["path"].endswith("/prompt") and r["method"] == "POST"]
+    assert posts[0]["headers"].get("Authorization") == "Basic YWxpY2U6cGE1NXdvcmQ="
+    assert "pa55word" not in (project / "outbox" / "ok" / "ok.json").read_text()

@@ -96,8 +96,9 @@ class ComfyClient:
         self.name = server.name
         self.display_url = server.display_url
         self.client_id = client_id or uuid.uuid4().hex
+        # credentials travel in headers only: the URLs used (and logged by libraries) carry none
         self.http = ComfyHTTP(
-            server.url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
+            server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
         )
         self.poll_interval = poll_interval
@@ -108,7 +109,7 @@ class ComfyClient:
         self._ws_changed = threading.Condition(self._lock)
         self._ws_generation = 0
         self.stream = EventStream(
-            server.url, self.client_id, on_message=self._on_message, on_state=self._on_state,
+            server.display_url, self.client_id, on_message=self._on_message, on_state=self._on_state,
             display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
             connect_timeout=connect_timeout,
         )
