@@ -1,31 +1,127 @@
 """Logging, configured once by the CLI. Library modules only call ``logging.getLogger(__name__)``.
 
-When stderr goes to journald (``JOURNAL_STREAM`` is set) timestamps are left out, because the journal
-adds its own, and each line starts with a ``<N>`` priority prefix that journald understands.
+Two formats:
+
+* ``text`` (the default): ``time level logger: message`` for a terminal or a log file;
+* ``json``: one JSON object per line for log shippers, with ``time``, ``level``, ``logger``, ``message``
+  and every ``extra=`` field the call gave (``file``, ``job``, ``job_id``, ``server``, ...), plus
+  ``exception`` when there is a traceback.
+
+When stderr goes to journald (``JOURNAL_STREAM`` names the stream stderr is connected to, as systemd sets
+it), text lines leave out the timestamp, because the journal adds its own, and every line, text or JSON,
+starts with a ``<N>`` priority prefix that journald turns into the entry's priority and strips.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
+from typing import Any, TextIO
 
-_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+from hotfolder.errors import ConfigError
+
+FORMATS = ("text", "json")
+
+# syslog priorities (sd-daemon(3)): journald reads "<N>" at the start of a line
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+# attributes every LogRecord has; anything else on a record came from ``extra=``
+_STANDARD = set(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None).__dict__) | {"message", "asctime"}
 
 
-class _JournalFormatter(logging.Formatter):
+def priority(levelno: int) -> int:
+    """The syslog priority for a logging level (levels between the standard ones round down)."""
+    for level, prio in _PRIORITIES:
+        if levelno >= level:
+            return prio
+    return 7
+
+
+def stream_is_journal(stream: TextIO, env: dict[str, str] | None = None) -> bool:
+    """True if ``stream`` is the journald stream named by ``$JOURNAL_STREAM`` ("<device>:<inode>").
+
+    systemd sets the variable for a service whose output goes to the journal; comparing it with the
+    stream itself (as sd_journal_stream_fd(3) recommends) keeps a child whose stderr was redirected, or a
+    command run from such a service's shell, from writing journald prefixes into a file or a terminal.
+    """
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return st.st_dev == int(device) and st.st_ino == int(inode)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra=`` fields of ``record`` (``file``, ``job``, ...), without logging's own attributes."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ms), level, logger, message, extra fields, exception."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>" + super().format(record)
+        ts = record.created
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record_fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure_logging(verbosity: int = 0) -> None:
-    """verbosity: -1 quiet (warnings), 0 info, 1+ debug."""
-    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+class _PriorityPrefix(logging.Formatter):
+    """Wraps another formatter and puts a ``<N>`` journald priority in front of each line."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        prefix = f"<{priority(record.levelno)}>"
+        # journald reads each line on its own: a traceback's lines keep the record's priority
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+
+def make_formatter(fmt: str = "text", *, journal: bool = False) -> logging.Formatter:
+    if fmt not in FORMATS:
+        raise ConfigError(f"Unknown log format {fmt!r}.", hint="Use 'text' or 'json'.")
+    formatter: logging.Formatter
+    if fmt == "json":
+        formatter = JSONFormatter()
+    elif journal:
+        formatter = logging.Formatter("%(name)s: %(message)s")
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    return _PriorityPrefix(formatter) if journal else formatter
+
+
+def configure_logging(verbosity: int = 0, *, fmt: str = "text", stream: TextIO | None = None,
+                      journal: bool | None = None) -> None:
+    """verbosity: -1 quiet (warnings), 0 info, 1+ debug; ``fmt``: "text" or "json".
+
+    ``journal`` None means: detect whether ``stream`` (default stderr) is journald's.
+    """
+    stream = stream or sys.stderr
+    if journal is None:
+        journal = stream_is_journal(stream)
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter(fmt, journal=journal))
     root = logging.getLogger("hotfolder")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,0 +1,283 @@
+"""StatusBoard from pipeline events, the status file writer, and the `hotfolder status` report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hotfolder.errors import HotfolderError
+from hotfolder.pipeline import Event
+from hotfolder.status import (
+    FAILURE_WINDOW, StatusBoard, StatusWriter, format_status, read_status, status_path, status_problem,
+)
+from tests.conftest import wait_until
+
+
+class Clock:
+    def __init__(self, start: float = 1_760_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def feed(board: StatusBoard, *events: Event) -> None:
+    for event in events:
+        board(event)
+
+
+def busy_board(clock: Clock) -> StatusBoard:
+    board = StatusBoard(servers=[("gpu1", "http://gpu1:8188"), ("gpu2", "http://gpu2:8188")],
+                        instance="render1", clock=clock)
+    board.server_state("gpu1", "http://gpu1:8188", up=True, queue=2)
+    board.server_state("gpu2", "http://gpu2:8188", up=False)
+    board.set_state("running")
+    feed(board,
+         Event("claimed", "a.yaml", "J1"),
+         Event("rendered", "a.yaml", "J1", detail={"jobs": 3}),
+         Event("submitted", "a.yaml", "J1", "a-001", {"prompt_id": "p1", "server": "http://gpu1:8188"}),
+         Event("progress", "a.yaml", "J1", "a-001", {"node": "3", "value": 5, "max": 20}),
+         Event("claimed", "b.csv", "J2"))
+    return board
+
+
+def test_board_tracks_running_jobs_progress_and_waiting_counts() -> None:
+    clock = Clock()
+    board = busy_board(clock)
+    snap = board.snapshot()
+    assert [(j["file"], j["job"], j["server"], j["state"], j["node"], j["value"], j["max"], j["percent"])
+            for j in snap["running"]] == [("a.yaml", "a-001", "gpu1", "running", "3", 5, 20, 25.0)]
+    assert snap["waiting"] == 3  # a-002, a-003, and b.csv still being read
+    assert [(w["file"], w["jobs"]) for w in snap["waiting_files"]] == [("a.yaml", 2), ("b.csv", 1)]
+    assert {s["name"]: (s["up"], s["queue"], s["running"]) for s in snap["servers"]} == {
+        "gpu1": (True, 2, 1), "gpu2": (False, None, 0)}
+    assert board.summary() == "1 running, 3 waiting, server gpu2 down"
+    json.dumps(snap)  # JSON-able
+
+
+def test_board_moves_jobs_through_publish_failure_and_archive() -> None:
+    clock = Clock()
+    board = busy_board(clock)
+    clock.now += 10
+    feed(board,
+         Event("published", "a.yaml", "J1", "a-001", {"path": "/out/a-001"}),
+         Event("failed", "a.yaml", "J1", "a-002", {"error": {"message": "Node 6 input 'text' is missing."}}),
+         Event("submitted", "a.yaml", "J1", "a-003", {"prompt_id": "p3", "server": "gpu1"}))
+    snap = board.snapshot()
+    assert [(j["job"], j["state"], j["percent"]) for j in snap["running"]] == [("a-003", "queued", None)]
+    assert snap["waiting"] == 1
+    assert snap["failures"] == [{"file": "a.yaml", "job": "a-002", "job_id": "J1",
+                                 "message": "Node 6 input 'text' is missing.", "time": snap["updated"]}]
+    feed(board,
+         Event("published", "a.yaml", "J1", "a-003"),
+         Event("archived", "a.yaml", "J1", None, {"failed": True}),
+         Event("failed", "b.csv", "J2", None, {"error": {"message": "not valid CSV"}}),
+         Event("archived", "b.csv", "J2", None, {"failed": True}))
+    snap = board.snapshot()
+    assert snap["running"] == [] and snap["waiting"] == 0
+    assert snap["counts"] == {"published": 2, "failed": 1, "files_done": 0, "files_failed": 2}
+    assert [f["file"] for f in snap["failures"]] == ["b.csv", "a.yaml"]
+    board.server_state("gpu2", "http://gpu2:8188", up=True)
+    assert board.summary() == "idle"
+
+
+def test_board_forgets_failures_older_than_an_hour() -> None:
+    clock = Clock()
+    board = StatusBoard(clock=clock)
+    feed(board, Event("failed", "old.yaml", "J1", None, {"error": {"message": "old"}}))
+    clock.now += FAILURE_WINDOW - 1
+    feed(board, Event("failed", "new.yaml", "J2", None, {"error": {"message": "new"}}))
+    assert [f["file"] for f in board.snapshot()["failures"]] == ["new.yaml", "old.yaml"]
+    clock.now += 2
+    assert [f["file"] for f in board.snapshot()["failures"]] == ["new.yaml"]
+
+
+def test_board_handles_jobs_resumed_after_a_restart_without_claim_events() -> None:
+    board = StatusBoard()
+    feed(board, Event("submitted", "r.yaml", "J9", "r-002", {"server": "http://gpu1:8188"}),
+         Event("progress", "r.yaml", "J9", "r-003", {"node": "7", "value": 1, "max": 4}))
+    snap = board.snapshot()
+    assert [j["job"] for j in snap["running"]] == ["r-002", "r-003"]
+    assert snap["waiting"] == 0
+    assert snap["running"][0]["server"] == "http://gpu1:8188"  # unknown server: shown by what we know
+
+
+def test_board_is_consistent_under_concurrent_events_and_snapshots() -> None:
+    board = StatusBoard()
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(200):
+                job_id = f"J{n}-{i}"
+                feed(board, Event("claimed", f"{job_id}.yaml", job_id),
+                     Event("rendered", f"{job_id}.yaml", job_id, detail={"jobs": 1}),
+                     Event("submitted", f"{job_id}.yaml", job_id, "x", {"server": "s"}),
+                     Event("progress", f"{job_id}.yaml", job_id, "x", {"node": "1", "value": 1, "max": 2}),
+                     Event("published", f"{job_id}.yaml", job_id, "x"),
+                     Event("archived", f"{job_id}.yaml", job_id, None, {"failed": False}))
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        json.dumps(board.snapshot())
+    for t in threads:
+        t.join()
+    assert not errors
+    snap = board.snapshot()
+    assert snap["counts"] == {"published": 800, "failed": 0, "files_done": 800, "files_failed": 0}
+    assert snap["running"] == [] and snap["waiting"] == 0
+
+
+# -- the status file -----------------------------------------------------------------------------
+
+
+def test_writer_writes_the_status_file_periodically_and_on_flush(tmp_path: Path) -> None:
+    board = busy_board(Clock(time.time()))
+    path = status_path(tmp_path / ".hotfolder")
+    written: list[str] = []
+    writer = StatusWriter(board, path, interval=0.05, on_write=lambda snap: written.append(snap["summary"]))
+    writer.start()
+    try:
+        wait_until(lambda: writer.writes >= 3, timeout=10, message="three periodic writes")
+        feed(board, Event("published", "a.yaml", "J1", "a-001"))
+        assert writer.flush(timeout=10)
+        data = read_status(tmp_path / ".hotfolder")
+        assert data is not None
+        assert data["running"] == [] and data["interval"] == 0.05 and data["pid"] == os.getpid()
+        assert written[-1] == "0 running, 3 waiting, server gpu2 down"
+    finally:
+        writer.stop()
+    assert read_status(tmp_path / ".hotfolder")["state"] == "stopped"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["status.json"]  # no temp files left
+
+
+def test_writer_on_a_slow_interval_still_writes_at_once_on_flush(tmp_path: Path) -> None:
+    board = StatusBoard()
+    writer = StatusWriter(board, tmp_path / "status.json", interval=3600)
+    writer.start()
+    try:
+        wait_until(lambda: writer.writes == 1, timeout=10, message="the first write")
+        board.set_state("running")
+        assert writer.flush(timeout=10)
+        assert writer.writes == 2
+        assert json.loads((tmp_path / "status.json").read_text())["state"] == "running"
+    finally:
+        writer.stop(final_state=None)
+
+
+def test_writer_survives_an_unwritable_status_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    writer = StatusWriter(StatusBoard(), blocker / "status.json", interval=3600)
+    writer.start()
+    try:
+        assert writer.flush(timeout=10) is False
+        assert writer.flush(timeout=10) is False
+    finally:
+        writer.stop()
+    assert sum("Cannot write the status file" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_read_status_is_none_without_a_file_and_explains_a_broken_one(tmp_path: Path) -> None:
+    assert read_status(tmp_path) is None
+    (tmp_path / "status.json").write_text("{not json")
+    with pytest.raises(HotfolderError, match="not valid JSON"):
+        read_status(tmp_path)
+
+
+# -- hotfolder status ----------------------------------------------------------------------------
+
+
+def test_format_status_shows_progress_servers_and_failures() -> None:
+    clock = Clock(time.time())
+    board = busy_board(clock)
+    feed(board, Event("failed", "c.yaml", "J3", None, {"error": {"message": "Unknown template 'nope'."}}))
+    snap = board.snapshot()
+    snap["interval"] = 2.0
+    clock.now += 75
+    text = format_status(snap, now=clock.now - 74, alive=lambda pid: True)
+    lines = text.splitlines()
+    assert lines[0].startswith("hotfolder render1 on ") and ": running, up 1 s" in lines[0]
+    assert "1 running, 3 waiting, server gpu2 down" in lines[1]
+    row = next(line for line in lines if "a-001" in line)
+    assert row.split() == ["a.yaml", "a-001", "gpu1", "running", "3", "5/20", "25%", "1", "s"]
+    assert any(line.split()[:3] == ["gpu2", "http://gpu2:8188", "DOWN"] for line in lines)
+    assert any("c.yaml: Unknown template 'nope'." in line for line in lines)
+    assert "NOT RUNNING" not in text
+
+
+def test_format_status_flags_a_stale_file_and_a_dead_writer() -> None:
+    board = StatusBoard(clock=Clock(1_000_000.0))
+    snap = board.snapshot()
+    snap["interval"] = 2.0
+    assert status_problem(snap, now=1_000_005.0, alive=lambda pid: True) is None
+    assert "stuck" in status_problem(snap, now=1_000_007.0, alive=lambda pid: True)
+    dead = format_status(snap, now=1_000_001.0, alive=lambda pid: False)
+    assert dead.splitlines()[0].endswith(f"DAEMON NOT RUNNING (process {os.getpid()} is gone)")
+    snap["state"] = "stopped"
+    assert status_problem(snap, now=1_000_060.0) == "daemon not running (stopped 1 min ago)"
+
+
+def test_status_problem_checks_a_real_process_id() -> None:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    gone = int(proc.stdout)
+    snap = StatusBoard().snapshot()
+    snap["interval"] = 2.0
+    assert status_problem(snap) is None  # written by this (live) process just now
+    snap["pid"] = gone
+    assert status_problem(snap) == f"daemon not running (process {gone} is gone)"
+    snap["host"] = "another-host"  # a pid on another machine (shared inbox) cannot be checked
+    assert status_problem(snap) is None
+
+
+# -- with the real engine ------------------------------------------------------------------------
+
+
+def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None:
+    from hotfolder.daemon import run_daemon
+    from tests.conftest import make_settings
+
+    settings = make_settings(project, comfy.url)
+    (project / "inbox" / "pair.yaml").write_text("repeat: 2\nparams: {width: 8}\n")
+    (project / "inbox" / "bad.yaml").write_text("template: no-such-template\n")
+    board = StatusBoard(servers=[(s.name, s.display_url) for s in settings.servers])
+    writer = StatusWriter(board, status_path(settings.state_dir), interval=0.1)
+    listeners: list = [board]
+    try:
+        from hotfolder.metrics import Metrics
+        metrics = Metrics(board=board)
+        listeners.append(metrics)
+    except ImportError:
+        metrics = None
+    writer.start()
+    try:
+        counts = run_daemon(settings, once=True, listeners=listeners)
+        assert writer.flush(timeout=10)
+    finally:
+        writer.stop(final_state=None)
+    snap = read_status(settings.state_dir)
+    assert snap is not None
+    assert snap["counts"] == {"published": 2, "failed": 1, "files_done": 1, "files_failed": 1}
+    # the engine's own counts miss a job whose workflow did not render (no "failed" event for it)
+    assert {k: v for k, v in counts.items() if k != "failed"} == {"published": 2, "files_done": 1, "files_failed": 1}
+    assert snap["running"] == [] and snap["waiting"] == 0
+    assert [f["file"] for f in snap["failures"]] == ["bad.yaml"]
+    assert "no-such-template" in snap["failures"][0]["message"]
+    if metrics is not None:
+        text = metrics.exposition().decode()
+        assert 'hotfolder_jobs_total{outcome="published"} 2.0' in text
+        assert 'hotfolder_files_total{outcome="failed"} 1.0' in text
+        assert 'hotfolder_jobs_total{outcome="failed"} 1.0' in text
+        assert 'hotfolder_stage_duration_seconds_count{stage="run"} 2.0' in text
