@@ -41,6 +41,8 @@ class ServerConfig:
     token: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     verify: bool = True
+    weight: float = 1.0
+    labels: tuple[str, ...] = ()
 
     @property
     def display_url(self) -> str:
@@ -195,11 +197,11 @@ def _server(entry: Any, origin: str) -> ServerConfig:
             f"Server entry {entry!r} in {origin} needs a 'url'.",
             hint='Write servers = ["http://127.0.0.1:8188"] or [[servers]] tables with url = "…".',
         )
-    unknown = set(entry) - {"url", "name", "token", "headers", "verify"}
+    unknown = set(entry) - {"url", "name", "token", "headers", "verify", "weight", "labels"}
     if unknown:
         raise ConfigError(
             f"Unknown server key(s) {', '.join(sorted(map(repr, unknown)))} in {origin}.",
-            hint="Server tables accept url, name, token, headers, verify.",
+            hint="Server tables accept url, name, token, headers, verify, weight, labels.",
         )
     url = str(entry["url"]).rstrip("/")
     parts = urlsplit(url)
@@ -211,12 +213,22 @@ def _server(entry: Any, origin: str) -> ServerConfig:
     headers = entry.get("headers") or {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"Server headers in {origin} must be a table of strings.")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+        raise ConfigError(f"Server weight {weight!r} in {origin} must be a number greater than 0.")
+    labels = entry.get("labels") or []
+    if isinstance(labels, str):
+        labels = [labels]
+    if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+        raise ConfigError(f"Server labels in {origin} must be a list of strings.")
     return ServerConfig(
         url=url,
         name=str(entry.get("name") or parts.netloc.rsplit("@", 1)[-1]),
         token=entry.get("token"),
         headers=dict(headers),
         verify=bool(entry.get("verify", True)),
+        weight=float(weight),
+        labels=tuple(labels),
     )
 
 
@@ -298,6 +310,13 @@ def load_settings(
     if not servers_list:
         raise ConfigError(f"No ComfyUI server configured in {servers_origin}.", hint=f"Add servers = [\"{DEFAULT_SERVER}\"].")
     values["servers"] = tuple(_server(s, servers_origin) for s in servers_list)
+    names = [server.name for server in values["servers"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"Server name(s) {', '.join(map(repr, twice))} appear more than once in {servers_origin}.",
+            hint="List each server once, or give each a distinct name = \"…\" in a [[servers]] table.",
+        )
     for key in KEYS:
         if key in values or key not in raw:
             continue

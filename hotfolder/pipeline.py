@@ -83,6 +83,7 @@ class Engine:
         self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
         self._waiting_logged: set[str] = set()
+        self._down_since: dict[str, float] = {}
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         self.workers = (settings.queue_depth + 1) * len(self.clients)
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
@@ -240,30 +241,50 @@ class Engine:
             if record.all_finished():
                 self._archive(record)
 
-    def _pick_client(self, job: JobState) -> ComfyClient:
+    def _pick_client(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
+        """The server for this job: the one it was sent to, else the least loaded (by weight) of the
+        servers it may use (a scenario's `server:` or `label:` pins it) that are up."""
         if job.server:
             for client in self.clients:
                 if client.name == job.server:
                     return client
+        spec = job.spec.get("options") or {}
+        candidates = [c for c in self.clients if _matches_pin(c, spec.get("server"), spec.get("label"))]
+        if not candidates:
+            raise ServerError(
+                f"No configured server matches the job's pin (server {spec.get('server')!r}, label {spec.get('label')!r}).",
+                hint="Configured: " + ", ".join(f"{c.name} {list(c.server.labels)}" for c in self.clients),
+            )
         with self._cond:
-            return min(self.clients, key=lambda c: self._load[c.name])
+            up = [c for c in candidates if c.name not in self._down_since] or candidates
+            return min(up, key=lambda c: ((self._load[c.name] + 1) / c.server.weight, self._load[c.name]))
 
     def _run_job(self, record: FileRecord, job: JobState) -> None:
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
         workflow = json.loads(record.workflow_path(job.index).read_text(encoding="utf-8"))
-        client = self._pick_client(job)
-        with self._cond:
-            self._load[client.name] += 1
-        try:
-            if job.state in {"pending", "submitting", "submitted"}:
-                with _Slot(self._inflight[client.name], self._stop):
-                    result = self._submit_and_track(record, job, client, workflow, log)
-                self._download(record, job, client, result, log)
-            if job.state == "downloaded":
-                self._publish(record, job, client, workflow, log)
-        finally:
+        while True:
+            client = self._pick_client(job, workflow)
             with self._cond:
-                self._load[client.name] -= 1
+                self._load[client.name] += 1
+            try:
+                if job.state in {"pending", "submitting", "submitted"}:
+                    with _Slot(self._inflight[client.name], self._stop):
+                        result = self._submit_and_track(record, job, client, workflow, log)
+                    self._download(record, job, client, result, log)
+                if job.state == "downloaded":
+                    self._publish(record, job, client, workflow, log)
+                return
+            except _Failover:
+                log.warning("%s has been down for over %g s; moving the job to another server (same prompt id)",
+                            client.display_url, self.settings.lost_grace)
+                if job.submissions:
+                    job.resubmissions += 1
+                job.server = None
+                job.state = "submitting" if job.submissions else "pending"
+                record.save()
+            finally:
+                with self._cond:
+                    self._load[client.name] -= 1
 
     def _submit_and_track(self, record: FileRecord, job: JobState, client: ComfyClient,
                           workflow: dict[str, Any], log: logging.LoggerAdapter) -> PromptResult:
@@ -290,7 +311,7 @@ class Engine:
                 record.save()
                 continue
             except ServerUnavailable:
-                self._wait_for_server(client)
+                self._wait_for_server(client, movable=True)
                 continue
             except TimeoutError:
                 self._give_up(client, job, log)
@@ -337,7 +358,7 @@ class Engine:
                 failpoints.hit("after_post")
                 break
             except ServerUnavailable:
-                self._wait_for_server(client)
+                self._wait_for_server(client, movable=True)
             except OutcomeUnknown as err:
                 log.warning("%s; checking again before resubmitting", err.message)
                 self._stop.wait(1.0)
@@ -364,19 +385,29 @@ class Engine:
         except ServerError:
             pass
 
-    def _wait_for_server(self, client: ComfyClient) -> None:
+    def _wait_for_server(self, client: ComfyClient, *, movable: bool = False) -> None:
+        """Wait until ``client`` answers again. With ``movable``, raise _Failover instead once it has been
+        down for ``lost_grace`` seconds while another server is up."""
         delay = 0.25
         while not self._stop.is_set():
             try:
                 client.http.system_stats()
-                if client.name in self._waiting_logged:
+                with self._cond:
                     self._waiting_logged.discard(client.name)
-                    logger.info("ComfyUI at %s is back", client.display_url)
+                    if self._down_since.pop(client.name, None) is not None:
+                        logger.info("ComfyUI at %s is back", client.display_url)
                 return
             except ServerError as err:
-                if client.name not in self._waiting_logged:
+                with self._cond:
+                    since = self._down_since.setdefault(client.name, time.monotonic())
+                    others_up = any(c.name not in self._down_since for c in self.clients if c is not client)
+                    first = client.name not in self._waiting_logged
                     self._waiting_logged.add(client.name)
-                    logger.warning("%s Jobs wait until it answers.", err.message)
+                if first:
+                    logger.warning("%s Jobs wait until it answers%s.", err.message,
+                                   " or move to another server" if len(self.clients) > 1 else "")
+                if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
+                    raise _Failover(client.name) from None
             self._stop.wait(delay)
             delay = min(delay * 2, 5.0)
         raise Cancelled(client.name)
@@ -612,6 +643,16 @@ def render_file(settings: Settings, path: Path) -> list[tuple[JobSpec, dict[str,
     specs = parse.parse_scenario(path, data, default_template=settings.default_template)
     templates: dict[str, render.Template] = {}
     return [(spec, render_job(settings, spec, templates)[0]) for spec in specs]
+
+
+class _Failover(Exception):
+    """The job's server has been down too long while another is up: move the job."""
+
+
+def _matches_pin(client: ComfyClient, server: Any, label: Any) -> bool:
+    if server is not None and str(server) not in {client.name, client.display_url, client.server.url}:
+        return False
+    return label is None or str(label) in client.server.labels
 
 
 class _Slot:
