@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from hotfolder import __version__, daemon, pipeline, setup
+from hotfolder import __version__, daemon, pipeline, service, setup, status
 from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
@@ -23,11 +23,17 @@ class App:
     config: Path | None
     verbosity: int
 
-    def settings(self, **extra: Any) -> Settings:
+    def load(self) -> Settings:
+        """Settings from the config file, the environment and the global options (HotfolderError)."""
+        return load_settings(self.config, overrides=self.options)
+
+    def settings(self) -> Settings:
         try:
-            return load_settings(self.config, overrides={**self.options, **extra})
+            settings = self.load()
         except HotfolderError as err:
             raise click.ClickException(str(err)) from err
+        configure_logging(self.verbosity, fmt=settings.log_format)
+        return settings
 
 
 pass_app = click.make_pass_decorator(App)
@@ -41,16 +47,17 @@ pass_app = click.make_pass_decorator(App)
 @click.option("--outbox", type=click.Path(path_type=Path), help="Outbox folder [env HOTFOLDER_OUTBOX].")
 @click.option("--templates", type=click.Path(path_type=Path), help="Templates folder [env HOTFOLDER_TEMPLATES].")
 @click.option("--default-template", help="Template for scenarios that name none [env HOTFOLDER_DEFAULT_TEMPLATE].")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as text or JSON [env HOTFOLDER_LOG_FORMAT].")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for HTTP details).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, servers: tuple[str, ...], inbox: Path | None, outbox: Path | None,
-        templates: Path | None, default_template: str | None, verbose: int, quiet: bool) -> None:
+        templates: Path | None, default_template: str | None, log_format: str | None, verbose: int, quiet: bool) -> None:
     """Drop scenario files into inbox/, get ComfyUI renders and a JSON record in outbox/."""
     verbosity = -1 if quiet else verbose
-    configure_logging(verbosity)
+    configure_logging(verbosity, fmt=log_format or "text")
     options = {"servers": list(servers), "inbox": inbox, "outbox": outbox, "templates": templates,
-               "default_template": default_template}
+               "default_template": default_template, "log_format": log_format}
     ctx.obj = App(options=options, config=config, verbosity=verbosity)
 
 
@@ -60,10 +67,10 @@ def cli(ctx: click.Context, config: Path | None, servers: tuple[str, ...], inbox
 def run(app: App, once: bool) -> None:
     """Run the daemon: recover, scan the inbox, watch it, process every file."""
     settings = app.settings()
-    stop = threading.Event()
-    daemon.install_signal_handlers(stop)
+    signals = daemon.Signals()
+    daemon.install_signal_handlers(signals)
     try:
-        counts = daemon.run_daemon(settings, once=once, stop=stop)
+        counts = daemon.run_daemon(settings, once=once, signals=signals, reload_settings=app.load)
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if once:
@@ -140,6 +147,39 @@ def check(app: App) -> None:
         click.echo(f"{mark} {result.what}: {result.message}")
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print status.json as it is.")
+@pass_app
+def status_command(app: App, as_json: bool) -> None:
+    """Show the running daemon's jobs, progress, servers and recent failures. Exit 1 if it is not running."""
+    settings = app.settings()
+    snapshot = status.read_status(settings.state_dir)
+    if snapshot is None:
+        raise click.ClickException(f"No status in {settings.state_dir}: no daemon has run on this inbox yet.")
+    if as_json:
+        click.echo(json.dumps(snapshot, indent=2, ensure_ascii=False))
+    else:
+        click.echo(status.format_status(snapshot))
+    if status.status_problem(snapshot):
+        sys.exit(1)
+
+
+@cli.command("systemd-unit")
+@click.option("--user", default="hotfolder", show_default=True, help="The service user.")
+@click.option("--group", default=None, help="The service group [default: the user's].")
+@pass_app
+def systemd_unit(app: App, user: str, group: str | None) -> None:
+    """Print a systemd unit for this setup (needs a config file: the unit passes --config only)."""
+    settings = app.settings()
+    if settings.config_file is None:
+        raise click.ClickException(
+            "The unit runs 'hotfolder --config FILE run', so settings given as options or environment "
+            "variables would be lost.\nHint: create a hotfolder.toml (hotfolder init) and pass --config.")
+    click.echo(service.render_unit(settings, executable=[sys.executable, "-m", "hotfolder"],
+                                   config_path=settings.config_file, user=user, group=group,
+                                   stop_budget=settings.stop_budget), nl=False)
 
 
 @cli.command()

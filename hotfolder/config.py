@@ -98,6 +98,13 @@ class Settings:
     instance_id: str = field(default_factory=default_instance_id)
     lease_timeout: float = 60.0
     max_parse_attempts: int = 3
+    log_format: str = "text"
+    status_interval: float = 2.0
+    stop_budget: float = 60.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    retention_done_days: float = 0.0
+    retention_outbox_days: float = 0.0
     config_file: Path | None = None
 
     @property
@@ -146,6 +153,13 @@ KEYS: dict[str, tuple[type, str]] = {
     "instance_id": (str, "this daemon's name on a shared inbox (default: the host name)"),
     "lease_timeout": (float, "seconds without a lease renewal before another daemon adopts an instance's jobs"),
     "max_parse_attempts": (int, "a file that stopped hotfolder this many times while being read goes to failed/"),
+    "log_format": (str, "text or json (one JSON object per line, for log shippers)"),
+    "status_interval": (float, "seconds between rewrites of inbox/.hotfolder/status.json"),
+    "stop_budget": (float, "seconds running jobs get to finish on SIGTERM before the rest is left for the next start"),
+    "metrics_port": (int, "Prometheus metrics port on metrics_host (0: off; needs the metrics extra)"),
+    "metrics_host": (str, "address the metrics endpoint listens on (loopback by default)"),
+    "retention_done_days": (float, "delete inbox/done/ entries older than this many days (0: keep)"),
+    "retention_outbox_days": (float, "delete outbox/ job folders older than this many days (0: keep)"),
 }
 
 
@@ -329,7 +343,7 @@ def load_settings(
 
 def _check_ranges(s: Settings) -> None:
     positive = ["settle_seconds", "job_timeout", "connect_timeout", "http_timeout", "poll_interval", "lease_timeout",
-                "max_parse_attempts"]
+                "max_parse_attempts", "status_interval", "stop_budget"]
     for key in positive:
         if getattr(s, key) <= 0 and key != "settle_seconds":
             raise ConfigError(f"Setting {key!r} must be greater than 0 (got {getattr(s, key)!r}).")
@@ -337,6 +351,13 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(f"Setting 'settle_seconds' must not be negative (got {s.settle_seconds!r}).")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.instance_id) or s.instance_id.startswith(".") or s.instance_id == "leases":
         raise ConfigError(f"Setting 'instance_id' {s.instance_id!r} must be letters, digits, '_', '-' or '.'.")
+    if s.log_format not in {"text", "json"}:
+        raise ConfigError(f"Setting 'log_format' must be 'text' or 'json' (got {s.log_format!r}).")
+    if not 0 <= s.metrics_port <= 65535:
+        raise ConfigError(f"Setting 'metrics_port' must be between 0 and 65535 (got {s.metrics_port!r}).")
+    for key in ("retention_done_days", "retention_outbox_days"):
+        if getattr(s, key) < 0:
+            raise ConfigError(f"Setting {key!r} must not be negative (0 keeps everything).")
     if s.queue_depth < 1:
         raise ConfigError(f"Setting 'queue_depth' must be at least 1 (got {s.queue_depth!r}).")
     if s.outbox == s.inbox or s.outbox.is_relative_to(s.inbox) or s.inbox.is_relative_to(s.outbox):

@@ -1,8 +1,14 @@
-"""The long-running daemon: recover, scan, watch, process; stop cleanly on SIGTERM/SIGINT.
+"""The long-running daemon: recover, scan, watch, process; report to systemd; stop and reload cleanly.
 
 The watcher's threads only hand paths over; the main thread claims, parses and renders them (fast,
-local work) and the engine's workers talk to ComfyUI. ``once=True`` drains what is in the inbox and
-returns, which is also how tests drive the daemon without signals.
+local work), beats the systemd watchdog while everything is healthy, and handles reloads; the engine's
+workers talk to ComfyUI. ``once=True`` drains what is in the inbox and returns, which is also how tests
+drive the daemon without signals.
+
+Signals: SIGTERM and SIGINT stop taking files, give running jobs ``stop_budget`` seconds to finish and
+leave the rest recorded for the next start (never in ``failed/``); the exit status is 0. SIGHUP reloads
+the configuration (and with it templates, which are read per file); a configuration that does not load
+is refused and the old one kept.
 """
 
 from __future__ import annotations
@@ -13,14 +19,25 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import watch
+from hotfolder import housekeeping, service, status, watch
 from hotfolder.config import Settings, with_changes
+from hotfolder.errors import HotfolderError
 from hotfolder.pipeline import Engine, Event
 
 logger = logging.getLogger(__name__)
+
+SERVER_STATE_INTERVAL = 2.0
+RETENTION_INTERVAL = 3600.0
+# Settings a SIGHUP can change in a running daemon; the others need a restart.
+RELOADABLE = {
+    "default_template", "settle_seconds", "job_timeout", "history_grace", "lost_grace", "poll_interval",
+    "max_file_size", "download_temp", "max_parse_attempts", "stop_budget", "retention_done_days",
+    "retention_outbox_days", "status_interval", "templates",
+}
 
 
 def ensure_folders(settings: Settings) -> None:
@@ -28,67 +45,209 @@ def ensure_folders(settings: Settings) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT ask for a graceful stop: jobs in flight stay recorded and resume next start."""
+class Signals:
+    """What the signal handlers ask the main loop to do."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+
+
+def install_signal_handlers(signals: Signals) -> None:
+    """SIGTERM/SIGINT ask for a graceful stop, SIGHUP for a reload; the main loop does the work."""
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def handler(signum: int, _frame: Any) -> None:
-        logger.info("Received %s; stopping (jobs in flight resume at the next start)", signal.Signals(signum).name)
-        stop.set()
+    def stop(signum: int, _frame: Any) -> None:
+        logger.info("Received %s; stopping (jobs still running get stop_budget, the rest resume at the next start)",
+                    signal.Signals(signum).name)
+        signals.stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    def reload(_signum: int, _frame: Any) -> None:
+        signals.reload.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
 
 
 def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
-               listeners: list[Any] | None = None) -> dict[str, int]:
-    """Run until ``stop`` is set (or, with ``once``, until the inbox is drained). Returns the counts."""
-    stop = stop or threading.Event()
+               listeners: list[Any] | None = None, signals: Signals | None = None,
+               reload_settings: Callable[[], Settings] | None = None,
+               notifier: service.Notifier | None = None) -> dict[str, int]:
+    """Run until asked to stop (or, with ``once``, until the inbox is drained). Returns the counts."""
+    signals = signals or Signals()
+    if stop is not None:
+        signals.stop = stop
+    notifier = notifier or service.Notifier()
     ensure_folders(settings)
     engine = Engine(settings, listeners=listeners)
+    board = status.StatusBoard(servers=[(c.name, c.display_url) for c in engine.clients],
+                               instance=settings.instance_id)
+    engine.listeners.append(board)
+    metrics_server = None
+    if settings.metrics_port and not once:
+        from hotfolder import metrics
+
+        metrics.require()
+        collector = metrics.Metrics(board=board)
+        for client in engine.clients:
+            collector.watch_reconnects(client.name, lambda c=client: c.stream.reconnects)
+        engine.listeners.append(collector)
+        metrics_server = metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, metrics=collector)
+        logger.info("Metrics on %s", metrics_server.url)
+    writer = status.StatusWriter(board, status.status_path(settings.state_dir), interval=settings.status_interval,
+                                 on_write=lambda snap: notifier.status(snap.get("summary", "")))
+    heartbeat = service.Heartbeat(notifier)
     ready: queue.Queue[Path] = queue.Queue()
     engine.start()
+    writer.start()
     intake = watch.Intake(
         settings.inbox, ready.put, settle_seconds=settings.settle_seconds,
         use_observer=settings.use_observer and not once, ready_marker=settings.ready_marker,
         poll_interval=None if once else settings.rescan_interval,
     )
+    retention = _Retention(settings) if not once else None
     try:
         resumed = engine.recover()
         if resumed:
             logger.info("Resumed %d job folder(s) from an earlier run", resumed)
         intake.start()
-        logger.info(
-            "Watching %s -> %s with %s", settings.inbox, settings.outbox,
-            ", ".join(c.display_url for c in engine.clients),
-        )
-        quiet_since: float | None = None
-        next_adoption = time.monotonic() + engine.lease.interval
-        while not stop.is_set():
-            if time.monotonic() >= next_adoption:
-                engine.adopt_orphans()
-                next_adoption = time.monotonic() + engine.lease.interval
+        intake.wait_scanned(30)
+        board.set_state("running")
+        writer.flush()
+        notifier.ready(board.summary())
+        logger.info("Watching %s -> %s with %s", settings.inbox, settings.outbox,
+                    ", ".join(c.display_url for c in engine.clients))
+        if retention:
+            retention.start()
+        _main_loop(engine, intake, ready, board, heartbeat, signals, once=once, notifier=notifier,
+                   reload_settings=reload_settings)
+        if signals.stop.is_set():
+            notifier.stopping()
+            board.set_state("stopping")
+            writer.flush()
+            intake.stop()
+            finished = engine.drain(engine.settings.stop_budget,
+                                    tick=lambda: heartbeat.beat(*_health(engine, intake)))
+            if not finished:
+                logger.info("Stop budget of %g s used up; the jobs still running resume at the next start",
+                            engine.settings.stop_budget)
+    finally:
+        if retention:
+            retention.stop()
+        intake.stop()
+        engine.stop()
+        writer.stop()
+        if metrics_server is not None:
+            metrics_server.close()
+    return dict(engine.counts)
+
+
+def _health(engine: Engine, intake: watch.Intake) -> tuple[bool, str]:
+    if not intake.healthy():
+        return False, "the inbox watcher stopped"
+    return engine.healthy()
+
+
+def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], board: status.StatusBoard,
+               heartbeat: service.Heartbeat, signals: Signals, *, once: bool, notifier: service.Notifier,
+               reload_settings: Callable[[], Settings] | None) -> None:
+    quiet_since: float | None = None
+    next_adoption = time.monotonic() + engine.lease.interval
+    next_states = 0.0
+    waiting: Path | None = None
+    while not signals.stop.is_set():
+        heartbeat.beat(*_health(engine, intake))
+        now = time.monotonic()
+        if now >= next_states:
+            for client in engine.clients:
+                board.server_state(client.name, client.display_url, up=engine.server_up(client))
+            next_states = now + SERVER_STATE_INTERVAL
+        if now >= next_adoption:
+            engine.adopt_orphans()
+            next_adoption = now + engine.lease.interval
+        if signals.reload.is_set():
+            signals.reload.clear()
+            _reload(engine, board, notifier, reload_settings)
+        if waiting is None:
             try:
-                path = ready.get(timeout=0.2)
+                waiting = ready.get(timeout=0.2)
             except queue.Empty:
                 if once:
                     if ready.empty() and intake.pending_count() == 0 and not engine.busy():
                         quiet_since = quiet_since or time.monotonic()
                         if time.monotonic() - quiet_since > 0.3:
-                            break
+                            return
                     else:
                         quiet_since = None
                 continue
-            quiet_since = None
-            engine.wait_for_room()
-            if stop.is_set():
-                break
-            engine.accept(path)
+        quiet_since = None
+        if not engine.wait_for_room(timeout=1.0):
+            continue  # keep beating the watchdog while the backlog is full
+        if signals.stop.is_set():
+            return
+        path, waiting = waiting, None
+        engine.accept(path)
+
+
+def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,
+            reload_settings: Callable[[], Settings] | None) -> None:
+    notifier.reloading()
+    board.set_state("reloading")
+    try:
+        if reload_settings is None:
+            logger.warning("SIGHUP: this daemon was started without a way to reload its settings")
+            return
+        try:
+            new = reload_settings()
+        except HotfolderError as err:
+            logger.error("SIGHUP: the new configuration is refused, the old one stays in force:\n%s", err)
+            return
+        old = engine.settings
+        changed = {k for k in vars(new) if getattr(new, k) != getattr(old, k) and k != "instance_id"}
+        fixed = sorted(changed - RELOADABLE)
+        applied = {k: getattr(new, k) for k in changed & RELOADABLE}
+        engine.settings = with_changes(old, **applied)
+        logger.info("SIGHUP: configuration reloaded%s%s",
+                    f"; changed: {', '.join(sorted(applied))}" if applied else "; nothing changed",
+                    f"; these need a restart to change: {', '.join(fixed)}" if fixed else "")
     finally:
-        intake.stop()
-        engine.stop()
-    return dict(engine.counts)
+        board.set_state("running")
+        notifier.ready(board.summary())
+
+
+class _Retention:
+    """Deletes old entries from inbox/done/ and outbox/ once an hour, on its own thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> None:
+        if self.settings.retention_done_days or self.settings.retention_outbox_days:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for folder, days in ((self.settings.done_dir, self.settings.retention_done_days),
+                                 (self.settings.outbox, self.settings.retention_outbox_days)):
+                if days:
+                    try:
+                        removed = housekeeping.prune(folder, days * 86400)
+                    except OSError as err:
+                        logger.warning("Retention in %s failed: %s", folder, err)
+                        continue
+                    if removed:
+                        logger.info("Retention: removed %d old entr%s from %s", len(removed),
+                                    "y" if len(removed) == 1 else "ies", folder)
+            self._stop.wait(RETENTION_INTERVAL)
 
 
 def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any] | None = None) -> list[Event]:

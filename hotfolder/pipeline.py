@@ -56,7 +56,10 @@ class Event:
 
 
 class _JobLog(logging.LoggerAdapter):
+    """Prefixes job log lines with ``[file job]`` and passes both as fields for JSON logs."""
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**dict(self.extra), **kwargs.get("extra", {})}
         return f"[{self.extra['file']} {self.extra['job']}] {msg}", kwargs
 
 
@@ -77,6 +80,8 @@ class Engine:
         self._inflight = {c.name: threading.Semaphore(settings.queue_depth) for c in self.clients}
         self._load = {c.name: 0 for c in self.clients}
         self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._running = 0
         self._cond = threading.Condition()
         self._tasks: list[tuple[FileRecord, JobState]] = []
         self._active: dict[str, FileRecord] = {}
@@ -125,11 +130,51 @@ class Engine:
                 self._cond.wait(left if left is not None else 1.0)
         return True
 
-    def wait_for_room(self) -> None:
-        """Block while enough jobs are waiting for workers (keeps memory flat with a large backlog)."""
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Block while enough jobs are waiting for workers (keeps memory flat with a large backlog).
+        Returns False if there is still no room after ``timeout`` seconds."""
+        end = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while len(self._tasks) >= 2 * self.workers and not self._stop.is_set():
-                self._cond.wait(1.0)
+                left = 1.0 if end is None else end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 1.0))
+        return True
+
+    def healthy(self) -> tuple[bool, str]:
+        """(True, "") while every worker thread and every server's WebSocket thread is alive. A server
+        being down is not unhealthy: jobs wait for it."""
+        dead = [t.name for t in self._workers if not t.is_alive()]
+        if dead and not self._stop.is_set() and not self._draining.is_set():
+            return False, f"worker thread(s) died: {', '.join(dead)}"
+        for client in self.clients:
+            if not client.stream.alive():
+                return False, f"WebSocket thread for {client.display_url} died"
+        return True, ""
+
+    def server_up(self, client: ComfyClient) -> bool:
+        """Whether the server answered last time hotfolder asked (and its WebSocket is connected)."""
+        with self._cond:
+            down = client.name in self._down_since
+        return not down and client.ws_connected
+
+    def drain(self, budget: float, tick: Callable[[], None] | None = None) -> bool:
+        """Stop starting jobs and let the ones in flight finish for up to ``budget`` seconds (calling
+        ``tick`` about once a second). Returns True if none is left running; the others stay recorded."""
+        self._draining.set()
+        end = time.monotonic() + budget
+        with self._cond:
+            self._cond.notify_all()
+            while self._running and time.monotonic() < end:
+                self._cond.wait(min(1.0, max(0.0, end - time.monotonic())))
+                if tick:
+                    self._cond.release()
+                    try:
+                        tick()
+                    finally:
+                        self._cond.acquire()
+            return not self._running
 
     def _emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -198,7 +243,11 @@ class Engine:
                 err.where.setdefault("file", record.input_name)
                 err.where.setdefault("job", spec.name)
                 job.state, job.error = "failed", err.to_dict()
-                logger.error("[%s %s] %s", record.input_name, spec.name, err)
+                logger.error("[%s %s] %s", record.input_name, spec.name, err,
+                             extra={"file": record.input_name, "job": spec.name})
+                with self._cond:
+                    self.counts["failed"] += 1
+                self._emit(Event("failed", record.input_name, record.job_id, spec.name, {"error": job.error}))
                 continue
             write_json_atomic(record.workflow_path(spec.index), workflow)
             template = templates[spec.template or self.settings.default_template or ""]
@@ -220,26 +269,35 @@ class Engine:
     def _worker(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                while not self._tasks and not self._stop.is_set():
+                while (not self._tasks or self._draining.is_set()) and not self._stop.is_set():
                     self._cond.wait(1.0)
                 if self._stop.is_set():
                     return
                 record, job = self._tasks.pop(0)
+                self._running += 1
                 self._cond.notify_all()
             try:
-                self._run_job(record, job)
-            except Cancelled:
-                return
-            except HotfolderError as err:
-                self._fail_job(record, job, err)
-            except Exception as err:  # noqa: BLE001 - the job boundary: a bug fails one job, never the daemon
-                logger.exception("[%s %s] internal error", record.input_name, job.name)
-                self._fail_job(record, job, HotfolderError(
-                    f"Internal error in hotfolder: {type(err).__name__}: {err}",
-                    hint="This is a bug in hotfolder or a plugin; please report it with the log.",
-                ))
-            if record.all_finished():
-                self._archive(record)
+                self._run_one(record, job)
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    self._cond.notify_all()
+
+    def _run_one(self, record: FileRecord, job: JobState) -> None:
+        try:
+            self._run_job(record, job)
+        except Cancelled:
+            return
+        except HotfolderError as err:
+            self._fail_job(record, job, err)
+        except Exception as err:  # noqa: BLE001 - the job boundary: a bug fails one job, never the daemon
+            logger.exception("[%s %s] internal error", record.input_name, job.name)
+            self._fail_job(record, job, HotfolderError(
+                f"Internal error in hotfolder: {type(err).__name__}: {err}",
+                hint="This is a bug in hotfolder or a plugin; please report it with the log.",
+            ))
+        if record.all_finished():
+            self._archive(record)
 
     def _pick_client(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the
@@ -307,6 +365,8 @@ class Engine:
                     ) from None
                 log.warning("prompt %s vanished from %s (restart?); submitting it again with the same id",
                             job.prompt_id, client.display_url)
+                self._emit(Event("resubmitted", record.input_name, record.job_id, job.name,
+                                 {"server": client.name, "prompt_id": job.prompt_id}))
                 job.state = "submitting"
                 record.save()
                 continue

@@ -265,6 +265,7 @@ class Intake:
 
         self._observer: BaseObserver | None = None
         self._close_events = False  # the observer reports close-after-write (inotify)
+        self._scanned = threading.Event()  # the startup scan is over
         self._thread: threading.Thread | None = None
         self._started = False
 
@@ -346,6 +347,10 @@ class Intake:
         with self._cond:
             backlog = len(self._events) + len(self._scan_requests) + int(self._busy)
         return len(self._pending) + backlog  # len() of a dict is atomic; _pending is the settle thread's
+
+    def wait_scanned(self, timeout: float | None = None) -> bool:
+        """Block until the startup scan has handed over (or started settling) every file present."""
+        return self._scanned.wait(timeout)
 
     def healthy(self) -> bool:
         """True while the settle thread and, if used, the observer and its emitter threads are alive."""
@@ -440,6 +445,7 @@ class Intake:
             self._apply_events(events, batch_start)
         if scans:
             self._scan(_Scan.EXPLICIT, requested_at=scans[-1])
+            self._scanned.set()
         if next_poll is not None and self.poll_interval and time.monotonic() >= next_poll:
             if not scans:
                 self._scan(_Scan.POLL, requested_at=None)

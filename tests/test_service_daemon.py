@@ -1,0 +1,146 @@
+"""The daemon as a systemd service: a real process with a real notify socket, signals and status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hotfolder.testing import ComfyTestServer
+from tests.conftest import run_cli, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+SLEEPY = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": "{{ color }}"}},
+    "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": "{{ seconds }}"}, "_meta": {"title": "Nap"}},
+    "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sleepy", "images": ["2", 0]}},
+}
+
+
+def start(project: Path, url: str, env: dict[str, str] | None = None, *args: str) -> subprocess.Popen[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("HOTFOLDER_", "NOTIFY_", "WATCHDOG_"))}
+    full.update({"HOTFOLDER_SETTLE_SECONDS": "0.1", "HOTFOLDER_POLL_INTERVAL": "0.5", "HOTFOLDER_STATUS_INTERVAL": "0.2"})
+    full.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "hotfolder", *args, "--server", url, "run"], cwd=project, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(line in m.splitlines() for m in self.messages):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {line!r} in {self.messages}")
+            self.sock.settimeout(left)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+
+def test_daemon_tells_systemd_ready_watchdog_status_and_stopping(project: Path, comfy: ComfyTestServer, tmp_path: Path) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    (project / "inbox" / "x.yaml").write_text("template: invert\n")
+    proc = start(project, comfy.url, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
+    try:
+        notify.wait_for("READY=1")
+        ready_at = len(notify.messages)
+        notify.wait_for("WATCHDOG=1")
+        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in notify.messages)
+        # READY comes only after the startup scan: the file present at start was already taken
+        wait_until(lambda: (project / "inbox" / "done" / "x.yaml").exists(), message="x.yaml done")
+        assert ready_at >= 1
+    finally:
+        out = finish(proc)
+    notify.wait_for("STOPPING=1")
+    assert proc.returncode == 0, out
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(project: Path, comfy: ComfyTestServer) -> None:
+    config = project / "hotfolder.toml"
+    config.write_text('default_template = "invert"\n')
+    proc = start(project, comfy.url, None, "--config", str(config))
+    try:
+        (project / "inbox" / "a.yaml").write_text("params: {width: 8}\n")
+        wait_until(lambda: (project / "inbox" / "done" / "a.yaml").exists(), message="a done")
+        config.write_text("default_template = \n")  # not TOML
+        proc.send_signal(signal.SIGHUP)
+        (project / "inbox" / "b.yaml").write_text("params: {width: 9}\n")
+        wait_until(lambda: (project / "inbox" / "done" / "b.yaml").exists(), message="b done after a bad reload")
+        config.write_text('default_template = "invert"\njob_timeout = 99\n')
+        proc.send_signal(signal.SIGHUP)
+        (project / "inbox" / "c.yaml").write_text("params: {width: 10}\n")
+        wait_until(lambda: (project / "inbox" / "done" / "c.yaml").exists(), message="c done after a good reload")
+    finally:
+        out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "new configuration is refused" in out and "not valid TOML" in out
+    assert "configuration reloaded; changed: job_timeout" in out
+
+
+def test_status_shows_a_running_jobs_progress(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
+    (project / "inbox" / "nap.yaml").write_text("template: sleepy\nparams: {color: 1, seconds: 4}\n")
+    proc = start(project, comfy.url)
+    try:
+        def progressing() -> bool:
+            path = project / "inbox" / ".hotfolder" / "status.json"
+            if not path.exists():
+                return False
+            running = json.loads(path.read_text()).get("running") or []
+            return any(job.get("node") == "2" and (job.get("percent") or 0) > 0 for job in running)
+
+        wait_until(progressing, timeout=30, message="progress in status.json")
+        result = run_cli("status", cwd=project)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "nap.yaml" in result.stdout and "%" in result.stdout
+        as_json = json.loads(run_cli("status", "--json", cwd=project).stdout)
+        assert as_json["running"][0]["file"] == "nap.yaml"
+    finally:
+        finish(proc)
+    stopped = run_cli("status", cwd=project)
+    assert stopped.returncode == 1
+
+
+def test_sigterm_lets_a_running_job_finish_within_the_budget(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
+    (project / "inbox" / "short.yaml").write_text("template: sleepy\nparams: {color: 2, seconds: 1.5}\n")
+    proc = start(project, comfy.url)
+    try:
+        wait_until(lambda: comfy.executed_prompt_ids, message="job running")
+    finally:
+        out = finish(proc)
+    assert proc.returncode == 0, out
+    assert (project / "inbox" / "done" / "short.yaml").exists(), out
+
+
+def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> None:
+    (project / "hotfolder.toml").write_text('servers = ["http://127.0.0.1:8188"]\n')
+    result = run_cli("--config", "hotfolder.toml", "systemd-unit", "--user", "render", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "Type=notify" in result.stdout and "User=render" in result.stdout
+    assert f"--config {project / 'hotfolder.toml'}" in result.stdout or str(project / "hotfolder.toml") in result.stdout
+    no_config = run_cli("systemd-unit", cwd=project.parent)
+    assert no_config.returncode == 1 and "hotfolder.toml" in no_config.stderr
