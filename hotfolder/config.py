@@ -98,6 +98,7 @@ class Settings:
     instance_id: str = field(default_factory=default_instance_id)
     lease_timeout: float = 60.0
     max_parse_attempts: int = 3
+    validate: bool = True
     log_format: str = "text"
     status_interval: float = 2.0
     stop_budget: float = 60.0
@@ -153,6 +154,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "instance_id": (str, "this daemon's name on a shared inbox (default: the host name)"),
     "lease_timeout": (float, "seconds without a lease renewal before another daemon adopts an instance's jobs"),
     "max_parse_attempts": (int, "a file that stopped hotfolder this many times while being read goes to failed/"),
+    "validate": (bool, "check each job against the server's /object_info before submitting it"),
     "log_format": (str, "text or json (one JSON object per line, for log shippers)"),
     "status_interval": (float, "seconds between rewrites of inbox/.hotfolder/status.json"),
     "stop_budget": (float, "seconds running jobs get to finish on SIGTERM before the rest is left for the next start"),

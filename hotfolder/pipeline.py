@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder import __version__, failpoints
+from hotfolder import __version__, failpoints, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.config import Settings
 from hotfolder.errors import (
@@ -78,6 +78,8 @@ class Engine:
             for server in settings.servers
         ]
         self._inflight = {c.name: threading.Semaphore(settings.queue_depth) for c in self.clients}
+        self._object_info = {c.name: validate.ObjectInfoCache(c.http.object_info, name=c.display_url)
+                             for c in self.clients}
         self._load = {c.name: 0 for c in self.clients}
         self._stop = threading.Event()
         self._draining = threading.Event()
@@ -254,6 +256,7 @@ class Engine:
             job.template = {
                 "name": template.name, "file": template.path.name, "sha256": template.sha256,
                 "sidecar_sha256": template.sidecar.sha256 if template.sidecar else None,
+                "fields": validate.scenario_fields(template, spec, workflow),
             }
             job.params = params
         record.jobs = jobs
@@ -313,9 +316,39 @@ class Engine:
                 f"No configured server matches the job's pin (server {spec.get('server')!r}, label {spec.get('label')!r}).",
                 hint="Configured: " + ", ".join(f"{c.name} {list(c.server.labels)}" for c in self.clients),
             )
+        if self.settings.validate:
+            candidates = self._capable(job, workflow, candidates)
         with self._cond:
             up = [c for c in candidates if c.name not in self._down_since] or candidates
             return min(up, key=lambda c: ((self._load[c.name] + 1) / c.server.weight, self._load[c.name]))
+
+    def _capable(self, job: JobState, workflow: dict[str, Any], candidates: list[ComfyClient]) -> list[ComfyClient]:
+        """The candidates whose /object_info has every node class, input value and model file the
+        workflow uses. A server whose /object_info cannot be read now stays a candidate (ComfyUI's own
+        validation still applies when it answers). None capable: ValidationError, before anything is queued."""
+        capable, refused = [], []
+        fields = (job.template or {}).get("fields") or {}
+        for client in candidates:
+            try:
+                problems = self._object_info[client.name].validate(workflow, scenario_fields=fields)
+            except HotfolderError:
+                capable.append(client)
+                continue
+            errors = [p for p in problems if p.severity == validate.ERROR]
+            if errors:
+                refused.append((client, errors))
+            else:
+                capable.append(client)
+        if capable:
+            return capable
+        client, errors = refused[0]
+        err = validate.ValidationError.from_problems(
+            errors, subject=f"Job {job.name!r} (template {(job.template or {}).get('name')!r})",
+            server=client.display_url,
+        )
+        if len(refused) > 1:
+            err.message += "\n(The other servers refuse it too: " + ", ".join(c.display_url for c, _ in refused[1:]) + ".)"
+        raise err
 
     def _run_job(self, record: FileRecord, job: JobState) -> None:
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
@@ -455,6 +488,7 @@ class Engine:
                 with self._cond:
                     self._waiting_logged.discard(client.name)
                     if self._down_since.pop(client.name, None) is not None:
+                        self._object_info[client.name].invalidate()  # it may have restarted with other nodes
                         logger.info("ComfyUI at %s is back", client.display_url)
                 return
             except ServerError as err:

@@ -94,6 +94,15 @@ def _is_image_name(name: str) -> bool:
     return kind is not None and kind.startswith("image/")
 
 
+# Loader inputs that list a model folder's files, for ComfyTestServer.set_models.
+MODEL_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "checkpoints": (("CheckpointLoaderSimple", "ckpt_name"), ("CheckpointLoader", "ckpt_name"),
+                    ("ImageOnlyCheckpointLoader", "ckpt_name"), ("unCLIPCheckpointLoader", "ckpt_name")),
+    "loras": (("LoraLoader", "lora_name"), ("LoraLoaderModelOnly", "lora_name")),
+    "vae": (("VAELoader", "vae_name"),),
+}
+
+
 class NodeCatalog:
     """The node classes this server knows, with ComfyUI's ``/object_info`` entries.
 
@@ -132,6 +141,24 @@ class NodeCatalog:
                 entry["input"]["required"]["image"][0] = names
                 out[class_type] = entry
         return out
+
+    def set_models(self, folder: str, names: list[str]) -> None:
+        """Replace the file list of a model folder (``checkpoints``, ``loras``) in every loader that
+        offers it, as if the server had those files."""
+        for class_type, input_name in MODEL_INPUTS.get(folder, ()):
+            entry = self._classes.get(class_type)
+            if entry is None:
+                continue
+            entry = copy.deepcopy(entry)
+            for section in entry["input"].values():
+                if isinstance(section, dict) and input_name in section:
+                    spec = section[input_name]
+                    if spec and isinstance(spec[0], list):
+                        spec[0] = list(names)
+                    elif len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
+                        spec[1]["options"] = list(names)
+            self._classes[class_type] = entry
+        self._json_cache = None
 
     def object_info(self) -> dict[str, Any]:
         """The full ``GET /object_info`` answer (a new dict; entries other than LoadImage are shared)."""

@@ -1039,6 +1039,12 @@ class ComfyTestServer:
             return True
         return not runtime.queue and not runtime.running and runtime.pending_history_writes == 0
 
+    def set_models(self, folder: str, names: list[str]) -> None:
+        """Pretend the server has exactly ``names`` in a model folder (``checkpoints``, ``loras``,
+        ``vae``): ``/object_info`` and validation change accordingly. The files need not exist."""
+        with self._lock:
+            self._catalog.set_models(folder, names)
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until nothing is queued or running (and delayed history entries are written).
 
