@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from hotfolder import __version__, daemon, pipeline, service, setup, status
+from hotfolder import __version__, daemon, pipeline, plugins, service, setup, status
 from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
@@ -35,11 +35,25 @@ class App:
         configure_logging(self.verbosity, fmt=settings.log_format)
         return settings
 
+    def hooks(self, settings: Settings) -> plugins.Hooks:
+        """Load the plugins for ``settings``; a plugin that does not load is a startup error."""
+        try:
+            return plugins.load_hooks(settings)
+        except HotfolderError as err:
+            raise click.ClickException(str(err)) from err
+
 
 pass_app = click.make_pass_decorator(App)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+PLUGIN_ENV_HELP = """\b
+Plugins (docs/plugins.md):
+  HOTFOLDER_LOAD_PLUGINS=dist,...     load only these installed plugin packages (empty: none)
+  HOTFOLDER_DISABLE_PLUGINS=name,...  never load these plugins
+  HOTFOLDER_TRACE_PLUGINS=1           log every plugin hook call (with -v)"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=PLUGIN_ENV_HELP)
 @click.version_option(__version__, prog_name="hotfolder")
 @click.option("--config", type=click.Path(path_type=Path), help="Config file [default: ./hotfolder.toml; env HOTFOLDER_CONFIG].")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="ComfyUI server URL (repeatable) [env HOTFOLDER_SERVERS].")
@@ -67,10 +81,11 @@ def cli(ctx: click.Context, config: Path | None, servers: tuple[str, ...], inbox
 def run(app: App, once: bool) -> None:
     """Run the daemon: recover, scan the inbox, watch it, process every file."""
     settings = app.settings()
+    hooks = app.hooks(settings)
     signals = daemon.Signals()
     daemon.install_signal_handlers(signals)
     try:
-        counts = daemon.run_daemon(settings, once=once, signals=signals, reload_settings=app.load)
+        counts = daemon.run_daemon(settings, once=once, signals=signals, reload_settings=app.load, hooks=hooks)
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if once:
@@ -86,6 +101,7 @@ def run(app: App, once: bool) -> None:
 def process(app: App, files: tuple[Path, ...]) -> None:
     """Run scenario FILES now, in the foreground; they stay where they are. Exit 1 if any job failed."""
     settings = app.settings()
+    hooks = app.hooks(settings)
     lock = threading.Lock()
     with click.progressbar(length=len(files), label="processing", file=sys.stderr,
                            show_pos=True) as bar:
@@ -97,7 +113,7 @@ def process(app: App, files: tuple[Path, ...]) -> None:
                     bar.label = f"{event.file} {event.job}: node {event.detail['node']} {event.detail['value']:g}/{event.detail['max']:g}"
                     bar.render_progress()
         try:
-            results = daemon.process_files(settings, list(files), listeners=[show])
+            results = daemon.process_files(settings, list(files), listeners=[show], hooks=hooks)
         except HotfolderError as err:
             raise click.ClickException(str(err)) from err
     failed = 0
@@ -125,7 +141,7 @@ def render(app: App, file: Path, job_index: int | None) -> None:
     """
     settings = app.settings()
     try:
-        jobs = pipeline.render_file(settings, file)
+        jobs = pipeline.render_file(settings, file, hooks=app.hooks(settings))
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if job_index is not None:
@@ -141,12 +157,32 @@ def render(app: App, file: Path, job_index: int | None) -> None:
 def check(app: App) -> None:
     """Check the config, every template and every server. Exit 1 if anything is wrong."""
     settings = app.settings()
-    results = setup.check_setup(settings)
+    try:
+        hooks: plugins.Hooks | None = plugins.load_hooks(settings)
+    except HotfolderError as err:
+        hooks = None
+        click.echo(f"FAIL plugins: {err}", err=True)
+    results = setup.check_setup(settings, hooks=hooks)
     for result in results:
         mark = "ok  " if result.ok else "FAIL"
         click.echo(f"{mark} {result.what}: {result.message}")
-    if not all(r.ok for r in results):
+    if hooks is None or not all(r.ok for r in results):
         sys.exit(1)
+
+
+@cli.command("plugins")
+@click.option("--all", "all_", is_flag=True, help="Include hotfolder's built-in plugins.")
+@click.option("--hook", metavar="NAME", help="Only plugins that implement hook NAME.")
+@pass_app
+def plugins_command(app: App, all_: bool, hook: str | None) -> None:
+    """List the loaded plugins and the hooks they implement, as JSON."""
+    settings = app.settings()
+    try:
+        pm = plugins.get_plugin_manager(plugins_dir=settings.plugins)
+        listed = plugins.list_plugins(pm, all=all_, hook=hook)
+    except HotfolderError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(json.dumps(listed, indent=2))
 
 
 @cli.command("status")

@@ -95,6 +95,8 @@ class Settings:
     use_observer: bool = True
     ready_marker: bool = False
     rescan_interval: float = 30.0
+    postprocess: list[Any] = field(default_factory=list)
+    plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     instance_id: str = field(default_factory=default_instance_id)
     lease_timeout: float = 60.0
     max_parse_attempts: int = 3
@@ -151,6 +153,8 @@ KEYS: dict[str, tuple[type, str]] = {
     "use_observer": (bool, "use filesystem events (false: scan only, for shares without events)"),
     "ready_marker": (bool, "take a file only once <name>.ready exists beside it"),
     "rescan_interval": (float, "seconds between safety rescans of the inbox"),
+    "postprocess": (list, "post-processors for scenarios without 'postprocess:': names or {name, ...options} tables"),
+    "plugin_config": (dict, "plugin settings: one [plugin_config.<plugin>] table per plugin"),
     "instance_id": (str, "this daemon's name on a shared inbox (default: the host name)"),
     "lease_timeout": (float, "seconds without a lease renewal before another daemon adopts an instance's jobs"),
     "max_parse_attempts": (int, "a file that stopped hotfolder this many times while being read goes to failed/"),
@@ -188,6 +192,10 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return float(value)
         if kind is str:
             if not isinstance(value, str):
+                raise TypeError
+            return value
+        if kind is dict:
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise TypeError
             return value
         if kind is list:

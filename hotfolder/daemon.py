@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import housekeeping, service, status, watch
+from hotfolder import housekeeping, plugins, service, status, watch
 from hotfolder.config import Settings, with_changes
 from hotfolder.errors import HotfolderError
 from hotfolder.pipeline import Engine, Event
@@ -74,14 +74,14 @@ def install_signal_handlers(signals: Signals) -> None:
 def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
                listeners: list[Any] | None = None, signals: Signals | None = None,
                reload_settings: Callable[[], Settings] | None = None,
-               notifier: service.Notifier | None = None) -> dict[str, int]:
+               notifier: service.Notifier | None = None, hooks: plugins.Hooks | None = None) -> dict[str, int]:
     """Run until asked to stop (or, with ``once``, until the inbox is drained). Returns the counts."""
     signals = signals or Signals()
     if stop is not None:
         signals.stop = stop
     notifier = notifier or service.Notifier()
     ensure_folders(settings)
-    engine = Engine(settings, listeners=listeners)
+    engine = Engine(settings, listeners=listeners, hooks=hooks)
     board = status.StatusBoard(servers=[(c.name, c.display_url) for c in engine.clients],
                                instance=settings.instance_id)
     engine.listeners.append(board)
@@ -250,14 +250,16 @@ class _Retention:
             self._stop.wait(RETENTION_INTERVAL)
 
 
-def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any] | None = None) -> list[Event]:
+def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any] | None = None,
+                  hooks: plugins.Hooks | None = None) -> list[Event]:
     """Run scenario files now, in the foreground, leaving them where they are. Returns the 'archived'
     events, one per file, in completion order."""
     ensure_folders(settings)
     # its own instance: runs beside a daemon on the same inbox; if it is killed, the daemon adopts its jobs
     settings = with_changes(settings, instance_id=f"{settings.instance_id}.process-{os.getpid()}")
     done: list[Event] = []
-    engine = Engine(settings, listeners=[*(listeners or []), lambda e: done.append(e) if e.kind == "archived" else None])
+    engine = Engine(settings, listeners=[*(listeners or []), lambda e: done.append(e) if e.kind == "archived" else None],
+                    hooks=hooks)
     engine.start()
     try:
         for path in paths:

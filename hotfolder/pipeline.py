@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder import __version__, failpoints, validate
+from hotfolder import __version__, failpoints, plugins, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.config import Settings
 from hotfolder.errors import (
@@ -64,11 +64,16 @@ class _JobLog(logging.LoggerAdapter):
 
 
 class Engine:
-    """Runs claimed files through the stages against one or more ComfyUI servers."""
+    """Runs claimed files through the stages against one or more ComfyUI servers.
 
-    def __init__(self, settings: Settings, *, listeners: list[Callable[[Event], None]] | None = None) -> None:
+    ``hooks`` (from :func:`hotfolder.plugins.load_hooks`) lets plugins take part; ``None`` runs without.
+    """
+
+    def __init__(self, settings: Settings, *, listeners: list[Callable[[Event], None]] | None = None,
+                 hooks: plugins.Hooks | None = None) -> None:
         self.settings = settings
         self.listeners = list(listeners or [])
+        self.hooks = hooks
         self.clients = [
             ComfyClient(
                 server, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
@@ -184,6 +189,8 @@ class Engine:
                 listener(event)
             except Exception:  # noqa: BLE001 - a display bug must never break a job
                 logger.exception("Event listener failed")
+        if self.hooks is not None:
+            self.hooks.track_event(event)  # never raises: plugin failures are logged
 
     # -- intake side: claim, parse, render -------------------------------------------------------
 
@@ -232,7 +239,8 @@ class Engine:
                 f"{self.settings.max_file_size} bytes.",
                 hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where=where,
             )
-        specs = parse.parse_scenario(path, path.read_bytes(), default_template=self.settings.default_template)
+        specs = parse.parse_scenario(path, path.read_bytes(), default_template=self.settings.default_template,
+                                     hooks=self.hooks)
         failpoints.hit("mid_parse")
         templates: dict[str, render.Template] = {}
         jobs = []
@@ -265,7 +273,7 @@ class Engine:
         self._emit(Event("rendered", record.input_name, record.job_id, detail={"jobs": len(jobs)}))
 
     def _render(self, spec: JobSpec, templates: dict[str, render.Template], record: FileRecord) -> tuple[dict[str, Any], dict[str, Any]]:
-        return render_job(self.settings, spec, templates)
+        return render_job(self.settings, spec, templates, hooks=self.hooks)
 
     # -- workers: submit, track, download, publish ----------------------------------------------
 
@@ -546,8 +554,10 @@ class Engine:
             if not staging.is_dir():
                 raise OutputError(f"The staged outputs of job {job.name!r} are gone ({staging}).",
                                   hint="Move the input file back to inbox/ to run it again.")
-            existing = publish.publish_folder(staging, self.settings.outbox, job.name,
-                                              self._sidecar(record, job, client, workflow))
+            sidecar = self._sidecar(record, job, client, workflow)
+            if self.hooks is not None:
+                plugins.run_postprocessors(self.hooks, chosen_postprocess(self.settings, job.spec), staging, sidecar)
+            existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar)
         job.published = str(existing)
         job.state = "published"
         record.save()
@@ -708,8 +718,12 @@ class Engine:
         return record
 
 
-def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name."""
+def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template],
+               hooks: plugins.Hooks | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
+
+    With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
+    anything is submitted."""
     name = spec.template or settings.default_template
     where = {"file": spec.source.name, "job": spec.name}
     if not name:
@@ -723,20 +737,28 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
             hint="Upload the file to ComfyUI's input folder yourself and set the node input with 'set:'.",
             where=where,
         )
+    if hooks is not None:
+        plugins.parse_postprocess(hooks, chosen_postprocess(settings, spec.to_dict()))
     if name not in templates:
-        templates[name] = render.load_template(settings.templates, name)
-    return render.render_workflow(templates[name], spec)
+        templates[name] = render.load_template(settings.templates, name, hooks=hooks)
+    return render.render_workflow(templates[name], spec, hooks=hooks)
 
 
-def render_file(settings: Settings, path: Path) -> list[tuple[JobSpec, dict[str, Any]]]:
+def chosen_postprocess(settings: Settings, spec: dict[str, Any]) -> Any:
+    """The job's ``postprocess:`` if its scenario has one, else ``postprocess`` from hotfolder.toml."""
+    options = spec.get("options") or {}
+    return options["postprocess"] if "postprocess" in options else settings.postprocess
+
+
+def render_file(settings: Settings, path: Path, hooks: plugins.Hooks | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
     """What ``hotfolder render`` prints: each job of ``path`` with the workflow it would submit."""
     try:
         data = path.read_bytes()
     except OSError as err:
         raise ScenarioError(f"Cannot read scenario file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
-    specs = parse.parse_scenario(path, data, default_template=settings.default_template)
+    specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks)
     templates: dict[str, render.Template] = {}
-    return [(spec, render_job(settings, spec, templates)[0]) for spec in specs]
+    return [(spec, render_job(settings, spec, templates, hooks)[0]) for spec in specs]
 
 
 class _Failover(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import CONFIG_NAME, DEFAULT_SERVER, Settings
@@ -35,7 +36,7 @@ def list_templates(folder: Path) -> list[str]:
     return sorted(names)
 
 
-def check_setup(settings: Settings) -> list[Check]:
+def check_setup(settings: Settings, *, hooks: Any = None) -> list[Check]:
     """Config (already loaded), every template, every server. Never raises for a user mistake."""
     results = [Check("config", True, f"loaded from {settings.config_file or 'defaults'}")]
     for folder, label in ((settings.inbox, "inbox"), (settings.outbox, "outbox"), (settings.templates, "templates")):
@@ -44,7 +45,7 @@ def check_setup(settings: Settings) -> list[Check]:
     if not names:
         results.append(Check("templates", False, f"no templates in {settings.templates}"))
     for name in names:
-        results.append(_check_template(settings, name))
+        results.append(_check_template(settings, name, hooks))
     for server in settings.servers:
         http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(),
                          verify=server.verify, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout)
@@ -59,12 +60,12 @@ def check_setup(settings: Settings) -> list[Check]:
     return results
 
 
-def _check_template(settings: Settings, name: str) -> Check:
+def _check_template(settings: Settings, name: str, hooks: Any = None) -> Check:
     what = f"template {name}"
     try:
-        template = render.load_template(settings.templates, name)
+        template = render.load_template(settings.templates, name, hooks=hooks)
         spec = JobSpec(index=1, name="check", source=Path("check"), template=name)
-        workflow, _ = render.render_workflow(template, spec)
+        workflow, _ = render.render_workflow(template, spec, hooks=hooks)
     except TemplateError as err:
         variable = err.where.get("variable")
         if variable:

@@ -22,7 +22,14 @@ Keys of a job
     value), ``inputs`` (mapping of node address -> relative file path), ``repeat`` (int, 1..10000),
     ``matrix`` (mapping of key -> non-empty list), ``postprocess`` (any value, kept for plugins in
     ``JobSpec.options["postprocess"]``) and, at the top level only, ``jobs`` (a list of job mappings).
-    Unknown keys are errors (a typo such as ``parmas`` is never ignored).
+    Unknown keys are errors (a typo such as ``parmas`` is never ignored), except keys that plugins
+    declared (``hooks.scenario_keys``): their values (plain JSON data, checked by the plugin's ``check``
+    if it gave one) go to ``JobSpec.options[key]`` and are merged like ``postprocess``.
+
+Plugins
+    With ``hooks`` (a :class:`ScenarioHooks`, in practice :class:`hotfolder.plugins.Hooks`), the raw
+    jobs come from ``hooks.parse_scenario_file(path=..., text=...)`` (the first plugin that knows the
+    format; the built-in formats are the last one) instead of :data:`FORMATS` directly.
 
 Expansion
     Each ``jobs:`` entry (or the file itself) is merged with the top level: ``params``, ``set`` and
@@ -64,10 +71,10 @@ import random
 import re
 import tomllib
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -88,15 +95,35 @@ MAX_NAME_BYTES = 200
 SEED_RANGE = 2**32
 
 #: Keys a job mapping may have (a ``jobs:`` entry, a ``.jsonl`` line).
-JOB_KEYS: tuple[str, ...] = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "postprocess")
+JOB_KEYS: tuple[str, ...] = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "postprocess",
+                              "server", "label")
 #: Keys the top level of a ``.json``/``.yaml``/``.toml`` scenario may have.
-FILE_KEYS: tuple[str, ...] = (*JOB_KEYS[:7], "jobs", "postprocess")
+FILE_KEYS: tuple[str, ...] = (*JOB_KEYS[:7], "jobs", "postprocess", "server", "label")
+# Keys kept in JobSpec.options for the later stages: post-processors, and the server pin for routing.
+OPTION_KEYS: tuple[str, ...] = ("postprocess", "server", "label")
 
 RawJob = tuple[dict[str, Any], int | None]
 """A raw job mapping as a format parser returns it, with the line it starts on (or ``None``)."""
 
 FormatParser = Callable[[Path, str], list[RawJob]]
 """``parser(path, text) -> [(mapping, line), ...]``; raises :class:`ScenarioError` on malformed text."""
+
+
+class ScenarioKey(Protocol):
+    """An extra scenario key declared by a plugin: ``check(value)`` raises ``ValueError`` to reject the
+    value and returns ``None`` (keep it) or a replacement; ``check`` may be ``None``."""
+
+    @property
+    def check(self) -> Callable[[Any], Any] | None: ...
+
+
+class ScenarioHooks(Protocol):
+    """What :func:`parse_scenario` needs from the plugin system (:class:`hotfolder.plugins.Hooks`)."""
+
+    def parse_scenario_file(self, *, path: Path, text: str) -> list[RawJob] | None: ...
+
+    @property
+    def scenario_keys(self) -> Mapping[str, ScenarioKey]: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,27 +136,42 @@ def parse_scenario(
     *,
     default_template: str | None = None,
     rng: random.Random | None = None,
+    hooks: ScenarioHooks | None = None,
 ) -> list[JobSpec]:
     """Parse the scenario ``data`` (the bytes of ``path``) into jobs with index 1..N.
 
     ``default_template`` fills in jobs that name no template (it may be ``None``: then the job's
     ``template`` stays ``None`` and rendering reports it). ``rng`` draws ``random`` seeds
-    (``random.SystemRandom()`` when ``None``). Raise :class:`ScenarioError` for anything malformed.
+    (``random.SystemRandom()`` when ``None``). ``hooks`` lets plugins read more formats and allow more
+    keys (module docstring, "Plugins"). Raise :class:`ScenarioError` for anything malformed.
     """
     suffix = _suffix(path)
-    parser = FORMATS.get(suffix)
-    if parser is None:
-        raise _error(
-            path,
-            f"Scenario {path.name!r} has an unsupported file type {path.suffix or '(none)'!r}",
-            hint=f"Supported scenario file types: {', '.join(sorted(FORMATS))}.",
-        )
-    text = _decode(path, data)
+    extra: Mapping[str, ScenarioKey] = {}
+    if hooks is None:
+        parser = FORMATS.get(suffix)
+        if parser is None:
+            raise _unsupported(path)
+        text = _decode(path, data)
+    else:
+        extra = hooks.scenario_keys
+        try:
+            text = _decode(path, data)
+        except ScenarioError as err:
+            if suffix not in FORMATS and "line" in err.where:  # binary, and no built-in format: say so
+                raise _unsupported(path, plugins=True) from None
+            raise
+
+        def parser(path: Path, text: str) -> list[RawJob]:
+            found = hooks.parse_scenario_file(path=path, text=text)
+            if found is None:
+                raise _unsupported(path, plugins=True)
+            return found
+
     try:
         raw_jobs = parser(path, text)
         drafts: list[_Draft] = []
         for raw, line in raw_jobs:
-            drafts.extend(_expand(path, raw, line, already=len(drafts)))
+            drafts.extend(_expand(path, raw, line, already=len(drafts), extra=extra))
     except RecursionError as err:
         raise _error(
             path,
@@ -178,6 +220,17 @@ _NO_JOBS_HINT = {
 
 def _suffix(path: Path) -> str:
     return path.suffix.lower()
+
+
+def _unsupported(path: Path, *, plugins: bool = False) -> ScenarioError:
+    hint = f"Supported scenario file types: {', '.join(sorted(FORMATS))}."
+    if plugins:
+        hint = (
+            f"Built-in scenario file types: {', '.join(sorted(FORMATS))}; no plugin reads "
+            f"{path.suffix or 'files without a suffix'!r} either ('hotfolder plugins --hook "
+            "parse_scenario_file' lists the plugins that add formats)."
+        )
+    return _error(path, f"Scenario {path.name!r} has an unsupported file type {path.suffix or '(none)'!r}", hint=hint)
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -508,11 +561,14 @@ class _Draft:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _expand(path: Path, raw: dict[str, Any], line: int | None, *, already: int) -> list[_Draft]:
+def _expand(
+    path: Path, raw: dict[str, Any], line: int | None, *, already: int, extra: Mapping[str, ScenarioKey] | None = None
+) -> list[_Draft]:
+    extra = extra or {}
     if not isinstance(raw, dict):
         raise _error(path, f"Scenario {path.name!r} holds {_kind(raw)} where a job mapping belongs", line=line)
-    _check_keys(path, raw, FILE_KEYS, prefix="", line=line)
-    top = _job_fields(path, raw, prefix="", line=line)
+    _check_keys(path, raw, (*FILE_KEYS, *extra), prefix="", line=line)
+    top = _job_fields(path, raw, prefix="", line=line, extra=extra)
     entries = raw.get("jobs")
     if entries is None:
         bases = [top]
@@ -532,8 +588,8 @@ def _expand(path: Path, raw: dict[str, Any], line: int | None, *, already: int) 
             prefix = f"jobs[{number}]"
             if not isinstance(entry, dict):
                 raise _type_error(path, prefix, "a mapping", entry, line)
-            _check_keys(path, entry, JOB_KEYS, prefix=prefix + ".", line=line)
-            bases.append(_merge(top, _job_fields(path, entry, prefix=prefix + ".", line=line)))
+            _check_keys(path, entry, (*JOB_KEYS, *extra), prefix=prefix + ".", line=line)
+            bases.append(_merge(top, _job_fields(path, entry, prefix=prefix + ".", line=line, extra=extra)))
 
     total = already
     for base in bases:
@@ -558,7 +614,7 @@ def _expand(path: Path, raw: dict[str, Any], line: int | None, *, already: int) 
             for key, value in zip(matrix, combination, strict=True):
                 (sets if "." in key else params)[key] = value
             for _copy in range(base.get("repeat", 1)):
-                options = {"postprocess": copy.deepcopy(base["postprocess"])} if "postprocess" in base else {}
+                options = {key: copy.deepcopy(base[key]) for key in (*OPTION_KEYS, *extra) if key in base}
                 drafts.append(
                     _Draft(
                         template=base.get("template"),
@@ -607,7 +663,9 @@ def _check_keys(path: Path, mapping: dict[Any, Any], valid: tuple[str, ...], *, 
     )
 
 
-def _job_fields(path: Path, raw: dict[str, Any], *, prefix: str, line: int | None) -> dict[str, Any]:
+def _job_fields(
+    path: Path, raw: dict[str, Any], *, prefix: str, line: int | None, extra: Mapping[str, ScenarioKey] | None = None
+) -> dict[str, Any]:
     """Validate the job keys of ``raw`` (not ``jobs``) and return them with plain values."""
     out: dict[str, Any] = {}
     for key in ("template", "name"):
@@ -650,7 +708,32 @@ def _job_fields(path: Path, raw: dict[str, Any], *, prefix: str, line: int | Non
         out["matrix"] = matrix
     if "postprocess" in raw:
         out["postprocess"] = _plain(path, raw["postprocess"], prefix + "postprocess", line)
+    for key in ("server", "label"):
+        if key in raw:
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                raise _type_error(path, prefix + key, "a server name, URL or label (text)", raw[key], line)
+            out[key] = raw[key].strip()
+    for key, declared in (extra or {}).items():
+        if key in raw:
+            out[key] = _checked_extra(path, key, declared, _plain(path, raw[key], prefix + key, line), prefix, line)
     return out
+
+
+def _checked_extra(path: Path, key: str, declared: ScenarioKey, value: Any, prefix: str, line: int | None) -> Any:
+    """Run a plugin's ``check`` on the value of its scenario key; a ``ValueError`` is the user's error."""
+    if declared.check is None:
+        return value
+    try:
+        replacement = declared.check(copy.deepcopy(value))
+    except (ValueError, TypeError) as err:
+        raise _error(
+            path,
+            f"Scenario {path.name!r} has an invalid {prefix + key!r}: {err}",
+            hint=f"{key!r} is read by a plugin; 'hotfolder plugins' shows which, and docs/plugins.md its format.",
+            line=line,
+            key=prefix + key,
+        ) from err
+    return value if replacement is None else _plain(path, replacement, prefix + key, line)
 
 
 def _string_mapping(path: Path, value: Any, key: str, line: int | None) -> dict[str, Any]:

@@ -57,6 +57,15 @@ Rendering one job
     4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are a later stage.)
 
 The resolved parameters (including drawn seeds) are returned next to the workflow, for the sidecar.
+
+Plugins (``hooks=``, a :class:`RenderHooks`, in practice :class:`hotfolder.plugins.Hooks`)
+    :func:`load_template` and :func:`render_workflow` then compile in environments that
+    ``hooks.prepare_jinja2_environment`` has prepared (filters, tests, globals; one pair of
+    environments per ``hooks`` object, made on first use). :func:`render_workflow` also lets
+    ``hooks.prepare_template_context`` change a copy of the resolved parameters before rendering (the
+    changed values of existing parameters are the ones returned and set through sidecar inputs; new
+    names are template-only) and, after step 4, ``hooks.prepare_workflow`` change the workflow (the
+    injectors); the result is checked to still be an API workflow.
 """
 
 from __future__ import annotations
@@ -70,10 +79,12 @@ import logging
 import math
 import random
 import re
+import threading
 import tomllib
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 import jinja2.exceptions
@@ -81,7 +92,7 @@ import jinja2.meta
 import jinja2.sandbox
 from markupsafe import Markup
 
-from hotfolder.errors import AddressError, TemplateError
+from hotfolder.errors import AddressError, PluginError, TemplateError
 from hotfolder.models import JobSpec
 from hotfolder.stages import inject
 
@@ -147,6 +158,16 @@ class Template:
     sidecar: TemplateSidecar | None = None
 
 
+class RenderHooks(Protocol):
+    """What rendering needs from the plugin system (:class:`hotfolder.plugins.Hooks` provides it)."""
+
+    def prepare_jinja2_environment(self, *, env: jinja2.Environment) -> None: ...
+
+    def prepare_template_context(self, *, context: dict[str, Any], spec: JobSpec) -> None: ...
+
+    def prepare_workflow(self, *, workflow: dict[str, Any], spec: JobSpec, template: Template) -> None: ...
+
+
 # --------------------------------------------------------------------------------------------------
 # public API
 
@@ -180,13 +201,13 @@ def available_templates(templates_dir: Path) -> list[str]:
     return sorted(names)
 
 
-def load_template(templates_dir: Path, name: str) -> Template:
+def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None = None) -> Template:
     """Find template ``name`` (with or without ``.json``/``.json.j2``) in ``templates_dir`` and check it.
 
     A ``.json`` template is parsed and checked as an API workflow and its Jinja strings compiled; a
-    ``.json.j2`` template is compiled. Raise :class:`TemplateError` if the name is not a plain file
-    name, no such template exists (the hint lists those that do), or the template or its sidecar is
-    malformed.
+    ``.json.j2`` template is compiled (with ``hooks``, in the environments plugins prepared, so their
+    filters are known). Raise :class:`TemplateError` if the name is not a plain file name, no such
+    template exists (the hint lists those that do), or the template or its sidecar is malformed.
     """
     base, suffixes = _split_name(name)
     for suffix in suffixes:
@@ -217,10 +238,15 @@ def load_template(templates_dir: Path, name: str) -> Template:
         ) from err
     text = _decode(data, f"Template {base!r} ({path.name!r})", {"template": base})
     kind = "jinja" if suffix == ".json.j2" else "json"
-    if kind == "json":
-        _json_workflow(text, base)
+    if hooks is None:
+        if kind == "json":
+            _json_workflow(text, base)
+        else:
+            _compile_checked(text, base, _DEFAULT_COMPILER)
+    elif kind == "json":
+        _check_leaves(_parse_workflow(text, base), base, _compiler_for(hooks))
     else:
-        _compile_checked(text, base)
+        _compile_checked(text, base, _compiler_for(hooks))
     sidecar = _load_sidecar(templates_dir / f"{base}.toml", base)
     return Template(
         name=base,
@@ -232,20 +258,30 @@ def load_template(templates_dir: Path, name: str) -> Template:
     )
 
 
-def render_workflow(template: Template, spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+def render_workflow(
+    template: Template, spec: JobSpec, *, hooks: RenderHooks | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Render ``template`` for one job; return ``(API workflow, resolved params)``.
 
     The workflow is a new dict (the template is never changed). Raise :class:`TemplateError` for an
     undefined variable, a sandbox violation, a parameter that does not fit its declared type, output
     that is not an API workflow, or a node address (sidecar ``input``, ``spec.set``) that does not
-    resolve (:class:`AddressError`).
+    resolve (:class:`AddressError`). With ``hooks``, plugins take part (module docstring, "Plugins");
+    what they raise is passed on (:class:`~hotfolder.errors.PluginError` for their own failures).
     """
     where: dict[str, Any] = {"file": spec.source.name, "job": spec.name, "template": template.name}
     resolved = _resolve_params(template, spec, where)
+    compiler = _compiler_for(hooks)
+    context = resolved
+    if hooks is not None:
+        context = dict(resolved)
+        hooks.prepare_template_context(context=context, spec=spec)
+        resolved = {name: context[name] for name in resolved if name in context}
     if template.kind == "json":
-        workflow = _LeafRenderer(template, resolved, where).render(_json_workflow(template.text, template.name))
+        source = _parse_workflow(template.text, template.name)
+        workflow = _LeafRenderer(template, context, where, compiler).render(source)
     elif template.kind == "jinja":
-        workflow = _render_whole(template, resolved, where)
+        workflow = _render_whole(template, context, where, compiler)
     else:
         raise TemplateError(
             f"Template {template.name!r} has unknown kind {template.kind!r}",
@@ -259,6 +295,17 @@ def render_workflow(template: Template, spec: JobSpec) -> tuple[dict[str, Any], 
                 for address in param.inputs:
                     inject.set_input(workflow, address, resolved[param.name], where={**where, "variable": param.name})
     inject.apply_overrides(workflow, spec.set, where=where)
+    if hooks is not None:
+        hooks.prepare_workflow(workflow=workflow, spec=spec, template=template)
+        try:
+            _check_api_format(workflow, template.name, where, rendered=True)
+        except TemplateError as err:
+            raise PluginError(
+                f"The workflow of job {spec.name!r} is no longer an API workflow after the plugins' "
+                f"prepare_workflow changed it: {err.message}",
+                hint="A plugin injector broke it; 'hotfolder plugins --hook prepare_workflow' lists them.",
+                where={**err.where, "hook": "prepare_workflow"},
+            ) from err
     _warn_unused(template, spec)
     return workflow, resolved
 
@@ -499,7 +546,7 @@ def _template_variables(template: Template) -> frozenset[str]:
 @functools.lru_cache(maxsize=64)
 def _variables_of(kind: str, text: str, name: str) -> frozenset[str]:
     env = _env(json_output=kind == "jinja")
-    sources = [text] if kind == "jinja" else [leaf for _path, leaf in _jinja_leaves(_json_workflow(text, name), ())]
+    sources = [text] if kind == "jinja" else [leaf for _path, leaf in _jinja_leaves(_parse_workflow(text, name), ())]
     found: set[str] = set()
     for source in sources:
         try:
@@ -568,6 +615,81 @@ def _compile_whole(source: str) -> jinja2.Template:
     return _env(json_output=True).from_string(source)
 
 
+class _Compiler:
+    """Compiles template sources in hotfolder's own environments, or in a pair prepared by plugins.
+
+    ``hooks=None`` uses the module's shared, cached environments. Otherwise the two environments are
+    made on first use and passed to ``hooks.prepare_jinja2_environment``; compiled sources are cached
+    per compiler (a plugin filter is resolved at compile time, so caches cannot be shared).
+    """
+
+    MAX_CACHED = 4096
+
+    def __init__(self, hooks: RenderHooks | None) -> None:
+        self._hooks = hooks
+        self._envs: dict[bool, jinja2.sandbox.SandboxedEnvironment] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._lock = threading.RLock()
+
+    def env(self, *, json_output: bool) -> jinja2.sandbox.SandboxedEnvironment:
+        if self._hooks is None:
+            return _env(json_output=json_output)
+        with self._lock:
+            env = self._envs.get(json_output)
+            if env is None:
+                env = make_environment(json_output=json_output)
+                self._hooks.prepare_jinja2_environment(env=env)
+                self._envs[json_output] = env
+            return env
+
+    def _cached(self, kind: str, source: str, make: Any) -> Any:
+        with self._lock:
+            found = self._cache.get((kind, source))
+            if found is None:
+                found = make()
+                if len(self._cache) >= self.MAX_CACHED:
+                    self._cache.clear()
+                self._cache[(kind, source)] = found
+            return found
+
+    def text(self, source: str) -> jinja2.Template:
+        if self._hooks is None:
+            return _compile_text(source)
+        return self._cached("text", source, lambda: self.env(json_output=False).from_string(source))
+
+    def expression(self, expression: str) -> Any:
+        if self._hooks is None:
+            return _compile_expression(expression)
+        return self._cached(
+            "expression",
+            expression,
+            lambda: self.env(json_output=False).compile_expression(expression, undefined_to_none=False),
+        )
+
+    def whole(self, source: str) -> jinja2.Template:
+        if self._hooks is None:
+            return _compile_whole(source)
+        return self._cached("whole", source, lambda: self.env(json_output=True).from_string(source))
+
+
+_DEFAULT_COMPILER = _Compiler(None)
+_COMPILERS: weakref.WeakKeyDictionary[Any, _Compiler] = weakref.WeakKeyDictionary()
+_COMPILERS_LOCK = threading.Lock()
+
+
+def _compiler_for(hooks: RenderHooks | None) -> _Compiler:
+    if hooks is None:
+        return _DEFAULT_COMPILER
+    with _COMPILERS_LOCK:
+        try:
+            compiler = _COMPILERS.get(hooks)
+            if compiler is None:
+                compiler = _COMPILERS[hooks] = _Compiler(hooks)
+        except TypeError:  # not weak-referenceable: no caching across calls
+            compiler = _Compiler(hooks)
+    return compiler
+
+
 _SINGLE_EXPRESSION = re.compile(r"\{\{-?(?P<expr>.*?)-?\}\}", re.DOTALL)
 _DELIMITERS = ("{{", "}}", "{%", "%}", "{#", "#}")
 
@@ -614,10 +736,13 @@ def _plain_value(value: Any) -> Any:
 class _LeafRenderer:
     """Renders the Jinja strings of a ``.json`` template into a new structure."""
 
-    def __init__(self, template: Template, context: dict[str, Any], where: dict[str, Any]) -> None:
+    def __init__(
+        self, template: Template, context: dict[str, Any], where: dict[str, Any], compiler: _Compiler
+    ) -> None:
         self.template = template
         self.context = context
         self.where = where
+        self.compiler = compiler
 
     def render(self, value: Any, path: tuple[Any, ...] = ()) -> Any:
         if isinstance(value, str):
@@ -634,11 +759,11 @@ class _LeafRenderer:
         expression = _single_expression(text)
         try:
             if expression is not None:
-                result = _compile_expression(expression)(**self.context)
+                result = self.compiler.expression(expression)(**self.context)
                 if isinstance(result, jinja2.Undefined):
                     str(result)  # raises UndefinedError / SecurityError
                 return _plain_value(result)
-            return _compile_text(text).render(self.context)
+            return self.compiler.text(text).render(self.context)
         except _NotJSONError as err:
             raise TemplateError(
                 f"Template {self.template.name!r} produced a {type(err.value).__name__} value"
@@ -650,9 +775,9 @@ class _LeafRenderer:
             raise _render_error(err, self.template.name, self.where, path=path) from err
 
 
-def _render_whole(template: Template, context: dict[str, Any], where: dict[str, Any]) -> Any:
+def _render_whole(template: Template, context: dict[str, Any], where: dict[str, Any], compiler: _Compiler) -> Any:
     try:
-        rendered = _compile_whole(template.text).render(context)
+        rendered = compiler.whole(template.text).render(context)
     except _NotJSONError as err:
         line = _template_line(err)
         raise TemplateError(
@@ -684,9 +809,9 @@ def _render_whole(template: Template, context: dict[str, Any], where: dict[str, 
         ) from err
 
 
-def _compile_checked(text: str, name: str) -> None:
+def _compile_checked(text: str, name: str, compiler: _Compiler) -> None:
     try:
-        _compile_whole(text)
+        compiler.whole(text)
     except jinja2.TemplateSyntaxError as err:
         raise _render_error(err, name, {"template": name}, line=err.lineno) from err
 
@@ -784,7 +909,16 @@ def _scenario(where: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _json_workflow(text: str, name: str) -> dict[str, Any]:
-    """Parse and check a ``.json`` template (cached; callers must not mutate the result)."""
+    """Parse and check a ``.json`` template, compiling its Jinja strings in the default environment
+    (cached; callers must not mutate the result)."""
+    workflow = _parse_workflow(text, name)
+    _check_leaves(workflow, name, _DEFAULT_COMPILER)
+    return workflow
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_workflow(text: str, name: str) -> dict[str, Any]:
+    """Parse a ``.json`` template and check it is an API workflow (cached; do not mutate the result)."""
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as err:
@@ -796,16 +930,20 @@ def _json_workflow(text: str, name: str) -> dict[str, Any]:
         ) from err
     _check_api_format(data, name, {"template": name}, rendered=False)
     workflow: dict[str, Any] = data
+    return workflow
+
+
+def _check_leaves(workflow: dict[str, Any], name: str, compiler: _Compiler) -> None:
+    """Compile every Jinja string of a ``.json`` template; raise :class:`TemplateError` on a syntax error."""
     for path, source in _jinja_leaves(workflow, ()):
         expression = _single_expression(source)
         try:
             if expression is not None:
-                _compile_expression(expression)
+                compiler.expression(expression)
             else:
-                _compile_text(source)
+                compiler.text(source)
         except jinja2.TemplateSyntaxError as err:
             raise _render_error(err, name, {"template": name}, path=path) from err
-    return workflow
 
 
 def _jinja_leaves(value: Any, path: tuple[Any, ...]) -> Any:
