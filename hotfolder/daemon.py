@@ -34,6 +34,7 @@ SERVER_STATE_INTERVAL = 2.0
 RETENTION_INTERVAL = 3600.0
 # Settings a SIGHUP can change in a running daemon; the others need a restart.
 RELOADABLE = {
+    "postprocess", "plugin_config",
     "default_template", "settle_seconds", "job_timeout", "history_grace", "lost_grace", "poll_interval",
     "max_file_size", "download_temp", "max_parse_attempts", "stop_budget", "retention_done_days",
     "retention_outbox_days", "status_interval", "templates", "validate",
@@ -201,14 +202,17 @@ def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifie
             return
         try:
             new = reload_settings()
+            hooks = plugins.load_hooks(new) if engine.hooks is not None else None
         except HotfolderError as err:
-            logger.error("SIGHUP: the new configuration is refused, the old one stays in force:\n%s", err)
+            logger.error("SIGHUP: the new configuration or plugins are refused, the old ones stay in force:\n%s", err)
             return
         old = engine.settings
         changed = {k for k in vars(new) if getattr(new, k) != getattr(old, k) and k != "instance_id"}
         fixed = sorted(changed - RELOADABLE)
         applied = {k: getattr(new, k) for k in changed & RELOADABLE}
         engine.settings = with_changes(old, **applied)
+        if hooks is not None:
+            engine.hooks = hooks  # jobs already rendered keep their workflows; new files use the new plugins
         logger.info("SIGHUP: configuration reloaded%s%s",
                     f"; changed: {', '.join(sorted(applied))}" if applied else "; nothing changed",
                     f"; these need a restart to change: {', '.join(fixed)}" if fixed else "")

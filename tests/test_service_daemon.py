@@ -93,10 +93,15 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(project: Path, comfy: Com
         proc.send_signal(signal.SIGHUP)
         (project / "inbox" / "c.yaml").write_text("params: {width: 10}\n")
         wait_until(lambda: (project / "inbox" / "done" / "c.yaml").exists(), message="c done after a good reload")
+        (project / "plugins" / "broken.py").write_text("def oops(:\n")
+        proc.send_signal(signal.SIGHUP)
+        (project / "inbox" / "d.yaml").write_text("params: {width: 11}\n")
+        wait_until(lambda: (project / "inbox" / "done" / "d.yaml").exists(), message="d done after a broken plugin")
     finally:
         out = finish(proc)
     assert proc.returncode == 0, out
-    assert "new configuration is refused" in out and "not valid TOML" in out
+    assert "new configuration or plugins are refused" in out and "not valid TOML" in out
+    assert "broken.py" in out
     assert "configuration reloaded; changed: job_timeout" in out
 
 
