@@ -163,9 +163,14 @@ def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comf
         wait_until(lambda: archived(project, names), timeout=120, message="all archived after restarts")
     finally:
         kill(proc, signal.SIGTERM)
-    audit(project, names, comfy, reruns_allowed=True)
+    published = audit(project, names, comfy, reruns_allowed=True)
     resubmitted = sum(json.loads(p.read_text())["resubmissions"] for p in (project / "outbox").glob("*/*.json"))
+    runs = Counter(comfy.executed_prompt_ids)
+    print(f"30 jobs, 3 ComfyUI restarts: {30 - len(published)} lost, {sum(published.values()) - len(published)} "
+          f"duplicated, {resubmitted} resubmitted, {sum(1 for v in runs.values() if v > 1)} prompts executed twice "
+          "(each one running when its server restarted: ComfyUI lost it, hotfolder sent it again)")
     assert resubmitted >= 1
+    assert all(v <= 2 for v in runs.values())
 
 
 def test_two_daemons_on_one_inbox_take_each_file_once(project: Path, comfy: ComfyTestServer) -> None:
