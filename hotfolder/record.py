@@ -32,15 +32,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one."""
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable: bool = True,
+                      mode: int | None = None) -> None:
+    """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one.
+    ``durable`` also fsyncs the file and its folder (job state); ``mode`` sets the file's permissions."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, ensure_ascii=False, indent=indent, default=str)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -48,7 +53,8 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def now_iso(ts: float | None = None) -> str:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.errors import HotfolderError
+from hotfolder.record import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -302,20 +302,9 @@ def status_path(state_dir: Path) -> Path:
 
 def write_status(path: Path, snapshot: dict[str, Any]) -> None:
     """Write ``snapshot`` so that readers see the old or the new file, never a torn one. No fsync: the
-    file is rewritten every few seconds and a lost write after a power cut does not matter."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(snapshot, fh, ensure_ascii=False, indent=1, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # readable by `hotfolder status` run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    file is rewritten every few seconds and a lost write after a power cut does not matter. Mode 0644:
+    readable by `hotfolder status` run as another user."""
+    write_json_atomic(path, snapshot, indent=1, durable=False, mode=0o644)
 
 
 class StatusWriter:

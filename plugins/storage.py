@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import get_plugin_logger, hookimpl
-from hotfolder.paths import rename_noreplace, unique_name
+from hotfolder.paths import move_unique
+from hotfolder.record import fsync_dir
 from hotfolder.plugins import plugin_config
 
 logger = get_plugin_logger(__name__)
@@ -112,7 +113,7 @@ def store_folder(source: Path, destination: Path, *, name: str | None = None, mo
     staging = staging_root / f"{name}-{uuid.uuid4().hex[:8]}"
     try:
         shutil.copytree(source, staging, copy_function=_copy_synced)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         final = _rename_unique(staging, destination, name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -123,16 +124,9 @@ def store_folder(source: Path, destination: Path, *, name: str | None = None, mo
 
 
 def _rename_unique(folder: Path, destination: Path, name: str) -> Path:
-    taken: set[str] = set()
-    while True:
-        candidate = unique_name(destination, name, taken)
-        try:
-            rename_noreplace(folder, destination / candidate)
-        except FileExistsError:
-            taken.add(candidate)
-            continue
-        _fsync_dir(destination)
-        return destination / candidate
+    final = move_unique(folder, destination, name)  # a taken name gets -2, -3: never an overwrite
+    fsync_dir(destination)
+    return final
 
 
 def _copy_synced(src: str, dst: str) -> str:
@@ -140,19 +134,6 @@ def _copy_synced(src: str, dst: str) -> str:
     with open(dst, "rb") as fh:
         os.fsync(fh.fileno())
     return dst
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
