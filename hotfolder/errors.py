@@ -93,6 +93,12 @@ class OutcomeUnknown(ServerError):
     """A request may or may not have taken effect (timeout, connection dropped mid-request)."""
 
 
+class UploadError(HotfolderError):
+    """ComfyUI refused a scenario's input file (``POST /upload/image``). The job fails."""
+
+    stage = "upload"
+
+
 class PromptRejected(HotfolderError):
     """ComfyUI refused the workflow (HTTP 400, node_errors). The job fails."""
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mimetypes
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,9 @@ import requests
 import urllib3.exceptions
 
 from hotfolder import __version__
-from hotfolder.errors import OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable
+from hotfolder.errors import (
+    OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable, UploadError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +213,99 @@ class ComfyHTTP:
                 where={"server": self.display_url, "output": filename},
             )
         return size, digest.hexdigest()
+
+    def upload_image(self, path: Path, name: str, *, subfolder: str = "", type_: str = "input",
+                     overwrite: bool = False, digest: Any = None) -> dict[str, Any]:
+        """Upload the file at ``path`` as ``name`` with ``POST /upload/image`` (PROTOCOL.md §7), streamed
+        from disk (never held in memory). Returns ComfyUI's answer ``{"name", "subfolder", "type"}``:
+        for a name that already exists, identical bytes keep the name and different bytes get
+        ``name (1).ext`` unless ``overwrite``. ``digest`` (a hashlib object) is fed the bytes sent.
+
+        The upload is idempotent by content, so a connection failure is :class:`ServerUnavailable`
+        (send it again); a refusal (400: a name or subfolder that escapes the input folder, 413: too
+        large) is :class:`~hotfolder.errors.UploadError`.
+        """
+        fields = {"type": type_, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
+        try:
+            body = _MultipartFile(path, name, fields, digest)
+        except OSError as err:
+            raise UploadError(f"Cannot read {str(path)!r} to upload it: {err.strerror or err}.",
+                              where={"server": self.display_url, "path": str(path)}) from err
+        target = f"{subfolder}/{name}" if subfolder else name
+        resp = self._request("POST", "/upload/image", idempotent=True, data=body,
+                             headers={"Content-Type": body.content_type})
+        where = {"server": self.display_url, "path": str(path), "upload": target}
+        if resp.status_code == 200:
+            try:
+                answer = resp.json()
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict) or not isinstance(answer.get("name"), str) or not answer["name"]:
+                raise UploadError(
+                    f"ComfyUI at {self.display_url} answered the upload of {target!r} with {resp.text[:200]!r}, "
+                    "not the expected {\"name\", \"subfolder\", \"type\"}.",
+                    hint="Is this really ComfyUI (or a proxy in front of it)? Check the server URL.", where=where)
+            return answer
+        if resp.status_code == 413:
+            raise UploadError(
+                f"ComfyUI at {self.display_url} refused the upload of {str(path)!r} ({body.size} bytes): too large (HTTP 413).",
+                hint="ComfyUI accepts uploads up to --max-upload-size (100 MB by default): make the file smaller or "
+                     "start ComfyUI with a larger --max-upload-size.", where=where)
+        if resp.status_code == 400:
+            raise UploadError(
+                f"ComfyUI at {self.display_url} refused the upload of {str(path)!r} as {target!r} (HTTP 400"
+                + (f": {resp.text.strip()[:200]!r}" if resp.text.strip() else "") + ").",
+                hint="ComfyUI answers 400 when the file name or subfolder would leave its input folder or the form "
+                     "has no file; a proxy in front of ComfyUI may also limit uploads.", where=where)
+        if resp.status_code in (401, 403):
+            raise UploadError(
+                f"ComfyUI at {self.display_url} answered POST /upload/image with HTTP {resp.status_code}.",
+                hint="A proxy wants a token or an Origin check failed: set the server's token or headers.", where=where)
+        if resp.status_code in (502, 503, 504):
+            raise ServerUnavailable(
+                f"ComfyUI at {self.display_url} is not reachable (POST /upload/image: HTTP {resp.status_code} from a proxy).",
+                hint="hotfolder keeps retrying.", where={"server": self.display_url})
+        raise UploadError(
+            f"ComfyUI at {self.display_url} answered the upload of {str(path)!r} with HTTP {resp.status_code}: "
+            f"{resp.text.strip()[:200]!r}.", where=where)
+
+
+class _MultipartFile:
+    """A ``multipart/form-data`` body with a few text fields and one file (field ``image``), produced
+    chunk by chunk as ``requests`` sends it; ``len()`` gives the Content-Length."""
+
+    def __init__(self, path: Path, filename: str, fields: dict[str, str], digest: Any = None) -> None:
+        self.path = Path(path)
+        self.size = self.path.stat().st_size
+        self.digest = digest
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+            for key, value in fields.items()
+        ]
+        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{safe}"\r\n'
+                     f"Content-Type: {mime}\r\n\r\n")
+        self.head = "".join(parts).encode("utf-8")
+        self.tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def __len__(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        sent = 0
+        with open(self.path, "rb") as fh:
+            while sent < self.size and (chunk := fh.read(min(CHUNK, self.size - sent))):
+                if self.digest is not None:
+                    self.digest.update(chunk)
+                sent += len(chunk)
+                yield chunk
+        if sent != self.size:  # the file shrank while being sent: never send a short body under a full length
+            raise OSError(f"{self.path} changed size while being uploaded ({sent} of {self.size} bytes)")
+        yield self.tail
 
 
 def dumps(data: Any) -> str:
