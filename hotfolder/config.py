@@ -101,6 +101,7 @@ class Settings:
     lease_timeout: float = 60.0
     max_parse_attempts: int = 3
     validate: bool = True
+    inputs_root: Path | None = None
     log_format: str = "text"
     status_interval: float = 2.0
     stop_budget: float = 60.0
@@ -159,6 +160,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "lease_timeout": (float, "seconds without a lease renewal before another daemon adopts an instance's jobs"),
     "max_parse_attempts": (int, "a file that stopped hotfolder this many times while being read goes to failed/"),
     "validate": (bool, "check each job against the server's /object_info before submitting it"),
+    "inputs_root": (Path, "a folder scenario 'inputs:' files may also come from (default: none, the inbox only)"),
     "log_format": (str, "text or json (one JSON object per line, for log shippers)"),
     "status_interval": (float, "seconds between rewrites of inbox/.hotfolder/status.json"),
     "stop_budget": (float, "seconds running jobs get to finish on SIGTERM before the rest is left for the next start"),
@@ -329,6 +331,10 @@ def load_settings(
         value, origin, rel = raw.get(key, (default, "defaults", base))
         path = _coerce(key, value, origin).expanduser()
         values[key] = (path if path.is_absolute() else rel / path).resolve()
+    if "inputs_root" in raw:
+        value, origin, rel = raw["inputs_root"]
+        path = _coerce("inputs_root", value, origin).expanduser()
+        values["inputs_root"] = (path if path.is_absolute() else rel / path).resolve()
     servers_raw, servers_origin, _ = raw.get("servers", ([DEFAULT_SERVER], "defaults", base))
     servers_list = _coerce("servers", servers_raw, servers_origin)
     if not servers_list:

@@ -37,7 +37,7 @@ RELOADABLE = {
     "postprocess", "plugin_config",
     "default_template", "settle_seconds", "job_timeout", "history_grace", "lost_grace", "poll_interval",
     "max_file_size", "download_temp", "max_parse_attempts", "stop_budget", "retention_done_days",
-    "retention_outbox_days", "status_interval", "templates", "validate",
+    "retention_outbox_days", "status_interval", "templates", "validate", "inputs_root",
 }
 
 

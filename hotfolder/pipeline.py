@@ -7,6 +7,11 @@ Claiming, parsing and rendering happen on the caller's thread (they are fast and
 goes to a pool of workers, one per allowed in-flight prompt per server plus one, so that each server always
 has the next prompt queued while the previous one's outputs download and publish.
 
+A job whose scenario has ``inputs:`` uploads those files to the server it was routed to right before
+it is submitted (:mod:`hotfolder.stages.upload`; each server gets each content once). A job whose
+template is a UI-format workflow while no server answers for its ``/object_info`` is rendered later,
+by a worker, once one does.
+
 Each job's state is recorded in its file's job folder before every step with an outside effect, so that
 :meth:`Engine.recover` can resume after a crash without losing or repeating work. A server that is away
 makes jobs wait; it never fails them.
@@ -20,14 +25,15 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hotfolder import __version__, failpoints, plugins, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
-from hotfolder.config import Settings
+from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.config import ServerConfig, Settings
 from hotfolder.errors import (
     ExecutionFailed, HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError, ServerError,
     ServerUnavailable, TemplateError,
@@ -35,7 +41,7 @@ from hotfolder.errors import (
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
 from hotfolder.record import RECORD_NAME, FileRecord, JobState, now_iso, write_json_atomic
-from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track
+from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,8 @@ class Engine:
         self._object_info = {c.name: validate.ObjectInfoCache(c.http.object_info, name=c.display_url)
                              for c in self.clients}
         self._load = {c.name: 0 for c in self.clients}
+        self._uploaded: dict[str, dict[str, str]] = {c.name: {} for c in self.clients}  # sha256 -> name
+        self._upload_locks = {c.name: threading.Lock() for c in self.clients}
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._running = 0
@@ -243,12 +251,13 @@ class Engine:
                                      hooks=self.hooks)
         failpoints.hit("mid_parse")
         templates: dict[str, render.Template] = {}
+        source = _Memo(lambda: self._object_info_source(include_down=False))
         jobs = []
         for spec in specs:
             job = JobState(index=spec.index, name=spec.name, spec=spec.to_dict())
             jobs.append(job)
             try:
-                workflow, params = self._render(spec, templates, record)
+                self._render_into(record, job, spec, templates, source, defer=True)
             except HotfolderError as err:
                 err.where.setdefault("file", record.input_name)
                 err.where.setdefault("job", spec.name)
@@ -259,21 +268,67 @@ class Engine:
                     self.counts["failed"] += 1
                 self._emit(Event("failed", record.input_name, record.job_id, spec.name, {"error": job.error}))
                 continue
-            write_json_atomic(record.workflow_path(spec.index), workflow)
-            template = templates[spec.template or self.settings.default_template or ""]
-            job.template = {
-                "name": template.name, "file": template.path.name, "sha256": template.sha256,
-                "sidecar_sha256": template.sidecar.sha256 if template.sidecar else None,
-                "fields": validate.scenario_fields(template, spec, workflow),
-            }
-            job.params = params
         record.jobs = jobs
         record.state = "parsed"
         record.save()
         self._emit(Event("rendered", record.input_name, record.job_id, detail={"jobs": len(jobs)}))
 
-    def _render(self, spec: JobSpec, templates: dict[str, render.Template], record: FileRecord) -> tuple[dict[str, Any], dict[str, Any]]:
-        return render_job(self.settings, spec, templates, hooks=self.hooks)
+    def _render_into(self, record: FileRecord, job: JobState, spec: JobSpec, templates: dict[str, render.Template],
+                     source: Callable[[], tuple[Mapping[str, Any], Hashable] | None], *, defer: bool) -> None:
+        """Render ``spec`` into ``job``: its workflow file, template, params and inputs. With ``defer``,
+        a UI template that no server can convert now leaves the job ``unrendered`` for a worker."""
+        try:
+            rendered = render_job(self.settings, spec, templates, hooks=self.hooks,
+                                  base=inputs_base(self.settings, record), object_info=source)
+        except render.ObjectInfoUnavailable:
+            if not defer:
+                raise
+            job.state = "unrendered"
+            logger.warning("[%s %s] template %r is a ComfyUI UI workflow and no server answers for its /object_info "
+                           "to convert it; the job waits for a server", record.input_name, spec.name,
+                           spec.template or self.settings.default_template,
+                           extra={"file": record.input_name, "job": spec.name})
+            return
+        write_json_atomic(record.workflow_path(spec.index), rendered.workflow)
+        job.template = template_record(rendered)
+        job.params = rendered.params
+        job.inputs = [item.to_dict() for item in rendered.inputs]
+        job.state = "pending"
+
+    def _render_later(self, record: FileRecord, job: JobState, log: logging.LoggerAdapter) -> None:
+        """Render a job left ``unrendered`` once a server answers for its /object_info (waits until then)."""
+        spec = JobSpec.from_dict(job.spec)
+        delay = 0.25
+        while not self._stop.is_set():
+            try:
+                self._render_into(record, job, spec, {}, lambda: self._object_info_source(include_down=True),
+                                  defer=False)
+            except render.ObjectInfoUnavailable:
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            record.save()
+            log.info("rendered now that a server answers (UI template converted)")
+            return
+        raise Cancelled(job.name)
+
+    def _object_info_source(self, *, include_down: bool) -> tuple[Mapping[str, Any], Hashable] | None:
+        """The /object_info of the first server that answers (a cached copy counts), with a version key
+        for caching conversions; None if none does. Servers known to be down are skipped unless
+        ``include_down``."""
+        with self._cond:
+            down = set(self._down_since)
+        for client in self.clients:
+            if client.name in down and not include_down:
+                continue
+            cache = self._object_info[client.name]
+            try:
+                info = cache.get()
+            except Exception as err:  # noqa: BLE001 - any failure means: not this server, now
+                logger.debug("No /object_info from %s: %s", client.display_url, err)
+                continue
+            return info, (client.display_url, cache.version)
+        return None
 
     # -- workers: submit, track, download, publish ----------------------------------------------
 
@@ -336,9 +391,10 @@ class Engine:
         validation still applies when it answers). None capable: ValidationError, before anything is queued."""
         capable, refused = [], []
         fields = (job.template or {}).get("fields") or {}
+        known = [item["name"] for item in job.inputs]  # uploaded right before submitting, under these names
         for client in candidates:
             try:
-                problems = self._object_info[client.name].validate(workflow, scenario_fields=fields)
+                problems = self._object_info[client.name].validate(workflow, scenario_fields=fields, known_files=known)
             except HotfolderError:
                 capable.append(client)
                 continue
@@ -360,12 +416,15 @@ class Engine:
 
     def _run_job(self, record: FileRecord, job: JobState) -> None:
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
-        workflow = json.loads(record.workflow_path(job.index).read_text(encoding="utf-8"))
+        if job.state == "unrendered":
+            self._render_later(record, job, log)
+        rendered = json.loads(record.workflow_path(job.index).read_text(encoding="utf-8"))
         while True:
-            client = self._pick_client(job, workflow)
+            client = self._pick_client(job, rendered)
             with self._cond:
                 self._load[client.name] += 1
             try:
+                workflow = self._with_inputs(record, job, client, rendered, log)
                 if job.state in {"pending", "submitting", "submitted"}:
                     with _Slot(self._inflight[client.name], self._stop):
                         result = self._submit_and_track(record, job, client, workflow, log)
@@ -384,6 +443,45 @@ class Engine:
             finally:
                 with self._cond:
                     self._load[client.name] -= 1
+
+    def _with_inputs(self, record: FileRecord, job: JobState, client: ComfyClient, rendered: dict[str, Any],
+                     log: logging.LoggerAdapter) -> dict[str, Any]:
+        """The workflow to submit to ``client``: ``rendered`` with the job's input files uploaded there
+        and their names set. A job already submitted keeps the names recorded when it was."""
+        if not job.inputs:
+            return rendered
+        items = [upload.InputFile.from_dict(item) for item in job.inputs]
+        settled = job.state in {"submitted", "downloaded"} or (job.state == "submitting" and job.submissions > 0)
+        if not (settled and all(item.uploaded and item.server == client.display_url for item in items)):
+            for item in items:
+                item.uploaded = self._upload(client, item, job, record, log)
+                item.server = client.display_url
+            job.inputs = [item.to_dict() for item in items]
+            record.save()  # the names are on disk before the workflow using them is submitted
+        workflow = json.loads(json.dumps(rendered))
+        upload.inject_inputs(workflow, items, where={"file": record.input_name, "job": job.name})
+        return workflow
+
+    def _upload(self, client: ComfyClient, item: upload.InputFile, job: JobState, record: FileRecord,
+                log: logging.LoggerAdapter) -> str:
+        """Put ``item`` on ``client``'s server once: a content this daemon already uploaded there (since
+        the server last came back) is not sent again. Waits while the server is away."""
+        known = self._uploaded[client.name]
+        where = {"file": record.input_name, "job": job.name, "server": client.display_url}
+        while True:
+            with self._upload_locks[client.name]:  # one upload of a content at a time per server
+                name = known.get(item.sha256)
+                if name is not None:
+                    return name
+                try:
+                    name = upload.upload_input(client.http, item, where=where)
+                except ServerUnavailable:
+                    name = None
+                if name is not None:
+                    known[item.sha256] = name
+                    log.info("uploaded %s (%d bytes) to %s as %s", item.path, item.size, client.display_url, name)
+                    return name
+            self._wait_for_server(client, movable=True)
 
     def _submit_and_track(self, record: FileRecord, job: JobState, client: ComfyClient,
                           workflow: dict[str, Any], log: logging.LoggerAdapter) -> PromptResult:
@@ -497,6 +595,7 @@ class Engine:
                     self._waiting_logged.discard(client.name)
                     if self._down_since.pop(client.name, None) is not None:
                         self._object_info[client.name].invalidate()  # it may have restarted with other nodes
+                        self._uploaded[client.name].clear()  # ... or with an empty input folder
                         logger.info("ComfyUI at %s is back", client.display_url)
                 return
             except ServerError as err:
@@ -580,6 +679,10 @@ class Engine:
             "template": job.template,
             "params": job.params,
             "set": spec.get("set") or {},
+            "inputs": [
+                {key: item.get(key) for key in ("address", "path", "local", "sha256", "size", "uploaded", "server")}
+                for item in job.inputs
+            ],
             "workflow": workflow,
             "server": client.display_url,
             "prompt_id": job.prompt_id,
@@ -718,12 +821,38 @@ class Engine:
         return record
 
 
+@dataclass
+class Rendered:
+    """One job rendered: the workflow to submit (input files under their server names), the resolved
+    params, the template, the input files and the scenario fields of the workflow's inputs."""
+
+    spec: JobSpec
+    workflow: dict[str, Any]
+    params: dict[str, Any]
+    template: render.Template
+    inputs: list[upload.InputFile]
+    fields: dict[str, str]
+
+
+def inputs_base(settings: Settings, record: FileRecord) -> Path:
+    """The folder a claimed file's ``inputs:`` paths are relative to: the one it was dropped into."""
+    return Path(record.original_path).parent if record.original_path else settings.inbox
+
+
+def input_roots(settings: Settings) -> list[Path]:
+    """The folders ``inputs:`` files may come from: the inbox, and ``inputs_root`` if set."""
+    return [settings.inbox] + ([settings.inputs_root] if settings.inputs_root is not None else [])
+
+
 def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template],
-               hooks: plugins.Hooks | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+               hooks: plugins.Hooks | None = None, *, base: Path | None = None,
+               object_info: render.ObjectInfoSource | None = None) -> Rendered:
     """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
 
     With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
-    anything is submitted."""
+    anything is submitted. ``inputs:`` paths are relative to ``base`` (default: the inbox); each file
+    is found, checked and hashed, and its node input set to the name it will have on the server.
+    ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`)."""
     name = spec.template or settings.default_template
     where = {"file": spec.source.name, "job": spec.name}
     if not name:
@@ -731,17 +860,32 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
             f"Job {spec.name!r} names no template and no default_template is configured.",
             hint="Add 'template: <name>' to the scenario or default_template to hotfolder.toml.", where=where,
         )
-    if spec.inputs:
-        raise ScenarioError(
-            f"Job {spec.name!r} uses 'inputs:' (file uploads), which this version of hotfolder does not support yet.",
-            hint="Upload the file to ComfyUI's input folder yourself and set the node input with 'set:'.",
-            where=where,
-        )
     if hooks is not None:
         plugins.parse_postprocess(hooks, chosen_postprocess(settings, spec.to_dict()))
+    inputs = upload.resolve_inputs(spec.inputs, base=base or settings.inbox, roots=input_roots(settings), where=where)
     if name not in templates:
-        templates[name] = render.load_template(settings.templates, name, hooks=hooks)
-    return render.render_workflow(templates[name], spec, hooks=hooks)
+        templates[name] = render.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
+    template = templates[name]
+    workflow, params = render.render_workflow(template, spec, hooks=hooks)
+    upload.inject_inputs(workflow, inputs, where={**where, "template": template.name})
+    return Rendered(spec=spec, workflow=workflow, params=params, template=template, inputs=inputs,
+                    fields=validate.scenario_fields(template, spec, workflow))
+
+
+def template_record(rendered: Rendered) -> dict[str, Any]:
+    """What the job record and the sidecar say about the template a job used."""
+    template = rendered.template
+    out: dict[str, Any] = {
+        "name": template.name, "file": template.path.name, "sha256": template.sha256,
+        "sidecar_sha256": template.sidecar.sha256 if template.sidecar else None,
+        "format": template.source_format,
+        "fields": rendered.fields,
+    }
+    if template.roles:
+        out["roles"] = dict(template.roles)
+    if template.conversion is not None:
+        out["conversion"] = template.conversion
+    return out
 
 
 def chosen_postprocess(settings: Settings, spec: dict[str, Any]) -> Any:
@@ -750,15 +894,78 @@ def chosen_postprocess(settings: Settings, spec: dict[str, Any]) -> Any:
     return options["postprocess"] if "postprocess" in options else settings.postprocess
 
 
-def render_file(settings: Settings, path: Path, hooks: plugins.Hooks | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
+def render_file(settings: Settings, path: Path, hooks: plugins.Hooks | None = None,
+                object_info: render.ObjectInfoSource | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
     """What ``hotfolder render`` prints: each job of ``path`` with the workflow it would submit."""
+    return [(job.spec, job.workflow) for job in render_file_jobs(settings, path, hooks, object_info=object_info)]
+
+
+def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None = None, *,
+                     object_info: render.ObjectInfoSource | None = None) -> list[Rendered]:
+    """Every job of scenario ``path``, rendered as the daemon would before routing (input files under
+    the names they will get on the server; nothing is uploaded)."""
     try:
         data = path.read_bytes()
     except OSError as err:
         raise ScenarioError(f"Cannot read scenario file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
     specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks)
     templates: dict[str, render.Template] = {}
-    return [(spec, render_job(settings, spec, templates, hooks)[0]) for spec in specs]
+    base = path.absolute().parent
+    return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info) for spec in specs]
+
+
+class FirstServer:
+    """The ``/object_info`` of the first configured server that answers, read once on first use (for
+    ``hotfolder render`` and ``check``, which have no daemon). Call it for ``(object_info, key)`` or None;
+    afterwards :attr:`url` is the server that answered and :attr:`errors` why the others did not."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url: str | None = None
+        self.info: Mapping[str, Any] | None = None
+        self.errors: list[str] = []
+        self._tried = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[Mapping[str, Any], Hashable] | None:
+        with self._lock:
+            if not self._tried:
+                self._tried = True
+                for server in self.settings.servers:
+                    try:
+                        self.info = fetch_object_info(self.settings, server)
+                    except HotfolderError as err:
+                        self.errors.append(err.message)
+                        continue
+                    self.url = server.display_url
+                    break
+            return None if self.info is None else (self.info, (self.url, 1))
+
+
+def fetch_object_info(settings: Settings, server: ServerConfig) -> dict[str, Any]:
+    """``GET /object_info`` from one server, with the configured credentials and timeouts."""
+    http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
+                     connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout)
+    try:
+        return http.object_info()
+    finally:
+        http.close()
+
+
+class _Memo:
+    """Calls ``fn`` until it gives None once, then gives None without calling (one unreachable-server
+    wait per scenario file, not one per job)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.failed = False
+
+    def __call__(self) -> Any:
+        if self.failed:
+            return None
+        result = self.fn()
+        self.failed = result is None
+        return result
 
 
 class _Failover(Exception):

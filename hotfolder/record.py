@@ -68,7 +68,9 @@ class JobState:
 
     index: int
     name: str
-    state: str = "pending"  # pending, submitting, submitted, downloaded, published, failed
+    # unrendered (a UI template waiting for a server's /object_info), pending, submitting, submitted,
+    # downloaded, published, failed
+    state: str = "pending"
     prompt_id: str | None = None
     server: str | None = None
     submissions: int = 0
@@ -82,6 +84,7 @@ class JobState:
     params: dict[str, Any] = field(default_factory=dict)
     outputs: list[dict[str, Any]] = field(default_factory=list)
     execution: dict[str, Any] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # the scenario's uploads (stages.upload.InputFile)
 
     @property
     def finished(self) -> bool:

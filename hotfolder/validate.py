@@ -949,8 +949,9 @@ def scenario_fields(template: Template, spec: JobSpec, workflow: Mapping[str, An
     ``workflow`` is the rendered workflow (node ids are resolved against it). Later sources win, in
     the order rendering applies them: a template string that uses a parameter (``"{{ seed }}"`` in
     ``3.seed`` gives ``params.seed``; a string using several gives ``params.a, params.b``), a sidecar
-    parameter's ``input`` addresses (``params.<name>``), then the scenario's ``set:`` entries
-    (``set.<address>``). Addresses that do not resolve are skipped (rendering reports those).
+    (or role) parameter's ``input`` addresses (``params.<name>``; one without a default only when the
+    job gives it), the scenario's ``set:`` entries (``set.<address>``), then its ``inputs:``
+    (``inputs.<address>``). Addresses that do not resolve are skipped (rendering reports those).
     """
     from hotfolder.stages import inject  # local: keeps this module importable without the pipeline
 
@@ -969,16 +970,23 @@ def scenario_fields(template: Template, spec: JobSpec, workflow: Mapping[str, An
                     variables = _jinja_variables(value)
                     if variables:
                         fields[f"{node_id}.{name}"] = ", ".join(f"params.{v}" for v in variables)
-    if template.sidecar is not None:
-        for param in template.sidecar.params.values():
-            for address in param.inputs:
-                resolved = _resolve_address(inject, workflow, address)
-                if resolved:
-                    fields[resolved] = f"params.{param.name}"
+    from hotfolder.stages.render import MISSING
+
+    for param in template.params.values():
+        if param.default is MISSING and param.name not in spec.params:
+            continue  # not set by this job: the value there is the template's own
+        for address in param.inputs:
+            resolved = _resolve_address(inject, workflow, address)
+            if resolved:
+                fields[resolved] = f"params.{param.name}"
     for address in spec.set:
         resolved = _resolve_address(inject, workflow, address)
         if resolved:
             fields[resolved] = f"set.{address}"
+    for address in spec.inputs:
+        resolved = _resolve_address(inject, workflow, address)
+        if resolved:
+            fields[resolved] = f"inputs.{address}"
     return fields
 
 

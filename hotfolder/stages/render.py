@@ -21,8 +21,13 @@ Templates (``templates/<name>.json`` is looked up before ``templates/<name>.json
     Rendering is sandboxed (``ImmutableSandboxedEnvironment``: no ``_``-attributes, no Python
     internals, no mutating of lists or dicts) and strict (``StrictUndefined``: an undefined variable
     is an error naming the variable, the template, the scenario and the job). Parameter values are
-    data: Jinja inside a prompt is never evaluated. A ComfyUI *UI* workflow (``nodes``/``links``) is
-    refused with directions for exporting the API format.
+    data: Jinja inside a prompt is never evaluated.
+
+    A ComfyUI *UI* workflow (``nodes``/``links``, what the plain Save button writes) in a ``.json``
+    template is converted to API format with :func:`hotfolder.convert.convert_ui_workflow` when
+    :func:`load_template` is given a server's ``/object_info`` (``object_info=``); conversions are
+    cached by (template sha256, object_info version). Without one it is refused
+    (:class:`ObjectInfoUnavailable`) with directions for exporting the API format.
 
 Sidecar ``<name>.toml`` (optional, beside the template)::
 
@@ -47,13 +52,20 @@ and the short form, a parameter that only names node inputs (no default, type ``
 
 Unknown keys, bad types and malformed addresses in the sidecar are errors.
 
+Roles (a ``.json`` template with no sidecar and no Jinja: a plain export)
+    :func:`hotfolder.roles.find_roles` finds the usual parameters in the graph (``prompt``,
+    ``negative``, ``seed``, ``steps``, ``cfg``, ``sampler``, ``scheduler``, ``denoise``, ``width``,
+    ``height``, ``batch_size``, ``checkpoint``, ``prefix``, ``image``), and each found role is a
+    parameter as if the sidecar had ``[params] prompt = "6.text"``: ``params.prompt`` fills the
+    positive prompt, whatever the node ids are. A sidecar, when there is one, wins (no roles then).
+
 Rendering one job
     1. Context: sidecar defaults, overridden by ``spec.params``. A seed-like parameter (name ending in
        ``seed``) whose value is ``"random"`` gets a number drawn from ``random.SystemRandom`` in
        ``0 .. 2**32-1``. Parameters with a declared type are coerced (``int("20")``, ``float``, ``bool``
        from ``true``/``false``/``1``/``0``, ``str()``).
     2. Render the template (above) and check the result is an API workflow.
-    3. Every sidecar parameter with ``input`` addresses and a value sets those node inputs.
+    3. Every sidecar (or role) parameter with ``input`` addresses and a value sets those node inputs.
     4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are a later stage.)
 
 The resolved parameters (including drawn seeds) are returned next to the workflow, for the sidecar.
@@ -82,9 +94,10 @@ import re
 import threading
 import tomllib
 import weakref
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import jinja2
 import jinja2.exceptions
@@ -92,6 +105,7 @@ import jinja2.meta
 import jinja2.sandbox
 from markupsafe import Markup
 
+from hotfolder import convert, roles
 from hotfolder.errors import AddressError, PluginError, TemplateError
 from hotfolder.models import JobSpec
 from hotfolder.stages import inject
@@ -148,7 +162,13 @@ class TemplateSidecar:
 
 @dataclass(frozen=True)
 class Template:
-    """A loaded, checked template. ``kind`` is ``"json"`` or ``"jinja"``; ``sha256`` is of the file's bytes."""
+    """A loaded, checked template. ``kind`` is ``"json"`` or ``"jinja"``; ``sha256`` is of the file's bytes.
+
+    ``source_format`` is ``"ui"`` for a UI workflow converted to API format (``text`` is then the
+    converted API workflow and ``conversion`` says with which ``/object_info`` and what the converter
+    noted), else ``"api"``. ``roles`` maps role names to node inputs for a plain export without a
+    sidecar (module docstring, "Roles").
+    """
 
     name: str
     path: Path
@@ -156,6 +176,29 @@ class Template:
     text: str
     sha256: str
     sidecar: TemplateSidecar | None = None
+    source_format: str = "api"
+    conversion: dict[str, Any] | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, ParamSpec]:
+        """The template's parameters: the sidecar's, else one per role (an address, no default)."""
+        if self.sidecar is not None:
+            return self.sidecar.params
+        return {
+            role: ParamSpec(name=role, inputs=[address], description=f"role found in the workflow: {address}")
+            for role, address in self.roles.items()
+        }
+
+
+class ObjectInfoUnavailable(TemplateError):
+    """A UI-format template needs a server's ``/object_info`` to be converted and none was available."""
+
+
+#: ``/object_info`` for converting UI templates: a mapping, or a callable returning ``(object_info,
+#: version key)`` or ``None`` when no server answers. The key (e.g. server name and
+#: :attr:`hotfolder.validate.ObjectInfoCache.version`) lets conversions be cached.
+ObjectInfoSource: TypeAlias = "Mapping[str, Any] | Callable[[], tuple[Mapping[str, Any], Hashable] | None]"
 
 
 class RenderHooks(Protocol):
@@ -201,13 +244,18 @@ def available_templates(templates_dir: Path) -> list[str]:
     return sorted(names)
 
 
-def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None = None) -> Template:
+def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None = None,
+                  object_info: ObjectInfoSource | None = None) -> Template:
     """Find template ``name`` (with or without ``.json``/``.json.j2``) in ``templates_dir`` and check it.
 
     A ``.json`` template is parsed and checked as an API workflow and its Jinja strings compiled; a
     ``.json.j2`` template is compiled (with ``hooks``, in the environments plugins prepared, so their
-    filters are known). Raise :class:`TemplateError` if the name is not a plain file name, no such
-    template exists (the hint lists those that do), or the template or its sidecar is malformed.
+    filters are known). A ``.json`` UI workflow is converted to API format with ``object_info`` (a
+    mapping, or a callable giving ``(object_info, version key)`` or ``None``; called only for UI
+    workflows). Raise :class:`TemplateError` if the name is not a plain file name, no such template
+    exists (the hint lists those that do), or the template or its sidecar is malformed;
+    :class:`~hotfolder.convert.ConversionError` if a UI workflow cannot be converted faithfully, and
+    :class:`ObjectInfoUnavailable` if it needs ``object_info`` and there is none.
     """
     base, suffixes = _split_name(name)
     for suffix in suffixes:
@@ -238,6 +286,11 @@ def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None =
         ) from err
     text = _decode(data, f"Template {base!r} ({path.name!r})", {"template": base})
     kind = "jinja" if suffix == ".json.j2" else "json"
+    sha256 = hashlib.sha256(data).hexdigest()
+    source_format, conversion = "api", None
+    if kind == "json" and convert.is_ui_workflow(_parse_json(text, base)):
+        text, conversion = _converted(text, base, sha256, object_info)
+        source_format = "ui"
     if hooks is None:
         if kind == "json":
             _json_workflow(text, base)
@@ -248,14 +301,77 @@ def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None =
     else:
         _compile_checked(text, base, _compiler_for(hooks))
     sidecar = _load_sidecar(templates_dir / f"{base}.toml", base)
+    found: dict[str, str] = {}
+    if sidecar is None and kind == "json":
+        workflow = _parse_workflow(text, base)
+        if not any(True for _ in _jinja_leaves(workflow, ())):
+            found = roles.find_roles(workflow).roles
     return Template(
         name=base,
         path=path,
         kind=kind,
         text=text,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         sidecar=sidecar,
+        source_format=source_format,
+        conversion=conversion,
+        roles=found,
     )
+
+
+def required_variables(template: Template, *, hooks: RenderHooks | None = None) -> set[str]:
+    """The variables the template's Jinja uses that have no default (each scenario must give them);
+    names the Jinja environment defines (``range``, plugin globals) are left out."""
+    defaults = {name for name, param in template.params.items() if param.default is not MISSING}
+    env_globals = set(_compiler_for(hooks).env(json_output=template.kind == "jinja").globals)
+    return set(_template_variables(template)) - defaults - env_globals
+
+
+_CONVERSIONS: dict[tuple[str, Hashable], tuple[str, dict[str, Any]]] = {}
+_CONVERSIONS_LOCK = threading.Lock()
+_MAX_CONVERSIONS = 256
+
+
+def _converted(text: str, name: str, sha256: str, object_info: ObjectInfoSource | None) -> tuple[str, dict[str, Any]]:
+    """The API text of UI template ``name`` and a description of the conversion (cached by
+    (sha256, object_info version key) when the source gives a key)."""
+    info: Mapping[str, Any] | None = None
+    key: Hashable = None
+    if isinstance(object_info, Mapping):
+        info = object_info
+    elif object_info is not None:
+        found = object_info()
+        if found is not None:
+            info, key = found
+    if info is None:
+        raise ObjectInfoUnavailable(
+            f"Template {name!r} is a ComfyUI UI workflow, not API format",
+            hint="hotfolder converts UI workflows with a ComfyUI server's /object_info, and no server answered "
+                 "(start ComfyUI, or check 'servers' in hotfolder.toml). " + API_FORMAT_HINT.format(name=name),
+            where={"template": name},
+        )
+    if key is not None:
+        with _CONVERSIONS_LOCK:
+            cached = _CONVERSIONS.get((sha256, key))
+        if cached is not None:
+            return cached
+    result = convert.convert_ui_workflow(_parse_json(text, name), info, name=name)
+    for warning in result.warnings:
+        logger.info("Template %r (UI workflow) converted: %s", name, warning)
+    described = {
+        "from": "ui",
+        "object_info": str(key[0]) if isinstance(key, tuple) and key else None,
+        "warnings": list(result.warnings),
+        "dropped": list(result.dropped),
+        "controls": dict(result.controls),
+    }
+    out = (json.dumps(result.workflow, ensure_ascii=False, indent=1), described)
+    if key is not None:
+        with _CONVERSIONS_LOCK:
+            if len(_CONVERSIONS) >= _MAX_CONVERSIONS:
+                _CONVERSIONS.clear()
+            _CONVERSIONS[(sha256, key)] = out
+    return out
 
 
 def render_workflow(
@@ -289,11 +405,10 @@ def render_workflow(
             where=where,
         )
     _check_api_format(workflow, template.name, where, rendered=template.kind == "jinja")
-    if template.sidecar is not None:
-        for param in template.sidecar.params.values():
-            if param.inputs and param.name in resolved:
-                for address in param.inputs:
-                    inject.set_input(workflow, address, resolved[param.name], where={**where, "variable": param.name})
+    for param in template.params.values():
+        if param.inputs and param.name in resolved:
+            for address in param.inputs:
+                inject.set_input(workflow, address, resolved[param.name], where={**where, "variable": param.name})
     inject.apply_overrides(workflow, spec.set, where=where)
     if hooks is not None:
         hooks.prepare_workflow(workflow=workflow, spec=spec, template=template)
@@ -518,7 +633,7 @@ _system_random = random.SystemRandom()
 
 
 def _resolve_params(template: Template, spec: JobSpec, where: dict[str, Any]) -> dict[str, Any]:
-    declared = template.sidecar.params if template.sidecar is not None else {}
+    declared = template.params
     resolved = {name: param.default for name, param in declared.items() if param.default is not MISSING}
     resolved.update(spec.params)
     for name, value in resolved.items():
@@ -567,7 +682,7 @@ def _log_unused_once(source: str, template: str, names: tuple[str, ...]) -> None
 
 
 def _warn_unused(template: Template, spec: JobSpec) -> None:
-    declared = template.sidecar.params if template.sidecar is not None else {}
+    declared = template.params
     unused = [name for name in spec.params if name not in declared and name not in _template_variables(template)]
     if unused:
         _log_unused_once(spec.source.name, template.name, tuple(unused))
@@ -917,10 +1032,10 @@ def _json_workflow(text: str, name: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_workflow(text: str, name: str) -> dict[str, Any]:
-    """Parse a ``.json`` template and check it is an API workflow (cached; do not mutate the result)."""
+def _parse_json(text: str, name: str) -> Any:
+    """Parse a ``.json`` template's text (cached; do not mutate the result)."""
     try:
-        data: Any = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise TemplateError(
             f"Template {name!r} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}",
@@ -928,6 +1043,12 @@ def _parse_workflow(text: str, name: str) -> dict[str, Any]:
             "or export the workflow again with 'Save (API Format)'.",
             where={"template": name, "line": err.lineno, "column": err.colno},
         ) from err
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_workflow(text: str, name: str) -> dict[str, Any]:
+    """Parse a ``.json`` template and check it is an API workflow (cached; do not mutate the result)."""
+    data = _parse_json(text, name)
     _check_api_format(data, name, {"template": name}, rendered=False)
     workflow: dict[str, Any] = data
     return workflow

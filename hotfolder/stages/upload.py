@@ -1,0 +1,178 @@
+"""Part of stage 5 (inject): a scenario's ``inputs:``, local files uploaded to ComfyUI and set by address.
+
+``inputs: {"LoadImage.image": photos/cat.png}`` names a node input (an address, as for ``set:``) and a
+file. The path is relative to the folder the scenario file was dropped into (the inbox; for
+``hotfolder process`` and ``render``, the file's own folder). The parser already refuses absolute
+paths and ``..``; :func:`resolve_inputs` then resolves symlinks and requires the real file to be inside
+one of the allowed roots: the inbox, plus ``inputs_root`` when configured. A missing file, a folder,
+an unreadable file or one outside the roots is a :class:`~hotfolder.errors.ScenarioError` naming the
+scenario file, the job, the address and the path, raised while the scenario is read (before anything
+is queued).
+
+Names on the server are content hashes: ``hotfolder/<sha256[:16]><ext>`` (subfolder ``hotfolder`` of
+ComfyUI's input folder). Two jobs or two files with the same bytes share one name, different bytes
+never collide, and since ComfyUI keeps the name of an identical upload (PROTOCOL.md §7), uploading
+the same bytes again changes nothing. The rendered workflow holds this predicted name (so
+``hotfolder render`` shows it and validation knows it); the daemon uploads the file to the server the
+job was routed to right before submitting, and sets the name ComfyUI answered (normally the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.errors import AddressError, ScenarioError
+from hotfolder.stages import inject
+
+#: The subfolder of ComfyUI's input folder that uploads go to.
+UPLOAD_SUBFOLDER = "hotfolder"
+#: How many hex digits of the sha256 name an upload.
+HASH_DIGITS = 16
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}")
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass
+class InputFile:
+    """One file of a job's ``inputs:``.
+
+    ``address`` is the node input, ``path`` the path as the scenario wrote it, ``local`` the resolved
+    absolute path, ``sha256``/``size`` of its bytes when the scenario was read, ``name`` the name it gets
+    on the server (``hotfolder/<hash><ext>``). ``uploaded`` and ``server`` are set once it is on a server:
+    the name ComfyUI answered and that server's URL.
+    """
+
+    address: str
+    path: str
+    local: str
+    sha256: str
+    size: int
+    name: str
+    uploaded: str | None = None
+    server: str | None = None
+
+    @property
+    def filename(self) -> str:
+        """The file name part of :attr:`name` (without the subfolder)."""
+        return self.name.rsplit("/", 1)[-1]
+
+    @property
+    def value(self) -> str:
+        """What the node input is set to: the uploaded name, else the predicted one."""
+        return self.uploaded or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputFile:
+        return cls(**{key: data.get(key) for key in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def upload_name(sha256: str, suffix: str) -> str:
+    """``hotfolder/<sha256[:16]><ext>``: the extension is kept (lower case) when it is a plain one."""
+    ext = suffix.lower() if _EXTENSION.fullmatch(suffix or "") else ""
+    return f"{UPLOAD_SUBFOLDER}/{sha256[:HASH_DIGITS]}{ext}"
+
+
+def resolve_inputs(inputs: dict[str, str], *, base: Path, roots: list[Path],
+                   where: dict[str, Any] | None = None) -> list[InputFile]:
+    """Find and hash each file of a job's ``inputs:`` (address -> path relative to ``base``).
+
+    Raise :class:`ScenarioError` if a path is absolute, goes up, does not exist, is not a regular file,
+    cannot be read, or (after symlinks are resolved) is outside every folder of ``roots``.
+    """
+    where = dict(where or {})
+    allowed = [root.resolve() for root in roots]
+    out: list[InputFile] = []
+    for address, rel in inputs.items():
+        out.append(_resolve_one(address, rel, base, allowed, where))
+    return out
+
+
+def _resolve_one(address: str, rel: Any, base: Path, roots: list[Path], where: dict[str, Any]) -> InputFile:
+    fields = {**where, "address": address, "path": rel}
+    label = f"Input file {rel!r} for {address!r}" + _scenario(where)
+    if not isinstance(rel, str) or not rel.strip():
+        raise ScenarioError(f"{label} is not a file path.", hint="Give a path relative to the scenario file.", where=fields)
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
+        raise ScenarioError(f"{label} is absolute or goes up with '..'.",
+                            hint="Input files are given relative to the scenario file, inside the inbox.", where=fields)
+    candidate = base / rel
+    try:
+        resolved = candidate.resolve(strict=True)
+    except FileNotFoundError:
+        raise ScenarioError(
+            f"{label} does not exist (looked for {str(candidate)!r}).",
+            hint="Paths in 'inputs:' are relative to the folder the scenario file was dropped into. Put the file "
+                 "there (in a subfolder such as photos/: files at the top of the inbox are taken as scenarios) "
+                 "before dropping the scenario.",
+            where=fields,
+        ) from None
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ScenarioError(f"{label} cannot be resolved ({str(candidate)!r}): {err}.", where=fields) from err
+    if not any(resolved.is_relative_to(root) for root in roots):
+        shown = " or ".join(repr(str(root)) for root in roots)
+        raise ScenarioError(
+            f"{label} resolves to {str(resolved)!r}, outside {shown}.",
+            hint="Input files must be inside the inbox (symlinks are followed, then checked). To use files from "
+                 "another folder, set inputs_root = \"<that folder>\" in hotfolder.toml.",
+            where={**fields, "resolved": str(resolved)},
+        )
+    if not resolved.is_file():
+        raise ScenarioError(f"{label} is not a regular file ({str(resolved)!r}).",
+                            hint="Name a file, not a folder or a device.", where=fields)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(resolved, "rb") as fh:
+            while chunk := fh.read(_READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as err:
+        raise ScenarioError(f"{label} cannot be read ({str(resolved)!r}): {err.strerror or err}.",
+                            hint="Check the file's permissions.", where=fields) from err
+    sha = digest.hexdigest()
+    return InputFile(address=address, path=rel, local=str(resolved), sha256=sha, size=size,
+                     name=upload_name(sha, resolved.suffix))
+
+
+def inject_inputs(workflow: dict[str, Any], inputs: list[InputFile], *, where: dict[str, Any] | None = None) -> None:
+    """Set each input's node input to its server name (uploaded, else predicted), in place."""
+    for item in inputs:
+        try:
+            inject.set_input(workflow, item.address, item.value, where={**(where or {}), "path": item.path})
+        except AddressError as err:
+            raise AddressError(f"inputs: {err.message}", hint=err.hint, where=err.where, details=err.details) from err
+
+
+def upload_input(http: ComfyHTTP, item: InputFile, *, where: dict[str, Any] | None = None) -> str:
+    """Upload ``item`` under its content-hash name; return the name to put in the workflow
+    (``subfolder/name`` as ComfyUI answered). The bytes sent are hashed on the way: a file that changed
+    since the scenario was read is a :class:`ScenarioError` (its new bytes are not used under the old
+    name). Raises what :meth:`ComfyHTTP.upload_image` raises."""
+    digest = hashlib.sha256()
+    subfolder, _, filename = item.name.rpartition("/")
+    answer = http.upload_image(Path(item.local), filename, subfolder=subfolder, digest=digest)
+    if digest.hexdigest() != item.sha256:
+        raise ScenarioError(
+            f"Input file {item.path!r} for {item.address!r} changed after the scenario was read "
+            f"(sha256 {item.sha256[:12]}... then, {digest.hexdigest()[:12]}... now).",
+            hint="Let the file be complete before dropping the scenario, then drop the scenario again.",
+            where={**(where or {}), "address": item.address, "path": item.path},
+        )
+    name = answer["name"]
+    folder = answer.get("subfolder") or ""
+    return f"{folder}/{name}" if folder else name
+
+
+def _scenario(where: dict[str, Any]) -> str:
+    if "file" in where and "job" in where:
+        return f" (scenario {where['file']!r}, job {where['job']!r})"
+    return ""
