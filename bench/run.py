@@ -1,0 +1,654 @@
+#!/usr/bin/env python3
+"""hotfolder's benchmark (issue 6, DESIGN.md §9): one command, a table of measured values and targets.
+
+    python bench/run.py                 # everything, full sizes (several minutes)
+    python bench/run.py --quick         # small sizes (about a minute)
+    python bench/run.py --only throughput,latency --servers-url http://127.0.0.1:8188
+
+Sections (``--only`` takes these names or their numbers):
+
+1. ``throughput``  trivial jobs (execution time 0): a real ``hotfolder run`` fed through a real inbox, a
+   minimal direct client (the upper bound, 2 prompts in flight) and the seed's sequential loop, on the
+   same workflows; jobs/s and the ratios hotfolder/direct (>= 0.8) and hotfolder/sequential (>= 3).
+2. ``pool``        N jobs of T seconds on S = 1, 2, 4 test servers: makespan / (N x T / S) (<= 1.03) and
+   each server's idle fraction, from the execution start/end times in the servers' /history.
+3. ``latency``     a file complete in the inbox (closed after writing; renamed in) to its POST /prompt as
+   the server recorded it: p50 (<= 20 ms) and p95, files dropped one at a time.
+4. ``memory``      peak RSS (VmHWM) of the daemon with 10,000 files waiting on a paused server (<= 100 MB);
+   RSS added by ComfyHTTP.download of a 1 GiB output (<= 16 MB).
+5. ``backlog``     time per job for a batch while 100 vs 10,000 other files wait (ratio ~ 1).
+
+Test servers are ``bench/testserver.py`` processes (hotfolder.testing.ComfyTestServer), each in its own
+process so that no two parties share a GIL. ``--servers-url`` runs 1-3 against the given ComfyUI servers
+instead (2 then uses all of them, and the measured execution time as T). Everything listens on 127.0.0.1;
+temp folders and child processes are removed on exit, Ctrl-C included. Timings are never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import math
+import os
+import pstats
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import requests  # noqa: E402
+
+import clients  # noqa: E402
+from harness import (  # noqa: E402
+    PYTHON, ROOT, Daemon, Project, Reaper, TestServerProc, drop, hermetic_env, invert_workflow,
+    proc_cpu_seconds, scenario_bytes, scenario_name, wait_for,
+)
+
+SECTIONS = ("throughput", "pool", "latency", "memory", "backlog")
+
+
+# -- results -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    section: int
+    measure: str
+    value: str
+    target: str = ""
+    ratio: float | None = None  # value / target
+    met: bool | None = None
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    reaper: Reaper
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    profiles: list[tuple[str, Path]] = field(default_factory=list)
+    _next_color: int = field(default_factory=lambda: random.randrange(1, 8_000_000))
+
+    def colors(self, n: int) -> list[int]:
+        """n fresh EmptyImage colours: every workflow of the run differs, so no cache skips work."""
+        out = list(range(self._next_color, self._next_color + n))
+        self._next_color += n
+        return out
+
+    def add(self, *rows: Row) -> None:
+        for row in rows:
+            self.rows.append(row)
+            log(f"  {row.measure}: {row.value}" + (f"  (target {row.target})" if row.target else ""))
+
+    def profile_path(self, tag: str) -> Path | None:
+        if self.args.profile is None:
+            return None
+        path = self.args.profile / f"{tag}.prof"
+        self.profiles.append((tag, path))
+        return path
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def at_least(section: int, measure: str, value: float, target: float, shown: str) -> Row:
+    return Row(section, measure, shown, f">= {target:g}", value / target, value >= target)
+
+
+def at_most(section: int, measure: str, value: float, target: float, shown: str, unit: str = "") -> Row:
+    return Row(section, measure, shown, f"<= {target:g}{unit}", value / target, value <= target)
+
+
+def percentile(values: list[float], q: float) -> float:
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    pos = (len(xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+# -- running hotfolder on a batch ----------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    t0: float  # time.time() just before the first drop
+    drops: dict[int, float]  # colour -> time.time() the file was complete in the inbox
+    ends: list[float]  # when each input of the batch reached done/ (sorted)
+    cpu: float  # daemon CPU seconds spent on the batch
+    project: Project
+
+    @property
+    def seconds(self) -> float:
+        return self.ends[-1] - self.t0
+
+
+def _check(daemon: Daemon, project: Project) -> None:
+    if daemon.proc.poll() is not None:
+        raise RuntimeError(f"hotfolder exited with {daemon.proc.returncode}:\n{daemon.tail()}")
+    if project.count(project.failed):
+        raise RuntimeError(f"a bench file failed in hotfolder: {project.first_error()}\n{daemon.tail()}")
+
+
+def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, prefix: str, how: str = "rename",
+                  px: int = 8, timeout: float = 900.0) -> Batch:
+    """A daemon on a fresh project: one warm-up file, then ``colors`` dropped; wait until all are done."""
+    project = Project(ctx.reaper.tempdir(tag), urls)
+    daemon = Daemon(ctx.reaper, project, profile_clock=ctx.args.profile_clock, profile=ctx.profile_path(tag))
+    try:
+        daemon.wait_ready()
+        warm = ctx.colors(1)[0]
+        drop(project.inbox, warm, prefix=prefix + "-warm")
+        wait_for(lambda: project.count(project.done) >= 1, 60, "the warm-up job", check=lambda: _check(daemon, project))
+        cpu0 = daemon.cpu_seconds()
+        drops: dict[int, float] = {}
+        t0 = time.time()
+        for color in colors:
+            drops[color] = drop(project.inbox, color, how=how, prefix=prefix, width=px, height=px)
+        n = len(colors) + 1
+        wait_for(lambda: project.count(project.done) >= n, timeout, f"{len(colors)} jobs in hotfolder",
+                 interval=0.02, check=lambda: _check(daemon, project))
+        cpu = daemon.cpu_seconds() - cpu0
+        names = {scenario_name(c) for c in colors}
+        ends = sorted(os.lstat(project.done / name).st_ctime_ns / 1e9 for name in names)
+        return Batch(t0, drops, ends, cpu, project)
+    finally:
+        daemon.stop()
+
+
+def start_servers(ctx: Ctx, count: int, tag: str) -> list[TestServerProc]:
+    servers = []
+    for i in range(count):
+        root = ctx.reaper.tempdir(f"{tag}-server{i}")
+        servers.append(TestServerProc(ctx.reaper, root / "output", root / "server.log"))
+    return servers
+
+
+def stop_servers(servers: list[TestServerProc]) -> None:
+    for server in servers:
+        server.stop()
+
+
+# -- 1. throughput -------------------------------------------------------------------------------------
+
+
+def section_throughput(ctx: Ctx, url: str, label: str) -> None:
+    n = ctx.args.jobs
+    log(f"[1] throughput, {n} trivial jobs on {label}")
+    colors = ctx.colors(n)
+    scratch = ctx.reaper.tempdir("seq-downloads")
+
+    # warm the server's own code paths once (imports, first PNG), outside every measurement
+    clients.run_sequential(url, [invert_workflow(c, prefix="hfbench/warm") for c in ctx.colors(2)], scratch)
+
+    seconds, done = clients.run_direct(url, [invert_workflow(c, prefix="hfbench/direct") for c in colors], depth=2)
+    direct = done / seconds
+    seconds, done = clients.run_sequential(url, [invert_workflow(c, prefix="hfbench/seq") for c in colors], scratch)
+    sequential = done / seconds
+    shutil.rmtree(scratch, ignore_errors=True)
+    batch = run_hotfolder(ctx, "throughput", [url], colors, prefix="hfbench/hotfolder")
+    hot = n / batch.seconds
+
+    ctx.add(
+        Row(1, f"hotfolder, {n} jobs ({label})", f"{hot:.1f} jobs/s"),
+        Row(1, "direct client, 2 in flight", f"{direct:.1f} jobs/s"),
+        Row(1, "sequential (seed) client", f"{sequential:.1f} jobs/s"),
+        at_least(1, "hotfolder / direct", hot / direct, 0.8, f"{hot / direct:.2f}"),
+        at_least(1, "hotfolder / sequential", hot / sequential, 3, f"{hot / sequential:.2f}"),
+        Row(1, "direct / sequential (ceiling of the above)", f"{direct / sequential:.2f}"),
+        Row(1, "hotfolder CPU per job", f"{1000 * batch.cpu / n:.1f} ms"),
+    )
+
+
+# -- 2. pool: idle fraction and makespan ---------------------------------------------------------------
+
+
+def _history_spans(url: str, colors: set[int]) -> list[tuple[float, float]]:
+    """(start, end) in time.time() seconds of every prompt in ``url``'s history whose colour is ours."""
+    data = requests.get(f"{url}/history", params={"max_items": 100000}, timeout=60).json()
+    spans = []
+    for entry in data.values():
+        try:
+            prompt = entry["prompt"][2]
+            color = next(node["inputs"]["color"] for node in prompt.values() if node.get("class_type") == "EmptyImage")
+        except (KeyError, IndexError, TypeError, StopIteration):
+            continue
+        if color not in colors:
+            continue
+        stamps = {kind: data.get("timestamp") for kind, data in (entry.get("status") or {}).get("messages") or []
+                  if isinstance(data, dict)}
+        start = stamps.get("execution_start")
+        end = stamps.get("execution_success") or stamps.get("execution_error")
+        if start and end:
+            spans.append((start / 1000, end / 1000))
+    return spans
+
+
+def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
+    n, t = ctx.args.pool_jobs, ctx.args.exec_time
+    plans: list[tuple[int, list[str] | None]] = [(len(urls), urls)] if urls else [(s, None) for s in ctx.args.servers]
+    for s, given in plans:
+        log(f"[2] pool, N={n} T={t if given is None else 'measured'} S={s}")
+        servers: list[TestServerProc] = []
+        if given is None:
+            servers = start_servers(ctx, s, f"pool{s}")
+            for server in servers:
+                server.delay("ImageInvert", t)
+            server_urls = [server.url for server in servers]
+        else:
+            server_urls = given
+        try:
+            colors = ctx.colors(n)
+            batch = run_hotfolder(ctx, f"pool-S{s}", server_urls, colors, prefix=f"hfbench/pool{s}",
+                                  px=8 if given is None else ctx.args.pool_px)
+            wanted = set(colors)
+            per_server = [_history_spans(u, wanted) for u in server_urls]
+        finally:
+            stop_servers(servers)
+        found = sum(len(x) for x in per_server)
+        if found != n:
+            ctx.notes.append(f"pool S={s}: {found} of {n} executions found in the servers' /history")
+        busy = [sum(e - b for b, e in spans) for spans in per_server]
+        last_end = max(e for spans in per_server for _, e in spans)
+        first_start = min(b for spans in per_server for b, _ in spans)
+        window = last_end - batch.t0
+        idle = [1 - b / window for b in busy]
+        mean_exec = sum(busy) / max(1, found)
+        t_used = t if given is None else mean_exec
+        ideal = n * t_used / s
+        makespan = batch.seconds
+        label = f"S={s}" + ("" if given is None else f" (given servers, T measured {1000 * t_used:.0f} ms)")
+        shown = f"{makespan / ideal:.3f} ({makespan:.2f} s / {ideal:.2f} s)"
+        ctx.add(
+            at_most(2, f"{label} makespan / ideal", makespan / ideal, 1.03, shown) if given is None
+            else Row(2, f"{label} makespan / ideal", shown),
+            Row(2, f"{label} server idle fraction", f"mean {100 * sum(idle) / s:.1f}%, max {100 * max(idle):.1f}% "
+                f"(jobs {'/'.join(str(len(x)) for x in per_server)})"),
+            Row(2, f"{label} makespan / measured execution", f"{makespan / (sum(busy) / s):.3f} "
+                f"(servers ran {1000 * mean_exec:.1f} ms per job; first start {1000 * (first_start - batch.t0):.0f} ms "
+                "after the first drop)"),
+        )
+
+
+# -- 3. latency ----------------------------------------------------------------------------------------
+
+
+def section_latency(ctx: Ctx, url: str, server: TestServerProc | None, label: str) -> None:
+    m, gap = ctx.args.latency_files, ctx.args.latency_gap
+    log(f"[3] latency, {m} files closed in the inbox and {m} renamed in, {gap:g} s apart, on {label}")
+    project = Project(ctx.reaper.tempdir("latency"), [url])
+    daemon = Daemon(ctx.reaper, project, profile_clock=ctx.args.profile_clock, profile=ctx.profile_path("latency"))
+    drops: dict[str, dict[int, float]] = {"close": {}, "rename": {}}
+    try:
+        daemon.wait_ready()
+        warm = ctx.colors(1)[0]
+        drop(project.inbox, warm, prefix="hfbench/lat-warm")
+        wait_for(lambda: project.count(project.done) >= 1, 60, "the warm-up job", check=lambda: _check(daemon, project))
+        if server is not None:
+            server.forget()
+        for how in ("close", "rename"):
+            for color in ctx.colors(m):
+                drops[how][color] = drop(project.inbox, color, how=how, prefix="hfbench/lat")
+                time.sleep(gap)
+        wait_for(lambda: project.count(project.done) >= 1 + 2 * m, 120, "the latency jobs",
+                 check=lambda: _check(daemon, project))
+    finally:
+        daemon.stop()
+    if server is not None:
+        posted: dict[int, float] = {}
+        for row in server.requests():
+            if row["method"] == "POST" and row["path"] == "/prompt" and row.get("color") is not None:
+                posted.setdefault(row["color"], row["time"])
+        source = "server-recorded POST /prompt"
+    else:  # a real ComfyUI records no request times: use the sidecar's 'submitted' (taken just before the POST)
+        posted = {}
+        for color in (c for d in drops.values() for c in d):
+            name = scenario_name(color)[: -len(".json")]
+            sidecar = json.loads((project.root / "outbox" / name / f"{name}.json").read_text())
+            posted[color] = _parse_iso(sidecar["timestamps"]["submitted"])
+        source = "sidecar 'submitted' (1 ms resolution)"
+        ctx.notes.append(f"latency on {label}: {source}, since the server records no request times")
+    for how, label_how in (("close", "closed after writing"), ("rename", "renamed in")):
+        lat = [1000 * (posted[c] - t) for c, t in drops[how].items() if c in posted]
+        if len(lat) != len(drops[how]):
+            ctx.notes.append(f"latency ({how}): {len(drops[how]) - len(lat)} POSTs not found")
+        p50, p95 = percentile(lat, 0.5), percentile(lat, 0.95)
+        if how == "close":
+            ctx.add(at_most(3, f"file {label_how} -> POST p50", p50, 20, f"{p50:.1f} ms", " ms"))
+        else:
+            ctx.add(Row(3, f"file {label_how} -> POST p50", f"{p50:.1f} ms"))
+        ctx.add(Row(3, f"file {label_how} -> POST p95 / max", f"{p95:.1f} ms / {max(lat):.1f} ms"))
+
+
+def _parse_iso(text: str) -> float:
+    base, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac or '0'}")
+
+
+# -- 4. memory -----------------------------------------------------------------------------------------
+
+
+def _prefill(inbox: Path, colors: list[int], prefix: str) -> None:
+    """Files already complete in the inbox (mtime in the past, so the startup scan takes them at once)."""
+    old = time.time() - 600
+    for color in colors:
+        path = inbox / scenario_name(color)
+        path.write_bytes(scenario_bytes(color, prefix=prefix))
+        os.utime(path, (old, old))
+
+
+def _wait_quiet(pid: int, *, at_least: float, timeout: float, cpu_per_s: float = 0.02) -> float:
+    """Wait until process ``pid`` uses < ``cpu_per_s`` CPU seconds per second; return the waited time."""
+    start = time.monotonic()
+    time.sleep(at_least)
+    last = proc_cpu_seconds(pid)
+    while time.monotonic() - start < timeout:
+        time.sleep(1.0)
+        now = proc_cpu_seconds(pid)
+        if now - last < cpu_per_s:
+            break
+        last = now
+    return time.monotonic() - start
+
+
+DOWNLOAD_PROBE = r"""
+import json, sys, time
+from pathlib import Path
+from hotfolder.comfy.http import ComfyHTTP
+
+def kb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+url, small, big, dest = sys.argv[1:5]
+http = ComfyHTTP(url)
+http.download(filename=small, subfolder="hfbench", type_="output", dest=Path(dest))  # warm: imports, pool
+before = kb("VmHWM")
+t = time.monotonic()
+size, _ = http.download(filename=big, subfolder="hfbench", type_="output", dest=Path(dest))
+print(json.dumps({"before": before, "after": kb("VmHWM"), "size": size, "seconds": time.monotonic() - t}))
+"""
+
+
+def section_memory(ctx: Ctx) -> None:
+    b = ctx.args.backlog
+    log(f"[4] memory: {b} files waiting on a paused server")
+    servers = start_servers(ctx, 1, "memory")
+    server = servers[0]
+    try:
+        server.delay("EmptyImage", 86400)  # the first prompts never finish: everything else waits
+        project = Project(ctx.reaper.tempdir("memory"), [server.url])
+        _prefill(project.inbox, ctx.colors(b), "hfbench/mem")
+        daemon = Daemon(ctx.reaper, project, profile_clock=ctx.args.profile_clock, profile=ctx.profile_path("memory"))
+        try:
+            daemon.wait_ready(120)
+            waited = _wait_quiet(daemon.pid, at_least=3.0, timeout=120)
+            _check(daemon, project)
+            hwm, rss = daemon.status_kb("VmHWM"), daemon.status_kb("VmRSS")
+            posts = sum(1 for r in server.requests() if r["method"] == "POST" and r["path"] == "/prompt")
+            left = sum(1 for e in os.scandir(project.inbox) if e.is_file())
+        finally:
+            daemon.stop()
+        ctx.add(at_most(4, f"daemon peak RSS, {b} files waiting", hwm / 1024, 100,
+                        f"{hwm / 1024:.1f} MB (VmHWM; RSS {rss / 1024:.1f} MB)", " MB"))
+        ctx.notes.append(f"memory: measured {waited:.0f} s after start, once the daemon was idle; {posts} prompts "
+                         f"POSTed and waiting, {left} files still in inbox/")
+
+        log("[4] memory: RSS added by downloading a 1 GiB output")
+        mb = ctx.args.download_mb
+        folder = server.output_dir / "hfbench"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "small.bin").write_bytes(b"x" * 1024)
+        big = folder / "big.bin"
+        with open(big, "wb") as fh:
+            fh.truncate(mb * 1024 * 1024)  # sparse: instant, reads as zeros
+        dest = ctx.reaper.tempdir("download") / "big.bin"
+        try:
+            out = subprocess.run([PYTHON, "-c", DOWNLOAD_PROBE, server.url, "small.bin", "big.bin", str(dest)],
+                                 capture_output=True, text=True, timeout=600, env=hermetic_env(), cwd=str(ROOT),
+                                 check=True)
+        finally:
+            big.unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
+        probe = json.loads(out.stdout.strip().splitlines()[-1])
+        added = (probe["after"] - probe["before"]) / 1024
+        if probe["size"] != mb * 1024 * 1024:
+            ctx.notes.append(f"download: got {probe['size']} bytes, expected {mb * 1024 * 1024}")
+        size = f"{mb // 1024} GiB" if mb % 1024 == 0 else f"{mb} MiB"
+        ctx.add(at_most(4, f"RSS added by a {size} download", added, 16,
+                        f"{added:.1f} MB (VmHWM {probe['before'] / 1024:.1f} -> {probe['after'] / 1024:.1f} MB, "
+                        f"{probe['size'] / probe['seconds'] / 2**20:.0f} MB/s)", " MB"))
+    finally:
+        stop_servers(servers)
+
+
+# -- 5. per-job cost vs backlog ------------------------------------------------------------------------
+
+
+def section_backlog(ctx: Ctx) -> None:
+    k = ctx.args.batch
+    warm = min(50, max(5, k // 2))  # jobs left out before timing: the startup scan, first connections
+    per_job: dict[int, float] = {}
+    for waiting in (100, ctx.args.backlog):
+        log(f"[5] backlog: {k} jobs timed while {waiting} other files wait")
+        servers = start_servers(ctx, 1, f"backlog{waiting}")
+        try:
+            project = Project(ctx.reaper.tempdir(f"backlog{waiting}"), [servers[0].url])
+            _prefill(project.inbox, ctx.colors(waiting + k + warm), f"hfbench/backlog{waiting}")
+            daemon = Daemon(ctx.reaper, project, profile_clock=ctx.args.profile_clock, profile=ctx.profile_path(f"backlog-{waiting}"))
+            try:
+                daemon.wait_ready(120)
+                wait_for(lambda: project.count(project.done) >= warm + k, 900, f"{warm + k} jobs",
+                         interval=0.1, check=lambda: _check(daemon, project))
+            finally:
+                daemon.stop()
+            ends = project.archived_ctimes()
+            per_job[waiting] = (ends[warm + k - 1] - ends[warm - 1]) / k
+        finally:
+            stop_servers(servers)
+        ctx.add(Row(5, f"time per job, {waiting} files waiting", f"{1000 * per_job[waiting]:.2f} ms"))
+    ratio = per_job[ctx.args.backlog] / per_job[100]
+    ctx.add(at_most(5, f"per-job cost {ctx.args.backlog} / 100 waiting", ratio, 1.10, f"{ratio:.2f} (flat = 1)"))
+
+
+# -- table and main ------------------------------------------------------------------------------------
+
+
+def print_table(ctx: Ctx, header: str) -> None:
+    cols = ("#", "measure", "value", "target", "value/target", "met")
+    cells = [(str(r.section), r.measure, r.value, r.target, "" if r.ratio is None else f"{r.ratio:.3f}",
+              "" if r.met is None else ("yes" if r.met else "NO")) for r in ctx.rows]
+    widths = [max(len(c[i]) for c in [cols, *cells]) for i in range(len(cols))]
+    line = "  ".join("-" * w for w in widths)
+    print(header)
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+    print(line)
+    last = None
+    for r, c in zip(ctx.rows, cells):
+        if last is not None and r.section != last:
+            print()
+        last = r.section
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip())
+    for note in ctx.notes:
+        print(f"note: {note}")
+    sys.stdout.flush()
+
+
+# waiting, not working: lock and condition waits, sleeps, select/poll, socket reads (the server's time)
+BLOCKING = {"acquire", "wait", "sleep", "select", "poll", "recv", "recv_into", "_wait_for_tstate_lock",
+            "accept", "read_events", "readinto"}
+
+
+def _builtin_name(name: str) -> str:
+    match = re.search(r"(?:method|function) '?([\w.]+)'?", name)
+    return (match.group(1) if match else name).split(".")[-1]
+
+
+def print_profiles(ctx: Ctx, top: int = 25) -> None:
+    """Top functions by own time (summed over every thread of the daemon), waiting left out."""
+    for tag, path in ctx.profiles:
+        if not path.is_file():
+            continue
+        stats = pstats.Stats(str(path))
+        rows = []
+        for (file, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            if file == "~" and _builtin_name(name) in BLOCKING:
+                continue
+            where = name if file == "~" else f"{_short(file)}:{line}({name})"
+            rows.append((tt, ct, nc, where))
+        rows.sort(reverse=True)
+        print(f"\nprofile {tag} ({path}, {ctx.args.profile_clock} clock): top {top} by own time over all "
+              "threads, waits left out")
+        print(f"{'tottime':>9} {'cumtime':>9} {'calls':>8}  function")
+        for tt, ct, nc, where in rows[:top]:
+            print(f"{tt:9.3f} {ct:9.3f} {nc:8d}  {where}")
+
+
+def _short(file: str) -> str:
+    parts = Path(file).parts
+    for anchor in ("hotfolder", "site-packages", "python3.11"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(anchor) - 1:])
+    return Path(file).name
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes (N=40 for the pool, 1,000-file backlog, ...)")
+    p.add_argument("--servers-url", action="append", default=[], metavar="URL",
+                   help="run 1-3 against this ComfyUI instead of test servers (repeatable)")
+    p.add_argument("--jobs", type=int, help="trivial jobs per client in 1 (default 300, quick 40)")
+    p.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} or 1-5")
+    p.add_argument("--pool-jobs", type=int, help="N in 2 (default 400, quick 40)")
+    p.add_argument("--exec-time", type=float, default=0.2, help="T in 2, seconds (default 0.2)")
+    p.add_argument("--servers", default="1,2,4", help="S values in 2 (default 1,2,4)")
+    p.add_argument("--pool-px", type=int, default=8,
+                   help="with --servers-url: image size of the jobs in 2, to give them a real execution time")
+    p.add_argument("--latency-files", type=int, help="files per kind in 3 (default 50, quick 10)")
+    p.add_argument("--latency-gap", type=float, default=0.25, help="seconds between drops in 3 (default 0.25)")
+    p.add_argument("--backlog", type=int, help="files waiting in 4 and 5 (default 10000, quick 1000)")
+    p.add_argument("--batch", type=int, help="timed jobs in 5 (default 200, quick 50)")
+    p.add_argument("--download-mb", type=int, help="size of the download in 4, MiB (default 1024, quick 256)")
+    p.add_argument("--tmp", type=Path, help="where temp folders go (default: the system temp folder)")
+    p.add_argument("--keep", action="store_true", help="keep the temp folders (daemon logs, outboxes)")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run each daemon under cProfile (all threads), write DIR/<run>.prof, print the top functions")
+    p.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
+                   help="with --profile: wall time (waits included) or each thread's CPU time")
+    args = p.parse_args(argv)
+    q = args.quick
+    defaults = {"jobs": (300, 40), "pool_jobs": (400, 40), "latency_files": (50, 10), "backlog": (10000, 1000),
+                "batch": (200, 50), "download_mb": (1024, 256)}
+    for key, (full, quick) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if q else full)
+    args.servers = [int(x) for x in args.servers.split(",") if x.strip()]
+    wanted = set(SECTIONS)
+    if args.only:
+        wanted = set()
+        for word in args.only.split(","):
+            word = word.strip()
+            if word.isdigit() and 1 <= int(word) <= len(SECTIONS):
+                word = SECTIONS[int(word) - 1]
+            if word not in SECTIONS:
+                p.error(f"--only: unknown section {word!r} (choose from {', '.join(SECTIONS)})")
+            wanted.add(word)
+    if args.servers_url:
+        wanted &= {"throughput", "pool", "latency"}
+    args.sections = [s for s in SECTIONS if s in wanted]
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if SIGINT came in ignored
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    reaper = Reaper(args.tmp, keep=args.keep)
+    ctx = Ctx(args, reaper)
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    where = ", ".join(args.servers_url) if args.servers_url else "test servers (bench/testserver.py processes)"
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    header = (f"hotfolder bench @ {commit}  {'--quick  ' if args.quick else ''}on {where}; {os.cpu_count()} CPUs, "
+              f"load {load} at start\n"
+              f"1: {args.jobs} jobs  2: N={args.pool_jobs} "
+              + (f"{args.pool_px}x{args.pool_px} px, T measured" if args.servers_url
+                 else f"T={args.exec_time:g}s S={','.join(map(str, args.servers))}")
+              +
+              f"  3: {args.latency_files}+{args.latency_files} files, {args.latency_gap:g}s apart"
+              f"  4/5: {args.backlog} waiting, {args.batch}-job batch, {args.download_mb} MiB download")
+    started = time.monotonic()
+    status = 0
+    try:
+        for name in args.sections:
+            try:
+                run_section(ctx, name)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # noqa: BLE001 - one broken section must not hide the others
+                status = 1
+                log(f"  {name} failed: {type(err).__name__}: {err}")
+                ctx.rows.append(Row(SECTIONS.index(name) + 1, name, f"ERROR: {type(err).__name__}: {err}".splitlines()[0]))
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        status = 130
+    finally:
+        reaper.close()
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print_table(ctx, header + f"\n(ran {time.monotonic() - started:.0f} s; load {load} at the end)")
+    if args.profile is not None:
+        print_profiles(ctx)
+    return status
+
+
+def run_section(ctx: Ctx, name: str) -> None:
+    urls = ctx.args.servers_url
+    if name in {"throughput", "latency"}:
+        server: TestServerProc | None = None
+        if urls:
+            url, label = urls[0], urls[0]
+        else:
+            server = start_servers(ctx, 1, name)[0]
+            url, label = server.url, "1 test server"
+        try:
+            if name == "throughput":
+                section_throughput(ctx, url, label)
+            else:
+                section_latency(ctx, url, server, label)
+        finally:
+            if server is not None:
+                server.stop()
+    elif name == "pool":
+        section_pool(ctx, urls or None)
+    elif name == "memory":
+        section_memory(ctx)
+    elif name == "backlog":
+        section_backlog(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark (bench/run.py): every section runs with tiny sizes and prints its rows.
+
+Nothing here looks at timings or targets (DESIGN.md §9: the bench measures, the tests never time).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--quick", "--jobs", "5", "--pool-jobs", "4", "--servers", "1,2", "--exec-time", "0.05",
+        "--latency-files", "3", "--latency-gap", "0.05", "--backlog", "120", "--batch", "10",
+        "--download-mb", "8"]
+
+
+@pytest.mark.timeout(300)
+def test_bench_runs_every_section_with_tiny_sizes_and_cleans_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *TINY, "--tmp", str(scratch)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout
+    assert "ERROR" not in table
+    for measure in ("hotfolder / direct", "hotfolder / sequential", "S=1 makespan / ideal", "S=2 makespan / ideal",
+                    "S=2 server idle fraction", "file closed after writing -> POST p50", "daemon peak RSS",
+                    "RSS added by a", "per-job cost 120 / 100 waiting"):
+        assert measure in table, table
+    assert list(scratch.iterdir()) == []  # every temp folder removed
+
+
+def test_bench_rejects_an_unknown_section() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--only", "nope"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "unknown section 'nope'" in result.stderr
