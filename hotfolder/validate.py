@@ -44,6 +44,7 @@ whether a model file actually loads.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -1006,6 +1007,12 @@ def _jinja_variables(value: Any) -> list[str]:
     """Undeclared variables of a Jinja string (in order of first use); ``[]`` if it is not Jinja."""
     if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
         return []
+    return list(_parsed_variables(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_variables(value: str) -> tuple[str, ...]:
+    """Parsed once per distinct template string: every job of a template asks the same questions."""
     try:
         import jinja2
         import jinja2.meta
@@ -1014,9 +1021,9 @@ def _jinja_variables(value: Any) -> list[str]:
         ast = env.parse(value)
         names = jinja2.meta.find_undeclared_variables(ast)
     except Exception:  # noqa: BLE001 - a broken template is reported by rendering, not here
-        return []
+        return ()
     ordered = [m.group(0) for m in _JINJA_NAME.finditer(value) if m.group(0) in names]
-    return list(dict.fromkeys(ordered))
+    return tuple(dict.fromkeys(ordered))
 
 
 # --------------------------------------------------------------------------------------------------
