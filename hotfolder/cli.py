@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from hotfolder import __version__, daemon, pipeline, plugins, service, setup, status
+from hotfolder import __version__, daemon, pipeline, plugins, service, setup, status, validate
 from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
@@ -133,29 +133,69 @@ def process(app: App, files: tuple[Path, ...]) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--job", "job_index", type=int, help="Print only the workflow of job N (1-based) of a batch.")
+@click.option("--check", "check_", is_flag=True,
+              help="Also validate each workflow against the first reachable server's /object_info (nothing is "
+                   "submitted or uploaded); the result goes to stderr. Exit 1 if a job is invalid, 2 if no server answers.")
 @pass_app
-def render(app: App, file: Path, job_index: int | None) -> None:
-    """Print the workflow(s) FILE would submit, without a server.
+def render(app: App, file: Path, job_index: int | None, check_: bool) -> None:
+    """Print the workflow(s) FILE would submit.
 
-    One job prints its workflow; a batch prints an object mapping each job name to its workflow.
+    One job prints its workflow; a batch prints an object mapping each job name to its workflow. No
+    server is needed, except for a template in ComfyUI's UI format (converted with the first server
+    that answers) and for --check. Files from 'inputs:' appear under the name they will have on the
+    server (hotfolder/<hash>.<ext>); they are uploaded only when the job runs.
     """
     settings = app.settings()
+    source = pipeline.FirstServer(settings)
     try:
-        jobs = pipeline.render_file(settings, file, hooks=app.hooks(settings))
+        jobs = pipeline.render_file_jobs(settings, file, hooks=app.hooks(settings), object_info=source)
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if job_index is not None:
         if not 1 <= job_index <= len(jobs):
             raise click.BadParameter(f"{file.name} has {len(jobs)} job(s).", param_hint="--job")
         jobs = [jobs[job_index - 1]]
-    out: Any = jobs[0][1] if len(jobs) == 1 else {spec.name: workflow for spec, workflow in jobs}
+    out: Any = jobs[0].workflow if len(jobs) == 1 else {job.spec.name: job.workflow for job in jobs}
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    if check_:
+        sys.exit(_check_rendered(jobs, source))
+
+
+def _check_rendered(jobs: list[pipeline.Rendered], source: pipeline.FirstServer) -> int:
+    """Validate rendered jobs against the first server that answers; report on stderr; the exit status."""
+    found = source()
+    if found is None:
+        click.echo("not checked: no server answered for its /object_info (" + "; ".join(source.errors) + ")", err=True)
+        return 2
+    info = found[0]
+    invalid = 0
+    for job in jobs:
+        subject = f"Job {job.spec.name!r} (template {job.template.name!r})"
+        problems = validate.validate_workflow(job.workflow, info, scenario_fields=job.fields,
+                                              known_files=[item.name for item in job.inputs], warnings=True)
+        errors = [p for p in problems if p.severity == validate.ERROR]
+        if errors:
+            invalid += 1
+            click.echo("FAIL " + str(validate.ValidationError.from_problems(problems, subject=subject, server=source.url)),
+                       err=True)
+            continue
+        click.echo(f"ok   {subject}: ComfyUI at {source.url} would accept it", err=True)
+        for problem in problems:
+            click.echo(f"     (warning) {problem.describe()}", err=True)
+        if job.inputs:
+            click.echo(f"     {len(job.inputs)} input file(s) would be uploaded first: "
+                       + ", ".join(f"{item.path} as {item.name}" for item in job.inputs), err=True)
+    return 1 if invalid else 0
 
 
 @cli.command()
 @pass_app
 def check(app: App) -> None:
-    """Check the config, every template and every server. Exit 1 if anything is wrong."""
+    """Check the config, every server, and every template against each reachable server. Exit 1 if anything is wrong.
+
+    Templates are rendered with their defaults (placeholders for parameters without one) and validated
+    against each reachable server's /object_info; every template is checked, so one run reports every
+    invalid one."""
     settings = app.settings()
     try:
         hooks: plugins.Hooks | None = plugins.load_hooks(settings)

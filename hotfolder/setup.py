@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hotfolder import validate
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import CONFIG_NAME, DEFAULT_SERVER, Settings
 from hotfolder.errors import HotfolderError, TemplateError
@@ -37,43 +39,117 @@ def list_templates(folder: Path) -> list[str]:
 
 
 def check_setup(settings: Settings, *, hooks: Any = None) -> list[Check]:
-    """Config (already loaded), every template, every server. Never raises for a user mistake."""
+    """Config (already loaded), folders, every server, every template. Never raises for a user mistake.
+
+    Each reachable server's ``/object_info`` is read once; every template is rendered with its
+    defaults (placeholders for parameters without one: ``""``, or ``0``/``false`` for a declared
+    number or boolean; problems on inputs those fill are not reported) and validated against each of
+    those servers. A template is reported invalid (not ok) when no reachable server would accept it;
+    one that some servers refuse is ok with a note naming them. Every template is checked, so one run
+    reports every invalid template. A UI-format template is converted with the first server's
+    ``/object_info``.
+    """
     results = [Check("config", True, f"loaded from {settings.config_file or 'defaults'}")]
     for folder, label in ((settings.inbox, "inbox"), (settings.outbox, "outbox"), (settings.templates, "templates")):
         results.append(Check(label, folder.is_dir(), str(folder) if folder.is_dir() else f"{folder} does not exist (hotfolder init creates it)"))
+    if settings.inputs_root is not None:
+        ok = settings.inputs_root.is_dir()
+        results.append(Check("inputs_root", ok, str(settings.inputs_root) if ok else f"{settings.inputs_root} does not exist"))
+    infos: list[tuple[str, Mapping[str, Any]]] = []
+    for server in settings.servers:
+        http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(),
+                         verify=server.verify, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout)
+        what = f"server {server.display_url}"
+        try:
+            stats = http.system_stats()
+            version = (stats.get("system") or {}).get("comfyui_version", "unknown version")
+            try:
+                info = http.object_info()
+            except HotfolderError as err:
+                results.append(Check(what, False, f"reachable, ComfyUI {version}, but /object_info failed: {err.message}"))
+            else:
+                infos.append((server.display_url, info))
+                results.append(Check(what, True, f"reachable, ComfyUI {version}, {len(info)} node types"))
+        except HotfolderError as err:
+            results.append(Check(what, False, err.message))
+        finally:
+            http.close()
     names = list_templates(settings.templates)
     if not names:
         results.append(Check("templates", False, f"no templates in {settings.templates}"))
     for name in names:
-        results.append(_check_template(settings, name, hooks))
-    for server in settings.servers:
-        http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(),
-                         verify=server.verify, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout)
-        try:
-            stats = http.system_stats()
-            version = (stats.get("system") or {}).get("comfyui_version", "unknown version")
-            results.append(Check(f"server {server.display_url}", True, f"reachable, ComfyUI {version}"))
-        except HotfolderError as err:
-            results.append(Check(f"server {server.display_url}", False, err.message))
-        finally:
-            http.close()
+        results.append(check_template(settings, name, infos, hooks=hooks))
     return results
 
 
-def _check_template(settings: Settings, name: str, hooks: Any = None) -> Check:
+def check_template(settings: Settings, name: str, servers: list[tuple[str, Mapping[str, Any]]], *,
+                   hooks: Any = None) -> Check:
+    """Load, render with defaults and validate template ``name`` against ``servers`` ((url, object_info)
+    pairs; none: load and render only). See :func:`check_setup`."""
     what = f"template {name}"
+    source: render.ObjectInfoSource | None = None
+    if servers:
+        first_url, first_info = servers[0]
+        source = lambda: (first_info, (first_url, "check"))  # noqa: E731
     try:
-        template = render.load_template(settings.templates, name, hooks=hooks)
-        spec = JobSpec(index=1, name="check", source=Path("check"), template=name)
+        template = render.load_template(settings.templates, name, hooks=hooks, object_info=source)
+    except render.ObjectInfoUnavailable:
+        return Check(what, True, "a ComfyUI UI workflow: it is converted to API format with a server's "
+                                 "/object_info, and no server answers now, so it is not checked further")
+    except HotfolderError as err:
+        return Check(what, False, str(err))
+    missing = render.required_variables(template, hooks=hooks)
+    placeholders = {variable: _placeholder(template, variable) for variable in sorted(missing)}
+    spec = JobSpec(index=1, name="check", source=Path("check"), template=name, params=placeholders)
+    notes: list[str] = []
+    if template.source_format == "ui":
+        notes.append(f"UI workflow, converted with the /object_info of {servers[0][0]}")
+    if template.roles:
+        notes.append("parameters found by role: " + ", ".join(f"{r}={a}" for r, a in template.roles.items()))
+    if missing:
+        notes.append("needs " + ", ".join(repr(v) for v in sorted(missing)) + " from each scenario (no default)")
+    try:
         workflow, _ = render.render_workflow(template, spec, hooks=hooks)
     except TemplateError as err:
-        variable = err.where.get("variable")
-        if variable:
-            return Check(what, True, f"valid; needs parameter {variable!r} from each scenario (no default)")
+        if missing:
+            return Check(what, True, "; ".join(notes) + f"; renders only with real values, so not validated ({err.message})")
         return Check(what, False, str(err))
     except HotfolderError as err:
         return Check(what, False, str(err))
-    return Check(what, True, f"valid, {len(workflow)} nodes")
+    summary = f"valid, {len(workflow)} nodes"
+    if not servers:
+        return Check(what, True, "; ".join([summary + " (not validated: no server reachable)", *notes]))
+    fields = validate.scenario_fields(template, spec, workflow)
+    filled = {f"params.{variable}" for variable in placeholders}
+    refusals: list[tuple[str, list[validate.Problem]]] = []
+    for url, info in servers:
+        problems = [p for p in validate.validate_workflow(workflow, info, scenario_fields=fields)
+                    if p.severity == validate.ERROR and not _filled_by(p, filled)]
+        if problems:
+            refusals.append((url, problems))
+    if len(refusals) == len(servers):
+        url, problems = refusals[0]
+        err = validate.ValidationError.from_problems(problems, subject=f"Template {name!r} with its defaults", server=url)
+        message = err.message
+        if len(refusals) > 1:
+            message += "\n(The other servers refuse it too: " + ", ".join(u for u, _ in refusals[1:]) + ".)"
+        return Check(what, False, f"{message}\nHint: {err.hint}")
+    accepted = len(servers) - len(refusals)
+    summary += f", accepted by {accepted} of {len(servers)} server(s)" if len(servers) > 1 else f", accepted by {servers[0][0]}"
+    for url, problems in refusals:
+        notes.append(f"refused by {url}: {problems[0].describe()}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return Check(what, True, "; ".join([summary, *notes]))
+
+
+def _placeholder(template: render.Template, variable: str) -> Any:
+    """A stand-in value for a parameter without a default: typed if the sidecar declares a type."""
+    param = template.params.get(variable)
+    kind = param.type if param is not None else "any"
+    return {"int": 0, "float": 0.0, "bool": False}.get(kind, "")
+
+
+def _filled_by(problem: validate.Problem, filled: set[str]) -> bool:
+    return bool(problem.field) and any(part.strip() in filled for part in (problem.field or "").split(","))
 
 
 CONFIG_TEMPLATE = f'''# hotfolder configuration. Every key is optional; these are the defaults.

@@ -58,9 +58,12 @@ def test_render_errors_are_one_clear_message_not_a_traceback(project: Path) -> N
 
 
 def test_check_reports_templates_and_server(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.set_models("checkpoints", ["v1-5-pruned-emaonly.safetensors"])  # txt2img's default checkpoint
     result = run_cli("--server", comfy.url, "check", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok   template invert" in result.stdout and f"ok   server {comfy.url}" in result.stdout
+    assert "ok   template invert: valid, 3 nodes, accepted by" in result.stdout
+    assert f"ok   server {comfy.url}" in result.stdout
+    assert "ok   template txt2img" in result.stdout and "needs 'prompt' from each scenario" in result.stdout
     (project / "templates" / "broken.json").write_text("{ not json")
     result = run_cli("--server", comfy.url, "check", cwd=project)
     assert result.returncode == 1 and "FAIL template broken" in result.stdout
@@ -88,3 +91,62 @@ def test_bad_config_is_a_clear_error(project: Path) -> None:
     (project / "hotfolder.toml").write_text("colour = 1\n")
     result = run_cli("check", cwd=project)
     assert result.returncode == 1 and "'colour'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_validates_every_template_against_the_server_and_reports_every_invalid_one(
+        project: Path, comfy: ComfyTestServer) -> None:
+    invert = json.loads((project / "templates" / "invert.json").read_text())
+    sampler = json.loads((project / "templates" / "txt2img.json").read_text())
+    wrong_class = dict(invert, **{"2": {"class_type": "ImageInvertt", "inputs": {"image": ["1", 0]}}})
+    (project / "templates" / "wrong_class.json").write_text(json.dumps(wrong_class))
+    (project / "templates" / "wrong_sampler.json").write_text(json.dumps(sampler))
+    (project / "templates" / "wrong_sampler.toml").write_text(
+        (project / "templates" / "txt2img.toml").read_text().replace('default = "euler"', 'default = "eulr"'))
+    result = run_cli("--server", comfy.url, "check", cwd=project)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "ok   template invert" in out
+    # the three invalid templates, each with what is wrong, where, and the closest valid choices
+    assert "FAIL template wrong_class: Template 'wrong_class' with its defaults would be refused" in out
+    assert "'ImageInvertt' is not a node type this server has; did you mean 'ImageInvert'" in out
+    assert "FAIL template wrong_sampler" in out and "[set by params.sampler]" in out and "'eulr'" in out
+    assert "did you mean 'euler'" in out
+    assert "FAIL template txt2img" in out and "'v1-5-pruned-emaonly.safetensors'" in out
+    assert "'tiny_sd15_random.safetensors'" in out
+
+
+def test_check_converts_ui_templates_and_skips_placeholder_inputs(project: Path, comfy: ComfyTestServer) -> None:
+    from tests.test_ui_templates import UI_INVERT
+
+    (project / "templates" / "txt2img.json").unlink()
+    (project / "templates" / "ui_invert.json").write_text(json.dumps(UI_INVERT))
+    template = json.loads((project / "templates" / "invert.json").read_text())
+    (project / "templates" / "sized.json").write_text(json.dumps(template))  # no sidecar: width etc. undefined
+    result = run_cli("--server", comfy.url, "check", cwd=project)
+    assert result.returncode == 0, result.stdout
+    assert "ok   template ui_invert: valid, 3 nodes" in result.stdout and "UI workflow, converted" in result.stdout
+    assert "parameters found by role: prefix=12.filename_prefix" in result.stdout
+    assert "ok   template sized" in result.stdout and "needs 'batch_size', 'color', 'height', 'prefix', 'width'" in result.stdout
+    offline = run_cli("--server", "http://127.0.0.1:9", "check", cwd=project)
+    assert offline.returncode == 1 and "FAIL server http://127.0.0.1:9" in offline.stdout
+    assert "ok   template ui_invert: a ComfyUI UI workflow" in offline.stdout
+    assert "ok   template invert: valid, 3 nodes (not validated: no server reachable)" in offline.stdout
+
+
+def test_render_check_validates_without_submitting(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "good.yaml").write_text("template: invert\nparams: {width: 8}\n")
+    good = run_cli("--server", comfy.url, "render", "--check", "good.yaml", cwd=project)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["1"]["inputs"]["width"] == 8  # stdout stays the workflow
+    assert f"ok   Job 'good' (template 'invert'): ComfyUI at {comfy.url} would accept it" in good.stderr
+    (project / "bad.csv").write_text("width\n8\n0\n")
+    bad = run_cli("--server", comfy.url, "--default-template", "invert", "render", "--check", "bad.csv", cwd=project)
+    assert bad.returncode == 1
+    assert set(json.loads(bad.stdout)) == {"bad-001", "bad-002"}
+    assert "ok   Job 'bad-001'" in bad.stderr
+    assert "FAIL Job 'bad-002' (template 'invert') would be refused" in bad.stderr
+    assert "[set by params.width]" in bad.stderr and "below the minimum 1" in bad.stderr
+    offline = run_cli("--server", "http://127.0.0.1:9", "render", "--check", "good.yaml", cwd=project)
+    assert offline.returncode == 2 and json.loads(offline.stdout)["1"]["inputs"]["width"] == 8
+    assert "not checked: no server answered" in offline.stderr
+    assert not [r for r in comfy.requests if r["method"] == "POST"]
