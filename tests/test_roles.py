@@ -229,3 +229,91 @@ def test_real_single_sampler_workflows_have_prompt_and_seed() -> None:
         assert isinstance(workflow[roles.roles["prompt"].split(".")[0]]["inputs"]["text"], str)
         checked += 1
     assert checked == 5
+
+
+# --------------------------------------------------------------------------------------------------
+# roles as template parameters: a plain export (no sidecar, no Jinja) is filled by role names
+
+
+PLAIN_VALUES = {
+    "3.seed": 8566257, "3.steps": 20, "3.cfg": 8, "3.sampler_name": "euler", "3.scheduler": "normal",
+    "4.ckpt_name": "v1-5-pruned-emaonly.safetensors", "5.width": 512, "5.height": 512, "5.batch_size": 1,
+    "6.text": "beautiful scenery", "7.text": "text, watermark", "9.filename_prefix": "ComfyUI",
+}
+
+
+def plain_export(mapping: dict[str, str]) -> dict[str, Any]:
+    """The shipped txt2img as ComfyUI exports it (literals, no Jinja), with node ids renumbered."""
+    workflow = copy.deepcopy(TXT2IMG)
+    for address, value in PLAIN_VALUES.items():
+        node_id, name = address.split(".")
+        workflow[node_id]["inputs"][name] = value
+    return renumber(workflow, mapping)
+
+
+def render_plain(tmp_path: Path, workflow: dict[str, Any], params: dict[str, Any], sidecar: str | None = None,
+                 **spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    from hotfolder.models import JobSpec
+    from hotfolder.stages import render
+
+    (tmp_path / "plain.json").write_text(json.dumps(workflow))
+    if sidecar is not None:
+        (tmp_path / "plain.toml").write_text(sidecar)
+    template = render.load_template(tmp_path, "plain")
+    job = JobSpec(index=1, name="job", source=Path("s.yaml"), template="plain", params=params, **spec)
+    return render.render_workflow(template, job)
+
+
+def test_a_plain_export_is_filled_by_role_names_whatever_its_node_ids(tmp_path: Path) -> None:
+    mapping = {"3": "41", "4": "17", "5": "102", "6": "8", "7": "9", "8": "3", "9": "55"}
+    params = {"prompt": "a red fox", "negative": "blurry", "seed": 42, "steps": 12, "cfg": 6.5,
+              "sampler": "dpmpp_2m", "scheduler": "karras", "width": 640, "height": 384, "batch_size": 2,
+              "checkpoint": "tiny_sd15_random.safetensors", "prefix": "fox"}
+    workflow, resolved = render_plain(tmp_path, plain_export(mapping), params)
+    assert resolved == params
+    inputs = {node_id: node["inputs"] for node_id, node in workflow.items()}
+    assert inputs["8"]["text"] == "a red fox" and inputs["9"]["text"] == "blurry"
+    assert (inputs["41"]["seed"], inputs["41"]["steps"], inputs["41"]["cfg"]) == (42, 12, 6.5)
+    assert (inputs["41"]["sampler_name"], inputs["41"]["scheduler"]) == ("dpmpp_2m", "karras")
+    assert (inputs["102"]["width"], inputs["102"]["height"], inputs["102"]["batch_size"]) == (640, 384, 2)
+    assert inputs["17"]["ckpt_name"] == "tiny_sd15_random.safetensors" and inputs["55"]["filename_prefix"] == "fox"
+    # what a scenario leaves out keeps the exported value; a random seed is drawn
+    workflow, resolved = render_plain(tmp_path, plain_export(mapping), {"prompt": "a cat", "seed": "random"})
+    assert workflow["8"]["inputs"]["text"] == "a cat" and workflow["9"]["inputs"]["text"] == "text, watermark"
+    assert isinstance(resolved["seed"], int) and workflow["41"]["inputs"]["seed"] == resolved["seed"]
+    assert workflow["41"]["inputs"]["steps"] == 20
+
+
+def test_roles_are_the_template_parameters_and_map_problems_to_scenario_fields(tmp_path: Path) -> None:
+    from hotfolder import validate
+    from hotfolder.models import JobSpec
+    from hotfolder.stages import render
+
+    (tmp_path / "plain.json").write_text(json.dumps(plain_export({str(i): str(i + 100) for i in range(3, 10)})))
+    template = render.load_template(tmp_path, "plain")
+    assert template.roles["prompt"] == "106.text" and template.sidecar is None
+    assert set(template.params) == set(EXPECTED_TXT2IMG)
+    job = JobSpec(index=1, name="job", source=Path("s.yaml"), template="plain", params={"sampler": "eulr"})
+    workflow, _ = render.render_workflow(template, job)
+    fields = validate.scenario_fields(template, job, workflow)
+    assert fields == {"103.sampler_name": "params.sampler"}  # only what the job set
+    problems = validate.validate_workflow(workflow, OBJECT_INFO, scenario_fields=fields)
+    sampler = next(p for p in problems if p.input == "sampler_name")
+    assert sampler.field == "params.sampler" and "euler" in sampler.suggestions
+
+
+def test_a_sidecar_wins_over_roles(tmp_path: Path) -> None:
+    workflow, resolved = render_plain(tmp_path, plain_export({str(i): str(i) for i in range(3, 10)}),
+                                      {"prompt": "a red fox", "steps": 5}, sidecar='[params]\nprompt = "7.text"\n')
+    assert workflow["7"]["inputs"]["text"] == "a red fox"  # where the sidecar says, not the role's 6.text
+    assert workflow["6"]["inputs"]["text"] == "beautiful scenery"
+    assert workflow["3"]["inputs"]["steps"] == 20  # 'steps' is no parameter of this template
+
+
+def test_a_template_with_jinja_gets_no_roles(tmp_path: Path) -> None:
+    from hotfolder.stages import render
+
+    workflow = plain_export({str(i): str(i) for i in range(3, 10)})
+    workflow["6"]["inputs"]["text"] = "{{ subject }} in the snow"
+    (tmp_path / "jinja.json").write_text(json.dumps(workflow))
+    assert render.load_template(tmp_path, "jinja").roles == {}
