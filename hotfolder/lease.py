@@ -76,6 +76,10 @@ class Lease:
             self.path.unlink()
         except FileNotFoundError:
             pass
+        try:
+            self.folder.rmdir()  # only when no job is left in it
+        except OSError:
+            pass
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
