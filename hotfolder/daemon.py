@@ -268,7 +268,7 @@ def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any]
     try:
         for path in paths:
             engine.wait_for_room()
-            engine.accept(path, move=False)
+            engine.accept(path.absolute(), move=False)  # inputs: paths are relative to its folder
         engine.wait_idle()
     finally:
         engine.stop()

@@ -196,3 +196,17 @@ def test_upload_image_streams_the_file_and_explains_a_refusal(tmp_path: Path, co
     assert "HTTP 400" in info.value.message and "'../../outside/x.png'" in info.value.message
     assert info.value.hint and "input folder" in info.value.hint
     http.close()
+
+
+def test_process_reads_inputs_beside_a_scenario_outside_the_inbox_when_inputs_root_allows(
+        img2img: Path, comfy: ComfyTestServer) -> None:
+    project = img2img
+    work = project / "work"
+    work.mkdir()
+    (work / "dog.png").write_bytes(PNG)
+    (work / "p.yaml").write_text("template: img2img\ninputs: {LoadImage.image: dog.png}\n")
+    refused = daemon.process_files(make_settings(project, comfy.url), [work / "p.yaml"])
+    assert refused[0].detail["failed"] and "outside" in refused[0].detail["error"]["message"]
+    done = daemon.process_files(make_settings(project, comfy.url, inputs_root=str(work)), [work / "p.yaml"])
+    assert not done[0].detail["failed"] and len(uploads(comfy)) == 1
+    assert (work / "p.yaml").exists()  # process leaves the file where it is

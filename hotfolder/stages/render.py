@@ -66,7 +66,8 @@ Rendering one job
        from ``true``/``false``/``1``/``0``, ``str()``).
     2. Render the template (above) and check the result is an API workflow.
     3. Every sidecar (or role) parameter with ``input`` addresses and a value sets those node inputs.
-    4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are a later stage.)
+    4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are set afterwards by
+       :func:`hotfolder.pipeline.render_job`; see :mod:`hotfolder.stages.upload`.)
 
 The resolved parameters (including drawn seeds) are returned next to the workflow, for the sidecar.
 
