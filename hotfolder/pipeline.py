@@ -270,7 +270,7 @@ class Engine:
                 continue
         record.jobs = jobs
         record.state = "parsed"
-        record.save()
+        record.save(durable=False)  # redone after a power cut, never repeated outside
         self._emit(Event("rendered", record.input_name, record.job_id, detail={"jobs": len(jobs)}))
 
     def _render_into(self, record: FileRecord, job: JobState, spec: JobSpec, templates: dict[str, render.Template],
@@ -541,7 +541,7 @@ class Engine:
             where = self._locate(client, job.prompt_id)
             if where != "absent":
                 job.state = "submitted"
-                record.save()
+                record.save(durable=False)  # redone after a power cut, never repeated outside
                 log.info("prompt %s is already on %s (%s); attaching to it", job.prompt_id, client.display_url, where)
                 return
         job.server = client.name
@@ -564,7 +564,7 @@ class Engine:
                 if self._stop.is_set():
                     raise Cancelled(job.prompt_id) from None
         job.state = "submitted"
-        record.save()
+        record.save(durable=False)  # redone after a power cut, never repeated outside
         log.info("submitted to %s as prompt %s (%s)", client.display_url, job.prompt_id, where)
         self._emit(Event("submitted", record.input_name, record.job_id, job.name,
                          {"prompt_id": job.prompt_id, "server": client.display_url}))
@@ -641,15 +641,17 @@ class Engine:
                 if self._stop.is_set():
                     raise Cancelled(job.name) from None
         job.state = "downloaded"
-        record.save()
+        record.save(durable=False)  # redone after a power cut, never repeated outside
         log.info("downloaded %d file(s)", len(job.outputs))
 
     def _publish(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any],
                  log: logging.LoggerAdapter) -> None:
         key = f"{record.job_id}/{job.index}"
-        existing = publish.find_published(self.settings.outbox, job.name, key)
+        staging = Path(job.staging or "")
+        # The publish rename moves the staging folder away: while it exists, nothing was published yet.
+        # Only a run cut off after that rename has to look through the outbox for its result.
+        existing = None if staging.is_dir() else publish.find_published(self.settings.outbox, job.name, key)
         if existing is None:
-            staging = Path(job.staging or "")
             if not staging.is_dir():
                 raise OutputError(f"The staged outputs of job {job.name!r} are gone ({staging}).",
                                   hint="Move the input file back to inbox/ to run it again.")
@@ -659,7 +661,7 @@ class Engine:
             existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar)
         job.published = str(existing)
         job.state = "published"
-        record.save()
+        record.save(durable=False)  # redone after a power cut, never repeated outside
         with self._cond:
             self.counts["published"] += 1
         log.info("published %s", existing)

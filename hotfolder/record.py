@@ -142,10 +142,12 @@ class FileRecord:
             ],
         }
 
-    def save(self) -> None:
-        # compact JSON: the C encoder (an indented dump runs the pure-Python one, a third of the daemon's CPU)
+    def save(self, *, durable: bool = True) -> None:
+        """Replace the record atomically (a killed process leaves the old or the new one). ``durable``
+        also fsyncs it, for the states that must survive a power cut too: the prompt_id before its POST,
+        the archive name. Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
-            write_json_atomic(self.path, self.to_dict(), indent=None)
+            write_json_atomic(self.path, self.to_dict(), indent=None, durable=durable)
 
     @classmethod
     def load(cls, folder: Path) -> FileRecord:

@@ -71,7 +71,12 @@ class ComfyHTTP:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"hotfolder/{__version__}"
         self.session.headers.update(headers or {})
-        self.session.verify = verify
+        # The environment (proxies, CA bundle) is read once here, not on every request as requests does
+        # by default: that lookup cost more CPU per job than the rest of the HTTP client.
+        self.session.trust_env = False
+        self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self.session.verify = bundle if verify and bundle else verify
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
