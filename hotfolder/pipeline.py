@@ -289,7 +289,7 @@ class Engine:
                            spec.template or self.settings.default_template,
                            extra={"file": record.input_name, "job": spec.name})
             return
-        write_json_atomic(record.workflow_path(spec.index), rendered.workflow)
+        write_json_atomic(record.workflow_path(spec.index), rendered.workflow, indent=None)
         job.template = template_record(rendered)
         job.params = rendered.params
         job.inputs = [item.to_dict() for item in rendered.inputs]

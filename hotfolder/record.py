@@ -39,7 +39,8 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=indent, default=str)
+            # dumps, not dump: json.dump always takes the pure-Python encoder; dumps with indent=None the C one
+            fh.write(json.dumps(data, ensure_ascii=False, indent=indent, default=str))
             fh.write("\n")
             if durable:
                 fh.flush()
