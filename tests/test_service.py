@@ -17,7 +17,9 @@ import pytest
 from hotfolder.config import ServerConfig, Settings
 from hotfolder.service import Heartbeat, Notifier, quote, render_unit
 
-PY = [sys.executable, "-m", "hotfolder"]
+# A fixed interpreter path, so that the unit does not depend on where this checkout's venv lives (a venv
+# under /tmp or /root changes PrivateTmp/ProtectHome on purpose; those cases have their own tests).
+PY = ["/usr/bin/python3", "-m", "hotfolder"]
 
 
 def settings_at(root: Path) -> Settings:
@@ -60,7 +62,7 @@ def test_render_unit_has_the_service_settings_the_daemon_relies_on() -> None:
     assert d["RequiresMountsFor"] == ["/srv/render/inbox /srv/render/outbox /srv/render/templates"]
     assert d["User"] == ["render"] and d["Group"] == ["render"]
     assert d["Environment"] == ["PYTHONUNBUFFERED=1"]
-    assert d["ExecStart"] == [f"{sys.executable} -m hotfolder --config /srv/render/hotfolder.toml run"]
+    assert d["ExecStart"] == ["/usr/bin/python3 -m hotfolder --config /srv/render/hotfolder.toml run"]
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert d["WorkingDirectory"] == ["/srv/render"]
     assert d["LogRateLimitIntervalSec"] == ["0"]
@@ -122,7 +124,7 @@ def test_render_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     for sub in ("inbox", "outbox", "templates", "plugins"):
         (root / sub).mkdir(parents=True)
     unit = tmp_path / "hotfolder.service"
-    unit.write_text(render_unit(settings_at(root), executable=PY, config_path=root / "hotfolder.toml",
+    unit.write_text(render_unit(settings_at(root), executable=[sys.executable, "-m", "hotfolder"], config_path=root / "hotfolder.toml",
                                 stop_budget=90, write_paths=[tmp_path / "comfy input"]))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
