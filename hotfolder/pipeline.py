@@ -204,27 +204,32 @@ class Engine:
 
     def accept(self, path: Path, *, move: bool = True) -> FileRecord | None:
         """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file."""
-        record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id, move=move)
+        # The first record already counts the parse attempt that follows: one record write, not two.
+        record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id, move=move,
+                                  parse_attempts=1)
         if record is None:
             return None
         logger.info("[%s] claimed as job %s", record.input_name, record.job_id)
         self._emit(Event("claimed", record.input_name, record.job_id))
-        self._start_record(record)
+        self._start_record(record, counted=True)
         return record
 
-    def _start_record(self, record: FileRecord) -> None:
+    def _start_record(self, record: FileRecord, *, counted: bool = False) -> None:
+        """Queue the jobs of ``record`` (parsing it first if it is only claimed). ``counted``: the record
+        on disk already counts this parse attempt (a fresh claim)."""
         with self._cond:
             self._active[record.job_id] = record
         try:
             if record.state == "claimed":
-                if record.parse_attempts >= self.settings.max_parse_attempts:
-                    raise ScenarioError(
-                        f"hotfolder stopped {record.parse_attempts} times while reading {record.input_name!r}; "
-                        "it is set aside so that it cannot stop the daemon again.",
-                        hint="Check the file (size, nesting, encoding) and the plugins that read it, then move it back to inbox/.",
-                    )
-                record.parse_attempts += 1  # counted before the risky step, so a poison file cannot crash-loop
-                record.save()
+                if not counted:
+                    if record.parse_attempts >= self.settings.max_parse_attempts:
+                        raise ScenarioError(
+                            f"hotfolder stopped {record.parse_attempts} times while reading {record.input_name!r}; "
+                            "it is set aside so that it cannot stop the daemon again.",
+                            hint="Check the file (size, nesting, encoding) and the plugins that read it, then move it back to inbox/.",
+                        )
+                    record.parse_attempts += 1  # counted before the risky step, so a poison file cannot crash-loop
+                    record.save()
                 self._prepare(record)
         except HotfolderError as err:
             self._fail_file(record, err)
@@ -563,8 +568,10 @@ class Engine:
                 self._stop.wait(1.0)
                 if self._stop.is_set():
                     raise Cancelled(job.prompt_id) from None
+        # No record write here: nothing outside happens before the next one ("downloaded", before the
+        # publish). A record still saying "submitting" after a crash is looked up on the server first
+        # (_locate), so the prompt is attached to, never sent twice.
         job.state = "submitted"
-        record.save(durable=False)  # redone after a power cut, never repeated outside
         log.info("submitted to %s as prompt %s (%s)", client.display_url, job.prompt_id, where)
         self._emit(Event("submitted", record.input_name, record.job_id, job.name,
                          {"prompt_id": job.prompt_id, "server": client.display_url}))
@@ -661,7 +668,11 @@ class Engine:
             existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar)
         job.published = str(existing)
         job.state = "published"
-        record.save(durable=False)  # redone after a power cut, never repeated outside
+        if not record.all_finished():
+            record.save(durable=False)  # redone after a power cut, never repeated outside
+        # else: the last job's state goes into the record with the archive name (_archive, called next).
+        # Cut off before that, the job is "downloaded" with its staging folder gone, and _publish finds
+        # its result in the outbox instead of publishing it again.
         with self._cond:
             self.counts["published"] += 1
         log.info("published %s", existing)

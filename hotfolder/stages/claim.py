@@ -33,10 +33,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = True) -> FileRecord | None:
+def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = True,
+               parse_attempts: int = 0) -> FileRecord | None:
     """Move ``path`` into a new job folder and write its first record. Returns None when the file is gone
     (another instance claimed it), is a symlink, or is not a regular file. ``move=False`` copies instead
-    (``hotfolder process`` leaves the user's file where it is)."""
+    (``hotfolder process`` leaves the user's file where it is). ``parse_attempts`` goes into that first
+    record (a caller about to parse the file counts the attempt in the same write)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -61,7 +63,7 @@ def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = T
         fsync_dir(path.parent)
     failpoints.hit("after_claim")
     record = FileRecord(job_id=job_id, input_name=path.name, folder=folder, instance=instance,
-                        original_path=str(path), archive=move)
+                        original_path=str(path), archive=move, parse_attempts=parse_attempts)
     if os.lstat(target).st_size <= 64 * 1024 * 1024:
         record.sha256 = file_sha256(target)
     record.save()
