@@ -83,6 +83,35 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     os.rename(src, dst)
 
 
+_RENAME_EXCHANGE = 2
+_exchange_unsupported = False
+
+
+def can_exchange() -> bool:
+    """Whether :func:`exchange` may work here (it can still find a filesystem without it)."""
+    return not _exchange_unsupported and _renameat2() is not None
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the files at ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+    False, with nothing changed, where that is not available (other systems, some filesystems) or one
+    of them does not exist; other failures raise OSError."""
+    global _exchange_unsupported
+    fn = None if _exchange_unsupported else _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS):
+        _exchange_unsupported = True
+        return False
+    if err == errno.ENOENT:
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
 def move_unique(src: Path, folder: Path, name: str) -> Path:
     """Move ``src`` into ``folder`` as ``name`` or a suffixed variant; never overwrites."""
     folder.mkdir(parents=True, exist_ok=True)

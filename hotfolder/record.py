@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotfolder.paths import can_exchange, exchange
+
 RECORD_NAME = "job.json"
+SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
 
 
 def fsync_dir(path: Path) -> None:
@@ -148,7 +151,40 @@ class FileRecord:
         also fsyncs it, for the states that must survive a power cut too: the prompt_id before its POST,
         the archive name. Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
-            write_json_atomic(self.path, self.to_dict(), indent=None, durable=durable)
+            data = self.to_dict()
+            text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
+            if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
+                write_json_atomic(self.path, data, indent=None, durable=durable)
+
+    def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
+        """Write ``data`` into the spare file (the previous record's inode, kept under a dot name) and
+        swap it with the record in one atomic rename (RENAME_EXCHANGE). Same guarantees as a temp file
+        renamed over the record, without creating a file per save (a new inode costs far more CPU than
+        rewriting an old one). False where the swap is not possible (first save, no spare yet, or no
+        RENAME_EXCHANGE): the caller writes a temp file instead."""
+        if not can_exchange():
+            return False
+        spare = self.folder / SPARE_NAME
+        try:
+            fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            # No spare yet: make one from the current record on the next swap.
+            if not self.path.exists():
+                return False
+            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not exchange(spare, self.path):
+            return False
+        if durable:
+            fsync_dir(self.folder)
+        return True
 
     @classmethod
     def load(cls, folder: Path) -> FileRecord:
