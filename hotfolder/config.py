@@ -43,6 +43,7 @@ class ServerConfig:
     verify: bool = True
     weight: float = 1.0
     labels: tuple[str, ...] = ()
+    input_dir: Path | None = None  # the server's input folder, when it is on this machine (upload retention)
 
     @property
     def display_url(self) -> str:
@@ -109,6 +110,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     retention_done_days: float = 0.0
     retention_outbox_days: float = 0.0
+    retention_uploads_days: float = 0.0
     config_file: Path | None = None
 
     @property
@@ -168,6 +170,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "metrics_host": (str, "address the metrics endpoint listens on (loopback by default)"),
     "retention_done_days": (float, "delete inbox/done/ entries older than this many days (0: keep)"),
     "retention_outbox_days": (float, "delete outbox/ job folders older than this many days (0: keep)"),
+    "retention_uploads_days": (float, "delete files hotfolder uploaded, unused this many days, from the input_dir of servers that have one (0: keep)"),
 }
 
 
@@ -223,11 +226,11 @@ def _server(entry: Any, origin: str) -> ServerConfig:
             f"Server entry {entry!r} in {origin} needs a 'url'.",
             hint='Write servers = ["http://127.0.0.1:8188"] or [[servers]] tables with url = "…".',
         )
-    unknown = set(entry) - {"url", "name", "token", "headers", "verify", "weight", "labels"}
+    unknown = set(entry) - {"url", "name", "token", "headers", "verify", "weight", "labels", "input_dir"}
     if unknown:
         raise ConfigError(
             f"Unknown server key(s) {', '.join(sorted(map(repr, unknown)))} in {origin}.",
-            hint="Server tables accept url, name, token, headers, verify, weight, labels.",
+            hint="Server tables accept url, name, token, headers, verify, weight, labels, input_dir.",
         )
     url = str(entry["url"]).rstrip("/")
     parts = urlsplit(url)
@@ -255,6 +258,7 @@ def _server(entry: Any, origin: str) -> ServerConfig:
         verify=bool(entry.get("verify", True)),
         weight=float(weight),
         labels=tuple(labels),
+        input_dir=Path(entry["input_dir"]).expanduser() if entry.get("input_dir") else None,
     )
 
 
@@ -371,7 +375,7 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(f"Setting 'log_format' must be 'text' or 'json' (got {s.log_format!r}).")
     if not 0 <= s.metrics_port <= 65535:
         raise ConfigError(f"Setting 'metrics_port' must be between 0 and 65535 (got {s.metrics_port!r}).")
-    for key in ("retention_done_days", "retention_outbox_days"):
+    for key in ("retention_done_days", "retention_outbox_days", "retention_uploads_days"):
         if getattr(s, key) < 0:
             raise ConfigError(f"Setting {key!r} must not be negative (0 keeps everything).")
     if s.queue_depth < 1:

@@ -37,7 +37,7 @@ RELOADABLE = {
     "postprocess", "plugin_config",
     "default_template", "settle_seconds", "job_timeout", "history_grace", "lost_grace", "poll_interval",
     "max_file_size", "download_temp", "max_parse_attempts", "stop_budget", "retention_done_days",
-    "retention_outbox_days", "status_interval", "templates", "validate", "inputs_root",
+    "retention_outbox_days", "retention_uploads_days", "status_interval", "templates", "validate", "inputs_root",
 }
 
 
@@ -230,8 +230,16 @@ class _Retention:
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
 
     def start(self) -> None:
-        if self.settings.retention_done_days or self.settings.retention_outbox_days:
+        if self._folders():
             self._thread.start()
+
+    def _folders(self) -> list[tuple[Path, float]]:
+        """(folder, days) pairs to prune: inbox/done/, outbox/, and the hotfolder/ subfolder (where
+        hotfolder's uploads go) of each server's local input_dir."""
+        s = self.settings
+        pairs = [(s.done_dir, s.retention_done_days), (s.outbox, s.retention_outbox_days)]
+        pairs += [(server.input_dir / "hotfolder", s.retention_uploads_days) for server in s.servers if server.input_dir]
+        return [(folder, days) for folder, days in pairs if days]
 
     def stop(self) -> None:
         self._stop.set()
@@ -240,9 +248,8 @@ class _Retention:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for folder, days in ((self.settings.done_dir, self.settings.retention_done_days),
-                                 (self.settings.outbox, self.settings.retention_outbox_days)):
-                if days:
+            for folder, days in self._folders():
+                if folder.is_dir():
                     try:
                         removed = housekeeping.prune(folder, days * 86400)
                     except OSError as err:

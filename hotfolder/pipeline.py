@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -476,7 +477,7 @@ class Engine:
         while True:
             with self._upload_locks[client.name]:  # one upload of a content at a time per server
                 name = known.get(item.sha256)
-                if name is not None:
+                if name is not None and _mark_used(client, name):
                     return name
                 try:
                     name = upload.upload_input(client.http, item, where=where)
@@ -484,6 +485,7 @@ class Engine:
                     name = None
                 if name is not None:
                     known[item.sha256] = name
+                    _mark_used(client, name)
                     log.info("uploaded %s (%d bytes) to %s as %s", item.path, item.size, client.display_url, name)
                     return name
             self._wait_for_server(client, movable=True)
@@ -979,6 +981,21 @@ class _Memo:
         result = self.fn()
         self.failed = result is None
         return result
+
+
+def _mark_used(client: ComfyClient, name: str) -> bool:
+    """For a server whose input folder is on this machine (``input_dir``): whether the uploaded file is
+    still there, touching it so that upload retention counts its age from its last use. ComfyUI does
+    not rewrite identical bytes, so the file's own time says when it was first uploaded. Other servers:
+    True (nothing to check)."""
+    if client.server.input_dir is None:
+        return True
+    local = client.server.input_dir / name
+    try:
+        os.utime(local)
+    except OSError:
+        return False  # deleted by retention (or by hand): upload it again
+    return True
 
 
 class _Failover(Exception):

@@ -210,3 +210,34 @@ def test_process_reads_inputs_beside_a_scenario_outside_the_inbox_when_inputs_ro
     done = daemon.process_files(make_settings(project, comfy.url, inputs_root=str(work)), [work / "p.yaml"])
     assert not done[0].detail["failed"] and len(uploads(comfy)) == 1
     assert (work / "p.yaml").exists()  # process leaves the file where it is
+
+
+def test_a_local_servers_upload_is_touched_on_use_and_sent_again_once_retention_removed_it(
+        img2img: Path, comfy: ComfyTestServer) -> None:
+    project = img2img
+    server = {"url": comfy.url, "input_dir": str(comfy.input_dir)}
+    settings = make_settings(project, comfy.url, servers=[server], retention_uploads_days=30)
+    engine = Engine(settings)
+    engine.start()
+    try:
+        (project / "inbox" / "one.yaml").write_text("template: img2img\ninputs: {LoadImage.image: photos/cat.png}\n")
+        engine.accept(project / "inbox" / "one.yaml")
+        assert engine.wait_idle(30)
+        uploaded = comfy.input_dir / NAME
+        month_ago = uploaded.stat().st_mtime - 31 * 86400
+        os.utime(uploaded, (month_ago, month_ago))
+        (project / "inbox" / "two.yaml").write_text("template: img2img\ninputs: {LoadImage.image: photos/cat.png}\n")
+        engine.accept(project / "inbox" / "two.yaml")
+        assert engine.wait_idle(30)
+        assert len(uploads(comfy)) == 1 and uploaded.stat().st_mtime > month_ago + 86400  # used: touched
+        # what the retention thread prunes: the hotfolder/ folder of each server's local input_dir
+        folders = daemon._Retention(settings)._folders()
+        assert (comfy.input_dir / "hotfolder", 30) in folders
+        uploaded.unlink()  # as retention does once it is unused for 30 days
+        (project / "inbox" / "three.yaml").write_text("template: img2img\ninputs: {LoadImage.image: photos/cat.png}\n")
+        engine.accept(project / "inbox" / "three.yaml")
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    assert len(uploads(comfy)) == 2 and uploaded.exists()
+    assert sorted(p.name for p in (project / "inbox" / "done").iterdir()) == ["one.yaml", "three.yaml", "two.yaml"]
