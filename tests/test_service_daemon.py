@@ -149,3 +149,30 @@ def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> Non
     assert f"--config {project / 'hotfolder.toml'}" in result.stdout or str(project / "hotfolder.toml") in result.stdout
     no_config = run_cli("systemd-unit", cwd=project.parent)
     assert no_config.returncode == 1 and "hotfolder.toml" in no_config.stderr
+
+
+def test_sigterm_past_the_stop_budget_leaves_jobs_recorded_and_they_finish_after_a_restart(
+        project: Path, comfy: ComfyTestServer) -> None:
+    (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
+    names = [f"long{i}.yaml" for i in range(3)]
+    for i, name in enumerate(names):
+        (project / "inbox" / name).write_text(f"template: sleepy\nparams: {{color: {10 + i}, seconds: 2}}\n")
+    proc = start(project, comfy.url, {"HOTFOLDER_STOP_BUDGET": "0.3"})
+    try:
+        wait_until(lambda: comfy.executed_prompt_ids, message="first job running")
+    finally:
+        out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "Stop budget of 0.3 s used up" in out
+    failed = project / "inbox" / "failed"
+    assert not failed.exists() or not any(failed.iterdir()), "a stop sent files to failed/"
+    assert list((project / "inbox" / ".hotfolder").glob("*/*/job.json")), "nothing left recorded"
+    proc = start(project, comfy.url)
+    try:
+        wait_until(lambda: all((project / "inbox" / "done" / n).exists() for n in names), timeout=60,
+                   message="all done after the restart")
+    finally:
+        finish(proc)
+    published = sorted(p.name for p in (project / "outbox").iterdir() if not p.name.startswith("."))
+    assert published == ["long0", "long1", "long2"]
+    assert len(comfy.executed_prompt_ids) == len(set(comfy.executed_prompt_ids)) == 3
