@@ -44,7 +44,6 @@ whether a model file actually loads.
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import json
 import logging
@@ -1000,30 +999,13 @@ def _resolve_address(inject: Any, workflow: Mapping[str, Any], address: str) -> 
     return f"{node_id}.{input_name}"
 
 
-_JINJA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 def _jinja_variables(value: Any) -> list[str]:
     """Undeclared variables of a Jinja string (in order of first use); ``[]`` if it is not Jinja."""
     if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
         return []
-    return list(_parsed_variables(value))
+    from hotfolder.stages.render import string_variables  # jinja2 stays behind the render stage
 
-
-@functools.lru_cache(maxsize=4096)
-def _parsed_variables(value: str) -> tuple[str, ...]:
-    """Parsed once per distinct template string: every job of a template asks the same questions."""
-    try:
-        import jinja2
-        import jinja2.meta
-
-        env = jinja2.Environment()
-        ast = env.parse(value)
-        names = jinja2.meta.find_undeclared_variables(ast)
-    except Exception:  # noqa: BLE001 - a broken template is reported by rendering, not here
-        return ()
-    ordered = [m.group(0) for m in _JINJA_NAME.finditer(value) if m.group(0) in names]
-    return tuple(dict.fromkeys(ordered))
+    return list(string_variables(value))
 
 
 # --------------------------------------------------------------------------------------------------

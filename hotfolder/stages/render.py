@@ -659,6 +659,20 @@ def _template_variables(template: Template) -> frozenset[str]:
     return _variables_of(template.kind, template.text, template.name)
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@functools.lru_cache(maxsize=4096)
+def string_variables(value: str) -> tuple[str, ...]:
+    """The undeclared variables of one Jinja string, in order of first use (``()`` if it does not
+    parse). Cached: every job of a template asks about the same strings."""
+    try:
+        names = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(value))
+    except jinja2.TemplateSyntaxError:
+        return ()
+    return tuple(dict.fromkeys(m.group(0) for m in _NAME.finditer(value) if m.group(0) in names))
+
+
 @functools.lru_cache(maxsize=64)
 def _variables_of(kind: str, text: str, name: str) -> frozenset[str]:
     env = _env(json_output=kind == "jinja")
