@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websocket
 
+from hotfolder.comfy.http import ca_bundle
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,7 +54,9 @@ class EventStream:
         self.on_message = on_message
         self.on_state = on_state
         self.headers = [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.sslopt = {} if verify else {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+        bundle = ca_bundle()
+        self.sslopt: dict[str, Any] = (({"ca_certs": bundle} if bundle else {}) if verify
+                                       else {"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
         self.ping_interval = ping_interval
         self.silence_timeout = silence_timeout
         self.connect_timeout = connect_timeout

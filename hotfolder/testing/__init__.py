@@ -27,6 +27,9 @@ From a shell (foreground until Ctrl-C; prints one line ``hotfolder.testing liste
 
     python -m hotfolder.testing --port 8188 --output-dir /tmp/comfy-out
 
+For https and wss, pass ``ComfyTestServer(ssl_context=ctx)`` (a server-side ``ssl.SSLContext``);
+``url`` then starts with ``https://``. ``tests/test_tls.py`` makes one with ``trustme``.
+
 What runs
 ---------
 ``/object_info`` is the complete answer of a real ComfyUI (496 core node classes) plus ``TestSleep``

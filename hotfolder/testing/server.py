@@ -24,6 +24,7 @@ import mimetypes
 import os
 import shutil
 import socket
+import ssl
 import struct
 import sys
 import tempfile
@@ -201,7 +202,7 @@ class _Runtime:
             await self.runner.cleanup()
             raise
         self.port = sock.getsockname()[1]
-        await web.SockSite(self.runner, sock).start()
+        await web.SockSite(self.runner, sock, ssl_context=self.server.ssl_context).start()
         self._spawn(self._work())
         self._spawn(self._publish())
         self.configure_dropper()
@@ -869,8 +870,10 @@ class ComfyTestServer:
         *,
         input_dir: str | os.PathLike[str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self._requested_port = port
         self.port = port
         base: Path | None = None
@@ -909,9 +912,9 @@ class ComfyTestServer:
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT`` of the running (or last) server."""
+        """``http://HOST:PORT`` of the running (or last) server (``https://`` with an ``ssl_context``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     def start(self) -> ComfyTestServer:
         """Start listening in a background daemon thread; returns once connections are accepted."""
