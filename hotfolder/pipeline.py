@@ -80,7 +80,7 @@ class Engine:
                  hooks: plugins.Hooks | None = None) -> None:
         self.settings = settings
         self.listeners = list(listeners or [])
-        self.hooks = hooks
+        self.hooks = hooks  # also starts an empty template cache
         self.clients = [
             ComfyClient(
                 server, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
@@ -110,6 +110,16 @@ class Engine:
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def hooks(self) -> plugins.Hooks | None:
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, hooks: plugins.Hooks | None) -> None:
+        """New plugins (SIGHUP) may compile templates differently: templates are loaded again."""
+        self._hooks = hooks
+        self._template_cache = render.TemplateCache()
 
     def start(self) -> None:
         """Take this instance's lease (ConfigError if another live daemon holds it) and start working."""
@@ -285,7 +295,8 @@ class Engine:
         a UI template that no server can convert now leaves the job ``unrendered`` for a worker."""
         try:
             rendered = render_job(self.settings, spec, templates, hooks=self.hooks,
-                                  base=inputs_base(self.settings, record), object_info=source)
+                                  base=inputs_base(self.settings, record), object_info=source,
+                                  cache=self._template_cache)
         except render.ObjectInfoUnavailable:
             if not defer:
                 raise
@@ -494,13 +505,14 @@ class Engine:
                           workflow: dict[str, Any], log: logging.LoggerAdapter) -> PromptResult:
         deadline = time.monotonic() + self.settings.job_timeout
         while True:
+            fresh = False
             if job.state in {"pending", "submitting"}:
-                self._submit(record, job, client, workflow, log)
+                fresh = self._submit(record, job, client, workflow, log)
                 deadline = time.monotonic() + self.settings.job_timeout
             try:
                 result = track.track_prompt(
                     client, job.prompt_id or "", workflow, deadline=deadline, cancel=self._stop,
-                    on_progress=lambda w: self._progress(record, job, w),
+                    on_progress=lambda w: self._progress(record, job, w), fresh=fresh,
                 )
             except PromptLost:
                 job.resubmissions += 1
@@ -540,7 +552,9 @@ class Engine:
             return result
 
     def _submit(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any],
-                log: logging.LoggerAdapter) -> None:
+                log: logging.LoggerAdapter) -> bool:
+        """Queue the job's prompt (or attach to it if an earlier POST got there). True when this call's
+        POST queued it just now, so its WebSocket messages are all still to come."""
         if job.prompt_id is None:
             job.prompt_id = str(uuid.uuid4())
         elif job.state == "submitting" and job.submissions > 0:
@@ -550,7 +564,7 @@ class Engine:
                 job.state = "submitted"
                 record.save(durable=False)  # redone after a power cut, never repeated outside
                 log.info("prompt %s is already on %s (%s); attaching to it", job.prompt_id, client.display_url, where)
-                return
+                return False
         job.server = client.name
         job.state = "submitting"
         job.submissions += 1
@@ -577,6 +591,7 @@ class Engine:
         log.info("submitted to %s as prompt %s (%s)", client.display_url, job.prompt_id, where)
         self._emit(Event("submitted", record.input_name, record.job_id, job.name,
                          {"prompt_id": job.prompt_id, "server": client.display_url}))
+        return where == "queued"
 
     def _locate(self, client: ComfyClient, prompt_id: str) -> str:
         while True:
@@ -861,13 +876,15 @@ def input_roots(settings: Settings) -> list[Path]:
 
 def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template],
                hooks: plugins.Hooks | None = None, *, base: Path | None = None,
-               object_info: render.ObjectInfoSource | None = None) -> Rendered:
+               object_info: render.ObjectInfoSource | None = None,
+               cache: render.TemplateCache | None = None) -> Rendered:
     """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
 
     With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
     anything is submitted. ``inputs:`` paths are relative to ``base`` (default: the inbox); each file
     is found, checked and hashed, and its node input set to the name it will have on the server.
-    ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`)."""
+    ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`);
+    ``cache`` keeps templates loaded across files while they are unchanged."""
     name = spec.template or settings.default_template
     where = {"file": spec.source.name, "job": spec.name}
     if not name:
@@ -879,7 +896,10 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
         plugins.parse_postprocess(hooks, chosen_postprocess(settings, spec.to_dict()))
     inputs = upload.resolve_inputs(spec.inputs, base=base or settings.inbox, roots=input_roots(settings), where=where)
     if name not in templates:
-        templates[name] = render.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
+        if cache is not None:
+            templates[name] = cache.get(settings.templates, name, hooks=hooks, object_info=object_info)
+        else:
+            templates[name] = render.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
     template = templates[name]
     workflow, params = render.render_workflow(template, spec, hooks=hooks)
     upload.inject_inputs(workflow, inputs, where={**where, "template": template.name})

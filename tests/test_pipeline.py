@@ -223,6 +223,36 @@ def test_silent_websocket_does_not_hang_jobs(project: Path, comfy: ComfyTestServ
     assert counts["published"] == 1
 
 
+def test_a_healthy_job_costs_one_post_one_history_read_and_one_download(project: Path, comfy: ComfyTestServer) -> None:
+    """The WebSocket says when a freshly queued prompt ends: no /queue calls and no history polls
+    before that (they were half of all requests per job)."""
+    for i in range(4):
+        (project / "inbox" / f"h{i}.yaml").write_text(f"params: {{width: {8 + i}}}\n")
+    counts = drain(make_settings(project, comfy.url, poll_interval=5.0))
+    assert counts["published"] == 4
+    calls = [(r.method, r.path.split("/")[1]) for r in comfy.requests]
+    assert calls.count(("POST", "prompt")) == 4 and calls.count(("GET", "view")) == 4
+    assert ("GET", "queue") not in calls
+    # one read after the end; a second one only when the history entry lagged behind the message
+    assert 4 <= calls.count(("GET", "history")) <= 8
+
+
+def test_a_job_that_ends_while_the_socket_is_away_is_seen_on_reconnect(project: Path, comfy: ComfyTestServer) -> None:
+    """With a long poll_interval, a reconnect alone makes hotfolder look at the history at once."""
+    comfy.faults.node_delay("ImageInvert", 1.0)
+    (project / "inbox" / "quiet.yaml").write_text("params: {width: 8}\n")
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(drain(make_settings(project, comfy.url, poll_interval=120.0))))
+    thread.start()
+    wait_until(lambda: comfy.executed_prompt_ids, message="the prompt started")
+    comfy.faults.silence_websockets(True)  # its end is never told on this socket
+    wait_until(lambda: comfy.history(), message="the prompt finished, unheard")
+    comfy.faults.silence_websockets(False)
+    comfy.faults.drop_websockets()  # 1006: the client reconnects
+    thread.join(60)  # without the poll on reconnect this would wait for poll_interval (120 s)
+    assert not thread.is_alive() and result["published"] == 1
+
+
 def test_job_timeout_interrupts_and_fails(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.node_delay("ImageInvert", 30)
     (project / "inbox" / "slow.yaml").write_text("params: {width: 8}\n")

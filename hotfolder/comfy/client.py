@@ -255,8 +255,15 @@ class ComfyClient:
         return "history" if self.http.history(prompt_id) is not None else "absent"
 
     def wait(self, prompt_id: str, *, deadline: float, on_progress: Callable[[PromptWatch], None] | None = None,
-             cancel: threading.Event | None = None) -> PromptResult:
+             cancel: threading.Event | None = None, fresh: bool = False) -> PromptResult:
         """Block until the prompt has finished and its history entry is readable.
+
+        ``fresh`` says the prompt was queued by a POST that just succeeded, with its messages routed
+        since before the POST: the WebSocket will tell when it ends, so the first history poll waits one
+        ``poll_interval`` instead of asking at once (that poll and the ``/queue`` call behind it were
+        half of all requests per job). Otherwise (re-attaching after a restart or failover) the first
+        poll is immediate: the prompt may have finished while nobody listened. Every reconnect of the
+        WebSocket also polls at once, since messages may have been missed in between.
 
         Raises :class:`PromptLost` when the server no longer has it, :class:`ServerUnavailable` while the
         server is away (the caller waits and calls again), and ``TimeoutError`` at ``deadline``
@@ -272,13 +279,19 @@ class ComfyClient:
         watch = self.watch(prompt_id, listener)
         absent_since: float | None = None
         ended_at: float | None = None
-        next_poll = time.monotonic()  # poll at once: the prompt may have finished while we were away
+        generation = self._ws_generation
+        next_poll = time.monotonic()
+        if fresh and self.stream.connected:
+            next_poll += self.poll_interval
         while True:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 raise Cancelled(prompt_id)
             if now >= deadline:
                 raise TimeoutError(prompt_id)
+            if self._ws_generation != generation:  # the socket dropped or came back: look now
+                generation = self._ws_generation
+                next_poll = now
             if watch.ended.is_set() and ended_at is None:
                 ended_at = now
                 next_poll = now

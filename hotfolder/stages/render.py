@@ -320,6 +320,49 @@ def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None =
     )
 
 
+class TemplateCache:
+    """Loaded templates by name, reused while their files are unchanged: a job costs a few ``stat``
+    calls instead of reading, parsing and checking the template and its sidecar again. An edit (new
+    mtime, size or inode of the template, its other-suffix twin or its sidecar) loads it anew.
+    Templates converted from UI workflows are not kept: their conversion depends on a server's
+    ``/object_info``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[tuple[Any, ...], Template]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _stamp(templates_dir: Path, name: str) -> tuple[Any, ...] | None:
+        try:
+            base, suffixes = _split_name(name)
+        except TemplateError:
+            return None
+        stamp: list[Any] = []
+        for candidate in (*(f"{base}{suffix}" for suffix in suffixes), f"{base}.toml"):
+            try:
+                st = (templates_dir / candidate).stat()
+            except OSError:
+                stamp.append(None)
+                continue
+            stamp.append((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
+        return tuple(stamp)
+
+    def get(self, templates_dir: Path, name: str, *, hooks: RenderHooks | None = None,
+            object_info: ObjectInfoSource | None = None) -> Template:
+        """:func:`load_template`, or the template loaded before if none of its files changed since."""
+        key = (str(templates_dir), name)
+        stamp = self._stamp(templates_dir, name)  # taken before loading: an edit during the load reloads next time
+        with self._lock:
+            entry = self._entries.get(key)
+        if stamp is not None and entry is not None and entry[0] == stamp:
+            return entry[1]
+        template = load_template(templates_dir, name, hooks=hooks, object_info=object_info)
+        if stamp is not None and template.source_format == "api":
+            with self._lock:
+                self._entries[key] = (stamp, template)
+        return template
+
+
 def required_variables(template: Template, *, hooks: RenderHooks | None = None) -> set[str]:
     """The variables the template's Jinja uses that have no default (each scenario must give them);
     names the Jinja environment defines (``range``, plugin globals) are left out."""

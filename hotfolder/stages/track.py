@@ -19,12 +19,13 @@ MAX_INPUT_REPR = 200
 
 def track_prompt(client: ComfyClient, prompt_id: str, workflow: dict[str, Any], *, deadline: float,
                  on_progress: Callable[[PromptWatch], None] | None = None,
-                 cancel: threading.Event | None = None) -> PromptResult:
+                 cancel: threading.Event | None = None, fresh: bool = False) -> PromptResult:
     """Wait for the prompt; return its result, or raise ExecutionFailed for an error or interrupt.
+    ``fresh``: it was queued by a POST that just succeeded (see ComfyClient.wait).
 
     Also raises PromptLost, ServerUnavailable and TimeoutError from the client for the caller to handle.
     """
-    result = client.wait(prompt_id, deadline=deadline, on_progress=on_progress, cancel=cancel)
+    result = client.wait(prompt_id, deadline=deadline, on_progress=on_progress, cancel=cancel, fresh=fresh)
     if result.status != "success":
         raise explain_failure(result, workflow)
     return result

@@ -749,3 +749,34 @@ def test_render_workflow_error_to_dict_has_the_render_stage(templates: Path) -> 
     out = info.value.to_dict()
     assert out["stage"] == "render"
     assert out["where"]["template"] == "txt2img"
+
+
+def test_template_cache_reuses_an_unchanged_template_and_reloads_every_kind_of_edit(tmp_path: Path) -> None:
+    import os
+    cache = render.TemplateCache()
+    wf = tmp_path / "t.json"
+    wf.write_text(json.dumps(TXT2IMG))
+    first = cache.get(tmp_path, "t")
+    assert cache.get(tmp_path, "t") is first  # nothing changed: not read again
+
+    edited = json.loads(json.dumps(TXT2IMG))
+    edited["3"]["inputs"]["cfg"] = 7  # same size as before: only the mtime tells
+    wf.write_text(json.dumps(edited))
+    st = wf.stat()
+    os.utime(wf, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    second = cache.get(tmp_path, "t")
+    assert second is not first and second.sha256 != first.sha256
+
+    (tmp_path / "t.toml").write_text('description = "now with a sidecar"\n')
+    third = cache.get(tmp_path, "t")
+    assert third is not second and third.sidecar is not None
+
+    (tmp_path / "t.json.j2").write_text(json.dumps(TXT2IMG))
+    wf.unlink()  # the .json.j2 twin is the template now
+    assert cache.get(tmp_path, "t").kind == "jinja"
+
+    (tmp_path / "t.json.j2").unlink()
+    with pytest.raises(TemplateError, match="not found"):
+        cache.get(tmp_path, "t")  # a deleted template is not served from memory
+    with pytest.raises(TemplateError, match="plain file name"):
+        cache.get(tmp_path, "../t")
