@@ -638,7 +638,12 @@ class Engine:
         raise Cancelled(client.name)
 
     def _progress(self, record: FileRecord, job: JobState, watch: PromptWatch) -> None:
+        """A progress event when the node or its progress changed (the WebSocket calls this for every
+        message about the prompt, most of which change neither)."""
         p = watch.progress
+        if watch.reported == p:
+            return
+        watch.reported = p
         self._emit(Event("progress", record.input_name, record.job_id, job.name,
                          {"node": p.node, "value": p.value, "max": p.max}))
 

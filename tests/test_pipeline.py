@@ -223,18 +223,19 @@ def test_silent_websocket_does_not_hang_jobs(project: Path, comfy: ComfyTestServ
     assert counts["published"] == 1
 
 
-def test_a_healthy_job_costs_one_post_one_history_read_and_one_download(project: Path, comfy: ComfyTestServer) -> None:
-    """The WebSocket says when a freshly queued prompt ends: no /queue calls and no history polls
-    before that (they were half of all requests per job)."""
+def test_a_healthy_job_costs_one_post_and_one_download(project: Path, comfy: ComfyTestServer) -> None:
+    """A prompt queued while the WebSocket is up, and told start to success on that same connection,
+    needs neither /history nor /queue: the socket's `executed` messages are its outputs."""
     for i in range(4):
         (project / "inbox" / f"h{i}.yaml").write_text(f"params: {{width: {8 + i}}}\n")
     counts = drain(make_settings(project, comfy.url, poll_interval=5.0))
     assert counts["published"] == 4
     calls = [(r.method, r.path.split("/")[1]) for r in comfy.requests]
     assert calls.count(("POST", "prompt")) == 4 and calls.count(("GET", "view")) == 4
-    assert ("GET", "queue") not in calls
-    # one read after the end; a second one only when the history entry lagged behind the message
-    assert 4 <= calls.count(("GET", "history")) <= 8
+    assert ("GET", "queue") not in calls and ("GET", "history") not in calls
+    for i in range(4):
+        sidecar = json.loads((project / "outbox" / f"h{i}" / f"h{i}.json").read_text())
+        assert [o["node"] for o in sidecar["outputs"]] == ["3"] and sidecar["timestamps"]["started"]
 
 
 def test_a_job_that_ends_while_the_socket_is_away_is_seen_on_reconnect(project: Path, comfy: ComfyTestServer) -> None:
@@ -251,6 +252,7 @@ def test_a_job_that_ends_while_the_socket_is_away_is_seen_on_reconnect(project: 
     comfy.faults.drop_websockets()  # 1006: the client reconnects
     thread.join(60)  # without the poll on reconnect this would wait for poll_interval (120 s)
     assert not thread.is_alive() and result["published"] == 1
+    assert any(r.path.startswith("/history/") for r in comfy.requests)  # the socket broke: history decides
 
 
 def test_job_timeout_interrupts_and_fails(project: Path, comfy: ComfyTestServer) -> None:

@@ -59,6 +59,16 @@ class PromptWatch:
     outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, a fallback for history
     progress: Progress = field(default_factory=Progress)
     listener: Callable[[PromptWatch], None] | None = None
+    reported: Progress | None = None  # the progress last passed on (by the listener's owner)
+    generation: int | None = None  # the WebSocket connection routing to this watch since it began; None: none
+    seen_start: bool = False  # execution_start arrived on that connection
+
+    def complete(self, generation: int) -> bool:
+        """True when the WebSocket told the whole run, success included, on one unbroken connection that
+        was up before the prompt was sent: TCP loses nothing within a connection, so the ``executed``
+        outputs are all of them (cached output nodes send ``executed`` too: PROTOCOL 4)."""
+        return (self.outcome == "success" and self.seen_start and self.generation is not None
+                and self.generation == generation)
 
     def _node_done(self, now: float) -> None:
         if self.current_node is not None and self.current_node in self.node_started:
@@ -181,6 +191,7 @@ class ComfyClient:
         now = time.time()
         if kind == "execution_start":
             watch.started = (data.get("timestamp") or now * 1000) / 1000
+            watch.seen_start = True
         elif kind == "execution_cached":
             watch.cached = [str(n) for n in data.get("nodes") or []]
         elif kind == "executing":
@@ -231,6 +242,8 @@ class ComfyClient:
             watch = self._watches.get(prompt_id)
             if watch is None:
                 watch = self._watches[prompt_id] = PromptWatch(prompt_id)
+                # a connection that drops or comes back after this point changes the generation
+                watch.generation = self._ws_generation if self.stream.connected else None
             watch.listener = listener
             return watch
 
@@ -256,7 +269,9 @@ class ComfyClient:
 
     def wait(self, prompt_id: str, *, deadline: float, on_progress: Callable[[PromptWatch], None] | None = None,
              cancel: threading.Event | None = None, fresh: bool = False) -> PromptResult:
-        """Block until the prompt has finished and its history entry is readable.
+        """Block until the prompt has finished and its result is known: from the WebSocket when it told
+        the whole successful run on one unbroken connection (:meth:`PromptWatch.complete`), else from
+        the history entry (errors, interrupts, reconnects, re-attaching after a restart).
 
         ``fresh`` says the prompt was queued by a POST that just succeeded, with its messages routed
         since before the POST: the WebSocket will tell when it ends, so the first history poll waits one
@@ -293,6 +308,8 @@ class ComfyClient:
                 generation = self._ws_generation
                 next_poll = now
             if watch.ended.is_set() and ended_at is None:
+                if watch.complete(self._ws_generation):
+                    return PromptResult(prompt_id, "success", dict(watch.outputs), {}, watch, None)
                 ended_at = now
                 next_poll = now
             if now >= next_poll:
