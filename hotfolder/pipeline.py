@@ -41,7 +41,7 @@ from hotfolder.errors import (
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
-from hotfolder.record import RECORD_NAME, FileRecord, JobState, now_iso, write_json_atomic
+from hotfolder.record import RECORD_NAME, FileRecord, JobState, now_iso, write_json_atomic, write_json_private
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
 
 logger = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ class Engine:
                            spec.template or self.settings.default_template,
                            extra={"file": record.input_name, "job": spec.name})
             return
-        write_json_atomic(record.workflow_path(spec.index), rendered.workflow, indent=None)
+        write_json_private(record.workflow_path(spec.index), rendered.workflow, indent=None)  # the record lists it later
         job.template = template_record(rendered)
         job.params = rendered.params
         job.inputs = [item.to_dict() for item in rendered.inputs]
@@ -671,7 +671,7 @@ class Engine:
                     raise Cancelled(job.name) from None
         job.state = "downloaded"
         record.save(durable=False)  # redone after a power cut, never repeated outside
-        log.info("downloaded %d file(s)", len(job.outputs))
+        log.debug("downloaded %d file(s)", len(job.outputs))  # the published line gives the count
 
     def _publish(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any],
                  log: logging.LoggerAdapter) -> None:
@@ -697,7 +697,7 @@ class Engine:
         # its result in the outbox instead of publishing it again.
         with self._cond:
             self.counts["published"] += 1
-        log.info("published %s", existing)
+        log.info("published %d file(s) as %s", len(job.outputs), existing)
         self._emit(Event("published", record.input_name, record.job_id, job.name, {"path": str(existing)}))
 
     def _sidecar(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_json_private(path: Path, data: Any, *, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON straight to ``path``, for a file in a folder only this job uses that
+    nothing reads before a later step commits it (a job's workflow before the record that lists it, a
+    sidecar in staging before the folder is moved into the outbox). A crash mid-write leaves a torn
+    file that the redone step writes again; no temp file and rename needed (creating a file is the
+    dearest thing a job does to the file system)."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable: bool = True,
                       mode: int | None = None) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one.
@@ -166,16 +177,19 @@ class FileRecord:
             return False
         spare = self.folder / SPARE_NAME
         try:
-            fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(spare, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             # No spare yet: make one from the current record on the next swap.
             if not self.path.exists():
                 return False
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
+            # Overwritten from the start and cut to length, not opened with O_TRUNC: freeing all of the
+            # file's blocks first and allocating them again cost more than the rest of the save.
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            os.ftruncate(fd, len(data))
             if durable:
                 os.fsync(fd)
         finally:

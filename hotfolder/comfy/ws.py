@@ -5,12 +5,18 @@ connection changes to ``on_state``. Binary frames (previews, progress text) are 
 dropped here. ComfyUI sends no heartbeat, so the thread pings; a socket that answers neither frames nor
 pings within ``silence_timeout`` is treated as dead. Before reconnecting it always closes the old socket:
 two live sockets with one clientId make ComfyUI orphan the newer one (PROTOCOL §8).
+
+websocket-client makes the connection (handshake, TLS, proxies, headers) and sends pings, pongs and the
+close. The frames ComfyUI sends are read here by :class:`FrameReader`, from the socket in 64 KiB
+chunks: the library reads every frame with two or three ``recv`` calls of a few bytes, which at a
+dozen messages per prompt was most of this thread's CPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -23,6 +29,103 @@ import websocket
 from hotfolder.comfy.http import ca_bundle
 
 logger = logging.getLogger(__name__)
+
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+MAX_TEXT = 64 * 1024 * 1024  # a JSON message larger than this is not ComfyUI's: the connection is dropped
+
+
+class FrameReader:
+    """Messages from a server's frames (RFC 6455 §5), read from ``sock`` in large chunks.
+
+    :meth:`read` returns ``(opcode, payload)`` for each text message (continuations joined) and each
+    control frame. Binary messages (previews) are skipped as they stream by, never held whole. A socket
+    timeout propagates with the partial frame kept, so the next :meth:`read` resumes where it stopped.
+    Raises ``ConnectionError`` when the peer closes and ``ValueError`` for frames no server may send.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.pos = 0
+        self.skip = 0  # bytes of a binary frame still to discard
+        self.message: int | None = None  # the data message being continued: OP_TEXT, OP_BINARY or None
+        self.parts: list[bytes] = []
+
+    def _fill(self, need: int) -> None:
+        while len(self.buf) - self.pos < need:
+            if self.pos:
+                del self.buf[: self.pos]
+                self.pos = 0
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            self.buf += chunk
+
+    def _discard(self) -> None:
+        available = len(self.buf) - self.pos
+        if available:
+            taken = min(available, self.skip)
+            self.pos += taken
+            self.skip -= taken
+            return
+        chunk = self.sock.recv(min(65536, self.skip))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.skip -= len(chunk)
+
+    def read(self) -> tuple[int, bytes]:
+        while True:
+            if self.skip:
+                self._discard()
+                continue
+            self._fill(2)
+            b0, b1 = self.buf[self.pos], self.buf[self.pos + 1]
+            fin, opcode, masked, size = b0 & 0x80, b0 & 0x0F, b1 & 0x80, b1 & 0x7F
+            head = 2
+            if size == 126:
+                self._fill(4)
+                size, head = int.from_bytes(self.buf[self.pos + 2:self.pos + 4], "big"), 4
+            elif size == 127:
+                self._fill(10)
+                size, head = int.from_bytes(self.buf[self.pos + 2:self.pos + 10], "big"), 10
+            if masked:
+                head += 4
+            if opcode >= 0x8:
+                if not fin or size > 125:
+                    raise ValueError(f"malformed control frame (opcode {opcode:#x})")
+            elif opcode == OP_BINARY or (opcode == OP_CONT and self.message == OP_BINARY):
+                if opcode == OP_BINARY and self.message is not None:
+                    raise ValueError("a binary frame inside an unfinished message")
+                self._fill(head)
+                self.pos += head
+                self.skip = size
+                self.message = None if fin else OP_BINARY
+                continue
+            elif opcode == OP_TEXT:
+                if self.message is not None:
+                    raise ValueError("a text frame inside an unfinished message")
+            elif opcode != OP_CONT or self.message != OP_TEXT:
+                raise ValueError(f"unexpected frame (opcode {opcode:#x})")
+            if size > MAX_TEXT or sum(map(len, self.parts)) + size > MAX_TEXT:
+                raise ValueError(f"a text message over {MAX_TEXT} bytes")
+            self._fill(head + size)
+            start = self.pos + head
+            payload = bytes(self.buf[start:start + size])
+            if masked:  # servers must not mask; unmask anyway
+                key = self.buf[start - 4:start]
+                payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            self.pos = start + size
+            if opcode >= 0x8:
+                return opcode, payload
+            if fin and not self.parts:
+                self.message = None
+                return OP_TEXT, payload
+            self.parts.append(payload)
+            self.message = OP_TEXT
+            if fin:
+                message, self.parts, self.message = b"".join(self.parts), [], None
+                return OP_TEXT, message
 
 
 def ws_url(http_url: str, client_id: str) -> str:
@@ -135,6 +238,7 @@ class EventStream:
 
     def _read(self, ws: websocket.WebSocket) -> None:
         ws.settimeout(min(1.0, self.ping_interval))
+        reader = FrameReader(ws.sock)
         last_seen = time.monotonic()
         last_ping = last_seen
         while not self._stop.is_set():
@@ -149,18 +253,28 @@ class EventStream:
                 logger.warning("WebSocket to %s silent for %.0f s; reconnecting", self.display_url, now - last_seen)
                 return
             try:
-                opcode, frame = ws.recv_data_frame(control_frame=True)
-            except websocket.WebSocketTimeoutException:
+                opcode, data = reader.read()
+            except (socket.timeout, ssl.SSLWantReadError):
                 continue
-            except (OSError, websocket.WebSocketException, AttributeError):
+            except ValueError as err:
+                logger.warning("WebSocket to %s sent something that is not WebSocket: %s; reconnecting",
+                               self.display_url, err)
+                return
+            except (OSError, AttributeError):  # ConnectionError is an OSError; AttributeError: closed by stop()
                 return
             last_seen = time.monotonic()
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if opcode == OP_CLOSE:
                 return
-            if opcode != websocket.ABNF.OPCODE_TEXT:
-                continue  # binary previews, pongs: never results
+            if opcode == OP_PING:
+                try:
+                    ws.pong(data)
+                except (OSError, websocket.WebSocketException):
+                    return
+                continue
+            if opcode != OP_TEXT:
+                continue  # pongs
             try:
-                message = json.loads(frame.data.decode("utf-8"))
+                message = json.loads(data.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 logger.debug("Ignoring a WebSocket frame that is not JSON")
                 continue
