@@ -653,7 +653,8 @@ class Engine:
         job.execution["ui_values"] = values
         staging = self.settings.staging_dir / f"{record.job_id}-{job.index:03d}"
         job.staging = str(staging)
-        shutil.rmtree(staging, ignore_errors=True)  # a download cut off by a crash starts over
+        if os.path.lexists(staging):  # a download cut off by a crash starts over
+            shutil.rmtree(staging, ignore_errors=True)
         errors = 0
         while True:
             try:

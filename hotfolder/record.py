@@ -177,19 +177,20 @@ class FileRecord:
             return False
         spare = self.folder / SPARE_NAME
         try:
-            fd = os.open(spare, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            # O_TRUNC, not an overwrite in place (which is cheaper): a save that is not fsynced must
+            # still never leave a torn record after a power cut. Truncated, the file's new blocks are
+            # allocated afresh, and ext4 (data=ordered, auto_da_alloc) writes them before it commits
+            # the exchange that names them; blocks overwritten in place have no such ordering.
+            fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             # No spare yet: make one from the current record on the next swap.
             if not self.path.exists():
                 return False
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            # Overwritten from the start and cut to length, not opened with O_TRUNC: freeing all of the
-            # file's blocks first and allocating them again cost more than the rest of the save.
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.ftruncate(fd, len(data))
             if durable:
                 os.fsync(fd)
         finally:

@@ -175,12 +175,26 @@ class EventStream:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._close()
+        self._interrupt()
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._close()  # never started, or gone: nobody else uses the socket
 
     def kick(self) -> None:
         """Drop the current socket so the thread reconnects (used when it seems silent)."""
-        self._close()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Wake the reader thread out of ``recv`` by shutting the socket down; the reader then closes it
+        itself. Only that thread reads, writes or closes the socket: a TLS connection used by two
+        threads at once can crash the process inside OpenSSL."""
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            try:
+                ws.abort()
+            except Exception:  # noqa: BLE001 - best effort: the socket may be gone already
+                pass
 
     def alive(self) -> bool:
         return self._thread.is_alive()

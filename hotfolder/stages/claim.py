@@ -66,6 +66,6 @@ def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = T
                         original_path=str(path), archive=move, parse_attempts=parse_attempts)
     if os.lstat(target).st_size <= 64 * 1024 * 1024:
         record.sha256 = file_sha256(target)
-    record.save()
+    record.save(durable=False)  # nothing has happened outside yet: after a power cut, recovery re-reads the input
     failpoints.hit("after_record")
     return record
