@@ -100,3 +100,31 @@ def test_a_text_message_over_the_limit_is_refused_before_it_is_read(pair) -> Non
     b.sendall(bytes([0x80 | OP_TEXT, 127]) + struct.pack(">Q", MAX_TEXT + 1))
     with pytest.raises(ValueError, match="over"):
         FrameReader(a).read()
+
+
+def test_ignored_message_types_are_dropped_undecoded_and_others_pass(pair) -> None:
+    """EventStream(ignore_types=...) drops broadcasts by their first bytes; anything else is decoded."""
+    import threading
+
+    from hotfolder.comfy.ws import EventStream
+
+    got: list[dict] = []
+    stream = EventStream("http://127.0.0.1:9", "c", on_message=got.append, on_state=lambda up: None,
+                         ignore_types=("status", "progress_state"))
+    a, b = pair
+    a.settimeout(0.2)
+
+    class FakeWS:  # what _read needs of a websocket-client connection
+        sock = a
+
+        def settimeout(self, t: float) -> None:
+            a.settimeout(t)
+
+    for text in (b'{"type": "status", "data": {}}', b'{"type": "progress_state", "data": {}}',
+                 b'{"data": {}, "type": "status"}', b'{"type": "executing", "data": {"node": null}}'):
+        b.sendall(frame(OP_TEXT, text))
+    b.sendall(frame(OP_CLOSE, b""))
+    thread = threading.Thread(target=stream._read, args=(FakeWS(),))
+    thread.start()
+    thread.join(5)
+    assert got == [{"data": {}, "type": "status"}, {"type": "executing", "data": {"node": None}}]

@@ -122,6 +122,8 @@ class ComfyClient:
             server.display_url, self.client_id, on_message=self._on_message, on_state=self._on_state,
             display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
             connect_timeout=connect_timeout,
+            # queue broadcasts and per-node progress_state: half of all messages, never read here
+            ignore_types=("status", "progress_state"),
         )
         self._system_stats: dict[str, Any] | None = None
 

@@ -148,6 +148,7 @@ class EventStream:
         display_url: str | None = None,
         headers: dict[str, str] | None = None,
         verify: bool = True,
+        ignore_types: tuple[str, ...] = (),
         ping_interval: float = 10.0,
         silence_timeout: float = 30.0,
         connect_timeout: float = 5.0,
@@ -156,6 +157,9 @@ class EventStream:
         self.display_url = display_url or http_url
         self.on_message = on_message
         self.on_state = on_state
+        # Messages of these types are dropped before they are decoded, recognised by their first bytes
+        # (ComfyUI writes "type" first). One that starts otherwise is decoded and passed on as usual.
+        self._skip = tuple(f'{{"type": "{kind}"'.encode() for kind in ignore_types)
         self.headers = [f"{k}: {v}" for k, v in (headers or {}).items()]
         bundle = ca_bundle()
         self.sslopt: dict[str, Any] = (({"ca_certs": bundle} if bundle else {}) if verify
@@ -287,6 +291,8 @@ class EventStream:
                 continue
             if opcode != OP_TEXT:
                 continue  # pongs
+            if self._skip and data.startswith(self._skip):
+                continue
             try:
                 message = json.loads(data.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
