@@ -92,7 +92,7 @@ def can_exchange() -> bool:
     return not _exchange_unsupported and _renameat2() is not None
 
 
-def exchange(a: Path, b: Path) -> bool:
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Swap the files at ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
     False, with nothing changed, where that is not available (other systems, some filesystems) or one
     of them does not exist; other failures raise OSError."""

@@ -22,7 +22,7 @@ RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -50,7 +50,8 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable:
                       mode: int | None = None) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one.
     ``durable`` also fsyncs the file and its folder (job state); ``mode`` sets the file's permissions."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    folder, name = os.path.split(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             # dumps, not dump: json.dump always takes the pure-Python encoder; dumps with indent=None the C one
@@ -69,12 +70,20 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable:
             pass
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(folder)
+
+
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, reused within that second
 
 
 def now_iso(ts: float | None = None) -> str:
+    global _second
     ts = time.time() if ts is None else ts
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    whole = int(ts)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
 @dataclass
@@ -125,6 +134,7 @@ class FileRecord:
     error: dict[str, Any] | None = None
     jobs: list[JobState] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _names: tuple[Any, str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def input_path(self) -> Path:
@@ -133,6 +143,14 @@ class FileRecord:
     @property
     def path(self) -> Path:
         return self.folder / RECORD_NAME
+
+    def _files(self) -> tuple[str, str]:
+        """(record, spare) as strings, made once per folder: path objects cost more than the saves' I/O."""
+        names = self._names
+        if names is None or names[0] is not self.folder:
+            base = os.fspath(self.folder)
+            names = self._names = (self.folder, os.path.join(base, RECORD_NAME), os.path.join(base, SPARE_NAME))
+        return names[1], names[2]
 
     def workflow_path(self, index: int) -> Path:
         return self.folder / f"workflow-{index:03d}.json"
@@ -165,7 +183,7 @@ class FileRecord:
             data = self.to_dict()
             text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
             if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
-                write_json_atomic(self.path, data, indent=None, durable=durable)
+                write_json_atomic(self._files()[0], data, indent=None, durable=durable)
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
         """Write ``data`` into the spare file (the previous record's inode, kept under a dot name) and
@@ -175,7 +193,7 @@ class FileRecord:
         RENAME_EXCHANGE): the caller writes a temp file instead."""
         if not can_exchange():
             return False
-        spare = self.folder / SPARE_NAME
+        record, spare = self._files()
         try:
             # O_TRUNC, not an overwrite in place (which is cheaper): a save that is not fsynced must
             # still never leave a torn record after a power cut. Truncated, the file's new blocks are
@@ -184,7 +202,7 @@ class FileRecord:
             fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             # No spare yet: make one from the current record on the next swap.
-            if not self.path.exists():
+            if not os.path.exists(record):
                 return False
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
@@ -195,7 +213,7 @@ class FileRecord:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if not exchange(spare, self.path):
+        if not exchange(spare, record):
             return False
         if durable:
             fsync_dir(self.folder)

@@ -90,6 +90,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import re
 import threading
@@ -338,9 +339,10 @@ class TemplateCache:
         except TemplateError:
             return None
         stamp: list[Any] = []
+        folder = os.fspath(templates_dir)
         for candidate in (*(f"{base}{suffix}" for suffix in suffixes), f"{base}.toml"):
             try:
-                st = (templates_dir / candidate).stat()
+                st = os.stat(os.path.join(folder, candidate))
             except OSError:
                 stamp.append(None)
                 continue
