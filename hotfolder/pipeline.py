@@ -435,7 +435,8 @@ class Engine:
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
         if job.state == "unrendered":
             self._render_later(record, job, log)
-        rendered = json.loads(record.workflow_path(job.index).read_text(encoding="utf-8"))
+        with open(os.fspath(record.workflow_path(job.index)), encoding="utf-8") as fh:
+            rendered = json.loads(fh.read())
         while True:
             client = self._pick_client(job, rendered)
             with self._cond:

@@ -87,6 +87,8 @@ def resolve_inputs(inputs: dict[str, str], *, base: Path, roots: list[Path],
     Raise :class:`ScenarioError` if a path is absolute, goes up, does not exist, is not a regular file,
     cannot be read, or (after symlinks are resolved) is outside every folder of ``roots``.
     """
+    if not inputs:
+        return []  # most jobs: no symlink resolution of the roots for nothing
     where = dict(where or {})
     allowed = [root.resolve() for root in roots]
     out: list[InputFile] = []
