@@ -36,7 +36,8 @@ def unique_name(folder: Path, name: str, taken: set[str] | None = None) -> str:
     taken = taken or set()
     stem, ext = _split_ext(name)
     candidate, n = name, 1
-    while candidate in taken or os.path.lexists(folder / candidate):
+    base = os.fspath(folder)
+    while candidate in taken or os.path.lexists(os.path.join(base, candidate)):
         n += 1
         candidate = f"{stem}-{n}{ext}"
     return candidate

@@ -355,7 +355,7 @@ class ComfyHTTP:
     def delete_pending(self, prompt_id: str) -> None:
         self._request("POST", "/queue", idempotent=True, json_body={"delete": [prompt_id]})
 
-    def download(self, *, filename: str, subfolder: str, type_: str, dest: Path) -> tuple[int, str]:
+    def download(self, *, filename: str, subfolder: str, type_: str, dest: str | os.PathLike[str]) -> tuple[int, str]:
         """Stream one output file from ``/view`` into ``dest``; return (size, sha256). Never held in memory."""
         query = urlencode({"filename": filename, "subfolder": subfolder, "type": type_})
         conn, resp = self._send("GET", f"/view?{query}", idempotent=True)

@@ -10,6 +10,7 @@ sha256 computed on the way; nothing is held in memory. Local names are the serve
 from __future__ import annotations
 
 import mimetypes
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,10 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
             continue
         local = unique_name(staging, safe_filename(ref.filename, fallback="output"), taken)
         taken.add(local)
-        part = staging / f".{local}.part"
+        base = os.fspath(staging)
+        part = os.path.join(base, f".{local}.part")
         size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
-        part.rename(staging / local)
+        os.rename(part, os.path.join(base, local))
         failpoints.hit("mid_download")
         entries.append({
             "file": local,

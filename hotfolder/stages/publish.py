@@ -23,9 +23,10 @@ def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, An
     taken: set[str] = set()
     while True:
         final = unique_name(outbox, name, taken)
-        for old in staging.glob("*.json"):
-            if old.name.startswith(name) and old.name != f"{final}.json" and _is_sidecar(old, sidecar):
-                old.unlink()
+        for entry in os.scandir(staging):  # a sidecar left by a run cut off before a name clash
+            if (entry.name.endswith(".json") and entry.name.startswith(name) and entry.name != f"{final}.json"
+                    and _is_sidecar(Path(entry.path), sidecar)):
+                os.unlink(entry.path)
         write_json_atomic(staging / f"{final}.json", dict(sidecar, published_as=final))
         failpoints.hit("mid_publish")
         try:
