@@ -143,11 +143,9 @@ def test_no_proxy_is_honoured(comfy: ComfyTestServer, proxy: _Proxy, monkeypatch
 def test_https_is_tunnelled_through_the_proxy_and_still_verified(proxy: _Proxy, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     trustme = pytest.importorskip("trustme")
-    import ssl
+    from .test_tls import server_context
     ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    with ComfyTestServer(ssl_context=context) as server:
+    with ComfyTestServer(ssl_context=server_context(ca)) as server:
         monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
         for key in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
             monkeypatch.delenv(key, raising=False)

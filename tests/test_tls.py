@@ -3,6 +3,7 @@ is the explicit way out. The test ComfyUI serves TLS with a certificate from a t
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +24,17 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.fixture
-def tls_comfy(ca: trustme.CA) -> Iterator[ComfyTestServer]:
-    import ssl
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server-side TLS context with a certificate for 127.0.0.1 issued by ``ca``."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    server = ComfyTestServer(ssl_context=context)
-    server.start()
-    try:
+    return context
+
+
+@pytest.fixture
+def tls_comfy(ca: trustme.CA) -> Iterator[ComfyTestServer]:
+    with ComfyTestServer(ssl_context=server_context(ca)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
