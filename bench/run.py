@@ -35,6 +35,7 @@ import pstats
 import random
 import re
 import shutil
+import statistics
 import signal
 import subprocess
 import sys
@@ -184,30 +185,48 @@ def stop_servers(servers: list[TestServerProc]) -> None:
 
 
 def section_throughput(ctx: Ctx, url: str, label: str) -> None:
-    n = ctx.args.jobs
-    log(f"[1] throughput, {n} trivial jobs on {label}")
-    colors = ctx.colors(n)
+    n, rounds = ctx.args.jobs, ctx.args.rounds
+    log(f"[1] throughput, {n} trivial jobs on {label}, {rounds} round(s)")
     scratch = ctx.reaper.tempdir("seq-downloads")
 
     # warm the server's own code paths once (imports, first PNG), outside every measurement
     clients.run_sequential(url, [invert_workflow(c, prefix="hfbench/warm") for c in ctx.colors(2)], scratch)
 
-    seconds, done = clients.run_direct(url, [invert_workflow(c, prefix="hfbench/direct") for c in colors], depth=2)
-    direct = done / seconds
-    seconds, done = clients.run_sequential(url, [invert_workflow(c, prefix="hfbench/seq") for c in colors], scratch)
-    sequential = done / seconds
+    # The three clients take turns, round after round, so that a slow spell of a shared machine
+    # falls on all of them; the table gives medians (and the per-round ratios' range).
+    # Each client and round writes into its own output subfolder: SaveImage lists its folder for every
+    # image, so a shared folder that keeps growing would slow the server for whoever comes later.
+    direct, sequential, hot, cpu = [], [], [], []
+    for r in range(1, rounds + 1):
+        colors = ctx.colors(n)
+        seconds, done = clients.run_direct(url, [invert_workflow(c, prefix=f"hfbench/direct{r}/img") for c in colors],
+                                           depth=2)
+        direct.append(done / seconds)
+        seconds, done = clients.run_sequential(url, [invert_workflow(c, prefix=f"hfbench/seq{r}/img") for c in colors],
+                                               scratch)
+        sequential.append(done / seconds)
+        batch = run_hotfolder(ctx, "throughput", [url], colors, prefix=f"hfbench/hotfolder{r}/img")
+        hot.append(n / batch.seconds)
+        cpu.append(1000 * batch.cpu / n)
+        log(f"  round {len(hot)}: hotfolder {hot[-1]:.1f}, direct {direct[-1]:.1f}, sequential {sequential[-1]:.1f} "
+            f"jobs/s; hotfolder / direct {hot[-1] / direct[-1]:.2f}")
     shutil.rmtree(scratch, ignore_errors=True)
-    batch = run_hotfolder(ctx, "throughput", [url], colors, prefix="hfbench/hotfolder")
-    hot = n / batch.seconds
+    by_direct = [h / d for h, d in zip(hot, direct, strict=True)]
+    by_seq = [h / q for h, q in zip(hot, sequential, strict=True)]
+    ceiling = [d / q for d, q in zip(direct, sequential, strict=True)]
 
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}" + (f" (rounds {min(values):.2f}-{max(values):.2f})" if rounds > 1 else "")
+
+    per = "median of rounds" if rounds > 1 else ""
     ctx.add(
-        Row(1, f"hotfolder, {n} jobs ({label})", f"{hot:.1f} jobs/s"),
-        Row(1, "direct client, 2 in flight", f"{direct:.1f} jobs/s"),
-        Row(1, "sequential (seed) client", f"{sequential:.1f} jobs/s"),
-        at_least(1, "hotfolder / direct", hot / direct, 0.8, f"{hot / direct:.2f}"),
-        at_least(1, "hotfolder / sequential", hot / sequential, 3, f"{hot / sequential:.2f}"),
-        Row(1, "direct / sequential (ceiling of the above)", f"{direct / sequential:.2f}"),
-        Row(1, "hotfolder CPU per job", f"{1000 * batch.cpu / n:.1f} ms"),
+        Row(1, f"hotfolder, {n} jobs ({label})", f"{statistics.median(hot):.1f} jobs/s {per}".strip()),
+        Row(1, "direct client, 2 in flight", f"{statistics.median(direct):.1f} jobs/s {per}".strip()),
+        Row(1, "sequential (seed) client", f"{statistics.median(sequential):.1f} jobs/s {per}".strip()),
+        at_least(1, "hotfolder / direct", statistics.median(by_direct), 0.8, spread(by_direct)),
+        at_least(1, "hotfolder / sequential", statistics.median(by_seq), 3, spread(by_seq)),
+        Row(1, "direct / sequential (ceiling of the above)", spread(ceiling)),
+        Row(1, "hotfolder CPU per job", f"{statistics.median(cpu):.1f} ms"),
     )
 
 
@@ -531,6 +550,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--servers-url", action="append", default=[], metavar="URL",
                    help="run 1-3 against this ComfyUI instead of test servers (repeatable)")
     p.add_argument("--jobs", type=int, help="trivial jobs per client in 1 (default 300, quick 40)")
+    p.add_argument("--rounds", type=int, help="rounds of the three clients in 1, medians reported (default 5, quick 1)")
     p.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} or 1-5")
     p.add_argument("--pool-jobs", type=int, help="N in 2 (default 400, quick 40)")
     p.add_argument("--exec-time", type=float, default=0.2, help="T in 2, seconds (default 0.2)")
@@ -550,7 +570,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --profile: wall time (waits included) or each thread's CPU time")
     args = p.parse_args(argv)
     q = args.quick
-    defaults = {"jobs": (300, 40), "pool_jobs": (400, 40), "latency_files": (50, 10), "backlog": (10000, 1000),
+    defaults = {"jobs": (300, 40), "rounds": (5, 1), "pool_jobs": (400, 40), "latency_files": (50, 10), "backlog": (10000, 1000),
                 "batch": (200, 50), "download_mb": (1024, 256)}
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:
@@ -595,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     header = (f"hotfolder bench @ {commit}  {'--quick  ' if args.quick else ''}on {where}; {os.cpu_count()} CPUs, "
               f"load {load} at start\n"
-              f"1: {args.jobs} jobs  2: N={args.pool_jobs} "
+              f"1: {args.jobs} jobs x {args.rounds} rounds  2: N={args.pool_jobs} "
               + (f"{args.pool_px}x{args.pool_px} px, T measured" if args.servers_url
                  else f"T={args.exec_time:g}s S={','.join(map(str, args.servers))}")
               +
