@@ -435,7 +435,7 @@ class Engine:
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
         if job.state == "unrendered":
             self._render_later(record, job, log)
-        with open(os.fspath(record.workflow_path(job.index)), encoding="utf-8") as fh:
+        with open(record.workflow_path(job.index), encoding="utf-8") as fh:
             rendered = json.loads(fh.read())
         while True:
             client = self._pick_client(job, rendered)
@@ -639,12 +639,8 @@ class Engine:
         raise Cancelled(client.name)
 
     def _progress(self, record: FileRecord, job: JobState, watch: PromptWatch) -> None:
-        """A progress event when the node or its progress changed (the WebSocket calls this for every
-        message about the prompt, most of which change neither)."""
+        """A progress event (ComfyClient.wait calls this when the node or its progress changed)."""
         p = watch.progress
-        if watch.reported == p:
-            return
-        watch.reported = p
         self._emit(Event("progress", record.input_name, record.job_id, job.name,
                          {"node": p.node, "value": p.value, "max": p.max}))
 

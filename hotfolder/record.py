@@ -134,7 +134,15 @@ class FileRecord:
     error: dict[str, Any] | None = None
     jobs: list[JobState] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    _names: tuple[Any, str, str] | None = field(default=None, repr=False, compare=False)
+    # the record and its spare as strings, made once (a record's folder never changes): path objects
+    # cost more than the saves' own I/O
+    _record_file: str = field(init=False, repr=False, compare=False)
+    _spare_file: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        base = os.fspath(self.folder)
+        self._record_file = os.path.join(base, RECORD_NAME)
+        self._spare_file = os.path.join(base, SPARE_NAME)
 
     @property
     def input_path(self) -> Path:
@@ -143,14 +151,6 @@ class FileRecord:
     @property
     def path(self) -> Path:
         return self.folder / RECORD_NAME
-
-    def _files(self) -> tuple[str, str]:
-        """(record, spare) as strings, made once per folder: path objects cost more than the saves' I/O."""
-        names = self._names
-        if names is None or names[0] is not self.folder:
-            base = os.fspath(self.folder)
-            names = self._names = (self.folder, os.path.join(base, RECORD_NAME), os.path.join(base, SPARE_NAME))
-        return names[1], names[2]
 
     def workflow_path(self, index: int) -> Path:
         return self.folder / f"workflow-{index:03d}.json"
@@ -183,7 +183,7 @@ class FileRecord:
             data = self.to_dict()
             text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
             if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
-                write_json_atomic(self._files()[0], data, indent=None, durable=durable)
+                write_json_atomic(self._record_file, data, indent=None, durable=durable)
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
         """Write ``data`` into the spare file (the previous record's inode, kept under a dot name) and
@@ -193,7 +193,7 @@ class FileRecord:
         RENAME_EXCHANGE): the caller writes a temp file instead."""
         if not can_exchange():
             return False
-        record, spare = self._files()
+        record, spare = self._record_file, self._spare_file
         try:
             # O_TRUNC, not an overwrite in place (which is cheaper): a save that is not fsynced must
             # still never leave a torn record after a power cut. Truncated, the file's new blocks are

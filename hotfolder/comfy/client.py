@@ -59,7 +59,6 @@ class PromptWatch:
     outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, a fallback for history
     progress: Progress = field(default_factory=Progress)
     listener: Callable[[PromptWatch], None] | None = None
-    reported: Progress | None = None  # the progress last passed on (by the listener's owner)
     generation: int | None = None  # the WebSocket connection routing to this watch since it began; None: none
     seen_start: bool = False  # execution_start arrived on that connection
 
@@ -281,16 +280,21 @@ class ComfyClient:
         half of all requests per job). Otherwise (re-attaching after a restart or failover) the first
         poll is immediate: the prompt may have finished while nobody listened. Every reconnect of the
         WebSocket also polls at once, since messages may have been missed in between.
+        ``on_progress`` is called when the running node or its progress changes.
 
         Raises :class:`PromptLost` when the server no longer has it, :class:`ServerUnavailable` while the
         server is away (the caller waits and calls again), and ``TimeoutError`` at ``deadline``
         (``time.monotonic()`` based).
         """
         wake = threading.Event()
+        reported: Progress | None = None  # the progress last passed to on_progress
 
         def listener(w: PromptWatch) -> None:
+            nonlocal reported
             wake.set()
-            if on_progress:
+            # every message about the prompt lands here; most change neither the node nor its progress
+            if on_progress and w.progress != reported:
+                reported = w.progress
                 on_progress(w)
 
         watch = self.watch(prompt_id, listener)

@@ -71,6 +71,7 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
     done = dict(done or {})
     taken = {entry["file"] for entry in done.values()}
     entries = []
+    base = os.fspath(staging)
     for ref in refs:
         key = f"{ref.node}/{ref.type}/{ref.subfolder}/{ref.filename}"
         if key in done and (staging / done[key]["file"]).is_file():
@@ -78,7 +79,6 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
             continue
         local = unique_name(staging, safe_filename(ref.filename, fallback="output"), taken)
         taken.add(local)
-        base = os.fspath(staging)
         part = os.path.join(base, f".{local}.part")
         size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
         os.rename(part, os.path.join(base, local))
