@@ -2,8 +2,8 @@
 
 Runs ``hotfolder process`` in this process on ``--jobs`` trivial scenario files against a test ComfyUI
 in a child process, and times (``time.thread_time``, CPU of the calling thread only) the pipeline's
-stages and a few functions inside them. Prints milliseconds of CPU per job. Stages nest (``run_one``
-holds submit, download, publish, archive), so the rows do not add up to the total.
+stages and a few functions inside them. Prints milliseconds of CPU per job. Stages nest (``run_job``
+holds submit, ``finish`` download and publish), so the rows do not add up to the total.
 
     .venv/bin/python bench/stagecost.py --jobs 300
 
@@ -72,8 +72,9 @@ def main() -> int:
         timers = [
             (pipeline.Engine, "accept", "accept (main thread)"), (claim, "claim_file", "  claim"),
             (parse, "parse_scenario", "  parse"), (pipeline, "render_job", "  render"),
-            (pipeline.Engine, "_run_one", "run_one (workers)"), (pipeline.Engine, "_capable", "  validate"),
+            (pipeline.Engine, "_run_job", "run_job (job workers)"), (pipeline.Engine, "_capable", "  validate"),
             (pipeline.Engine, "_submit", "  submit"), (http.ComfyHTTP, "post_prompt", "    POST /prompt"),
+            (pipeline.Engine, "_finish", "finish (output workers)"),
             (pipeline.Engine, "_download", "  download"), (http.ComfyHTTP, "download", "    GET /view"),
             (pipeline.Engine, "_publish", "  publish"), (publish, "publish_folder", "    publish_folder"),
             (pipeline.Engine, "_archive", "  archive"), (archive, "archive_input", "    archive_input"),

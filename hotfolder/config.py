@@ -85,6 +85,7 @@ class Settings:
     default_template: str | None = None
     settle_seconds: float = 1.0
     queue_depth: int = 2
+    output_workers: int = 2
     job_timeout: float = 3600.0
     connect_timeout: float = 5.0
     http_timeout: float = 30.0
@@ -145,6 +146,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "default_template": (str, "template used when a scenario names none"),
     "settle_seconds": (float, "how long size and mtime must be unchanged before a file is taken"),
     "queue_depth": (int, "jobs kept queued on each server (running + waiting)"),
+    "output_workers": (int, "threads per server that download, post-process and publish finished jobs"),
     "job_timeout": (float, "seconds a job may take on the server before it is interrupted"),
     "connect_timeout": (float, "HTTP connect timeout, seconds"),
     "http_timeout": (float, "HTTP read timeout, seconds"),
@@ -380,6 +382,8 @@ def _check_ranges(s: Settings) -> None:
             raise ConfigError(f"Setting {key!r} must not be negative (0 keeps everything).")
     if s.queue_depth < 1:
         raise ConfigError(f"Setting 'queue_depth' must be at least 1 (got {s.queue_depth!r}).")
+    if s.output_workers < 1:
+        raise ConfigError(f"Setting 'output_workers' must be at least 1 (got {s.output_workers!r}).")
     if s.outbox == s.inbox or s.outbox.is_relative_to(s.inbox) or s.inbox.is_relative_to(s.outbox):
         raise ConfigError(
             f"inbox {str(s.inbox)!r} and outbox {str(s.outbox)!r} must be separate folders, neither inside the other."

@@ -4,8 +4,10 @@
 
 ``watch`` (:mod:`hotfolder.watch`) finds complete files; :class:`Engine` runs everything after it.
 Claiming, parsing and rendering happen on the caller's thread (they are fast and local); every job then
-goes to a pool of workers, one per allowed in-flight prompt per server plus one, so that each server always
-has the next prompt queued while the previous one's outputs download and publish.
+goes to a pool of workers, one per allowed in-flight prompt per server plus one, that submit and track it.
+A job whose prompt ended is handed to a second pool, the output workers, which download, post-process and
+publish it; so the submitting side never waits for a download or a post-processor, and each server always
+has the next prompt queued behind the running one (up to a backlog of finished jobs, see ``_handoff_cap``).
 
 A job whose scenario has ``inputs:`` uploads those files to the server it was routed to right before
 it is submitted (:mod:`hotfolder.stages.upload`; each server gets each content once). A job whose
@@ -97,9 +99,12 @@ class Engine:
         self._upload_locks = {c.name: threading.Lock() for c in self.clients}
         self._stop = threading.Event()
         self._draining = threading.Event()
-        self._running = 0
-        self._cond = threading.Condition()
+        self._running = 0  # jobs taken by a worker and not yet done: submitting, tracking, or with the output workers
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._outputs_ready = threading.Condition(lock)  # output workers wait here, woken one per finished job
         self._tasks: list[tuple[FileRecord, JobState]] = []
+        self._handoff: list[_Finished] = []  # jobs whose prompt ended, waiting for an output worker
         self._active: dict[str, FileRecord] = {}
         self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
@@ -107,6 +112,11 @@ class Engine:
         self._down_since: dict[str, float] = {}
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         self.workers = (settings.queue_depth + 1) * len(self.clients)
+        self.output_workers = settings.output_workers * len(self.clients)
+        # Finished jobs may wait for an output worker up to this many; beyond it, submitting pauses (the
+        # outputs cannot keep up and the server's history, where they are listed, is not kept forever).
+        self._handoff_cap = 8 * self.output_workers
+        self._backlog_logged = False
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -130,11 +140,16 @@ class Engine:
             t = threading.Thread(target=self._worker, name=f"job-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        for i in range(self.output_workers):
+            t = threading.Thread(target=self._output_worker, name=f"output-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+            self._outputs_ready.notify_all()
         end = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.0, end - time.monotonic()))
@@ -350,37 +365,81 @@ class Engine:
     # -- workers: submit, track, download, publish ----------------------------------------------
 
     def _worker(self) -> None:
+        """Submit and track jobs; hand each one whose prompt ended to the output workers."""
         while not self._stop.is_set():
             with self._cond:
-                while (not self._tasks or self._draining.is_set()) and not self._stop.is_set():
+                while not self._stop.is_set() and (not self._tasks or self._draining.is_set() or self._backlogged()):
                     self._cond.wait(1.0)
                 if self._stop.is_set():
                     return
                 record, job = self._tasks.pop(0)
                 self._running += 1
                 self._cond.notify_all()
+            finished = None
             try:
-                self._run_one(record, job)
+                finished = self._at_boundary(record, job, lambda: self._run_job(record, job))
+            finally:
+                with self._cond:
+                    if finished is None:
+                        self._running -= 1
+                        self._cond.notify_all()
+                    else:  # still running: it is the output workers' now
+                        self._handoff.append(finished)
+                        self._outputs_ready.notify()
+
+    def _backlogged(self) -> bool:
+        """Whether finished jobs wait for the output workers in such numbers that submitting must pause
+        (called with the lock held)."""
+        if len(self._handoff) < self._handoff_cap:
+            self._backlog_logged = False
+            return False
+        if not self._backlog_logged:
+            self._backlog_logged = True
+            logger.warning("%d finished jobs are waiting to be downloaded and published; new jobs wait until "
+                           "fewer do (raise output_workers in hotfolder.toml if the outputs cannot keep up)",
+                           len(self._handoff))
+        return True
+
+    def _output_worker(self) -> None:
+        """Download, post-process and publish the jobs whose prompt ended; archive their files when done."""
+        while True:
+            with self._cond:
+                while not self._handoff and not self._stop.is_set():
+                    self._outputs_ready.wait(1.0)
+                if self._stop.is_set():
+                    return  # what is left stays recorded ("submitted"): the next start downloads it
+                finished = self._handoff.pop(0)
+                self._cond.notify_all()  # a worker may wait for room in the handoff
+            try:
+                self._at_boundary(finished.record, finished.job, lambda: self._finish(finished))
             finally:
                 with self._cond:
                     self._running -= 1
                     self._cond.notify_all()
 
-    def _run_one(self, record: FileRecord, job: JobState) -> None:
+    def _at_boundary(self, record: FileRecord, job: JobState,
+                     step: Callable[[], _Finished | None]) -> _Finished | None:
+        """Run one part of a job at the job boundary: a HotfolderError fails the job, and so does any other
+        exception (a bug fails one job, never the daemon). ``Cancelled`` (stopping) leaves the job as
+        recorded. Archives the file once all its jobs are finished. Returns what ``step`` hands on."""
         try:
-            self._run_job(record, job)
+            handed = step()
         except Cancelled:
-            return
+            return None
         except HotfolderError as err:
             self._fail_job(record, job, err)
-        except Exception as err:  # noqa: BLE001 - the job boundary: a bug fails one job, never the daemon
+        except Exception as err:  # noqa: BLE001 - the job boundary
             logger.exception("[%s %s] internal error", record.input_name, job.name)
             self._fail_job(record, job, HotfolderError(
                 f"Internal error in hotfolder: {type(err).__name__}: {err}",
                 hint="This is a bug in hotfolder or a plugin; please report it with the log.",
             ))
+        else:
+            if handed is not None:
+                return handed
         if record.all_finished():
             self._archive(record)
+        return None
 
     def _pick_client(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the
@@ -431,7 +490,9 @@ class Engine:
             err.message += "\n(The other servers refuse it too: " + ", ".join(c.display_url for c, _ in refused[1:]) + ".)"
         raise err
 
-    def _run_job(self, record: FileRecord, job: JobState) -> None:
+    def _run_job(self, record: FileRecord, job: JobState) -> _Finished:
+        """Submit the job (or attach to its prompt) and follow it to its end, holding one of the server's
+        in-flight places meanwhile; what is left (outputs) is handed on."""
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
         if job.state == "unrendered":
             self._render_later(record, job, log)
@@ -443,13 +504,11 @@ class Engine:
                 self._load[client.name] += 1
             try:
                 workflow = self._with_inputs(record, job, client, rendered, log)
+                result = None
                 if job.state in {"pending", "submitting", "submitted"}:
                     with _Slot(self._inflight[client.name], self._stop):
                         result = self._submit_and_track(record, job, client, workflow, log)
-                    self._download(record, job, client, result, log)
-                if job.state == "downloaded":
-                    self._publish(record, job, client, workflow, log)
-                return
+                return _Finished(record, job, client, workflow, result, log)
             except _Failover:
                 log.warning("%s has been down for over %g s; moving the job to another server (same prompt id)",
                             client.display_url, self.settings.lost_grace)
@@ -461,6 +520,15 @@ class Engine:
             finally:
                 with self._cond:
                     self._load[client.name] -= 1
+
+    def _finish(self, finished: _Finished) -> None:
+        """The output workers' part of a job: download its outputs (unless a run before the last crash
+        did), then publish them."""
+        record, job, client = finished.record, finished.job, finished.client
+        if finished.result is not None:
+            self._download(record, job, client, finished.result, finished.log)
+        if job.state == "downloaded":
+            self._publish(record, job, client, finished.workflow, finished.log)
 
     def _with_inputs(self, record: FileRecord, job: JobState, client: ComfyClient, rendered: dict[str, Any],
                      log: logging.LoggerAdapter) -> dict[str, Any]:
@@ -852,6 +920,18 @@ class Engine:
                             instance=self.settings.instance_id)
         record.sha256 = claim.file_sha256(inputs[0])
         return record
+
+
+@dataclass
+class _Finished:
+    """A job whose prompt ended (or was downloaded before a restart), on its way to the output workers."""
+
+    record: FileRecord
+    job: JobState
+    client: ComfyClient
+    workflow: dict[str, Any]
+    result: PromptResult | None  # None: already downloaded, only the publish is left
+    log: logging.LoggerAdapter
 
 
 @dataclass

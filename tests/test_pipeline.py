@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -407,3 +408,70 @@ def test_a_job_goes_only_to_a_server_that_has_its_model(project: Path) -> None:
     finally:
         for server in servers:
             server.stop()
+
+
+GATE_PLUGIN = '''
+import time
+from pathlib import Path
+
+from hotfolder import hookimpl
+
+GATE = Path(__file__).parent / "gate-open"
+
+
+def hold(job):
+    """Keeps every job in post-processing until the test opens the gate."""
+    deadline = time.monotonic() + 60
+    while not GATE.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@hookimpl
+def register_postprocessors(register):
+    register("hold", hold)
+'''
+
+
+def _run_in_background(settings) -> tuple[threading.Thread, dict[str, dict[str, int]]]:
+    from hotfolder import plugins
+
+    hooks = plugins.load_hooks(settings)
+    result: dict[str, dict[str, int]] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("counts", drain(settings, hooks=hooks)), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_slow_post_processor_never_keeps_the_next_prompt_from_being_queued(project: Path, comfy: ComfyTestServer) -> None:
+    # 3 job workers (queue_depth 2 + 1) and 1 output worker. Before the output workers existed, the
+    # three job workers sat in the post-processor and the server got nothing more after 3 jobs.
+    (project / "plugins" / "gate.py").write_text(GATE_PLUGIN)
+    for i in range(6):
+        (project / "inbox" / f"g{i}.yaml").write_text(f"params: {{width: 8, height: 8, color: {i}}}\n")
+    settings = make_settings(project, comfy.url, postprocess=["hold"], output_workers=1)
+    thread, result = _run_in_background(settings)
+    wait_until(lambda: len(comfy.executed_prompt_ids) == 6, message="all 6 prompts run while the outputs wait")
+    assert not [p for p in (project / "outbox").iterdir() if not p.name.startswith(".")]
+    (project / "plugins" / "gate-open").touch()
+    thread.join(60)
+    assert result["counts"]["published"] == 6
+    assert sorted(p.name for p in (project / "inbox" / "done").iterdir()) == [f"g{i}.yaml" for i in range(6)]
+
+
+def test_submitting_pauses_when_finished_jobs_pile_up_for_the_output_workers(
+    project: Path, comfy: ComfyTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    (project / "plugins" / "gate.py").write_text(GATE_PLUGIN)
+    for i in range(20):
+        (project / "inbox" / f"p{i:02d}.yaml").write_text(f"params: {{width: 8, height: 8, color: {i}}}\n")
+    settings = make_settings(project, comfy.url, postprocess=["hold"], output_workers=1)
+    thread, result = _run_in_background(settings)
+    wait_until(lambda: "finished jobs are waiting to be downloaded and published" in caplog.text,
+               message="the backlog warning")
+    # at most: the one in the post-processor, 8 waiting (8 x output_workers), and one more from each of
+    # the 3 job workers that took a job before the 8th was waiting
+    assert len(comfy.executed_prompt_ids) <= 1 + 8 + 3 - 1
+    (project / "plugins" / "gate-open").touch()
+    thread.join(60)
+    assert result["counts"]["published"] == 20
+    assert len(set(comfy.executed_prompt_ids)) == len(comfy.executed_prompt_ids) == 20
