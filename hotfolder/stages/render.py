@@ -705,6 +705,8 @@ def _template_variables(template: Template) -> frozenset[str]:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Names Jinja reads as constants or operators, never as variables.
+_JINJA_CONSTANTS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -934,6 +936,10 @@ class _LeafRenderer:
         expression = _single_expression(text)
         try:
             if expression is not None:
+                if expression in self.context and expression not in _JINJA_CONSTANTS and _NAME.fullmatch(expression):
+                    # "{{ name }}", the commonest leaf: the value itself, as Jinja would give it (a plain
+                    # variable reads the context as is), without a Jinja context per leaf
+                    return _plain_value(self.context[expression])
                 result = self.compiler.expression(expression)(**self.context)
                 if isinstance(result, jinja2.Undefined):
                     str(result)  # raises UndefinedError / SecurityError

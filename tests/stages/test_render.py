@@ -264,6 +264,9 @@ def test_render_workflow_single_expressions_keep_their_type(templates: Path) -> 
         ("{{ flag }}", {"flag": False}, False),
         ("{{ nothing }}", {"nothing": None}, None),
         ("{{ loras }}", {"loras": [{"name": "a", "w": 1}]}, [{"name": "a", "w": 1}]),
+        ("{{ opts }}", {"opts": {"a": [1, 2.5, None]}}, {"a": [1, 2.5, None]}),
+        ("{{ true }}", {"true": "a param named true"}, True),  # Jinja's constant, not the variable
+        ("{{ none }}", {"none": 3}, None),
         ("{{ (1, 2) }}", {}, [1, 2]),
         ("{{ steps | int }}", {"steps": "20"}, 20),
         ("{{ seed }}-{{ seed }}", {"seed": 7}, "7-7"),
