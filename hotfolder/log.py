@@ -126,6 +126,10 @@ def configure_logging(verbosity: int = 0, *, fmt: str = "text", stream: TextIO |
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # Neither format shows the process id or the multiprocessing name; not gathering them saves a
+    # getpid() system call per log line (logging's documented switches, set by the CLI only).
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     if verbosity < 2:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
         logging.getLogger("websocket").setLevel(logging.CRITICAL)

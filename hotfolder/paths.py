@@ -124,3 +124,20 @@ def move_unique(src: Path, folder: Path, name: str) -> Path:
             return folder / candidate
         except FileExistsError:
             taken.add(candidate)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the file descriptor ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_and_close(fd: int, data: bytes, *, fsync: bool = False) -> None:
+    """Write all of ``data`` to ``fd``, fsync it if asked, and close it (also on failure)."""
+    try:
+        write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)

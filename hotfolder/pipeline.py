@@ -43,7 +43,14 @@ from hotfolder.errors import (
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
-from hotfolder.record import RECORD_NAME, FileRecord, JobState, now_iso, write_json_atomic, write_json_private
+from hotfolder.record import (
+    RECORD_NAME,
+    FileRecord,
+    JobState,
+    now_iso,
+    read_file,
+    write_json_private,
+)
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
 
 logger = logging.getLogger(__name__)
@@ -270,7 +277,7 @@ class Engine:
 
     def _prepare(self, record: FileRecord) -> None:
         path = record.input_path
-        size = path.stat().st_size
+        size = os.stat(path).st_size
         where = {"file": record.input_name}
         if size > self.settings.max_file_size:
             raise ScenarioError(
@@ -278,7 +285,7 @@ class Engine:
                 f"{self.settings.max_file_size} bytes.",
                 hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where=where,
             )
-        specs = parse.parse_scenario(path, path.read_bytes(), default_template=self.settings.default_template,
+        specs = parse.parse_scenario(path, read_file(path), default_template=self.settings.default_template,
                                      hooks=self.hooks)
         failpoints.hit("mid_parse")
         templates: dict[str, render.Template] = {}
@@ -496,8 +503,7 @@ class Engine:
         log = _JobLog(logger, {"file": record.input_name, "job": job.name})
         if job.state == "unrendered":
             self._render_later(record, job, log)
-        with open(record.workflow_path(job.index), encoding="utf-8") as fh:
-            rendered = json.loads(fh.read())
+        rendered = json.loads(read_file(record.workflow_path(job.index)))
         while True:
             client = self._pick_client(job, rendered)
             with self._cond:
@@ -525,10 +531,11 @@ class Engine:
         """The output workers' part of a job: download its outputs (unless a run before the last crash
         did), then publish them."""
         record, job, client = finished.record, finished.job, finished.client
-        if finished.result is not None:
+        fresh = finished.result is not None
+        if fresh:
             self._download(record, job, client, finished.result, finished.log)
         if job.state == "downloaded":
-            self._publish(record, job, client, finished.workflow, finished.log)
+            self._publish(record, job, client, finished.workflow, finished.log, fresh=fresh)
 
     def _with_inputs(self, record: FileRecord, job: JobState, client: ComfyClient, rendered: dict[str, Any],
                      log: logging.LoggerAdapter) -> dict[str, Any]:
@@ -740,20 +747,22 @@ class Engine:
         log.debug("downloaded %d file(s)", len(job.outputs))  # the published line gives the count
 
     def _publish(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any],
-                 log: logging.LoggerAdapter) -> None:
+                 log: logging.LoggerAdapter, *, fresh: bool = False) -> None:
+        """``fresh``: the outputs were downloaded by this process just now (not before a restart)."""
         key = f"{record.job_id}/{job.index}"
         staging = Path(job.staging or "")
         # The publish rename moves the staging folder away: while it exists, nothing was published yet.
         # Only a run cut off after that rename has to look through the outbox for its result.
-        existing = None if staging.is_dir() else publish.find_published(self.settings.outbox, job.name, key)
+        staged = os.path.isdir(staging)
+        existing = None if staged else publish.find_published(self.settings.outbox, job.name, key)
         if existing is None:
-            if not staging.is_dir():
+            if not staged:
                 raise OutputError(f"The staged outputs of job {job.name!r} are gone ({staging}).",
                                   hint="Move the input file back to inbox/ to run it again.")
             sidecar = self._sidecar(record, job, client, workflow)
             if self.hooks is not None:
                 plugins.run_postprocessors(self.hooks, chosen_postprocess(self.settings, job.spec), staging, sidecar)
-            existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar)
+            existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar, fresh=fresh)
         job.published = str(existing)
         job.state = "published"
         if not record.all_finished():

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder.paths import can_exchange, exchange
+from hotfolder.paths import can_exchange, exchange, write_and_close
 
 RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
+
+
+def workflow_name(index: int) -> str:
+    return f"workflow-{index:03d}.json"
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -35,15 +39,37 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_json_private(path: Path, data: Any, *, indent: int | None = 2) -> None:
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The whole file at ``path``, read with plain system calls (``open()`` adds an fstat, an isatty
+    ioctl and lseeks per file; a job reads and writes a few small files, and every system call is a
+    chance for another thread to take the GIL)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str | os.PathLike[str], data: bytes, *, flags: int = os.O_CREAT | os.O_TRUNC,
+               mode: int = 0o666, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` with plain system calls (see :func:`read_file`); ``fsync`` makes it durable."""
+    write_and_close(os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, mode), data, fsync=fsync)
+
+
+def json_bytes(data: Any, *, indent: int | None = 2) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n").encode("utf-8")
+
+
+def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, fsync: bool = False) -> None:
     """Write ``data`` as JSON straight to ``path``, for a file in a folder only this job uses that
     nothing reads before a later step commits it (a job's workflow before the record that lists it, a
     sidecar in staging before the folder is moved into the outbox). A crash mid-write leaves a torn
     file that the redone step writes again; no temp file and rename needed (creating a file is the
     dearest thing a job does to the file system)."""
-    text = json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n"
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_file(path, json_bytes(data, indent=indent), fsync=fsync)
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable: bool = True,
@@ -51,15 +77,11 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable:
     """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one.
     ``durable`` also fsyncs the file and its folder (job state); ``mode`` sets the file's permissions."""
     folder, name = os.path.split(os.fspath(path))
+    # dumps, not dump: json.dump always takes the pure-Python encoder; dumps with indent=None the C one
+    text = json_bytes(data, indent=indent)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            # dumps, not dump: json.dump always takes the pure-Python encoder; dumps with indent=None the C one
-            fh.write(json.dumps(data, ensure_ascii=False, indent=indent, default=str))
-            fh.write("\n")
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+        write_and_close(fd, text, fsync=durable)
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -153,7 +175,11 @@ class FileRecord:
         return self.folder / RECORD_NAME
 
     def workflow_path(self, index: int) -> Path:
-        return self.folder / f"workflow-{index:03d}.json"
+        return self.folder / workflow_name(index)
+
+    def own_files(self) -> list[str]:
+        """The names of the files hotfolder keeps in the job folder (besides the input)."""
+        return [RECORD_NAME, SPARE_NAME, *(workflow_name(job.index) for job in self.jobs)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,14 +231,7 @@ class FileRecord:
             if not os.path.exists(record):
                 return False
             fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_and_close(fd, data, fsync=durable)
         if not exchange(spare, record):
             return False
         if durable:

@@ -64,6 +64,34 @@ def test_publish_renames_staging_into_place_with_sidecar_and_suffix(tmp_path: Pa
     assert find_published(outbox, "fox", "other/1") is None
 
 
+def test_publish_makes_a_missing_outbox(tmp_path: Path) -> None:
+    staging = tmp_path / "staging" / "j1"
+    staging.mkdir(parents=True)
+    (staging / "img.png").write_bytes(b"png")
+    final = publish_folder(staging, tmp_path / "gone" / "outbox", "fox", {"job_key": "j1/1"}, fresh=True)
+    assert final == tmp_path / "gone" / "outbox" / "fox"
+    assert sorted(p.name for p in final.iterdir()) == ["fox.json", "img.png"]
+
+
+def test_archive_makes_done_and_removes_the_job_folder_with_whatever_is_left_in_it(tmp_path: Path) -> None:
+    folder = tmp_path / "state" / "job"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("params: {}")
+    record = FileRecord(job_id="job", input_name="a.yaml", folder=folder, jobs=[JobState(1, "a")])
+    record.save()
+    record.save()  # the spare exists from the second save on
+    (folder / "workflow-001.json").write_text("{}")
+    target = archive_input(record, folder=tmp_path / "done", name="a.yaml", error=None)
+    assert target == tmp_path / "done" / "a.yaml" and target.read_text() == "params: {}"
+    assert not folder.exists()
+    folder.mkdir()
+    (folder / "b.yaml").write_text("x")
+    (folder / "stray.part").write_text("left by a crash")
+    record = FileRecord(job_id="job", input_name="b.yaml", folder=folder, jobs=[JobState(1, "b")])
+    archive_input(record, folder=tmp_path / "done", name="b.yaml", error=None)
+    assert not folder.exists() and (tmp_path / "done" / "b.yaml").exists()
+
+
 def test_archive_writes_error_file_beside_a_unique_failed_name(tmp_path: Path) -> None:
     failed = tmp_path / "failed"
     failed.mkdir()

@@ -43,6 +43,7 @@ from hotfolder import __version__
 from hotfolder.errors import (
     OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable, UploadError,
 )
+from hotfolder.paths import write_all
 
 logger = logging.getLogger(__name__)
 
@@ -370,13 +371,15 @@ class ComfyHTTP:
             digest = hashlib.sha256()
             size = 0
             try:
-                with open(dest, "wb") as fh:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+                try:
                     while chunk := resp.read(CHUNK):
-                        fh.write(chunk)
+                        write_all(fd, chunk)
                         digest.update(chunk)
                         size += len(chunk)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             except (http.client.HTTPException, ConnectionError, TimeoutError) as err:
                 raise ServerUnavailable(
                     f"Download of {filename!r} from {self.display_url} was cut off ({type(err).__name__}).",

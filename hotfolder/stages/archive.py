@@ -8,6 +8,8 @@ exactly one place. Moving a failed file back into ``inbox/`` retries it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,17 +33,37 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
     """Move the claimed input of ``record`` to ``folder/name``; return where it went (None if it was a
     copy or is already gone, after a crash)."""
     target: Path | None = None
-    if record.archive and record.input_path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+    source = os.path.join(record.folder, record.input_name)
+    if record.archive and os.path.exists(source):
         if error is not None:
+            folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(folder / f"{name}.error.json", dict(error, archived_as=name))
         failpoints.hit("mid_archive")
         try:
-            rename_noreplace(record.input_path, folder / name)
+            try:
+                rename_noreplace(source, os.path.join(folder, name))
+            except FileNotFoundError:  # done/ or failed/ not there yet (or removed)
+                folder.mkdir(parents=True, exist_ok=True)
+                rename_noreplace(source, os.path.join(folder, name))
             target = folder / name
         except FileExistsError:
             target = move_unique(record.input_path, folder, name)
             if error is not None:
                 write_json_atomic(folder / f"{target.name}.error.json", dict(error, archived_as=target.name))
-    shutil.rmtree(record.folder, ignore_errors=True)
+    remove_job_folder(record)
     return target
+
+
+def remove_job_folder(record: FileRecord) -> None:
+    """Remove the job folder: its record files one by one (what a finished job leaves), or the whole
+    tree when something else is in it."""
+    base = os.fspath(record.folder)
+    for name in record.own_files():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(base, name))
+    try:
+        os.rmdir(base)
+    except FileNotFoundError:
+        pass
+    except OSError:  # not empty: an input not archived (a copy), or a file of a crashed run
+        shutil.rmtree(base, ignore_errors=True)

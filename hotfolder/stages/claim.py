@@ -25,11 +25,14 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(READ_CHUNK):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while chunk := os.read(fd, READ_CHUNK):
             digest.update(chunk)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 
@@ -45,26 +48,29 @@ def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = T
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    jobs_dir.mkdir(parents=True, exist_ok=True)
     job_id = new_job_id()
-    folder = jobs_dir / job_id
-    folder.mkdir()
-    target = folder / path.name
+    folder = os.path.join(jobs_dir, job_id)
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:  # the first claim (or the folder was removed): make the parents
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        os.mkdir(folder)
+    target = os.path.join(folder, path.name)
     try:
         if move:
             os.rename(path, target)
         else:
             shutil.copyfile(path, target, follow_symlinks=False)
     except FileNotFoundError:
-        folder.rmdir()
+        os.rmdir(folder)
         return None
     fsync_dir(folder)
     if move:
-        fsync_dir(path.parent)
+        fsync_dir(os.path.dirname(path) or ".")
     failpoints.hit("after_claim")
-    record = FileRecord(job_id=job_id, input_name=path.name, folder=folder, instance=instance,
+    record = FileRecord(job_id=job_id, input_name=path.name, folder=Path(folder), instance=instance,
                         original_path=str(path), archive=move, parse_attempts=parse_attempts)
-    if os.lstat(target).st_size <= 64 * 1024 * 1024:
+    if st.st_size <= 64 * 1024 * 1024:  # a rename keeps the file; a copy is taken after it settled
         record.sha256 = file_sha256(target)
     record.save(durable=False)  # nothing has happened outside yet: after a power cut, recovery re-reads the input
     failpoints.hit("after_record")

@@ -14,27 +14,41 @@ from typing import Any
 
 from hotfolder import failpoints
 from hotfolder.paths import rename_noreplace, unique_name
-from hotfolder.record import fsync_dir, write_json_atomic
+from hotfolder.record import fsync_dir, write_json_private
 
 
-def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, Any]) -> Path:
-    """Write the sidecar into ``staging`` and rename it to a free ``outbox/<name>[-N]``; return the path."""
-    outbox.mkdir(parents=True, exist_ok=True)
+def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, Any], *, fresh: bool = False) -> Path:
+    """Write the sidecar into ``staging`` and rename it to a free ``outbox/<name>[-N]``; return the path.
+    ``fresh``: this process filled ``staging`` just now, so no sidecar of a run cut off earlier is in it."""
+    folder, base = os.fspath(staging), os.fspath(outbox)
     taken: set[str] = set()
+    written = None  # our sidecar under a name that turned out to be taken
     while True:
         final = unique_name(outbox, name, taken)
-        for entry in os.scandir(staging):  # a sidecar left by a run cut off before a name clash
-            if (entry.name.endswith(".json") and entry.name.startswith(name) and entry.name != f"{final}.json"
-                    and _is_sidecar(Path(entry.path), sidecar)):
-                os.unlink(entry.path)
-        write_json_atomic(staging / f"{final}.json", dict(sidecar, published_as=final))
+        if not fresh:
+            for entry in os.scandir(folder):  # a sidecar left by a run cut off before a name clash
+                if (entry.name.endswith(".json") and entry.name.startswith(name) and entry.name != f"{final}.json"
+                        and _is_sidecar(Path(entry.path), sidecar)):
+                    os.unlink(entry.path)
+        elif written is not None:
+            os.unlink(os.path.join(folder, written))
+        # Straight into the file: nobody reads the staging folder, and a run cut off mid-write writes it again.
+        write_json_private(os.path.join(folder, f"{final}.json"), dict(sidecar, published_as=final), fsync=True)
+        fsync_dir(folder)
         failpoints.hit("mid_publish")
         try:
-            rename_noreplace(staging, outbox / final)
+            rename_noreplace(folder, os.path.join(base, final))
         except FileExistsError:
             taken.add(final)
+            written = f"{final}.json"
             continue
-        fsync_dir(outbox)
+        except FileNotFoundError:
+            if os.path.isdir(base) or not os.path.isdir(folder):
+                raise
+            outbox.mkdir(parents=True)  # removed while hotfolder ran (staging normally lives inside it)
+            written = f"{final}.json"
+            continue
+        fsync_dir(base)
         return outbox / final
 
 
