@@ -85,7 +85,7 @@ class Settings:
     default_template: str | None = None
     settle_seconds: float = 1.0
     queue_depth: int = 2
-    output_workers: int = 2
+    output_workers: int = 1
     job_timeout: float = 3600.0
     connect_timeout: float = 5.0
     http_timeout: float = 30.0

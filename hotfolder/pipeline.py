@@ -109,9 +109,12 @@ class Engine:
         self._running = 0  # jobs taken by a worker and not yet done: submitting, tracking, or with the output workers
         lock = threading.RLock()
         self._cond = threading.Condition(lock)
-        self._outputs_ready = threading.Condition(lock)  # output workers wait here, woken one per finished job
+        # Each server has its own output workers (a server that went away with outputs still to fetch
+        # holds up only its own), waiting on their own condition, woken one per finished job.
+        self._outputs_ready = {c.name: threading.Condition(lock) for c in self.clients}
         self._tasks: list[tuple[FileRecord, JobState]] = []
-        self._handoff: list[_Finished] = []  # jobs whose prompt ended, waiting for an output worker
+        self._handoff: dict[str, list[_Finished]] = {c.name: [] for c in self.clients}  # prompt ended, outputs to fetch
+        self._handed = 0  # jobs in all of _handoff
         self._active: dict[str, FileRecord] = {}
         self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
@@ -120,8 +123,8 @@ class Engine:
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         self.workers = (settings.queue_depth + 1) * len(self.clients)
         self.output_workers = settings.output_workers * len(self.clients)
-        # Finished jobs may wait for an output worker up to this many; beyond it, submitting pauses (the
-        # outputs cannot keep up and the server's history, where they are listed, is not kept forever).
+        # Finished jobs may wait for the output workers up to this many; beyond it, submitting pauses (the
+        # outputs cannot keep up, and a server's history, where they are listed, is not kept forever).
         self._handoff_cap = 8 * self.output_workers
         self._backlog_logged = False
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
@@ -147,16 +150,19 @@ class Engine:
             t = threading.Thread(target=self._worker, name=f"job-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
-        for i in range(self.output_workers):
-            t = threading.Thread(target=self._output_worker, name=f"output-worker-{i}", daemon=True)
-            t.start()
-            self._workers.append(t)
+        for client in self.clients:
+            for i in range(self.settings.output_workers):
+                t = threading.Thread(target=self._output_worker, args=(client.name,), daemon=True,
+                                     name=f"output-worker-{client.name}-{i}")
+                t.start()
+                self._workers.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-            self._outputs_ready.notify_all()
+            for ready in self._outputs_ready.values():
+                ready.notify_all()
         end = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.0, end - time.monotonic()))
@@ -391,31 +397,35 @@ class Engine:
                         self._running -= 1
                         self._cond.notify_all()
                     else:  # still running: it is the output workers' now
-                        self._handoff.append(finished)
-                        self._outputs_ready.notify()
+                        self._handoff[finished.client.name].append(finished)
+                        self._handed += 1
+                        self._outputs_ready[finished.client.name].notify()
 
     def _backlogged(self) -> bool:
         """Whether finished jobs wait for the output workers in such numbers that submitting must pause
         (called with the lock held)."""
-        if len(self._handoff) < self._handoff_cap:
+        if self._handed < self._handoff_cap:
             self._backlog_logged = False
             return False
         if not self._backlog_logged:
             self._backlog_logged = True
             logger.warning("%d finished jobs are waiting to be downloaded and published; new jobs wait until "
                            "fewer do (raise output_workers in hotfolder.toml if the outputs cannot keep up)",
-                           len(self._handoff))
+                           self._handed)
         return True
 
-    def _output_worker(self) -> None:
-        """Download, post-process and publish the jobs whose prompt ended; archive their files when done."""
+    def _output_worker(self, server: str) -> None:
+        """Download, post-process and publish the jobs whose prompt ended on ``server``; archive their
+        files when done."""
+        waiting, ready = self._handoff[server], self._outputs_ready[server]
         while True:
             with self._cond:
-                while not self._handoff and not self._stop.is_set():
-                    self._outputs_ready.wait(1.0)
+                while not waiting and not self._stop.is_set():
+                    ready.wait(1.0)
                 if self._stop.is_set():
                     return  # what is left stays recorded ("submitted"): the next start downloads it
-                finished = self._handoff.pop(0)
+                finished = waiting.pop(0)
+                self._handed -= 1
                 self._cond.notify_all()  # a worker may wait for room in the handoff
             try:
                 self._at_boundary(finished.record, finished.job, lambda: self._finish(finished))

@@ -475,3 +475,26 @@ def test_submitting_pauses_when_finished_jobs_pile_up_for_the_output_workers(
     thread.join(60)
     assert result["counts"]["published"] == 20
     assert len(set(comfy.executed_prompt_ids)) == len(comfy.executed_prompt_ids) == 20
+
+
+def test_outputs_a_server_cannot_give_hold_up_only_that_server(project: Path) -> None:
+    away, well = ComfyTestServer(), ComfyTestServer()
+    for server in (away, well):
+        server.start()
+    try:
+        settings = make_settings(project, away.url, servers=[away.url, well.url])
+        away.faults.view_status(500, count=None)
+        (project / "inbox" / "x.yaml").write_text(f"server: {away.url}\nparams: {{width: 8, height: 8}}\n")
+        thread, result = _run_in_background(settings)
+        wait_until(lambda: [r for r in away.requests if r["path"] == "/view"], message="x's download to start")
+        away.stop()  # x's output worker now waits for the server to come back
+        (project / "inbox" / "y.yaml").write_text(f"server: {well.url}\nparams: {{width: 8, height: 8}}\n")
+        wait_until(lambda: (project / "inbox" / "done" / "y.yaml").exists(), message="y, on the other server")
+        assert not (project / "outbox" / "x").exists() and not (project / "inbox" / "done" / "x.yaml").exists()
+        away.faults.clear()
+        away.restart()  # same port; its output folder (x's image) is still there
+        thread.join(60)
+        assert result["counts"]["published"] == 2 and (project / "outbox" / "x").is_dir()
+    finally:
+        for server in (away, well):
+            server.stop()
