@@ -95,6 +95,30 @@ def hermetic_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def filesystem(path: str | Path) -> str:
+    """The filesystem type of ``path`` from /proc/mounts, and for ext4 whether it keeps a journal: an ext4
+    without one scans past every recently deleted inode when it creates a file, which makes file
+    creation dear after a burst of deletions (the kernel's ``recently_deleted`` in ``find_inode_bit``)."""
+    target = os.path.realpath(path)
+    best = ("", "", "?")
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                device, mount, kind = line.split()[:3]
+                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best[1]):
+                    best = (device, mount, kind)
+    except OSError:
+        return "?"
+    device, mount, kind = best
+    if kind == "ext4":
+        try:
+            task = Path(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task").read_text().strip()
+            kind += ", no journal" if task in {"", "<none>"} else ", journal"
+        except OSError:
+            pass
+    return f"{kind} at {mount}"
+
+
 # -- /proc ---------------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ import statistics
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ import requests  # noqa: E402
 
 import clients  # noqa: E402
 from harness import (  # noqa: E402
-    PYTHON, ROOT, Daemon, Project, Reaper, TestServerProc, drop, hermetic_env, invert_workflow,
+    PYTHON, ROOT, Daemon, Project, Reaper, TestServerProc, drop, filesystem, hermetic_env, invert_workflow,
     proc_cpu_seconds, scenario_bytes, scenario_name, wait_for,
 )
 
@@ -143,9 +144,13 @@ def _check(daemon: Daemon, project: Project) -> None:
 
 
 def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, prefix: str, how: str = "rename",
-                  px: int = 8, timeout: float = 900.0) -> Batch:
-    """A daemon on a fresh project: one warm-up file, then ``colors`` dropped; wait until all are done."""
-    project = Project(ctx.reaper.tempdir(tag), urls)
+                  px: int = 8, timeout: float = 900.0, plugins: dict[str, str] | None = None,
+                  **settings: Any) -> Batch:
+    """A daemon on a fresh project (``plugins``: file name -> source for its plugins/ folder; ``settings``
+    for its hotfolder.toml): one warm-up file, then ``colors`` dropped; wait until all are done."""
+    project = Project(ctx.reaper.tempdir(tag), urls, **settings)
+    for name, source in (plugins or {}).items():
+        (project.root / "plugins" / name).write_text(source, encoding="utf-8")
     daemon = Daemon(ctx.reaper, project, profile_clock=ctx.args.profile_clock, profile=ctx.profile_path(tag))
     try:
         daemon.wait_ready()
@@ -298,6 +303,51 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
                 f"(servers ran {1000 * mean_exec:.1f} ms per job; first start {1000 * (first_start - batch.t0):.0f} ms "
                 "after the first drop)"),
         )
+
+
+SLOW_OUTPUTS_PLUGIN = """
+import time
+
+from hotfolder import hookimpl
+
+
+def slow(job):
+    time.sleep({seconds!r})  # a post-processor that takes its time (format conversion, an upload, ...)
+
+
+@hookimpl
+def register_postprocessors(register):
+    register("bench_slow", slow)
+"""
+
+
+def section_slow_outputs(ctx: Ctx) -> None:
+    """Section 2 on one server with a post-processor slower than the jobs: the server must still never
+    wait (the output workers grow while finished jobs wait for them)."""
+    n, t, post = max(1, ctx.args.pool_jobs // 4), ctx.args.exec_time, ctx.args.post_time
+    log(f"[2] pool with slow outputs, N={n} T={t:g} S=1, a {post:g} s post-processor per job")
+    (server,) = start_servers(ctx, 1, "slow-outputs")
+    server.delay("ImageInvert", t)
+    try:
+        colors = ctx.colors(n)
+        batch = run_hotfolder(ctx, "slow-outputs", [server.url], colors, prefix="hfbench/slow",
+                              plugins={"bench_slow.py": SLOW_OUTPUTS_PLUGIN.format(seconds=post)},
+                              postprocess=["bench_slow"])
+        spans = _history_spans(server.url, set(colors))
+    finally:
+        stop_servers([server])
+    last_end = max(e for _, e in spans)
+    busy = sum(e - b for b, e in spans)
+    # the last job's post-processing comes after the server's work by design: leave it out
+    makespan = last_end - batch.t0
+    ideal = n * t
+    ctx.add(
+        at_most(2, f"S=1, {post:g} s post-processor: makespan / ideal (to the last execution)", makespan / ideal,
+                1.03, f"{makespan / ideal:.3f} ({makespan:.2f} s / {ideal:.2f} s)"),
+        Row(2, f"S=1, {post:g} s post-processor: server idle fraction",
+            f"{100 * (1 - busy / (last_end - batch.t0)):.1f}% (jobs {len(spans)}; all published "
+            f"{batch.seconds:.2f} s after the first drop)"),
+    )
 
 
 # -- 3. latency ----------------------------------------------------------------------------------------
@@ -561,6 +611,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pool-jobs", type=int, help="N in 2 (default 400, quick 40)")
     p.add_argument("--exec-time", type=float, default=0.2, help="T in 2, seconds (default 0.2)")
     p.add_argument("--servers", default="1,2,4", help="S values in 2 (default 1,2,4)")
+    p.add_argument("--post-time", type=float, default=0.5,
+                   help="in 2, also N/4 jobs on one server with a post-processor of this many seconds "
+                        "(default 0.5; 0: skip)")
     p.add_argument("--pool-px", type=int, default=8,
                    help="with --servers-url: image size of the jobs in 2, to give them a real execution time")
     p.add_argument("--latency-files", type=int, help="files per kind in 3 (default 50, quick 10)")
@@ -620,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     where = ", ".join(args.servers_url) if args.servers_url else "test servers (bench/testserver.py processes)"
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     header = (f"hotfolder bench @ {commit}  {'--quick  ' if args.quick else ''}on {where}; {os.cpu_count()} CPUs, "
-              f"load {load} at start\n"
+              f"load {load} at start; temp folders on {filesystem(args.tmp or tempfile.gettempdir())}\n"
               f"1: {args.jobs} jobs x {args.rounds} rounds  2: N={args.pool_jobs} "
               + (f"{args.pool_px}x{args.pool_px} px, T measured" if args.servers_url
                  else f"T={args.exec_time:g}s S={','.join(map(str, args.servers))}")
@@ -670,6 +723,8 @@ def run_section(ctx: Ctx, name: str) -> None:
                 server.stop()
     elif name == "pool":
         section_pool(ctx, urls or None)
+        if not urls and ctx.args.post_time > 0:
+            section_slow_outputs(ctx)
     elif name == "memory":
         section_memory(ctx)
     elif name == "backlog":

@@ -85,7 +85,7 @@ class Settings:
     default_template: str | None = None
     settle_seconds: float = 1.0
     queue_depth: int = 2
-    output_workers: int = 1
+    output_workers: int = 4
     job_timeout: float = 3600.0
     connect_timeout: float = 5.0
     http_timeout: float = 30.0
@@ -146,7 +146,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "default_template": (str, "template used when a scenario names none"),
     "settle_seconds": (float, "how long size and mtime must be unchanged before a file is taken"),
     "queue_depth": (int, "jobs kept queued on each server (running + waiting)"),
-    "output_workers": (int, "threads per server that download, post-process and publish finished jobs"),
+    "output_workers": (int, "most threads per server that download, post-process and publish finished jobs"),
     "job_timeout": (float, "seconds a job may take on the server before it is interrupted"),
     "connect_timeout": (float, "HTTP connect timeout, seconds"),
     "http_timeout": (float, "HTTP read timeout, seconds"),

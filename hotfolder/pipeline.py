@@ -5,9 +5,10 @@
 ``watch`` (:mod:`hotfolder.watch`) finds complete files; :class:`Engine` runs everything after it.
 Claiming, parsing and rendering happen on the caller's thread (they are fast and local); every job then
 goes to a pool of workers, one per allowed in-flight prompt per server plus one, that submit and track it.
-A job whose prompt ended is handed to a second pool, the output workers, which download, post-process and
+A job whose prompt ended is handed to its server's output workers, which download, post-process and
 publish it; so the submitting side never waits for a download or a post-processor, and each server always
 has the next prompt queued behind the running one (up to a backlog of finished jobs, see ``_handoff_cap``).
+Each server starts with one output worker; more start (up to ``output_workers``) while finished jobs wait.
 
 A job whose scenario has ``inputs:`` uploads those files to the server it was routed to right before
 it is submitted (:mod:`hotfolder.stages.upload`; each server gets each content once). A job whose
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 STAGES = ("watch", "claim", "parse", "render", "inject", "submit", "track", "download", "publish", "archive")
 MAX_RESUBMISSIONS = 5
 MAX_DOWNLOAD_ERRORS = 5
+OUTPUT_WAIT = 1.0  # seconds a finished job may wait for an output worker before another one starts
+OUTPUT_IDLE = 60.0  # seconds without work after which an output worker beyond a server's first stops
 
 
 @dataclass
@@ -115,6 +118,7 @@ class Engine:
         self._tasks: list[tuple[FileRecord, JobState]] = []
         self._handoff: dict[str, list[_Finished]] = {c.name: [] for c in self.clients}  # prompt ended, outputs to fetch
         self._handed = 0  # jobs in all of _handoff
+        self._output_threads = {c.name: 0 for c in self.clients}  # output workers running, per server
         self._active: dict[str, FileRecord] = {}
         self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
@@ -150,12 +154,12 @@ class Engine:
             t = threading.Thread(target=self._worker, name=f"job-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
-        for client in self.clients:
-            for i in range(self.settings.output_workers):
-                t = threading.Thread(target=self._output_worker, args=(client.name,), daemon=True,
-                                     name=f"output-worker-{client.name}-{i}")
-                t.start()
-                self._workers.append(t)
+        with self._cond:
+            for client in self.clients:
+                self._start_output_worker(client.name)
+        t = threading.Thread(target=self._watch_outputs, name="output-watch", daemon=True)
+        t.start()
+        self._workers.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -164,7 +168,9 @@ class Engine:
             for ready in self._outputs_ready.values():
                 ready.notify_all()
         end = time.monotonic() + timeout
-        for t in self._workers:
+        with self._cond:
+            threads = list(self._workers)
+        for t in threads:
             t.join(max(0.0, end - time.monotonic()))
         for client in self.clients:
             client.close()
@@ -199,7 +205,8 @@ class Engine:
     def healthy(self) -> tuple[bool, str]:
         """(True, "") while every worker thread and every server's WebSocket thread is alive. A server
         being down is not unhealthy: jobs wait for it."""
-        dead = [t.name for t in self._workers if not t.is_alive()]
+        with self._cond:
+            dead = [t.name for t in self._workers if not t.is_alive()]
         if dead and not self._stop.is_set() and not self._draining.is_set():
             return False, f"worker thread(s) died: {', '.join(dead)}"
         for client in self.clients:
@@ -414,13 +421,43 @@ class Engine:
                            self._handed)
         return True
 
+    def _start_output_worker(self, server: str) -> None:
+        """One more output worker for ``server`` (called with the lock held)."""
+        self._output_threads[server] += 1
+        t = threading.Thread(target=self._output_worker, args=(server,), daemon=True,
+                             name=f"output-worker-{server}-{self._output_threads[server]}")
+        self._workers.append(t)
+        t.start()
+
+    def _grow_outputs(self, server: str) -> None:
+        """Start another output worker for ``server`` when its oldest finished job has waited for one
+        longer than OUTPUT_WAIT (up to ``output_workers``): one keeps up with most servers, slow
+        downloads or post-processors get more. Called with the lock held."""
+        waiting = self._handoff[server]
+        if (waiting and self._output_threads[server] < self.settings.output_workers
+                and time.monotonic() - waiting[0].since > OUTPUT_WAIT):
+            self._start_output_worker(server)
+
+    def _watch_outputs(self) -> None:
+        """Twice per OUTPUT_WAIT, start output workers where finished jobs have waited too long (the
+        busy workers cannot notice: they are inside a download or a post-processor)."""
+        while not self._stop.wait(OUTPUT_WAIT / 2):
+            with self._cond:
+                for server in self._handoff:
+                    self._grow_outputs(server)
+
     def _output_worker(self, server: str) -> None:
         """Download, post-process and publish the jobs whose prompt ended on ``server``; archive their
-        files when done."""
+        files when done. A worker beyond the first stops after OUTPUT_IDLE seconds without work."""
         waiting, ready = self._handoff[server], self._outputs_ready[server]
         while True:
             with self._cond:
+                idle_since = time.monotonic()
                 while not waiting and not self._stop.is_set():
+                    if self._output_threads[server] > 1 and time.monotonic() - idle_since > OUTPUT_IDLE:
+                        self._output_threads[server] -= 1
+                        self._workers.remove(threading.current_thread())
+                        return
                     ready.wait(1.0)
                 if self._stop.is_set():
                     return  # what is left stays recorded ("submitted"): the next start downloads it
@@ -951,6 +988,7 @@ class _Finished:
     workflow: dict[str, Any]
     result: PromptResult | None  # None: already downloaded, only the publish is left
     log: logging.LoggerAdapter
+    since: float = field(default_factory=time.monotonic)  # when it was handed on
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--quick", "--jobs", "5", "--pool-jobs", "4", "--servers", "1,2", "--exec-time", "0.05",
         "--latency-files", "3", "--latency-gap", "0.05", "--backlog", "120", "--batch", "10",
-        "--download-mb", "8"]
+        "--download-mb", "8", "--post-time", "0.1"]
 
 
 @pytest.mark.timeout(300)
@@ -30,7 +30,7 @@ def test_bench_runs_every_section_with_tiny_sizes_and_cleans_up(tmp_path: Path) 
     assert "ERROR" not in table
     for measure in ("hotfolder / direct", "hotfolder / sequential", "S=1 makespan / ideal", "S=2 makespan / ideal",
                     "S=2 server idle fraction", "file closed after writing -> POST p50", "daemon peak RSS",
-                    "RSS added by a", "per-job cost 120 / 100 waiting"):
+                    "RSS added by a", "per-job cost 120 / 100 waiting", "0.1 s post-processor: makespan / ideal"):
         assert measure in table, table
     assert list(scratch.iterdir()) == []  # every temp folder removed
 

@@ -421,6 +421,7 @@ GATE = Path(__file__).parent / "gate-open"
 
 def hold(job):
     """Keeps every job in post-processing until the test opens the gate."""
+    (GATE.parent / f"holding-{job.sidecar['name']}").touch()
     deadline = time.monotonic() + 60
     while not GATE.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -442,30 +443,30 @@ def _run_in_background(settings) -> tuple[threading.Thread, dict[str, dict[str, 
     return thread, result
 
 
+def _held_at_the_gate(project: Path, url: str, prefix: str, count: int, **settings: object):
+    """``count`` files whose jobs stay in the "hold" post-processor until the gate opens, run in the background."""
+    (project / "plugins" / "gate.py").write_text(GATE_PLUGIN)
+    for i in range(count):
+        (project / "inbox" / f"{prefix}{i:02d}.yaml").write_text(f"params: {{width: 8, height: 8, color: {i}}}\n")
+    return _run_in_background(make_settings(project, url, postprocess=["hold"], **settings))
+
+
 def test_a_slow_post_processor_never_keeps_the_next_prompt_from_being_queued(project: Path, comfy: ComfyTestServer) -> None:
     # 3 job workers (queue_depth 2 + 1) and 1 output worker. Before the output workers existed, the
     # three job workers sat in the post-processor and the server got nothing more after 3 jobs.
-    (project / "plugins" / "gate.py").write_text(GATE_PLUGIN)
-    for i in range(6):
-        (project / "inbox" / f"g{i}.yaml").write_text(f"params: {{width: 8, height: 8, color: {i}}}\n")
-    settings = make_settings(project, comfy.url, postprocess=["hold"], output_workers=1)
-    thread, result = _run_in_background(settings)
+    thread, result = _held_at_the_gate(project, comfy.url, "g", 6, output_workers=1)
     wait_until(lambda: len(comfy.executed_prompt_ids) == 6, message="all 6 prompts run while the outputs wait")
     assert not [p for p in (project / "outbox").iterdir() if not p.name.startswith(".")]
     (project / "plugins" / "gate-open").touch()
     thread.join(60)
     assert result["counts"]["published"] == 6
-    assert sorted(p.name for p in (project / "inbox" / "done").iterdir()) == [f"g{i}.yaml" for i in range(6)]
+    assert sorted(p.name for p in (project / "inbox" / "done").iterdir()) == [f"g{i:02d}.yaml" for i in range(6)]
 
 
 def test_submitting_pauses_when_finished_jobs_pile_up_for_the_output_workers(
     project: Path, comfy: ComfyTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (project / "plugins" / "gate.py").write_text(GATE_PLUGIN)
-    for i in range(20):
-        (project / "inbox" / f"p{i:02d}.yaml").write_text(f"params: {{width: 8, height: 8, color: {i}}}\n")
-    settings = make_settings(project, comfy.url, postprocess=["hold"], output_workers=1)
-    thread, result = _run_in_background(settings)
+    thread, result = _held_at_the_gate(project, comfy.url, "p", 20, output_workers=1)
     wait_until(lambda: "finished jobs are waiting to be downloaded and published" in caplog.text,
                message="the backlog warning")
     # at most: the one in the post-processor, 8 waiting (8 x output_workers), and one more from each of
@@ -498,3 +499,14 @@ def test_outputs_a_server_cannot_give_hold_up_only_that_server(project: Path) ->
     finally:
         for server in (away, well):
             server.stop()
+
+
+def test_more_output_workers_start_when_finished_jobs_wait_for_one(project: Path, comfy: ComfyTestServer) -> None:
+    thread, result = _held_at_the_gate(project, comfy.url, "w", 5, output_workers=3)
+    # one output worker holds the first job; the others wait over a second, so two more start (3 at most)
+    wait_until(lambda: len(list((project / "plugins").glob("holding-*"))) == 3, message="3 jobs post-processed at once")
+    wait_until(lambda: len(comfy.executed_prompt_ids) == 5, message="all 5 prompts run")
+    assert len(list((project / "plugins").glob("holding-*"))) == 3
+    (project / "plugins" / "gate-open").touch()
+    thread.join(60)
+    assert result["counts"]["published"] == 5
