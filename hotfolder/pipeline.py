@@ -772,10 +772,12 @@ class Engine:
         job.execution["ui_values"] = values
         staging = self.settings.staging_dir / f"{record.job_id}-{job.index:03d}"
         job.staging = str(staging)
-        if os.path.lexists(staging):  # a download cut off by a crash starts over
-            shutil.rmtree(staging, ignore_errors=True)
         errors = 0
         while True:
+            # A download cut off (by a crash, a failed output, the server going away) starts over in an
+            # empty folder: what the cut-off try left must not be published beside its second copy.
+            if os.path.lexists(staging):
+                shutil.rmtree(staging, ignore_errors=True)
             try:
                 job.outputs = download.download_outputs(client.http, refs, staging)
                 break

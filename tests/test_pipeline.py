@@ -510,3 +510,15 @@ def test_more_output_workers_start_when_finished_jobs_wait_for_one(project: Path
     (project / "plugins" / "gate-open").touch()
     thread.join(60)
     assert result["counts"]["published"] == 5
+
+
+def test_a_download_retried_after_a_failed_output_publishes_each_output_once(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.faults.view_status(500, count=1, skip=1)  # the job's first image downloads, its second fails once
+    (project / "inbox" / "two.yaml").write_text("params: {width: 8, height: 8, batch_size: 2}\n")
+    counts = drain(make_settings(project, comfy.url))
+    assert counts["published"] == 1
+    out = project / "outbox" / "two"
+    sidecar = json.loads((out / "two.json").read_text())
+    listed = sorted(entry["file"] for entry in sidecar["outputs"])
+    assert len(listed) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted([*listed, "two.json"])  # nothing left from the failed try

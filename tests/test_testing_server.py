@@ -1165,6 +1165,8 @@ def test_fault_view_status_fails_the_next_downloads(srv: ComfyTestServer) -> Non
     params = {"filename": "v_00001_.png", "type": "output"}
     results = [get(srv, "/view", params=params) for _ in range(3)]
     assert [(r.status_code, r.content == b"") for r in results] == [(500, True), (500, True), (200, False)]
+    srv.faults.view_status(503, count=1, skip=2)
+    assert [get(srv, "/view", params=params).status_code for _ in range(4)] == [200, 200, 503, 200]
 
 
 def test_fault_history_delay_writes_history_after_the_prompt_ends(

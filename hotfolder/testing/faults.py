@@ -47,6 +47,7 @@ class Faults:
         self._post_status: _Counted | None = None
         self._post_hang: _Counted | None = None
         self._view_status: _Counted | None = None
+        self._view_skip = 0
         self._history_delay = 0.0
         self._drop_interval = 0.0
         self._silenced = False
@@ -73,11 +74,15 @@ class Faults:
         with self._lock:
             self._post_hang = _Counted(seconds, count)
 
-    def view_status(self, status: int = 500, count: int | None = 1) -> None:
-        """The next ``count`` ``GET /view`` answer ``status`` with an empty body."""
+    def view_status(self, status: int = 500, count: int | None = 1, *, skip: int = 0) -> None:
+        """The next ``count`` ``GET /view`` answer ``status`` with an empty body (after ``skip`` that
+        are served normally: to fail a job's second output, say)."""
         _check_count(count)
+        if skip < 0:
+            raise ValueError(f"skip must not be negative, got {skip!r}")
         with self._lock:
             self._view_status = _Counted(status, count)
+            self._view_skip = skip
 
     def history_delay(self, seconds: float) -> None:
         """Write each history entry ``seconds`` after ``execution_success``/``execution_error`` (0 turns it off).
@@ -160,6 +165,9 @@ class Faults:
 
     def take_view_status(self) -> int | None:
         with self._lock:
+            if self._view_status is not None and self._view_skip > 0:
+                self._view_skip -= 1
+                return None
             value, self._view_status = self._take(self._view_status)
         return None if value is None else int(value)
 
