@@ -119,6 +119,7 @@ class Engine:
         self._handoff: dict[str, list[_Finished]] = {c.name: [] for c in self.clients}  # prompt ended, outputs to fetch
         self._handed = 0  # jobs in all of _handoff
         self._output_threads = {c.name: 0 for c in self.clients}  # output workers running, per server
+        self._output_serial = 0  # numbers the output workers' thread names
         self._active: dict[str, FileRecord] = {}
         self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
@@ -410,22 +411,28 @@ class Engine:
 
     def _backlogged(self) -> bool:
         """Whether finished jobs wait for the output workers in such numbers that submitting must pause
-        (called with the lock held)."""
-        if self._handed < self._handoff_cap:
-            self._backlog_logged = False
+        (called with the lock held). Jobs waiting for a server that is away do not count: they wait for
+        it, not for the output workers, and must not stop the other servers' work."""
+        waiting = self._handed
+        if self._down_since:
+            waiting -= sum(len(self._handoff[name]) for name in self._down_since)
+        if waiting < self._handoff_cap:
+            if waiting < self._handoff_cap // 2:
+                self._backlog_logged = False  # warn again only after the backlog has cleared
             return False
         if not self._backlog_logged:
             self._backlog_logged = True
             logger.warning("%d finished jobs are waiting to be downloaded and published; new jobs wait until "
                            "fewer do (raise output_workers in hotfolder.toml if the outputs cannot keep up)",
-                           self._handed)
+                           waiting)
         return True
 
     def _start_output_worker(self, server: str) -> None:
         """One more output worker for ``server`` (called with the lock held)."""
         self._output_threads[server] += 1
+        self._output_serial += 1
         t = threading.Thread(target=self._output_worker, args=(server,), daemon=True,
-                             name=f"output-worker-{server}-{self._output_threads[server]}")
+                             name=f"output-worker-{server}-{self._output_serial}")
         self._workers.append(t)
         t.start()
 
@@ -475,24 +482,32 @@ class Engine:
                      step: Callable[[], _Finished | None]) -> _Finished | None:
         """Run one part of a job at the job boundary: a HotfolderError fails the job, and so does any other
         exception (a bug fails one job, never the daemon). ``Cancelled`` (stopping) leaves the job as
-        recorded. Archives the file once all its jobs are finished. Returns what ``step`` hands on."""
+        recorded. Archives the file once all its jobs are finished. Returns what ``step`` hands on.
+        Nothing escapes: a failure to record the failure or to archive (a full disk, say) is logged and
+        leaves the file in its job folder for the next start, and the worker thread lives on."""
         try:
-            handed = step()
+            try:
+                handed = step()
+            except Cancelled:
+                return None
+            except HotfolderError as err:
+                self._fail_job(record, job, err)
+            except Exception as err:  # noqa: BLE001 - the job boundary
+                logger.exception("[%s %s] internal error", record.input_name, job.name)
+                self._fail_job(record, job, HotfolderError(
+                    f"Internal error in hotfolder: {type(err).__name__}: {err}",
+                    hint="This is a bug in hotfolder or a plugin; please report it with the log.",
+                ))
+            else:
+                if handed is not None:
+                    return handed
+            if record.all_finished():
+                self._archive(record)
         except Cancelled:
-            return None
-        except HotfolderError as err:
-            self._fail_job(record, job, err)
-        except Exception as err:  # noqa: BLE001 - the job boundary
-            logger.exception("[%s %s] internal error", record.input_name, job.name)
-            self._fail_job(record, job, HotfolderError(
-                f"Internal error in hotfolder: {type(err).__name__}: {err}",
-                hint="This is a bug in hotfolder or a plugin; please report it with the log.",
-            ))
-        else:
-            if handed is not None:
-                return handed
-        if record.all_finished():
-            self._archive(record)
+            pass
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.exception("[%s %s] could not record the job's end or archive its file; it stays in %s "
+                             "and is taken up again at the next start", record.input_name, job.name, record.folder)
         return None
 
     def _pick_client(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
@@ -968,11 +983,8 @@ class Engine:
                 logger.error("Job record %s is unreadable (%s); re-reading its input", folder / RECORD_NAME, err)
         inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                   and p.name != RECORD_NAME and not p.name.startswith("workflow-")]
-        if not inputs:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        if not inputs:  # only hotfolder's own files (a removal cut off by a crash): finish it
+            shutil.rmtree(folder, ignore_errors=True)
             return None
         record = FileRecord(job_id=folder.name, input_name=inputs[0].name, folder=folder,
                             instance=self.settings.instance_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -472,10 +473,15 @@ def test_submitting_pauses_when_finished_jobs_pile_up_for_the_output_workers(
     # at most: the one in the post-processor, 8 waiting (8 x output_workers), and one more from each of
     # the 3 job workers that took a job before the 8th was waiting
     assert len(comfy.executed_prompt_ids) <= 1 + 8 + 3 - 1
+    opened = time.time()
     (project / "plugins" / "gate-open").touch()
     thread.join(60)
     assert result["counts"]["published"] == 20
     assert len(set(comfy.executed_prompt_ids)) == len(comfy.executed_prompt_ids) == 20
+    # and submitting stayed paused until the outputs moved again: the rest ran after the gate opened
+    starts = [dict(entry["status"]["messages"])["execution_start"]["timestamp"] / 1000
+              for entry in comfy.history().values()]
+    assert sum(start >= opened for start in starts) >= 20 - (1 + 8 + 3 - 1)
 
 
 def test_outputs_a_server_cannot_give_hold_up_only_that_server(project: Path) -> None:
@@ -483,7 +489,7 @@ def test_outputs_a_server_cannot_give_hold_up_only_that_server(project: Path) ->
     for server in (away, well):
         server.start()
     try:
-        settings = make_settings(project, away.url, servers=[away.url, well.url])
+        settings = make_settings(project, away.url, servers=[away.url, well.url], output_workers=1)
         away.faults.view_status(500, count=None)
         (project / "inbox" / "x.yaml").write_text(f"server: {away.url}\nparams: {{width: 8, height: 8}}\n")
         thread, result = _run_in_background(settings)

@@ -55,10 +55,11 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
 
 
 def remove_job_folder(record: FileRecord) -> None:
-    """Remove the job folder: its record files one by one (what a finished job leaves), or the whole
-    tree when something else is in it."""
+    """Remove the job folder: its files one by one, the record last (a run cut off before that must not
+    find an input without its record, and run it again: the copy ``hotfolder process`` takes stays
+    here), or the whole tree when something else is in it."""
     base = os.fspath(record.folder)
-    for name in record.own_files():
+    for name in [record.input_name, *record.own_files()[::-1]]:  # own_files() starts with the record
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(base, name))
     try:

@@ -7,6 +7,7 @@ claimed (nor followed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -61,8 +62,9 @@ def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = T
             os.rename(path, target)
         else:
             shutil.copyfile(path, target, follow_symlinks=False)
-    except FileNotFoundError:
-        os.rmdir(folder)
+    except FileNotFoundError:  # the file is gone (another instance took it), or the new folder is
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
         return None
     fsync_dir(folder)
     if move:

@@ -45,7 +45,7 @@ def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, An
         except FileNotFoundError:
             if os.path.isdir(base) or not os.path.isdir(folder):
                 raise
-            outbox.mkdir(parents=True)  # removed while hotfolder ran (staging normally lives inside it)
+            outbox.mkdir(parents=True, exist_ok=True)  # removed while hotfolder ran (staging normally lives inside it)
             written = f"{final}.json"
             continue
         fsync_dir(base)

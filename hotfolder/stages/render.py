@@ -104,6 +104,7 @@ from typing import Any, Protocol, TypeAlias
 import jinja2
 import jinja2.exceptions
 import jinja2.meta
+import jinja2.runtime
 import jinja2.sandbox
 from markupsafe import Markup
 
@@ -705,8 +706,9 @@ def _template_variables(template: Template) -> frozenset[str]:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: Names Jinja reads as constants or operators, never as variables.
-_JINJA_CONSTANTS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else"})
+#: Names Jinja reads as constants, operators or its own objects, never as plain variables.
+_JINJA_NAMES = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
+                          "else", "self", "loop", "super", "varargs", "kwargs", "caller"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -920,6 +922,8 @@ class _LeafRenderer:
         self.context = context
         self.where = where
         self.compiler = compiler
+        # a plugin may give the environment its own context class (variable lookup): then Jinja decides
+        self.plain_lookup = compiler.env(json_output=False).context_class is jinja2.runtime.Context
 
     def render(self, value: Any, path: tuple[Any, ...] = ()) -> Any:
         if isinstance(value, str):
@@ -936,10 +940,12 @@ class _LeafRenderer:
         expression = _single_expression(text)
         try:
             if expression is not None:
-                if expression in self.context and expression not in _JINJA_CONSTANTS and _NAME.fullmatch(expression):
+                if (self.plain_lookup and expression in self.context and expression not in _JINJA_NAMES
+                        and _NAME.fullmatch(expression)
+                        and not isinstance(value := self.context[expression], jinja2.Undefined)):
                     # "{{ name }}", the commonest leaf: the value itself, as Jinja would give it (a plain
                     # variable reads the context as is), without a Jinja context per leaf
-                    return _plain_value(self.context[expression])
+                    return _plain_value(value)
                 result = self.compiler.expression(expression)(**self.context)
                 if isinstance(result, jinja2.Undefined):
                     str(result)  # raises UndefinedError / SecurityError
