@@ -16,7 +16,7 @@ from typing import Any
 
 from hotfolder import failpoints
 from hotfolder.paths import move_unique, rename_noreplace, unique_name
-from hotfolder.record import FileRecord, write_json_atomic
+from hotfolder.record import RECORD_NAME, FileRecord, write_json_atomic
 
 
 def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool) -> str:
@@ -60,6 +60,8 @@ def remove_job_folder(record: FileRecord) -> None:
     here), or the whole tree when something else is in it."""
     base = os.fspath(record.folder)
     for name in [record.input_name, *record.own_files()[::-1]]:  # own_files() starts with the record
+        if name == RECORD_NAME:
+            failpoints.hit("mid_cleanup")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(base, name))
     try:
