@@ -125,8 +125,12 @@ def test_killed_mid_post_then_restarted_runs_the_prompt_once(project: Path, comf
     assert len(comfy.executed_prompt_ids) == 1
 
 
+# Read at import: the autouse fixture clears HOTFOLDER_* variables before each test runs.
+SEED = os.environ.get("HOTFOLDER_TEST_SEED")
+
+
 def test_sigkill_loop_of_200_jobs_loses_and_duplicates_nothing(project: Path, comfy: ComfyTestServer) -> None:
-    seed = int(os.environ.get("HOTFOLDER_TEST_SEED", random.randrange(1 << 30)))
+    seed = int(SEED) if SEED else random.randrange(1 << 30)
     rng = random.Random(seed)
     comfy.faults.node_delay("ImageInvert", 0.08)  # 200 jobs take at least 16 s of server time: room for 20 kills
     names = [f"j{i:03d}.yaml" for i in range(200)]
