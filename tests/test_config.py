@@ -57,6 +57,8 @@ def test_unknown_environment_variable_is_named(tmp_path: Path) -> None:
 def test_bad_values_and_bad_toml_are_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="queue_depth"):
         load_settings(write(tmp_path, 'queue_depth = "many"\n'), env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="'output_workers' must be at least 1"):
+        load_settings(write(tmp_path, "output_workers = 0\n"), env={}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "queue_depth = \n"), env={}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
