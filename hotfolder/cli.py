@@ -226,19 +226,38 @@ def plugins_command(app: App, all_: bool, hook: str | None) -> None:
 
 
 @cli.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print status.json as it is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status file as it is (--all: a list of them).")
+@click.option("--instance", default=None, help="The daemon to show, by instance_id [default: this one's].")
+@click.option("--all", "all_", is_flag=True, help="Show every daemon that has run on this inbox.")
 @pass_app
-def status_command(app: App, as_json: bool) -> None:
-    """Show the running daemon's jobs, progress, servers and recent failures. Exit 1 if it is not running."""
+def status_command(app: App, as_json: bool, instance: str | None, all_: bool) -> None:
+    """Show a daemon's jobs, progress, servers and recent failures. Exit 1 if it is not running (--all:
+    if any is not).
+
+    Each daemon on an inbox writes its own status file. Without --instance, this config's instance_id
+    is shown, or the only daemon there is."""
     settings = app.settings()
-    snapshot = status.read_status(settings.state_dir)
-    if snapshot is None:
-        raise click.ClickException(f"No status in {settings.state_dir}: no daemon has run on this inbox yet.")
-    if as_json:
-        click.echo(json.dumps(snapshot, indent=2, ensure_ascii=False))
+    try:
+        found = status.read_all_status(settings.state_dir)
+    except HotfolderError as err:
+        raise click.ClickException(str(err)) from err
+    if not found:
+        raise click.ClickException(f"No status in {settings.state_dir / status.STATUS_DIR}: no daemon has run "
+                                   "on this inbox yet.")
+    if all_:
+        chosen = list(found.values())
     else:
-        click.echo(status.format_status(snapshot))
-    if status.status_problem(snapshot):
+        name = instance or (settings.instance_id if settings.instance_id in found or len(found) > 1 else next(iter(found)))
+        if name not in found:
+            raise click.ClickException(
+                f"No status for instance {name!r} in {settings.state_dir / status.STATUS_DIR}.\n"
+                f"Hint: daemons that have run here: {', '.join(found)}; use --instance NAME or --all.")
+        chosen = [found[name]]
+    if as_json:
+        click.echo(json.dumps(chosen if all_ else chosen[0], indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n\n".join(status.format_status(snapshot) for snapshot in chosen))
+    if any(status.status_problem(snapshot) for snapshot in chosen):
         sys.exit(1)
 
 

@@ -166,7 +166,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "validate": (bool, "check each job against the server's /object_info before submitting it"),
     "inputs_root": (Path, "a folder scenario 'inputs:' files may also come from (default: none, the inbox only)"),
     "log_format": (str, "text or json (one JSON object per line, for log shippers)"),
-    "status_interval": (float, "seconds between rewrites of inbox/.hotfolder/status.json"),
+    "status_interval": (float, "seconds between rewrites of inbox/.hotfolder/status/<instance_id>.json"),
     "stop_budget": (float, "seconds running jobs get to finish on SIGTERM before the rest is left for the next start"),
     "metrics_port": (int, "Prometheus metrics port on metrics_host (0: off; needs the metrics extra)"),
     "metrics_host": (str, "address the metrics endpoint listens on (loopback by default)"),
@@ -371,8 +371,9 @@ def _check_ranges(s: Settings) -> None:
             raise ConfigError(f"Setting {key!r} must be greater than 0 (got {getattr(s, key)!r}).")
     if s.settle_seconds < 0:
         raise ConfigError(f"Setting 'settle_seconds' must not be negative (got {s.settle_seconds!r}).")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.instance_id) or s.instance_id.startswith(".") or s.instance_id == "leases":
-        raise ConfigError(f"Setting 'instance_id' {s.instance_id!r} must be letters, digits, '_', '-' or '.'.")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.instance_id) or s.instance_id.startswith(".") or s.instance_id in {"leases", "status"}:
+        raise ConfigError(f"Setting 'instance_id' {s.instance_id!r} must be letters, digits, '_', '-' or '.' "
+                          "(not starting with '.', and not 'leases' or 'status', the names of hotfolder's own folders).")
     if s.log_format not in {"text", "json"}:
         raise ConfigError(f"Setting 'log_format' must be 'text' or 'json' (got {s.log_format!r}).")
     if not 0 <= s.metrics_port <= 65535:

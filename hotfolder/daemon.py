@@ -97,7 +97,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         engine.listeners.append(collector)
         metrics_server = metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, metrics=collector)
         logger.info("Metrics on %s", metrics_server.url)
-    writer = status.StatusWriter(board, status.status_path(settings.state_dir), interval=settings.status_interval,
+    writer = status.StatusWriter(board, status.status_path(settings.state_dir, settings.instance_id), interval=settings.status_interval,
                                  on_write=lambda snap: notifier.status(snap.get("summary", "")))
     heartbeat = service.Heartbeat(notifier)
     ready: queue.Queue[Path] = queue.Queue()

@@ -3,9 +3,10 @@
 :class:`StatusBoard` listens to the pipeline's events (it is an ``Engine`` listener) and to server state
 updates, and keeps a small picture: jobs on servers with their progress, how many wait, each server's
 state, the failures of the last hour, counts. :class:`StatusWriter` writes that picture atomically to
-``inbox/.hotfolder/status.json`` from its own thread, every ``interval`` seconds and on demand, so that
-``hotfolder status`` (and any script) can read it without a network port. :func:`read_status` and
-:func:`format_status` are the reading side.
+``inbox/.hotfolder/status/<instance_id>.json`` from its own thread, every ``interval`` seconds and on
+demand, so that ``hotfolder status`` (and any script) can read it without a network port. Each daemon on a
+shared inbox has its own file. :func:`read_status`, :func:`read_all_status` and :func:`format_status` are
+the reading side.
 
 The file (``version`` 1)::
 
@@ -38,7 +39,7 @@ from hotfolder.record import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-STATUS_NAME = "status.json"
+STATUS_DIR = "status"  # inbox/.hotfolder/status/<instance_id>.json
 VERSION = 1
 FAILURE_WINDOW = 3600.0  # failures shown: the last hour
 MAX_FAILURES = 50  # at most this many, newest first, so the file stays small
@@ -296,8 +297,8 @@ def summarize(snapshot: dict[str, Any]) -> str:
 # -- the status file -----------------------------------------------------------------------------
 
 
-def status_path(state_dir: Path) -> Path:
-    return state_dir / STATUS_NAME
+def status_path(state_dir: Path, instance: str) -> Path:
+    return state_dir / STATUS_DIR / f"{instance}.json"
 
 
 def write_status(path: Path, snapshot: dict[str, Any]) -> None:
@@ -397,9 +398,28 @@ class StatusWriter:
 # -- reading the file (hotfolder status) ---------------------------------------------------------
 
 
-def read_status(state_dir: Path) -> dict[str, Any] | None:
-    """The status file in ``state_dir`` (``inbox/.hotfolder``), or None if there is none."""
-    path = status_path(state_dir)
+def read_status(state_dir: Path, instance: str) -> dict[str, Any] | None:
+    """The status file of ``instance`` in ``state_dir`` (``inbox/.hotfolder``), or None if there is none."""
+    return _read_status_file(status_path(state_dir, instance))
+
+
+def read_all_status(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every daemon's status file in ``state_dir``, by instance id (sorted)."""
+    folder = state_dir / STATUS_DIR
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder)
+                       if entry.name.endswith(".json") and not entry.name.startswith("."))
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for name in names:
+        data = _read_status_file(folder / name)
+        if data is not None:
+            found[name[: -len(".json")]] = data
+    return found
+
+
+def _read_status_file(path: Path) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -111,13 +111,13 @@ def test_status_shows_a_running_jobs_progress(project: Path, comfy: ComfyTestSer
     proc = start(project, comfy.url)
     try:
         def progressing() -> bool:
-            path = project / "inbox" / ".hotfolder" / "status.json"
-            if not path.exists():
+            path = next((project / "inbox" / ".hotfolder" / "status").glob("*.json"), None)
+            if path is None:
                 return False
             running = json.loads(path.read_text()).get("running") or []
             return any(job.get("node") == "2" and (job.get("percent") or 0) > 0 for job in running)
 
-        wait_until(progressing, timeout=30, message="progress in status.json")
+        wait_until(progressing, timeout=30, message="progress in the status file")
         result = run_cli("status", cwd=project)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "nap.yaml" in result.stdout and "%" in result.stdout

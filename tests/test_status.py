@@ -15,7 +15,8 @@ import pytest
 from hotfolder.errors import HotfolderError
 from hotfolder.pipeline import Event
 from hotfolder.status import (
-    FAILURE_WINDOW, StatusBoard, StatusWriter, format_status, read_status, status_path, status_problem,
+    FAILURE_WINDOW, StatusBoard, StatusWriter, format_status, read_all_status, read_status, status_path,
+    status_problem,
 )
 from tests.conftest import wait_until
 
@@ -144,7 +145,7 @@ def test_board_is_consistent_under_concurrent_events_and_snapshots() -> None:
 
 def test_writer_writes_the_status_file_periodically_and_on_flush(tmp_path: Path) -> None:
     board = busy_board(Clock(time.time()))
-    path = status_path(tmp_path / ".hotfolder")
+    path = status_path(tmp_path / ".hotfolder", "render1")
     written: list[str] = []
     writer = StatusWriter(board, path, interval=0.05, on_write=lambda snap: written.append(snap["summary"]))
     writer.start()
@@ -152,14 +153,14 @@ def test_writer_writes_the_status_file_periodically_and_on_flush(tmp_path: Path)
         wait_until(lambda: writer.writes >= 3, timeout=10, message="three periodic writes")
         feed(board, Event("published", "a.yaml", "J1", "a-001"))
         assert writer.flush(timeout=10)
-        data = read_status(tmp_path / ".hotfolder")
+        data = read_status(tmp_path / ".hotfolder", "render1")
         assert data is not None
         assert data["running"] == [] and data["interval"] == 0.05 and data["pid"] == os.getpid()
         assert written[-1] == "0 running, 3 waiting, server gpu2 down"
     finally:
         writer.stop()
-    assert read_status(tmp_path / ".hotfolder")["state"] == "stopped"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["status.json"]  # no temp files left
+    assert read_status(tmp_path / ".hotfolder", "render1")["state"] == "stopped"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["render1.json"]  # no temp files left
 
 
 def test_writer_on_a_slow_interval_still_writes_at_once_on_flush(tmp_path: Path) -> None:
@@ -190,10 +191,26 @@ def test_writer_survives_an_unwritable_status_folder(tmp_path: Path, caplog: pyt
 
 
 def test_read_status_is_none_without_a_file_and_explains_a_broken_one(tmp_path: Path) -> None:
-    assert read_status(tmp_path) is None
-    (tmp_path / "status.json").write_text("{not json")
+    assert read_status(tmp_path, "a") is None and read_all_status(tmp_path) == {}
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "a.json").write_text("{not json")
     with pytest.raises(HotfolderError, match="not valid JSON"):
-        read_status(tmp_path)
+        read_status(tmp_path, "a")
+
+
+def test_each_daemon_on_an_inbox_has_its_own_status_file(tmp_path: Path) -> None:
+    writers = [StatusWriter(StatusBoard(), status_path(tmp_path, name), interval=3600) for name in ("gpu-a", "gpu-b")]
+    for writer in writers:
+        writer.board.set_state("running")
+        writer.start()
+    try:
+        assert all(writer.flush(timeout=10) for writer in writers)
+        assert sorted(read_all_status(tmp_path)) == ["gpu-a", "gpu-b"]
+    finally:
+        writers[0].stop()
+        writers[1].stop(final_state=None)
+    found = read_all_status(tmp_path)
+    assert found["gpu-a"]["state"] == "stopped" and found["gpu-b"]["state"] == "running"
 
 
 # -- hotfolder status ----------------------------------------------------------------------------
@@ -253,7 +270,7 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
     (project / "inbox" / "pair.yaml").write_text("repeat: 2\nparams: {width: 8}\n")
     (project / "inbox" / "bad.yaml").write_text("template: no-such-template\n")
     board = StatusBoard(servers=[(s.name, s.display_url) for s in settings.servers])
-    writer = StatusWriter(board, status_path(settings.state_dir), interval=0.1)
+    writer = StatusWriter(board, status_path(settings.state_dir, settings.instance_id), interval=0.1)
     listeners: list = [board]
     try:
         from hotfolder.metrics import Metrics
@@ -267,7 +284,7 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
         assert writer.flush(timeout=10)
     finally:
         writer.stop(final_state=None)
-    snap = read_status(settings.state_dir)
+    snap = read_status(settings.state_dir, settings.instance_id)
     assert snap is not None
     assert snap["counts"] == {"published": 2, "failed": 1, "files_done": 1, "files_failed": 1}
     # the engine's own counts miss a job whose workflow did not render (no "failed" event for it)
@@ -281,3 +298,22 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
         assert 'hotfolder_files_total{outcome="failed"} 1.0' in text
         assert 'hotfolder_jobs_total{outcome="failed"} 1.0' in text
         assert 'hotfolder_stage_duration_seconds_count{stage="run"} 2.0' in text
+
+
+def test_status_command_shows_this_daemon_one_by_name_or_all(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    state = tmp_path / "inbox" / ".hotfolder"
+    for name, state_name in (("gpu-a", "running"), ("gpu-b", "stopped")):
+        writer = StatusWriter(StatusBoard(instance=name), status_path(state, name), interval=3600)
+        writer.stop(final_state=state_name)  # one write, as a daemon leaves it
+    env = {"HOTFOLDER_INSTANCE_ID": "gpu-a"}
+    shown = run_cli("status", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "gpu-a" in shown.stdout and "gpu-b" not in shown.stdout
+    other = run_cli("status", "--instance", "gpu-b", cwd=tmp_path, env=env)
+    assert other.returncode == 1 and "DAEMON NOT RUNNING (stopped" in other.stdout
+    both = run_cli("status", "--all", "--json", cwd=tmp_path, env=env)
+    assert both.returncode == 1 and [s["instance"] for s in json.loads(both.stdout)] == ["gpu-a", "gpu-b"]
+    unknown = run_cli("status", cwd=tmp_path, env={"HOTFOLDER_INSTANCE_ID": "gpu-c"})
+    assert unknown.returncode == 1 and "daemons that have run here: gpu-a, gpu-b" in unknown.stderr
