@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hotfolder.errors import ConfigError
 from hotfolder.record import write_json_atomic
+from hotfolder.status import STATUS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class Lease:
         if not self.state_dir.is_dir():
             return out
         for entry in sorted(self.state_dir.iterdir()):
-            if not entry.is_dir() or entry.name in {LEASES, self.instance_id} or entry.name.startswith("."):
+            if not entry.is_dir() or entry.name in {LEASES, STATUS_DIR, self.instance_id} or entry.name.startswith("."):
                 continue
             lease = self.state_dir / LEASES / f"{entry.name}.json"
             if self._stale(lease, self._read(lease)):

@@ -317,3 +317,12 @@ def test_status_command_shows_this_daemon_one_by_name_or_all(tmp_path: Path) -> 
     assert both.returncode == 1 and [s["instance"] for s in json.loads(both.stdout)] == ["gpu-a", "gpu-b"]
     unknown = run_cli("status", cwd=tmp_path, env={"HOTFOLDER_INSTANCE_ID": "gpu-c"})
     assert unknown.returncode == 1 and "daemons that have run here: gpu-a, gpu-b" in unknown.stderr
+
+
+def test_the_status_folder_is_never_taken_for_a_dead_daemons_folder(tmp_path: Path) -> None:
+    from hotfolder.lease import Lease
+
+    state = tmp_path / ".hotfolder"
+    StatusWriter(StatusBoard(instance="gpu-a"), status_path(state, "gpu-a"), interval=3600).stop()
+    (state / "gone").mkdir()  # a daemon's folder without a lease: adopted by the others
+    assert Lease(state, "gpu-b").orphaned_instances() == ["gone"]
