@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from hotfolder.testing import ComfyTestServer
@@ -47,7 +48,11 @@ def main() -> int:
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    server = ComfyTestServer(host="127.0.0.1", port=args.port, output_dir=args.output_dir)
+    # input and temp beside the output, in the bench's own temp folder: nothing is left behind even when
+    # the process is killed
+    beside = Path(args.output_dir).parent if args.output_dir else None
+    server = ComfyTestServer(host="127.0.0.1", port=args.port, output_dir=args.output_dir,
+                             input_dir=beside / "input" if beside else None, temp_dir=beside / "temp" if beside else None)
     server.start()
 
     def reply(data: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
 import struct
@@ -1295,3 +1296,21 @@ def test_requests_are_recorded_with_their_json_bodies(srv: ComfyTestServer) -> N
     assert posted.time <= fetched.time
     srv.clear_requests()
     assert srv.requests == []
+
+
+def test_cli_killed_with_sigterm_leaves_no_temp_folder_behind(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "hotfolder.testing", "--port", "0", "--output-dir", str(tmp_path / "out")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env={**os.environ, "TMPDIR": str(scratch)}) as process:
+        try:
+            assert process.stdout is not None and "listening on" in process.stdout.readline()
+            assert [p.name[:18] for p in scratch.iterdir()] == ["hotfolder-testing-"]  # its input/ and temp/
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(TIMEOUT) == 128 + signal.SIGTERM
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(TIMEOUT)
+    assert list(scratch.iterdir()) == []

@@ -5,13 +5,15 @@ When the server accepts connections it prints exactly one line to stdout and flu
     hotfolder.testing listening on http://127.0.0.1:8188
 
 so a parent process (a daemon test) can wait for that line, with ``--port 0`` for a free port.
-SIGTERM kills the process abruptly, which is what a killed ComfyUI looks like to clients.
+SIGTERM kills the process abruptly, which is what a killed ComfyUI looks like to clients (only its
+private temp folder, if it made one, is removed first).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         temp_dir=args.temp_dir,
     )
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if SIGINT came in ignored
+
+    def terminated(signum: int, _frame: object) -> None:
+        # As abrupt as a killed ComfyUI (no close frames, no goodbye), but the private temp folder made
+        # for the folders not given on the command line goes: nothing else could ever remove it.
+        server.discard_private_folder()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     blockable = hasattr(signal, "pthread_sigmask")
     if blockable:  # the server's threads inherit a blocked SIGINT, so Ctrl-C reaches this thread
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -877,6 +877,7 @@ class ComfyTestServer:
         self._requested_port = port
         self.port = port
         base: Path | None = None
+        self._finalizer: weakref.finalize | None = None
         if output_dir is None or input_dir is None or temp_dir is None:
             base = Path(tempfile.mkdtemp(prefix="hotfolder-testing-"))
             self._finalizer = weakref.finalize(self, shutil.rmtree, str(base), ignore_errors=True)
@@ -981,6 +982,12 @@ class ComfyTestServer:
         port = self.port
         self.stop()
         self._start(port)
+
+    def discard_private_folder(self) -> None:
+        """Remove the temp folder the server made for the folders it was not given (at once; otherwise
+        when the object is collected or the interpreter exits). For a process about to die abruptly."""
+        if self._finalizer is not None:
+            self._finalizer()
 
     def __enter__(self) -> ComfyTestServer:
         return self.start()
