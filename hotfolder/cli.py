@@ -247,7 +247,9 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
     if all_:
         chosen = list(found.values())
     else:
-        name = instance or (settings.instance_id if settings.instance_id in found or len(found) > 1 else next(iter(found)))
+        name = instance or settings.instance_id
+        if instance is None and name not in found and len(found) == 1:
+            name = next(iter(found))  # the only daemon there is
         if name not in found:
             raise click.ClickException(
                 f"No status for instance {name!r} in {settings.state_dir / status.STATUS_DIR}.\n"

@@ -117,7 +117,6 @@ class Engine:
         self._outputs_ready = {c.name: threading.Condition(lock) for c in self.clients}
         self._tasks: list[tuple[FileRecord, JobState]] = []
         self._handoff: dict[str, list[_Finished]] = {c.name: [] for c in self.clients}  # prompt ended, outputs to fetch
-        self._handed = 0  # jobs in all of _handoff
         self._output_threads = {c.name: 0 for c in self.clients}  # output workers running, per server
         self._output_serial = 0  # numbers the output workers' thread names
         self._active: dict[str, FileRecord] = {}
@@ -127,10 +126,9 @@ class Engine:
         self._down_since: dict[str, float] = {}
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         self.workers = (settings.queue_depth + 1) * len(self.clients)
-        self.output_workers = settings.output_workers * len(self.clients)
         # Finished jobs may wait for the output workers up to this many; beyond it, submitting pauses (the
         # outputs cannot keep up, and a server's history, where they are listed, is not kept forever).
-        self._handoff_cap = 8 * self.output_workers
+        self._handoff_cap = 8 * settings.output_workers * len(self.clients)
         self._backlog_logged = False
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
 
@@ -406,16 +404,13 @@ class Engine:
                         self._cond.notify_all()
                     else:  # still running: it is the output workers' now
                         self._handoff[finished.client.name].append(finished)
-                        self._handed += 1
                         self._outputs_ready[finished.client.name].notify()
 
     def _backlogged(self) -> bool:
         """Whether finished jobs wait for the output workers in such numbers that submitting must pause
         (called with the lock held). Jobs waiting for a server that is away do not count: they wait for
         it, not for the output workers, and must not stop the other servers' work."""
-        waiting = self._handed
-        if self._down_since:
-            waiting -= sum(len(self._handoff[name]) for name in self._down_since)
+        waiting = sum(len(jobs) for name, jobs in self._handoff.items() if name not in self._down_since)
         if waiting < self._handoff_cap:
             if waiting < self._handoff_cap // 2:
                 self._backlog_logged = False  # warn again only after the backlog has cleared
@@ -469,7 +464,6 @@ class Engine:
                 if self._stop.is_set():
                     return  # what is left stays recorded ("submitted"): the next start downloads it
                 finished = waiting.pop(0)
-                self._handed -= 1
                 self._cond.notify_all()  # a worker may wait for room in the handoff
             try:
                 self._at_boundary(finished.record, finished.job, lambda: self._finish(finished))

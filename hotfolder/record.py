@@ -53,12 +53,6 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
         os.close(fd)
 
 
-def write_file(path: str | os.PathLike[str], data: bytes, *, flags: int = os.O_CREAT | os.O_TRUNC,
-               mode: int = 0o666, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` with plain system calls (see :func:`read_file`); ``fsync`` makes it durable."""
-    write_and_close(os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, mode), data, fsync=fsync)
-
-
 def json_bytes(data: Any, *, indent: int | None = 2) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n").encode("utf-8")
 
@@ -68,8 +62,9 @@ def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int |
     nothing reads before a later step commits it (a job's workflow before the record that lists it, a
     sidecar in staging before the folder is moved into the outbox). A crash mid-write leaves a torn
     file that the redone step writes again; no temp file and rename needed (creating a file is the
-    dearest thing a job does to the file system)."""
-    write_file(path, json_bytes(data, indent=indent), fsync=fsync)
+    dearest thing a job does to the file system). Plain system calls, as in :func:`read_file`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    write_and_close(fd, json_bytes(data, indent=indent), fsync=fsync)
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable: bool = True,
@@ -178,8 +173,9 @@ class FileRecord:
         return self.folder / workflow_name(index)
 
     def own_files(self) -> list[str]:
-        """The names of the files hotfolder keeps in the job folder (besides the input)."""
-        return [RECORD_NAME, SPARE_NAME, *(workflow_name(job.index) for job in self.jobs)]
+        """The names of the files hotfolder keeps in the job folder (besides the input), in the order
+        they may be removed: the record last."""
+        return [*(workflow_name(job.index) for job in self.jobs), SPARE_NAME, RECORD_NAME]
 
     def to_dict(self) -> dict[str, Any]:
         return {

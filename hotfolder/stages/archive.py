@@ -47,7 +47,7 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
                 rename_noreplace(source, os.path.join(folder, name))
             target = folder / name
         except FileExistsError:
-            target = move_unique(record.input_path, folder, name)
+            target = move_unique(Path(source), folder, name)
             if error is not None:
                 write_json_atomic(folder / f"{target.name}.error.json", dict(error, archived_as=target.name))
     remove_job_folder(record)
@@ -59,7 +59,7 @@ def remove_job_folder(record: FileRecord) -> None:
     find an input without its record, and run it again: the copy ``hotfolder process`` takes stays
     here), or the whole tree when something else is in it."""
     base = os.fspath(record.folder)
-    for name in [record.input_name, *record.own_files()[::-1]]:  # own_files() starts with the record
+    for name in [record.input_name, *record.own_files()]:
         if name == RECORD_NAME:
             failpoints.hit("mid_cleanup")
         with contextlib.suppress(FileNotFoundError):
