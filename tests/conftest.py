@@ -12,12 +12,31 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 from hotfolder.config import Settings, load_settings
 from hotfolder.testing import ComfyTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "hotfolder" / "examples"
+
+# Generated tests (Hypothesis). Examples that once failed are kept in tests/hypothesis-db/ (committed) and
+# replayed first on every run; CI only reads it and draws the same cases each time (derandomize), so a red
+# CI run can be repeated. Locally ("dev", the default) new cases are drawn each run and failures are saved
+# into the database: commit them with the fix, and add an @example for each one worth naming.
+# HOTFOLDER_HYPOTHESIS_EXAMPLES raises the budget for a longer hunt (the autouse fixture below clears
+# HOTFOLDER_* variables only for the tests themselves, after this is read).
+_HYPOTHESIS_DB = DirectoryBasedExampleDatabase(str(ROOT / "tests" / "hypothesis-db"))
+_BUDGET = int(os.environ.get("HOTFOLDER_HYPOTHESIS_EXAMPLES", "0") or 0)
+settings.register_profile(
+    "dev", database=_HYPOTHESIS_DB, deadline=None, max_examples=_BUDGET or 100,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile(
+    "ci", database=ReadOnlyDatabase(_HYPOTHESIS_DB), deadline=None, max_examples=_BUDGET or 100,
+    derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(autouse=True)
