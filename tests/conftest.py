@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "hotfolder" / "examples"
 
 # Generated tests (Hypothesis). Examples that once failed are kept in tests/hypothesis-db/ (committed) and
-# replayed first on every run; CI only reads it and draws the same cases each time (derandomize), so a red
-# CI run can be repeated. Locally ("dev", the default) new cases are drawn each run and failures are saved
+# replayed first on every run; CI only reads it, and a failure there prints the blob that replays it
+# (@reproduce_failure). Locally ("dev", the default) new cases are drawn each run and failures are saved
 # into the database: commit them with the fix, and add an @example for each one worth naming.
 # HOTFOLDER_HYPOTHESIS_EXAMPLES raises the budget for a longer hunt (the autouse fixture below clears
 # HOTFOLDER_* variables only for the tests themselves, after this is read).
@@ -34,7 +34,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 settings.register_profile(
     "ci", database=ReadOnlyDatabase(_HYPOTHESIS_DB), deadline=None, max_examples=_BUDGET or 100,
-    derandomize=True, print_blob=True,
+    print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
