@@ -68,10 +68,12 @@ _MAX_DEPTH = 32
 
 @dataclass
 class RoleMap:
-    """``roles``: role -> ``"<node_id>.<input>"``; ``reasons``: role -> why it is absent."""
+    """``roles``: role -> ``"<node_id>.<input>"``; ``reasons``: role -> why it is absent;
+    ``ambiguous``: role -> the addresses that could each play it (for the roles left out as ambiguous)."""
 
     roles: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, role: str) -> str | None:
         """The address of ``role``, or ``None``."""
@@ -166,6 +168,7 @@ class _RoleFinder:
             self.result.reasons[role] = missing
         else:
             self.result.reasons[role] = "ambiguous: " + ", ".join(unique)
+            self.result.ambiguous[role] = unique
 
     def _samplers(self) -> list[str]:
         both = [

@@ -15,7 +15,7 @@ GOOD_INPUTS: dict[str, tuple[str | bytes, list[str]]] = {
     "grid.toml": ("[params]\nwidth = 5\n[matrix]\ncolor = [3, 4]\n", ["grid-001", "grid-002"]),
     "rows.csv": ("width,height,Save Image.filename_prefix\n8,8,rows\n9,9,rows\n", ["rows-001", "rows-002"]),
     "lines.jsonl": ('{"params": {"width": 11}}\n{"params": {"width": 12}, "name": "twelve"}\n', ["lines-001", "twelve-002"]),
-    "prompts.txt": ("a red fox\n\na \"quoted\" fox 🦊\n", ["prompts-001", "prompts-002"]),
+    "noted.csv": ("width,#notes\n8,a \"quoted\" note 🦊\n9,\n", ["noted-001", "noted-002"]),
     "setty.yaml": ('set:\n  "Empty Image.width": 20\n  "3.filename_prefix": "custom"\n', ["setty"]),
 }
 
@@ -52,6 +52,8 @@ BAD_INPUTS: dict[str, tuple[str | bytes, str]] = {
     "ui-format.yaml": ("template: ui_workflow\n", "API"),
     "node-errors.yaml": ("params: {width: 0}\n", "width"),
     "exec-error.yaml": ("template: escape\n", "outside the output folder"),
+    "prompts.txt": ("a red fox\n", "'prompt'"),  # the default template (invert) takes no prompt
+    "typo.yaml": ("params: {widht: 8}\n", "'width'"),
 }
 
 
@@ -94,5 +96,5 @@ def check_good_results(project: Path, names: list[str]) -> None:
     setty = json.loads((project / "outbox" / "setty" / "setty.json").read_text())
     assert setty["workflow"]["1"]["inputs"]["width"] == 20
     assert setty["outputs"][0]["server_filename"].startswith("custom")
-    prompts = json.loads((project / "outbox" / "prompts-002" / "prompts-002.json").read_text())
-    assert prompts["params"]["prompt"] == 'a "quoted" fox 🦊'
+    noted = json.loads((project / "outbox" / "noted-001" / "noted-001.json").read_text())
+    assert noted["params"]["notes"] == 'a "quoted" note 🦊'

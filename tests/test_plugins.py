@@ -543,15 +543,15 @@ def test_prepare_workflow_failures_fail_the_job_naming_the_plugin(tmp_path: Path
     hooks = plugins.Hooks(plugins.get_plugin_manager(plugins_dir=tmp_path))
     template = render.load_template(templates, "invert", hooks=hooks)
     with pytest.raises(PluginError) as crash:
-        render.render_workflow(template, spec(params={"mode": "crash"}), hooks=hooks)
+        render.render_workflow(template, spec(params={"mode": "crash"}, options={"allow_unused": ["mode"]}), hooks=hooks)
     assert crash.value.message == "Plugin 'plugins/breaker.py' failed in hook 'prepare_workflow': KeyError: 'no-such-param'"
     assert crash.value.where["plugin"] == "plugins/breaker.py"
     with pytest.raises(TemplateError) as explained:
-        render.render_workflow(template, spec(params={"mode": "explain"}), hooks=hooks)
+        render.render_workflow(template, spec(params={"mode": "explain"}, options={"allow_unused": ["mode"]}), hooks=hooks)
     assert explained.value.message == "the breaker needs a checkpoint"
     assert explained.value.where == {"plugin": "plugins/breaker.py", "hook": "prepare_workflow"}
     with pytest.raises(PluginError, match="no longer an API workflow after the plugins' prepare_workflow") as broken:
-        render.render_workflow(template, spec(params={"mode": "break"}), hooks=hooks)
+        render.render_workflow(template, spec(params={"mode": "break"}, options={"allow_unused": ["mode"]}), hooks=hooks)
     assert broken.value.where["node"] == "99"
 
 

@@ -303,11 +303,16 @@ def test_roles_are_the_template_parameters_and_map_problems_to_scenario_fields(t
 
 
 def test_a_sidecar_wins_over_roles(tmp_path: Path) -> None:
+    from hotfolder.errors import TemplateError
+
     workflow, resolved = render_plain(tmp_path, plain_export({str(i): str(i) for i in range(3, 10)}),
-                                      {"prompt": "a red fox", "steps": 5}, sidecar='[params]\nprompt = "7.text"\n')
+                                      {"prompt": "a red fox"}, sidecar='[params]\nprompt = "7.text"\n')
     assert workflow["7"]["inputs"]["text"] == "a red fox"  # where the sidecar says, not the role's 6.text
     assert workflow["6"]["inputs"]["text"] == "beautiful scenery"
-    assert workflow["3"]["inputs"]["steps"] == 20  # 'steps' is no parameter of this template
+    assert workflow["3"]["inputs"]["steps"] == 20
+    with pytest.raises(TemplateError, match="'steps'"):  # no parameter of this template: an error, not ignored
+        render_plain(tmp_path, plain_export({str(i): str(i) for i in range(3, 10)}),
+                     {"prompt": "a red fox", "steps": 5}, sidecar='[params]\nprompt = "7.text"\n')
 
 
 def test_a_template_with_jinja_gets_no_roles(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ Formats (by suffix, case-insensitive; see :data:`FORMATS`)
     ``.json``, ``.yaml``/``.yml``, ``.toml``: one mapping with the keys below. ``.jsonl``: one job
     mapping per non-empty line (no ``jobs:``). ``.csv``: a header row, then one job per row; columns
     are params, except ``template``, ``name`` and columns containing a dot, which are ``set:``
-    addresses; empty cells are left out (so template defaults apply) and cells are coerced: ``-?\\d+``
+    addresses, and columns whose name starts with ``#`` (``#notes``), which are params the template may
+    leave unused (``allow_unused``); empty cells are left out (so template defaults apply) and cells are coerced: ``-?\\d+``
     to int, a float literal to float, ``true``/``false`` (any case) to bool, otherwise a string (cells
     are stripped). A file whose first line has no comma but has semicolons or tabs uses that
     delimiter. ``.txt``: one prompt per non-empty line (``#`` starts a comment line), as
@@ -21,7 +22,9 @@ Keys of a job
     ``template`` (str), ``name`` (str), ``params`` (mapping), ``set`` (mapping of node address ->
     value), ``inputs`` (mapping of node address -> relative file path), ``repeat`` (int, 1..10000),
     ``matrix`` (mapping of key -> non-empty list), ``postprocess`` (any value, kept for plugins in
-    ``JobSpec.options["postprocess"]``) and, at the top level only, ``jobs`` (a list of job mappings).
+    ``JobSpec.options["postprocess"]``), ``allow_unused`` (a param name or a list of them: params the
+    template may leave unused, in ``JobSpec.options``; a ``jobs:`` entry adds to the top level's) and,
+    at the top level only, ``jobs`` (a list of job mappings).
     Unknown keys are errors (a typo such as ``parmas`` is never ignored), except keys that plugins
     declared (``hooks.scenario_keys``): their values (plain JSON data, checked by the plugin's ``check``
     if it gave one) go to ``JobSpec.options[key]`` and are merged like ``postprocess``.
@@ -96,11 +99,12 @@ SEED_RANGE = 2**32
 
 #: Keys a job mapping may have (a ``jobs:`` entry, a ``.jsonl`` line).
 JOB_KEYS: tuple[str, ...] = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "postprocess",
-                              "server", "label")
+                              "server", "label", "allow_unused")
 #: Keys the top level of a ``.json``/``.yaml``/``.toml`` scenario may have.
-FILE_KEYS: tuple[str, ...] = (*JOB_KEYS[:7], "jobs", "postprocess", "server", "label")
-# Keys kept in JobSpec.options for the later stages: post-processors, and the server pin for routing.
-OPTION_KEYS: tuple[str, ...] = ("postprocess", "server", "label")
+FILE_KEYS: tuple[str, ...] = (*JOB_KEYS[:7], "jobs", "postprocess", "server", "label", "allow_unused")
+# Keys kept in JobSpec.options for the later stages: post-processors, the server pin for routing, and
+# the params the template may leave unused (render).
+OPTION_KEYS: tuple[str, ...] = ("postprocess", "server", "label", "allow_unused")
 
 RawJob = tuple[dict[str, Any], int | None]
 """A raw job mapping as a format parser returns it, with the line it starts on (or ``None``)."""
@@ -481,7 +485,9 @@ def _parse_csv(path: Path, text: str) -> list[RawJob]:
             for column, cell in zip(header, row, strict=True):
                 if not cell.strip():
                     continue
-                if column in _CSV_STRING_COLUMNS:
+                if column.startswith("#"):
+                    params[column[1:].strip()] = _csv_value(cell)
+                elif column in _CSV_STRING_COLUMNS:
                     job[column] = cell.strip()
                 elif "." in column:
                     sets[column] = _csv_value(cell)
@@ -490,6 +496,9 @@ def _parse_csv(path: Path, text: str) -> list[RawJob]:
             job["params"] = params
             if sets:
                 job["set"] = sets
+            notes = [column[1:].strip() for column in header if column.startswith("#")]
+            if notes:
+                job["allow_unused"] = notes
             out.append((job, start))
     except csv.Error as err:
         line = reader.line_num or 1
@@ -505,7 +514,7 @@ def _parse_csv(path: Path, text: str) -> list[RawJob]:
 def _csv_header(path: Path, row: list[str], line: int) -> list[str]:
     header = [cell.strip() for cell in row]
     for position, name in enumerate(header, start=1):
-        if not name:
+        if not name.lstrip("#").strip():
             raise _error(
                 path,
                 f"Scenario {path.name!r} header column {position} has no name (line {line})",
@@ -513,7 +522,8 @@ def _csv_header(path: Path, row: list[str], line: int) -> list[str]:
                 line=line,
                 column=position,
             )
-    duplicates = sorted({name for name in header if header.count(name) > 1})
+    plain = [name[1:].strip() if name.startswith("#") else name for name in header]  # '#notes' is 'notes'
+    duplicates = sorted({name for name in plain if plain.count(name) > 1})
     if duplicates:
         raise _error(
             path,
@@ -634,6 +644,8 @@ def _merge(top: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     for key in ("params", "set", "inputs"):
         if key in top or key in entry:
             merged[key] = {**top.get(key, {}), **entry.get(key, {})}
+    if "allow_unused" in top or "allow_unused" in entry:  # names add up: an entry never re-enables an error
+        merged["allow_unused"] = list(dict.fromkeys([*top.get("allow_unused", []), *entry.get("allow_unused", [])]))
     return merged
 
 
@@ -713,6 +725,13 @@ def _job_fields(
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise _type_error(path, prefix + key, "a server name, URL or label (text)", raw[key], line)
             out[key] = raw[key].strip()
+    if "allow_unused" in raw:
+        names = [raw["allow_unused"]] if isinstance(raw["allow_unused"], str) else raw["allow_unused"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise _type_error(path, prefix + "allow_unused", "a list of param names", raw["allow_unused"], line)
+        for name in names:
+            _check_text(path, name, prefix + "allow_unused", line)
+        out["allow_unused"] = list(dict.fromkeys(names))
     for key, declared in (extra or {}).items():
         if key in raw:
             out[key] = _checked_extra(path, key, declared, _plain(path, raw[key], prefix + key, line), prefix, line)

@@ -60,6 +60,10 @@ Roles (a ``.json`` template with no sidecar and no Jinja: a plain export)
     positive prompt, whatever the node ids are. A sidecar, when there is one, wins (no roles then).
 
 Rendering one job
+    0. Every scenario param must land somewhere: a param that no Jinja variable reads and that is no
+       sidecar parameter or role, or a role the workflow has more than once, is an error naming it,
+       the close matches and the candidate nodes (:func:`check_params_used`), unless the scenario
+       lists it under ``allow_unused`` (``spec.options``).
     1. Context: sidecar defaults, overridden by ``spec.params``. A seed-like parameter (name ending in
        ``seed``) whose value is ``"random"`` gets a number drawn from ``random.SystemRandom`` in
        ``0 .. 2**32-1``. Parameters with a declared type are coerced (``int("20")``, ``float``, ``bool``
@@ -84,6 +88,7 @@ Plugins (``hooks=``, a :class:`RenderHooks`, in practice :class:`hotfolder.plugi
 from __future__ import annotations
 
 import datetime
+import difflib
 import enum
 import functools
 import hashlib
@@ -104,6 +109,7 @@ from typing import Any, Protocol, TypeAlias
 import jinja2
 import jinja2.exceptions
 import jinja2.meta
+import jinja2.nodes
 import jinja2.runtime
 import jinja2.sandbox
 from markupsafe import Markup
@@ -170,7 +176,8 @@ class Template:
     ``source_format`` is ``"ui"`` for a UI workflow converted to API format (``text`` is then the
     converted API workflow and ``conversion`` says with which ``/object_info`` and what the converter
     noted), else ``"api"``. ``roles`` maps role names to node inputs for a plain export without a
-    sidecar (module docstring, "Roles").
+    sidecar (module docstring, "Roles"); ``role_reasons`` says why each other role is not there and
+    ``ambiguous_roles`` lists the node inputs of each role found more than once.
     """
 
     name: str
@@ -182,6 +189,8 @@ class Template:
     source_format: str = "api"
     conversion: dict[str, Any] | None = None
     roles: dict[str, str] = field(default_factory=dict)
+    role_reasons: dict[str, str] = field(default_factory=dict)
+    ambiguous_roles: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, ParamSpec]:
@@ -304,11 +313,11 @@ def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None =
     else:
         _compile_checked(text, base, _compiler_for(hooks))
     sidecar = _load_sidecar(templates_dir / f"{base}.toml", base)
-    found: dict[str, str] = {}
+    found = roles.RoleMap()
     if sidecar is None and kind == "json":
         workflow = _parse_workflow(text, base)
         if not any(True for _ in _jinja_leaves(workflow, ())):
-            found = roles.find_roles(workflow).roles
+            found = roles.find_roles(workflow)
     return Template(
         name=base,
         path=path,
@@ -318,7 +327,9 @@ def load_template(templates_dir: Path, name: str, *, hooks: RenderHooks | None =
         sidecar=sidecar,
         source_format=source_format,
         conversion=conversion,
-        roles=found,
+        roles=found.roles,
+        role_reasons=found.reasons,
+        ambiguous_roles=found.ambiguous,
     )
 
 
@@ -433,6 +444,7 @@ def render_workflow(
     what they raise is passed on (:class:`~hotfolder.errors.PluginError` for their own failures).
     """
     where: dict[str, Any] = {"file": spec.source.name, "job": spec.name, "template": template.name}
+    check_params_used(template, spec, where)
     resolved = _resolve_params(template, spec, where)
     compiler = _compiler_for(hooks)
     context = resolved
@@ -468,7 +480,6 @@ def render_workflow(
                 hint="A plugin injector broke it; 'hotfolder plugins --hook prepare_workflow' lists them.",
                 where={**err.where, "hook": "prepare_workflow"},
             ) from err
-    _warn_unused(template, spec)
     return workflow, resolved
 
 
@@ -735,21 +746,94 @@ def _variables_of(kind: str, text: str, name: str) -> frozenset[str]:
     return frozenset(found)
 
 
-@functools.lru_cache(maxsize=1024)
-def _log_unused_once(source: str, template: str, names: tuple[str, ...]) -> None:
-    logger.warning(
-        "Scenario %r: params %s are not used by template %r (no Jinja variable and no sidecar input); check for a typo",
-        source,
-        ", ".join(repr(n) for n in names),
-        template,
+#: Scenario key listing params a job gives that the template may leave unused (parse stage).
+ALLOW_UNUSED_KEY = "allow_unused"
+_MAX_LISTED = 30
+
+
+def check_params_used(template: Template, spec: JobSpec, where: dict[str, Any]) -> None:
+    """Raise :class:`TemplateError` if a param of ``spec`` lands nowhere in ``template``.
+
+    A param is used when the template's Jinja reads it or it is a sidecar parameter or a role. Names
+    in ``spec.options["allow_unused"]`` are exempt. The error names each param with the close matches
+    among the template's names, or, for a role the workflow has more than once, the node inputs.
+    """
+    allowed = set(spec.options.get(ALLOW_UNUSED_KEY) or ())
+    variables = _names_read(template.kind, template.text, template.name)
+    unused = [name for name in spec.params
+              if name not in template.params and name not in variables and name not in allowed]
+    if not unused:
+        return
+    known = sorted({*template.params, *variables, *template.ambiguous_roles})
+    problems: list[str] = []
+    hints: list[str] = []
+    details: dict[str, Any] = {"unused": {}, "ambiguous": {}, "template_params": known}
+    for name in unused:
+        nodes = template.ambiguous_roles.get(name)
+        if nodes:
+            problems.append(_ambiguous_role(template, name, nodes, details, hints))
+            continue
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.7)
+        details["unused"][name] = {"candidates": close}
+        reason = template.role_reasons.get(name)
+        if reason:
+            problems.append(f"param {name!r} is not used: the workflow has no {name} role ({reason})")
+        else:
+            problems.append(f"param {name!r} is not used (no Jinja variable, sidecar parameter or role of that name)")
+        if close:
+            hints.append(f"Did you mean {' or '.join(repr(c) for c in close)} instead of {name!r}?")
+    shown = ", ".join(known[:_MAX_LISTED]) + (", ..." if len(known) > _MAX_LISTED else "")
+    hints.append(f"Template {template.name!r} takes: {shown}." if known else
+                 f"Template {template.name!r} takes no params (no Jinja variables, no sidecar, no roles): "
+                 'set node inputs with set: {"<node>.<input>": value}.')
+    if details["unused"]:
+        names = [name for name in details["unused"] if not details["unused"][name]["candidates"]]
+        names = names or list(details["unused"])
+        hints.append(f"A param given on purpose (a note for people) is listed under allow_unused: "
+                     f"[{', '.join(names)}]; in a CSV, start its column name with '#' (#{names[0]}).")
+    raise TemplateError(
+        f"Template {template.name!r} cannot place every param of scenario {where['file']!r}, job "
+        f"{where['job']!r}: " + "; ".join(problems),
+        hint=" ".join(hints),
+        where={**where, "variable": unused[0]},
+        details={key: value for key, value in details.items() if value},
     )
 
 
-def _warn_unused(template: Template, spec: JobSpec) -> None:
-    declared = template.params
-    unused = [name for name in spec.params if name not in declared and name not in _template_variables(template)]
-    if unused:
-        _log_unused_once(spec.source.name, template.name, tuple(unused))
+@functools.lru_cache(maxsize=64)
+def _names_read(kind: str, text: str, name: str) -> frozenset[str]:
+    """Every variable name the template's Jinja reads (a loop's own variables too): the names a param
+    can be used as. Only parsed, never compiled, so filters a plugin adds need not be known here."""
+    sources = [text] if kind == "jinja" else [leaf for _path, leaf in _jinja_leaves(_parse_workflow(text, name), ())]
+    found: set[str] = set()
+    for source in sources:
+        try:
+            tree = _env(json_output=kind == "jinja").parse(source)
+        except jinja2.TemplateSyntaxError:
+            continue
+        found.update(node.name for node in tree.find_all(jinja2.nodes.Name) if node.ctx == "load")
+    return frozenset(found)
+
+
+def _ambiguous_role(template: Template, name: str, nodes: list[str], details: dict[str, Any],
+                    hints: list[str]) -> str:
+    """The sentence for a role that several node inputs play; adds its details and hint."""
+    workflow = _parse_workflow(template.text, template.name)
+    titles = [inject.describe_node(workflow, n)["title"] for n in workflow]
+    described = []
+    example = ""
+    for address in nodes:
+        node_id, _, input_name = address.rpartition(".")
+        node = inject.describe_node(workflow, node_id)
+        described.append(f"{address} ({node['class_type']}" + (f", {node['title']!r})" if node["title"] else ")"))
+        if not example and node["title"] and titles.count(node["title"]) == 1 and node["title"] != node_id:
+            example = f' or by title, set: {{"{node["title"]}.{input_name}": ...}}'
+    details["ambiguous"][name] = {"nodes": nodes, "described": described}
+    hints.append(
+        f'{name!r} is {len(nodes)} node inputs in this workflow: set the one you mean by address under '
+        f'set:, e.g. set: {{"{nodes[0]}": ...}}{example}; or name the inputs in a sidecar '
+        f'{template.name}.toml ([params] {name} = "{nodes[0]}", or a list to fill several).')
+    return f"param {name!r} is ambiguous: {len(nodes)} node inputs play that role: {', '.join(described)}"
 
 
 # --------------------------------------------------------------------------------------------------

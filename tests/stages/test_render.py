@@ -279,7 +279,8 @@ def test_render_workflow_single_expressions_keep_their_type(templates: Path) -> 
 )
 def test_render_workflow_leaf_strings(templates: Path, source: str, params: dict[str, Any], expected: Any) -> None:
     write(templates, "leaf.json", {"1": {"class_type": "X", "inputs": {"v": source}}})
-    workflow, _ = render_one(templates, "leaf", params)
+    # a param named true/none is unused (Jinja reads its constant): the scenario must say it knows
+    workflow, _ = render_one(templates, "leaf", params, options={"allow_unused": ["true", "none"]})
     assert workflow["1"]["inputs"]["v"] == expected
     assert type(workflow["1"]["inputs"]["v"]) is type(expected)
 
@@ -383,13 +384,14 @@ def test_render_workflow_undefined_attribute_is_an_error(templates: Path) -> Non
 )
 def test_render_workflow_sandbox_blocks_escape_attempts(templates: Path, expression: str) -> None:
     write(templates, "evil.json", {"1": {"class_type": "X", "inputs": {"a": expression}}})
+    extras = {"options": {"allow_unused": ["loras", "opts"]}}  # each expression reads one of them at most
     with pytest.raises(TemplateError) as info:
-        render_one(templates, "evil", {"loras": ["a"], "opts": {}})
+        render_one(templates, "evil", {"loras": ["a"], "opts": {}}, **extras)
     assert info.value.where["template"] == "evil"
     assert isinstance(info.value.__cause__, jinja2.sandbox.SecurityError)
     write(templates, "evil2.json.j2", '{"1": {"class_type": "X", "inputs": {"a": ' + expression + "}}}")
     with pytest.raises(TemplateError) as info:
-        render_one(templates, "evil2", {"loras": ["a"], "opts": {}})
+        render_one(templates, "evil2", {"loras": ["a"], "opts": {}}, **extras)
     assert isinstance(info.value.__cause__, jinja2.sandbox.SecurityError)
     assert info.value.where["line"] == 1
 
@@ -407,7 +409,7 @@ def test_render_workflow_security_error_says_sandboxed(templates: Path) -> None:
 def test_render_workflow_bad_values_and_runtime_errors_are_template_errors(templates: Path, expression: str) -> None:
     write(templates, "leaf.json", {"1": {"class_type": "X", "inputs": {"a": expression}}})
     with pytest.raises(TemplateError) as info:
-        render_one(templates, "leaf", {"x": 1, "nan": float("nan")})
+        render_one(templates, "leaf", {"x": 1, "nan": float("nan")}, options={"allow_unused": ["x", "nan"]})
     assert (info.value.where["node"], info.value.where["input"]) == ("1", "a")
 
 
@@ -737,13 +739,11 @@ def test_make_environment_is_sandboxed_and_strict() -> None:
     assert render.make_environment(json_output=True).from_string("{{ x }}").render(x='a"b') == '"a\\"b"'
 
 
-def test_render_workflow_warns_about_params_the_template_never_uses(
-    templates: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="hotfolder.stages.render"):
+def test_render_workflow_refuses_params_the_template_never_uses(templates: Path) -> None:
+    with pytest.raises(TemplateError) as info:
         render_one(templates, "txt2img", {"seed": 1, "steps": 2, "prompt": "p", "stpes": 3})
-    assert "'stpes'" in caplog.text
-    assert "'prompt'" not in caplog.text
+    assert "'stpes'" in info.value.message and "'steps'" in (info.value.hint or "")
+    assert "'prompt'" not in info.value.message
 
 
 def test_render_workflow_error_to_dict_has_the_render_stage(templates: Path) -> None:
