@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
+import os
+import shutil
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -96,24 +101,23 @@ def run(app: App, once: bool) -> None:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @pass_app
 def process(app: App, files: tuple[Path, ...]) -> None:
-    """Run scenario FILES now, in the foreground; they stay where they are. Exit 1 if any job failed."""
+    """Run scenario FILES now, in the foreground; they stay where they are. Exit 1 if any job failed.
+
+    On a terminal a progress bar counts the jobs (a batch of 6 counts 6) and shows the running node's
+    step; warnings and errors are printed above it (-v: every step). Otherwise one line per job
+    started and done. FILES must be regular files: links, folders, FIFOs and devices are refused."""
+    refused = [f"{path}: {why}" for path in files if (why := _not_regular(path))]
+    if refused:
+        raise click.ClickException("Not processed (hotfolder reads regular files only):\n  " + "\n  ".join(refused))
     settings = app.settings()
+    configure_logging(max(-1, app.verbosity - 1), fmt=settings.log_format)  # the display reports each job
     hooks = app.hooks(settings)
-    lock = threading.Lock()
-    with click.progressbar(length=len(files), label="processing", file=sys.stderr,
-                           show_pos=True) as bar:
-        def show(event: pipeline.Event) -> None:
-            with lock:
-                if event.kind == "archived":
-                    bar.update(1)
-                elif event.kind == "progress" and event.detail.get("max"):
-                    bar.label = f"{event.file} {event.job}: node {event.detail['node']} {event.detail['value']:g}/{event.detail['max']:g}"
-                    bar.render_progress()
+    with _Display(sys.stderr) as display:
         try:
-            results = daemon.process_files(settings, list(files), listeners=[show], hooks=hooks)
+            results = daemon.process_files(settings, list(files), listeners=[display.event], hooks=hooks)
         except HotfolderError as err:
             raise click.ClickException(str(err)) from err
     failed = 0
@@ -126,8 +130,150 @@ def process(app: App, files: tuple[Path, ...]) -> None:
                 click.echo(f"  Hint: {error['hint']}", err=True)
         else:
             click.echo(f"done {event.file}")
+    archived = collections.Counter(event.file for event in results)
+    for path in files:
+        if archived[path.name] > 0:
+            archived[path.name] -= 1
+            continue
+        failed += 1  # swapped for a link or a FIFO, or gone, after the check above: the claim refused it
+        click.echo(f"FAILED {path}: not processed (it was moved, or is no longer a regular file)", err=True)
     if failed:
         sys.exit(1)
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file ``process`` can read (lstat: links are not followed), or None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link (hotfolder never follows links: give the file it points to)"
+    if stat.S_ISDIR(mode):
+        return "is a directory (give the scenario files in it)"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"
+
+
+class _Display:
+    """What ``process`` shows while it runs; :meth:`event` is the engine's listener.
+
+    On a terminal (``stream`` is a tty): one bar counting jobs, the running job's node and step as
+    integers, and hotfolder's log lines printed above it (the bar line is cleared, the log line
+    printed, the bar drawn again). Otherwise: one line per job started and done, nothing per step;
+    failures are the log's error lines.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.lock = threading.RLock()
+        self.bar = click.progressbar(length=0, label="jobs", file=stream, show_pos=True, show_eta=False,
+                                     item_show_func=lambda item: item)
+        self.rendered: set[str] = set()
+        self.failed = 0
+        self.drawn = 0  # width of the bar line on screen
+        self.shown = ""  # ... and its text
+        self._handlers: list[logging.Handler] = []
+
+    def __enter__(self) -> _Display:
+        if self.live:
+            root = logging.getLogger("hotfolder")
+            self._handlers = root.handlers[:]
+            root.handlers[:] = [_AboveBar(self, handler) for handler in self._handlers]
+            self._draw()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            logging.getLogger("hotfolder").handlers[:] = self._handlers
+            with self.lock:
+                self.bar.current_item = None
+                self._draw()
+                click.echo(file=self.stream)
+
+    def event(self, event: pipeline.Event) -> None:
+        with self.lock:
+            where = f"{event.file} {event.job}" if event.job else event.file
+            if event.kind == "rendered":
+                self.rendered.add(event.job_id)
+                self._count(total=event.detail.get("jobs", 0))
+            elif event.kind == "failed":
+                self.failed += 1
+                if event.job is None and event.job_id not in self.rendered:  # the file itself: one unit
+                    self._count(total=1)
+                self._count(done=1)
+            elif event.kind == "published":
+                self._count(done=1)
+                self.bar.current_item = None
+                self._line(f"done     {where} -> {event.detail.get('path')}")
+            elif event.kind == "submitted":
+                self._line(f"started  {where} on {event.detail.get('server')}")
+            elif event.kind == "progress" and event.detail.get("max"):
+                self.bar.current_item = f"{where}: node {event.detail.get('node')} {_step(event.detail)}"
+            else:
+                return
+            self._draw()
+
+    def _count(self, *, total: int = 0, done: int = 0) -> None:
+        self.bar.length = (self.bar.length or 0) + total
+        self.bar.pos += done
+        self.bar.finished = self.bar.pos >= self.bar.length
+        self.bar.label = f"jobs ({self.failed} failed)" if self.failed else "jobs"
+
+    def _line(self, text: str) -> None:
+        if not self.live:
+            click.echo(text, file=self.stream)
+
+    def _draw(self) -> None:
+        if not self.live:
+            return
+        line = self.bar.format_progress_line()[: max(20, shutil.get_terminal_size().columns - 1)]
+        if line == self.shown:
+            return
+        click.echo("\r" + line.ljust(self.drawn), file=self.stream, nl=False)
+        self.drawn, self.shown = len(line), line
+        self.stream.flush()
+
+    def above(self, text: str) -> None:
+        """Print ``text`` on its own lines above the bar."""
+        with self.lock:
+            click.echo("\r" + " " * self.drawn + "\r" + text, file=self.stream)
+            self.drawn, self.shown = 0, ""
+            self._draw()
+
+
+def _step(detail: dict[str, Any]) -> str:
+    """A node's progress as integers: ``12/20`` steps, or a percentage when the total is fractional
+    (a node that reports seconds)."""
+    value, total = float(detail.get("value") or 0), float(detail["max"])
+    if total >= 1 and total.is_integer():
+        return f"{min(int(value), int(total))}/{int(total)}"
+    return f"{min(100, int(100 * value / total))}%"
+
+
+class _AboveBar(logging.Handler):
+    """A log handler that prints through a :class:`_Display`, formatted as ``inner`` would."""
+
+    def __init__(self, display: _Display, inner: logging.Handler) -> None:
+        super().__init__(inner.level)
+        self.display = display
+        self.inner = inner
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.display.above(self.inner.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
 
 @cli.command()

@@ -1,0 +1,117 @@
+"""`hotfolder process`: what it refuses, and what it shows on a terminal and in a pipe."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hotfolder.cli import cli
+from hotfolder.testing import ComfyTestServer
+from tests.conftest import run_cli
+
+SLEEPY = {  # a node that reports float progress (TestSleep), so the display has steps to show
+    "1": {"class_type": "EmptyImage", "inputs": {"width": "{{ width }}", "height": 8, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 0.3}},
+    "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sleepy", "images": ["2", 0]}},
+}
+ROWS = "template,width\nsleepy,8\nsleepy,0\nsleepy,9\n"  # three jobs; the second is refused by the server
+
+
+@pytest.mark.timeout(30)
+def test_process_refuses_what_is_not_a_regular_file_with_exit_1_and_never_blocks(project: Path) -> None:
+    os.mkfifo(project / "pipe.yaml")
+    (project / "folder.yaml").mkdir()
+    (project / "real.yaml").write_text("params: {width: 8}\n")
+    (project / "link.yaml").symlink_to(project / "real.yaml")
+    cases = {
+        "pipe.yaml": "FIFO",
+        "/dev/null": "device",
+        "folder.yaml": "directory",
+        "link.yaml": "symbolic link",
+        "missing.yaml": "does not exist",
+    }
+    runner = CliRunner()
+    for name, why in cases.items():
+        result = runner.invoke(cli, ["--server", "http://127.0.0.1:9", "--inbox", str(project / "inbox"),
+                                     "--outbox", str(project / "outbox"), "process", str(project / name)],
+                               catch_exceptions=False)
+        assert result.exit_code == 1, (name, result.output)
+        assert name in result.output and why in result.output, (name, result.output)
+        assert "Traceback" not in result.output
+    assert not any((project / "outbox").iterdir())
+
+
+def test_piped_output_is_one_line_per_job_event_without_carriage_returns(
+        project: Path, comfy: ComfyTestServer) -> None:
+    (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
+    (project / "rows.csv").write_text(ROWS)
+    result = run_cli("--server", comfy.url, "process", "rows.csv", cwd=project)
+    assert result.returncode == 1, result.stderr
+    out = result.stdout + result.stderr
+    assert "\r" not in out and not re.search(r"node \S+ \d", out)  # no bar, no per-step lines
+    lines = result.stderr.splitlines()
+    for job in ("rows-001", "rows-003"):
+        assert sum(1 for line in lines if line.startswith("started") and job in line) == 1, lines
+        assert sum(1 for line in lines if line.startswith("done") and job in line) == 1, lines
+    assert sum(1 for line in lines if "rows-002" in line and "ERROR" in line) == 1, lines
+    assert len(lines) < 20, lines
+
+
+def _run_in_pty(args: list[str], cwd: Path, timeout: float = 60) -> tuple[int, str]:
+    """Run ``python -m hotfolder ARGS`` with stdin, stdout and stderr on a pseudo-terminal (120 columns)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    env.pop("COLUMNS", None)
+    process = subprocess.Popen([sys.executable, "-m", "hotfolder", *args], cwd=cwd, env=env,
+                               stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    return status, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_on_a_terminal_one_bar_counts_jobs_with_integer_steps_and_logs_above_it(
+        project: Path, comfy: ComfyTestServer) -> None:
+    (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
+    (project / "rows.csv").write_text(ROWS)
+    status, out = _run_in_pty(["--server", comfy.url, "process", "rows.csv"], project)
+    assert status == 1, out
+    shown = [segment.split("\r")[-1] for segment in out.replace("\r\n", "\n").split("\n")]  # what each row shows
+    assert "3/3" in out and "1/1" not in out  # jobs counted, not files
+    steps = re.findall(r"node 2 (\S+)", out)  # the running node and its step...
+    assert steps and all(re.fullmatch(r"\d+(/\d+|%)", step) for step in steps), steps  # ...as integers
+    assert "e-0" not in out and ".0/" not in out
+    errors = [line for line in shown if "ERROR" in line]
+    assert len(errors) == 1 and re.match(r"\d{4}-\d\d-\d\d ", errors[0]), shown  # a log line, on a line of its own
