@@ -134,37 +134,62 @@ def test_the_daemon_fails_unused_and_ambiguous_params_and_runs_opted_out_ones(
 
 # -- generated: random keys mixed with the template's real variables -----------------------------
 
-_TEMPLATE_DIR: list[Path] = []
-KNOWN = ("width", "height", "batch_size", "color", "prefix")  # the invert example's params, all with defaults
-keys = st.one_of(st.sampled_from(KNOWN), st.text(min_size=1, max_size=12)).filter(lambda k: k.strip() != "")
+PLAIN = {k: v for k, v in TWO_SAMPLERS.items() if k not in ("11", "15", "16")}  # one sampler: every role once
+LOOSE = {  # Jinja only, no sidecar: the names the template reads are its params
+    "1": {"class_type": "EmptyImage", "inputs": {"width": "{{ size | default(8) }}", "height": 8, "batch_size": 1,
+          "color": "{{ colour if colour is defined else 0 }}"}},
+    "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "{{ tag | default('x') }}", "images": ["1", 0]}},
+}
+#: template -> the names it takes (invert: its sidecar's params, all with defaults; plain: its roles)
+KNOWN = {
+    "invert": ("width", "height", "batch_size", "color", "prefix"),
+    "plain": ("prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "denoise", "width", "height",
+              "batch_size", "checkpoint", "prefix"),
+    "loose": ("size", "colour", "tag"),
+}
 
 
 @pytest.fixture(scope="module")
-def invert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def generated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("templates")
     for path in EXAMPLES.iterdir():
         shutil.copy(path, folder / path.name)
+    (folder / "plain.json").write_text(json.dumps(PLAIN))
+    (folder / "loose.json").write_text(json.dumps(LOOSE))
     return folder
 
 
+@st.composite
+def jobs(draw: st.DrawFn) -> tuple[str, dict[str, int], list[str]]:
+    """A template, params mixing its own names with random keys, and some of the random keys opted out."""
+    name = draw(st.sampled_from(sorted(KNOWN)))
+    keys = st.one_of(st.sampled_from(KNOWN[name]), st.text(min_size=1, max_size=12).filter(str.strip))
+    params = draw(st.dictionaries(keys, st.integers(min_value=1, max_value=64), max_size=8))
+    unknown = [key for key in params if key not in KNOWN[name]]
+    allowed = draw(st.lists(st.sampled_from(unknown), unique=True)) if unknown else []
+    return name, params, allowed
+
+
 @hsettings(max_examples=150)
-@given(params=st.dictionaries(keys, st.integers(min_value=1, max_value=64), max_size=8), data=st.data())
-@example(params={"widht": 8}, data=None)
-@example(params={"notes": 1, "width": 8}, data=None)
+@given(job=jobs())
+@example(job=("invert", {"widht": 8}, []))
+@example(job=("invert", {"notes": 1, "width": 8}, ["notes"]))
+@example(job=("plain", {"promt": 1, "seed": 3}, []))
+@example(job=("loose", {"range": 3, "size": 9}, []))  # a Jinja global the template does not read
 def test_generated_params_fail_exactly_when_an_unknown_key_is_not_opted_out(
-        invert_dir: Path, params: dict[str, int], data: Any) -> None:
-    unknown = [key for key in params if key not in KNOWN]
-    allowed = data.draw(st.lists(st.sampled_from(unknown), unique=True)) if data is not None and unknown else []
-    document = {"template": "invert", "params": params, **({"allow_unused": allowed} if allowed else {})}
+        generated_dir: Path, job: tuple[str, dict[str, int], list[str]]) -> None:
+    name, params, allowed = job
+    document = {"template": name, "params": params, **({"allow_unused": allowed} if allowed else {})}
     (spec,) = parse.parse_scenario(Path("gen.json"), json.dumps(document).encode())
-    template = render.load_template(invert_dir, "invert")
-    missing = [key for key in unknown if key not in allowed]
+    template = render.load_template(generated_dir, name)
+    missing = [key for key in params if key not in KNOWN[name] and key not in allowed]
     if not missing:
         workflow, resolved = render.render_workflow(template, spec)
         assert set(params) <= set(resolved)  # opted-out params are still there (the sidecar records them)
         return
     with pytest.raises(TemplateError) as info:
         render.render_workflow(template, spec)
+    assert info.value.where["file"] == "gen.json" and info.value.where["template"] == name
     for key in missing:
         assert repr(key) in info.value.message
         assert key in info.value.details["unused"]

@@ -760,11 +760,11 @@ def check_params_used(template: Template, spec: JobSpec, where: dict[str, Any]) 
     """
     allowed = set(spec.options.get(ALLOW_UNUSED_KEY) or ())
     variables = _names_read(template.kind, template.text, template.name)
-    unused = [name for name in spec.params
-              if name not in template.params and name not in variables and name not in allowed]
+    declared = template.params
+    unused = [name for name in spec.params if name not in declared and name not in variables and name not in allowed]
     if not unused:
         return
-    known = sorted({*template.params, *variables, *template.ambiguous_roles})
+    known = sorted({*declared, *variables, *template.ambiguous_roles})
     problems: list[str] = []
     hints: list[str] = []
     details: dict[str, Any] = {"unused": {}, "ambiguous": {}, "template_params": known}
@@ -826,7 +826,7 @@ def _ambiguous_role(template: Template, name: str, nodes: list[str], details: di
         node_id, _, input_name = address.rpartition(".")
         node = inject.describe_node(workflow, node_id)
         described.append(f"{address} ({node['class_type']}" + (f", {node['title']!r})" if node["title"] else ")"))
-        if not example and node["title"] and titles.count(node["title"]) == 1 and node["title"] != node_id:
+        if not example and node["title"] and titles.count(node["title"]) == 1 and node["title"] not in workflow:
             example = f' or by title, set: {{"{node["title"]}.{input_name}": ...}}'
     details["ambiguous"][name] = {"nodes": nodes, "described": described}
     hints.append(
