@@ -169,8 +169,9 @@ class _Display:
 
     On a terminal (``stream`` is a tty): one bar counting jobs, the running job's node and step as
     integers, and hotfolder's log lines printed above it (the bar line is cleared, the log line
-    printed, the bar drawn again). Otherwise: one line per job started and done, nothing per step;
-    failures are the log's error lines.
+    printed, the bar drawn again). Otherwise: one line per job started, done or failed, nothing per
+    step. Either way a failure is one line here (the summary after the run has the whole error and
+    its hint), so the engine's own log line for it is held back.
     """
 
     def __init__(self, stream: Any) -> None:
@@ -186,6 +187,7 @@ class _Display:
         self._handlers: list[logging.Handler] = []
 
     def __enter__(self) -> _Display:
+        logging.getLogger("hotfolder.pipeline").addFilter(_reported_failure)
         if self.live:
             root = logging.getLogger("hotfolder")
             self._handlers = root.handlers[:]
@@ -194,6 +196,7 @@ class _Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        logging.getLogger("hotfolder.pipeline").removeFilter(_reported_failure)
         if self.live:
             logging.getLogger("hotfolder").handlers[:] = self._handlers
             with self.lock:
@@ -212,6 +215,8 @@ class _Display:
                 if event.job is None and event.job_id not in self.rendered:  # the file itself: one unit
                     self._count(total=1)
                 self._count(done=1)
+                message = str((event.detail.get("error") or {}).get("message") or "failed").split("\n", 1)[0]
+                self._line(f"failed   {where}: {message}", always=True)
             elif event.kind == "published":
                 self._count(done=1)
                 self.bar.current_item = None
@@ -230,9 +235,12 @@ class _Display:
         self.bar.finished = self.bar.pos >= self.bar.length
         self.bar.label = f"jobs ({self.failed} failed)" if self.failed else "jobs"
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, *, always: bool = False) -> None:
+        """A line of its own: piped, every event's; on a terminal only ``always`` ones, above the bar."""
         if not self.live:
             click.echo(text, file=self.stream)
+        elif always:
+            self.above(text)
 
     def _draw(self) -> None:
         if not self.live:
@@ -250,6 +258,13 @@ class _Display:
             click.echo("\r" + " " * self.drawn + "\r" + text, file=self.stream)
             self.drawn, self.shown = 0, ""
             self._draw()
+
+
+def _reported_failure(record: logging.LogRecord) -> bool:
+    """Log filter: False for the engine's line about a failed job or file (a HotfolderError in its
+    arguments), which the display of ``process`` reports instead."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not (record.levelno >= logging.ERROR and any(isinstance(arg, HotfolderError) for arg in args))
 
 
 def _step(detail: dict[str, Any]) -> str:
