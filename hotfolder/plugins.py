@@ -468,7 +468,8 @@ def _guard_check(check: Callable[..., Any] | None, what: str, plugin: str) -> Ca
     return guarded
 
 
-BUILTIN_SCENARIO_KEYS = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "jobs", "postprocess")
+BUILTIN_SCENARIO_KEYS = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "jobs", "postprocess",
+                         "allow_unused")
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
