@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -108,7 +109,7 @@ def process(app: App, files: tuple[Path, ...]) -> None:
 
     On a terminal a progress bar counts the jobs (a batch of 6 counts 6) and shows the running node's
     step; warnings and errors are printed above it (-v: every step). Otherwise one line per job
-    started and done. FILES must be regular files: links, folders, FIFOs and devices are refused."""
+    started, done or failed. FILES must be regular files: links, folders, FIFOs and devices are refused."""
     refused = [f"{path}: {why}" for path in files if (why := _not_regular(path))]
     if refused:
         raise click.ClickException("Not processed (hotfolder reads regular files only):\n  " + "\n  ".join(refused))
@@ -269,11 +270,17 @@ def _reported_failure(record: logging.LogRecord) -> bool:
 
 def _step(detail: dict[str, Any]) -> str:
     """A node's progress as integers: ``12/20`` steps, or a percentage when the total is fractional
-    (a node that reports seconds)."""
-    value, total = float(detail.get("value") or 0), float(detail["max"])
+    (a node that reports seconds); ``?`` for what is no progress (a negative or infinite total)."""
+    try:
+        value, total = float(detail.get("value") or 0), float(detail.get("max") or 0)
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+    if not (math.isfinite(value) and math.isfinite(total)) or total <= 0:
+        return "?"
+    value = min(max(value, 0.0), total)
     if total >= 1 and total.is_integer():
-        return f"{min(int(value), int(total))}/{int(total)}"
-    return f"{min(100, int(100 * value / total))}%"
+        return f"{int(value)}/{int(total)}"
+    return f"{int(100 * value / total)}%"
 
 
 class _AboveBar(logging.Handler):

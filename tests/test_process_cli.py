@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from hotfolder.cli import cli
+from hotfolder.cli import _step, cli
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import run_cli
 
@@ -117,3 +119,20 @@ def test_on_a_terminal_one_bar_counts_jobs_with_integer_steps_and_logs_above_it(
     logged = [line for line in shown if " INFO " in line]
     assert len(logged) >= 6 and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in logged), shown  # own lines
     assert [line for line in shown if line.startswith("failed   rows.csv rows-002: ")], shown
+
+
+numbers = st.one_of(st.floats(), st.integers(min_value=-10**30, max_value=10**30), st.none(), st.text(max_size=5))
+
+
+@given(value=numbers, total=numbers)
+@example(value=5e-07, total=2)  # the report: "node 2 5e-07/2"
+@example(value=3.0, total=20.0)
+@example(value=float("nan"), total=0.3)
+def test_a_step_is_shown_as_integers_whatever_the_server_reports(value: object, total: object) -> None:
+    shown = _step({"value": value, "max": total})
+    assert re.fullmatch(r"\d+/\d+|\d+%|\?", shown), shown
+    if shown.endswith("%"):
+        assert 0 <= int(shown[:-1]) <= 100
+    elif "/" in shown:
+        done, of = map(int, shown.split("/"))
+        assert 0 <= done <= of
