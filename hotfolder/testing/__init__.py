@@ -4,7 +4,9 @@
 the way ComfyUI 0.3.64 does (message shapes, message order, error bodies, quirks), but executes only a
 handful of model-free nodes. Your code talks to it with the same ``requests`` and ``websocket-client``
 calls it uses against a real ComfyUI. Nothing is mocked. Install it with the ``testing`` extra
-(``pip install 'hotfolder[testing]'``), which brings in aiohttp.
+(``pip install 'hotfolder[testing]'``), which brings in aiohttp; without it, importing the server
+classes raises ``ModuleNotFoundError`` saying so, and ``python -m hotfolder.testing`` prints that in one
+line and exits with status 1.
 
 Quick start (pytest)::
 
@@ -107,6 +109,33 @@ Not implemented: ``/upload/mask``, ``/userdata``, ``/internal/*``, the frontend.
 
 from __future__ import annotations
 
-from .server import COMFYUI_VERSION, ComfyTestServer, RecordedRequest
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import COMFYUI_VERSION, ComfyTestServer, RecordedRequest
 
 __all__ = ["COMFYUI_VERSION", "ComfyTestServer", "RecordedRequest"]
+
+#: What to do when aiohttp is missing (``python -m hotfolder.testing`` prints it as its one line).
+MISSING_AIOHTTP = ("hotfolder.testing needs aiohttp, which is not installed here. "
+                   "Install it with: pip install 'hotfolder[testing]' (or, in a clone: pip install -e '.[testing]')")
+
+
+def load_server() -> Any:
+    """Import :mod:`hotfolder.testing.server` (the part that needs aiohttp); a missing aiohttp is a
+    ``ModuleNotFoundError`` that says how to install it."""
+    try:
+        from . import server
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] != "aiohttp":
+            raise
+        raise ModuleNotFoundError(MISSING_AIOHTTP, name="aiohttp") from err
+    return server
+
+
+def __getattr__(name: str) -> Any:
+    """The server classes are imported on first use, so ``python -m hotfolder.testing`` and the
+    model-free parts (nodes, png) load without aiohttp."""
+    if name in __all__:
+        return getattr(load_server(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 
-from .server import ComfyTestServer
+from . import load_server
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +37,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        server_module = load_server()
+    except ModuleNotFoundError as err:
+        if err.name != "aiohttp":
+            raise
+        print(err, file=sys.stderr)  # one line: what is missing and the command that installs it
+        return 1
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    server = ComfyTestServer(
+    server = server_module.ComfyTestServer(
         host=args.host,
         port=args.port,
         output_dir=args.output_dir,
