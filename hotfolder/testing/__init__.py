@@ -35,9 +35,9 @@ For https and wss, pass ``ComfyTestServer(ssl_context=ctx)`` (a server-side ``ss
 What runs
 ---------
 ``/object_info`` is the complete answer of a real ComfyUI (496 core node classes) plus ``TestSleep``
-from ComfyUI's test pack. Every class validates exactly like on ComfyUI (``node_errors`` included), but
-only these nodes execute; any other class fails at run time with an ``execution_error``
-(``NotImplementedError``):
+from ComfyUI's test pack, with model lists that name only models it runs. Every class validates exactly
+like on ComfyUI (``node_errors`` included), but only these nodes execute; any other class fails at run
+time with an ``execution_error`` (``NotImplementedError``):
 
 ==========================  =================================================================
 ``EmptyImage``              width, height, batch_size, color (0xRRGGBB)
@@ -51,6 +51,14 @@ only these nodes execute; any other class fails at run time with an ``execution_
 ``TestSleep``               ``value`` (any type) passes through after ``seconds``, sending float
                             ``progress`` every 10-50 ms and one binary PREVIEW_IMAGE frame
 ``Primitive*``              ``PrimitiveInt``/``Float``/``String``/``StringMultiline``/``Boolean``
+``PreviewAny``              ``source`` shown as text (``ui.text``)
+model nodes (stand-ins)     ``CheckpointLoaderSimple`` and the other checkpoint loaders,
+                            ``VAELoader``, ``LoraLoader``, ``CLIPTextEncode``,
+                            ``EmptyLatentImage``, ``KSampler``, ``VAEDecode``: no weights; the
+                            sampler sends one ``progress`` per step and draws a gradient that
+                            depends only on its inputs (same inputs, same pixels). The checkpoints
+                            listed: ``tiny_sd15_random.safetensors`` and
+                            ``v1-5-pruned-emaonly.safetensors`` (``set_models`` changes the list)
 ==========================  =================================================================
 
 Keep images tiny (8x8 to 64x64): the nodes are pure Python.
@@ -101,7 +109,8 @@ Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
 
 Simplifications
 ---------------
-No models, no JPEG/WebP: ``/view?preview=...`` returns the original file. Only ``LoadImage`` and
+No real models (the model nodes are stand-ins, above), no JPEG/WebP: ``/view?preview=...`` returns the
+original file. Only ``LoadImage`` and
 friends have custom validation (``VALIDATE_INPUTS``); ``LoadImage`` refuses files outside the
 server's folders. ``display_node``/``parent_node`` always equal the node itself (no graph expansion).
 Not implemented: ``/upload/mask``, ``/userdata``, ``/internal/*``, the frontend.
