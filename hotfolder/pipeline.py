@@ -760,7 +760,7 @@ class Engine:
                 with self._cond:
                     since = self._down_since.setdefault(client.name, time.monotonic())
                     others_up = any(c.name not in self._down_since for c in self.clients if c is not client)
-                client.reach.down(err)  # logs only when it stopped answering, or fails in a new way
+                client.reach.down(err)  # logs only when it stops answering, not per retry
                 if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
                     raise _Failover(client.name) from None
             self._stop.wait(delay)
