@@ -10,11 +10,13 @@ says when a server does not answer, once per change.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,9 +26,13 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from hotfolder.stages import render
+from hotfolder.comfy.reach import Reachability
+from hotfolder.errors import ServerError, ServerUnavailable
 from hotfolder.models import JobSpec
+from hotfolder.stages import render
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing import png
 from tests.conftest import EXAMPLES, ROOT, run_cli, wait_until
@@ -304,3 +310,66 @@ def test_the_stand_in_runs_the_shipped_txt2img_template_with_its_defaults(comfy:
         assert (decoded.width, decoded.height) == (64, 48)
         images.append(decoded.pixels)
     assert images[0] != images[1]  # the seed changes the picture
+
+
+# --------------------------------------------------------------------------------------------------
+# the not-answering line, for any failure: one line, the cause named, nothing the server sent quoted
+
+class BadHandshake(Exception):
+    """Like websocket-client's WebSocketBadStatusException: a status code, and the answer in its text."""
+
+    def __init__(self, status_code: int, text: str) -> None:
+        super().__init__(text)
+        self.status_code = status_code
+
+
+def failures(secret: str, code: int) -> list[BaseException]:
+    """The ways a call can fail, each carrying ``secret`` in its text the way a server's answer could."""
+    body = f"Authorization: Bearer {secret}\n<html>{secret}</html>"
+    unavailable = ServerUnavailable(f"ComfyUI is not reachable: {body}")
+    unavailable.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    timed_out = ServerUnavailable(f"no answer {body}")
+    timed_out.__cause__ = TimeoutError(f"timed out {secret}")
+    tls = ssl.SSLCertVerificationError(1, f"certificate verify failed {secret}")
+    tls.verify_message = "self-signed certificate"
+    return [
+        unavailable, timed_out, tls, socket.gaierror(-2, "Name or service not known"),
+        OSError(113, "No route to host"), BadHandshake(code, f"Handshake status {code} -+-+- {body}"),
+        ServerError(f"ComfyUI at http://h:1 answered GET /system_stats with HTTP {code}: {body!r}."),
+    ]
+
+
+@settings(max_examples=40)
+@given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=30),
+       code=st.integers(100, 599))
+@example(text="t0ken-s3cret", code=401)
+def test_the_not_answering_line_names_the_cause_and_quotes_nothing_the_server_sent(text: str, code: int) -> None:
+    secret = f"SECRET{text}"  # a prefix no line holds, so a match is a leak
+    for err in failures(secret, code):
+        reach = Reachability("https://gpu1.example:8188")
+        with _captured() as lines:
+            reach.down(err)
+            reach.down(err)  # a retry failing the same way: no second line
+            reach.up()
+        assert len(lines) == 2 and "\n" not in lines[0], lines
+        assert "ComfyUI at https://gpu1.example:8188 is not answering: " in lines[0]
+        assert secret not in lines[0] and "Bearer" not in lines[0], (type(err), lines[0])
+        assert lines[1].startswith("ComfyUI at https://gpu1.example:8188 is back"), lines
+
+
+class _captured:
+    """The messages logged by hotfolder.comfy.reach inside the block."""
+
+    def __enter__(self) -> list[str]:
+        self.lines: list[str] = []
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: self.lines.append(record.getMessage())  # type: ignore[method-assign]
+        self.logger = logging.getLogger("hotfolder.comfy.reach")
+        self.logger.addHandler(self.handler)
+        self.level = self.logger.level
+        self.logger.setLevel(logging.INFO)
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
