@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -346,14 +347,14 @@ def failures(secret: str, code: int) -> list[BaseException]:
 def test_the_not_answering_line_names_the_cause_and_quotes_nothing_the_server_sent(text: str, code: int) -> None:
     secret = f"SECRET{text}"  # a prefix no line holds, so a match is a leak
     for err in failures(secret, code):
-        reach = Reachability("https://gpu1.example:8188")
+        reach = Reachability(f"https://me:{quote(secret)}@gpu1.example:8188?token={quote(secret)}#{quote(secret)}")
         with _captured() as lines:
             reach.down(err)
             reach.down(err)  # a retry failing the same way: no second line
             reach.up()
         assert len(lines) == 2 and "\n" not in lines[0], lines
         assert "ComfyUI at https://gpu1.example:8188 is not answering: " in lines[0]
-        assert secret not in lines[0] and "Bearer" not in lines[0], (type(err), lines[0])
+        assert secret not in lines[0] and quote(secret) not in lines[0] and "Bearer" not in lines[0], (type(err), lines[0])
         assert lines[1].startswith("ComfyUI at https://gpu1.example:8188 is back"), lines
 
 

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from hotfolder.errors import HotfolderError
 
@@ -84,6 +84,20 @@ def explain(err: BaseException, url: str) -> tuple[str, str]:
     return f"{type(err).__name__}", FIX_ADDRESS
 
 
+def server_label(url: str) -> str:
+    """``url`` as the lines name the server: scheme, host, port and path; no userinfo, query or fragment
+    (where a token could be)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urlunsplit((parts.scheme, f"{host}:{port}" if port else host, parts.path, "", ""))
+
+
 class Reachability:
     """One server's answering state; :meth:`down` and :meth:`up` log a line when it changes.
 
@@ -91,7 +105,7 @@ class Reachability:
     """
 
     def __init__(self, display_url: str, *, waiting: str = "Jobs wait until it answers; hotfolder keeps trying.") -> None:
-        self.display_url = display_url
+        self.display_url = server_label(display_url)
         self.waiting = waiting
         self._lock = threading.Lock()
         self.answering: bool | None = None  # None: not known yet
