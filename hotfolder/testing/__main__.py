@@ -24,7 +24,8 @@ from . import load_server
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hotfolder.testing",
-        description="Run the hotfolder test ComfyUI server (model-free nodes) until Ctrl-C.",
+        description="Run the hotfolder test ComfyUI server (model-free nodes, and weightless stand-ins for the "
+                    "model nodes) until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8188, help="port, 0 for a free one (default: %(default)s)")
