@@ -122,7 +122,6 @@ class Engine:
         self._active: dict[str, FileRecord] = {}
         self._archiving: set[str] = set()
         self._workers: list[threading.Thread] = []
-        self._waiting_logged: set[str] = set()
         self._down_since: dict[str, float] = {}
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         self.workers = (settings.queue_depth + 1) * len(self.clients)
@@ -130,6 +129,10 @@ class Engine:
         # outputs cannot keep up, and a server's history, where they are listed, is not kept forever).
         self._handoff_cap = 8 * settings.output_workers * len(self.clients)
         self._backlog_logged = False
+        if len(self.clients) > 1:
+            for client in self.clients:
+                client.reach.waiting = (f"Its jobs wait until it answers, or move to another server after "
+                                        f"lost_grace = {settings.lost_grace:g} s; hotfolder keeps trying.")
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -748,21 +751,16 @@ class Engine:
             try:
                 client.http.system_stats()
                 with self._cond:
-                    self._waiting_logged.discard(client.name)
                     if self._down_since.pop(client.name, None) is not None:
                         self._object_info[client.name].invalidate()  # it may have restarted with other nodes
                         self._uploaded[client.name].clear()  # ... or with an empty input folder
-                        logger.info("ComfyUI at %s is back", client.display_url)
+                client.reach.up()  # logs "is back" if it was away
                 return
             except ServerError as err:
                 with self._cond:
                     since = self._down_since.setdefault(client.name, time.monotonic())
                     others_up = any(c.name not in self._down_since for c in self.clients if c is not client)
-                    first = client.name not in self._waiting_logged
-                    self._waiting_logged.add(client.name)
-                if first:
-                    logger.warning("%s Jobs wait until it answers%s.", err.message,
-                                   " or move to another server" if len(self.clients) > 1 else "")
+                client.reach.down(err)  # logs only when it stops answering, not per retry
                 if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
                     raise _Failover(client.name) from None
             self._stop.wait(delay)

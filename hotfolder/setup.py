@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import validate
+from hotfolder.comfy import reach
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import CONFIG_NAME, DEFAULT_SERVER, Settings
-from hotfolder.errors import HotfolderError, TemplateError
+from hotfolder.errors import HotfolderError, ServerUnavailable, TemplateError
 from hotfolder.models import JobSpec
 from hotfolder.stages import render
 
@@ -70,6 +71,9 @@ def check_setup(settings: Settings, *, hooks: Any = None) -> list[Check]:
             else:
                 infos.append((server.display_url, info))
                 results.append(Check(what, True, f"reachable, ComfyUI {version}, {len(info)} node types"))
+        except ServerUnavailable as err:
+            failed, todo = reach.explain(err, server.display_url)
+            results.append(Check(what, False, f"not answering: {failed}. {todo}"))
         except HotfolderError as err:
             results.append(Check(what, False, err.message))
         finally:

@@ -95,6 +95,7 @@ def test_bad_config_is_a_clear_error(project: Path) -> None:
 
 def test_check_validates_every_template_against_the_server_and_reports_every_invalid_one(
         project: Path, comfy: ComfyTestServer) -> None:
+    comfy.set_models("checkpoints", ["tiny_sd15_random.safetensors"])  # a server without txt2img's default model
     invert = json.loads((project / "templates" / "invert.json").read_text())
     sampler = json.loads((project / "templates" / "txt2img.json").read_text())
     wrong_class = dict(invert, **{"2": {"class_type": "ImageInvertt", "inputs": {"image": ["1", 0]}}})

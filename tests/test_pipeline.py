@@ -372,6 +372,7 @@ def test_a_scenario_can_pin_a_server(project: Path) -> None:
 
 
 def test_a_checkpoint_not_on_the_server_fails_before_anything_is_queued(project: Path, comfy: ComfyTestServer) -> None:
+    comfy.set_models("checkpoints", ["tiny_sd15_random.safetensors"])  # a server without txt2img's default model
     (project / "inbox" / "fox.yaml").write_text('template: txt2img\nparams: {prompt: "a fox", sampler: eulr}\n')
     counts = drain(make_settings(project, comfy.url))
     assert counts["failed"] == 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.comfy.reach import Reachability
 from hotfolder.comfy.ws import EventStream
 from hotfolder.config import ServerConfig
 from hotfolder.errors import HotfolderError, ServerError, ServerUnavailable
@@ -117,8 +118,10 @@ class ComfyClient:
         self._lock = threading.Lock()
         self._ws_changed = threading.Condition(self._lock)
         self._ws_generation = 0
+        self.reach = Reachability(server.display_url)  # logs when the server stops or starts answering
         self.stream = EventStream(
             server.display_url, self.client_id, on_message=self._on_message, on_state=self._on_state,
+            on_failure=self.reach.down,
             display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
             connect_timeout=connect_timeout,
             # queue broadcasts and per-node progress_state: half of all messages, never read here
@@ -167,6 +170,8 @@ class ComfyClient:
     # -- WebSocket routing -----------------------------------------------------------------------
 
     def _on_state(self, up: bool) -> None:
+        if up:
+            self.reach.up()
         with self._lock:
             self._ws_generation += 1
             self._ws_changed.notify_all()

@@ -1,9 +1,10 @@
 """ComfyUI's WebSocket, read by one background thread per server (websocket-client lives only here).
 
-The thread connects to ``/ws?clientId=<id>``, hands every JSON text frame to ``on_message`` and reports
-connection changes to ``on_state``. Binary frames (previews, progress text) are never results: they are
-dropped here. ComfyUI sends no heartbeat, so the thread pings; a socket that answers neither frames nor
-pings within ``silence_timeout`` is treated as dead. Before reconnecting it always closes the old socket:
+The thread connects to ``/ws?clientId=<id>``, hands every JSON text frame to ``on_message``, reports
+connection changes to ``on_state`` and every failed connection attempt to ``on_failure``. Binary
+frames (previews, progress text) are never results: they are dropped here. ComfyUI sends no heartbeat,
+so the thread pings; a socket that answers neither frames nor pings within ``silence_timeout`` is
+treated as dead. Before reconnecting it always closes the old socket:
 two live sockets with one clientId make ComfyUI orphan the newer one (PROTOCOL §8).
 
 websocket-client makes the connection (handshake, TLS, proxies, headers) and sends pings, pongs and the
@@ -145,6 +146,7 @@ class EventStream:
         *,
         on_message: Callable[[dict[str, Any]], None],
         on_state: Callable[[bool], None],
+        on_failure: Callable[[BaseException], None] | None = None,
         display_url: str | None = None,
         headers: dict[str, str] | None = None,
         verify: bool = True,
@@ -157,6 +159,7 @@ class EventStream:
         self.display_url = display_url or http_url
         self.on_message = on_message
         self.on_state = on_state
+        self.on_failure = on_failure
         # Messages of these types are dropped before they are decoded, recognised by their first bytes
         # (ComfyUI writes "type" first). One that starts otherwise is decoded and passed on as usual.
         self._skip = tuple(f'{{"type": "{kind}"'.encode() for kind in ignore_types)
@@ -232,7 +235,12 @@ class EventStream:
                     skip_utf8_validation=True,
                 )
             except (OSError, websocket.WebSocketException) as err:
-                logger.debug("WebSocket to %s failed: %s", self.display_url, err)
+                logger.debug("WebSocket to %s failed: %s", self.display_url, type(err).__name__)
+                if self.on_failure is not None and not self._stop.is_set():
+                    try:
+                        self.on_failure(err)
+                    except Exception:  # noqa: BLE001 - a listener bug must not kill the reader thread
+                        logger.exception("WebSocket failure listener failed")
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -243,7 +251,7 @@ class EventStream:
                 break
             delay = 0.2
             if self.reconnects or self.connected:
-                logger.info("WebSocket to %s reconnected", self.display_url)
+                logger.debug("WebSocket to %s reconnected", self.display_url)
             self._set_state(True)
             try:
                 self._read(ws)
@@ -252,7 +260,7 @@ class EventStream:
                 self._set_state(False)
             if not self._stop.is_set():
                 self.reconnects += 1
-                logger.warning("WebSocket to %s lost; reconnecting", self.display_url)
+                logger.debug("WebSocket to %s lost; reconnecting", self.display_url)  # on_failure tells if it stays away
 
     def _read(self, ws: websocket.WebSocket) -> None:
         ws.settimeout(min(1.0, self.ping_interval))

@@ -4,7 +4,9 @@
 the way ComfyUI 0.3.64 does (message shapes, message order, error bodies, quirks), but executes only a
 handful of model-free nodes. Your code talks to it with the same ``requests`` and ``websocket-client``
 calls it uses against a real ComfyUI. Nothing is mocked. Install it with the ``testing`` extra
-(``pip install 'hotfolder[testing]'``), which brings in aiohttp.
+(``pip install 'hotfolder[testing]'``), which brings in aiohttp; without it, importing the server
+classes raises ``ModuleNotFoundError`` saying so, and ``python -m hotfolder.testing`` prints that in one
+line and exits with status 1.
 
 Quick start (pytest)::
 
@@ -33,9 +35,9 @@ For https and wss, pass ``ComfyTestServer(ssl_context=ctx)`` (a server-side ``ss
 What runs
 ---------
 ``/object_info`` is the complete answer of a real ComfyUI (496 core node classes) plus ``TestSleep``
-from ComfyUI's test pack. Every class validates exactly like on ComfyUI (``node_errors`` included), but
-only these nodes execute; any other class fails at run time with an ``execution_error``
-(``NotImplementedError``):
+from ComfyUI's test pack, with model lists that name only models it runs. Every class validates exactly
+like on ComfyUI (``node_errors`` included), but only these nodes execute; any other class fails at run
+time with an ``execution_error`` (``NotImplementedError``):
 
 ==========================  =================================================================
 ``EmptyImage``              width, height, batch_size, color (0xRRGGBB)
@@ -49,6 +51,14 @@ only these nodes execute; any other class fails at run time with an ``execution_
 ``TestSleep``               ``value`` (any type) passes through after ``seconds``, sending float
                             ``progress`` every 10-50 ms and one binary PREVIEW_IMAGE frame
 ``Primitive*``              ``PrimitiveInt``/``Float``/``String``/``StringMultiline``/``Boolean``
+``PreviewAny``              ``source`` shown as text (``ui.text``)
+model nodes (stand-ins)     ``CheckpointLoaderSimple`` and the other checkpoint loaders,
+                            ``VAELoader``, ``LoraLoader``, ``CLIPTextEncode``,
+                            ``EmptyLatentImage``, ``KSampler``, ``VAEDecode``: no weights; the
+                            sampler sends one ``progress`` per step and draws a gradient that
+                            depends only on its inputs (same inputs, same pixels). The checkpoints
+                            listed: ``tiny_sd15_random.safetensors`` and
+                            ``v1-5-pruned-emaonly.safetensors`` (``set_models`` changes the list)
 ==========================  =================================================================
 
 Keep images tiny (8x8 to 64x64): the nodes are pure Python.
@@ -99,7 +109,8 @@ Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
 
 Simplifications
 ---------------
-No models, no JPEG/WebP: ``/view?preview=...`` returns the original file. Only ``LoadImage`` and
+No real models (the model nodes are stand-ins, above), no JPEG/WebP: ``/view?preview=...`` returns the
+original file. Only ``LoadImage`` and
 friends have custom validation (``VALIDATE_INPUTS``); ``LoadImage`` refuses files outside the
 server's folders. ``display_node``/``parent_node`` always equal the node itself (no graph expansion).
 Not implemented: ``/upload/mask``, ``/userdata``, ``/internal/*``, the frontend.
@@ -107,6 +118,33 @@ Not implemented: ``/upload/mask``, ``/userdata``, ``/internal/*``, the frontend.
 
 from __future__ import annotations
 
-from .server import COMFYUI_VERSION, ComfyTestServer, RecordedRequest
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import COMFYUI_VERSION, ComfyTestServer, RecordedRequest
 
 __all__ = ["COMFYUI_VERSION", "ComfyTestServer", "RecordedRequest"]
+
+#: What to do when aiohttp is missing (``python -m hotfolder.testing`` prints it as its one line).
+MISSING_AIOHTTP = ("hotfolder.testing needs aiohttp, which is not installed here. "
+                   "Install it with: pip install 'hotfolder[testing]' (or, in a clone: pip install -e '.[testing]')")
+
+
+def load_server() -> Any:
+    """Import :mod:`hotfolder.testing.server` (the part that needs aiohttp); a missing aiohttp is a
+    ``ModuleNotFoundError`` that says how to install it."""
+    try:
+        from . import server
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] != "aiohttp":
+            raise
+        raise ModuleNotFoundError(MISSING_AIOHTTP, name="aiohttp") from err
+    return server
+
+
+def __getattr__(name: str) -> Any:
+    """The server classes are imported on first use, so ``python -m hotfolder.testing`` and the
+    model-free parts (nodes, png) load without aiohttp."""
+    if name in __all__:
+        return getattr(load_server(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,13 +18,14 @@ import signal
 import sys
 import threading
 
-from .server import ComfyTestServer
+from . import load_server
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hotfolder.testing",
-        description="Run the hotfolder test ComfyUI server (model-free nodes) until Ctrl-C.",
+        description="Run the hotfolder test ComfyUI server (model-free nodes, and weightless stand-ins for the "
+                    "model nodes) until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8188, help="port, 0 for a free one (default: %(default)s)")
@@ -37,8 +38,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        server_module = load_server()
+    except ModuleNotFoundError as err:
+        if err.name != "aiohttp":
+            raise
+        print(err, file=sys.stderr)  # one line: what is missing and the command that installs it
+        return 1
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    server = ComfyTestServer(
+    server = server_module.ComfyTestServer(
         host=args.host,
         port=args.port,
         output_dir=args.output_dir,

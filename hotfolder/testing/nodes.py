@@ -4,12 +4,16 @@ The catalogue is the complete ``/object_info`` answer of a real ComfyUI 0.3.64 (
 shipped as ``object_info_core.json``) plus ``TestSleep`` from ComfyUI's test node pack. Every class in
 it passes validation exactly as it would on ComfyUI, but only these model-free nodes execute:
 
-``EmptyImage``, ``ImageInvert``, ``SaveImage``, ``PreviewImage``, ``LoadImage`` (also ``LoadImageOutput``),
-``TestSleep`` and the ``Primitive*`` nodes (``PrimitiveInt``, ``PrimitiveFloat``, ``PrimitiveString``,
-``PrimitiveStringMultiline``, ``PrimitiveBoolean``).
+``EmptyImage``, ``ImageInvert``, ``SaveImage``, ``PreviewImage``, ``PreviewAny``, ``LoadImage`` (also
+``LoadImageOutput``), ``TestSleep`` and the ``Primitive*`` nodes (``PrimitiveInt``, ``PrimitiveFloat``,
+``PrimitiveString``, ``PrimitiveStringMultiline``, ``PrimitiveBoolean``); and stand-ins for the model
+nodes of the classic text-to-image graph (the checkpoint, VAE and LoRA loaders, ``CLIPTextEncode``,
+``EmptyLatentImage``, ``KSampler``, ``VAEDecode``), which load no weights: the sampler reports its steps
+and draws a gradient that depends only on its inputs (model, LoRAs, prompts, seed, settings).
 
-Any other class fails at run time with an ``execution_error`` (``NotImplementedError``), the way a
-node that crashes would.
+The model lists are honest: every checkpoint the catalogue offers (:data:`STAND_IN_CHECKPOINTS`) and
+``pixel_space`` for ``VAELoader`` run; the other model folders are empty. Any other class fails at run
+time with an ``execution_error`` (``NotImplementedError``), the way a node that crashes would.
 
 Images are kept as :class:`ImageBatch` (8-bit RGB rows per batch item) and masks as :class:`MaskBatch`;
 ``SaveImage`` and ``PreviewImage`` write real PNG files with ComfyUI's naming, counters and metadata.
@@ -97,7 +101,8 @@ def _is_image_name(name: str) -> bool:
 # Loader inputs that list a model folder's files, for ComfyTestServer.set_models.
 MODEL_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "checkpoints": (("CheckpointLoaderSimple", "ckpt_name"), ("CheckpointLoader", "ckpt_name"),
-                    ("ImageOnlyCheckpointLoader", "ckpt_name"), ("unCLIPCheckpointLoader", "ckpt_name")),
+                    ("ImageOnlyCheckpointLoader", "ckpt_name"), ("unCLIPCheckpointLoader", "ckpt_name"),
+                    ("CreateHookModelAsLora", "ckpt_name"), ("CreateHookModelAsLoraModelOnly", "ckpt_name")),
     "loras": (("LoraLoader", "lora_name"), ("LoraLoaderModelOnly", "lora_name")),
     "vae": (("VAELoader", "vae_name"),),
 }
@@ -114,6 +119,7 @@ class NodeCatalog:
         self._input_dir = input_dir
         self._classes: dict[str, dict[str, Any]] = {**_core_object_info(), "TestSleep": TEST_SLEEP_INFO}
         self._json_cache: tuple[tuple[str, ...], bytes] | None = None
+        self.set_models("checkpoints", list(STAND_IN_CHECKPOINTS))  # the models the stand-in loaders run
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._classes
@@ -529,6 +535,190 @@ async def primitive(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
     return NodeResult((inputs["value"],))
 
 
+async def preview_any(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """PreviewAny: show ``source`` as text (``ui.text``), the way ComfyUI turns any value into a string."""
+    source = inputs.get("source")
+    if isinstance(source, str):
+        value = source
+    elif isinstance(source, (int, float, bool)):
+        value = str(source)
+    elif source is None:
+        value = "None"
+    else:
+        try:
+            value = json.dumps(source)
+        except (TypeError, ValueError):
+            value = str(source)
+    return NodeResult((), {"text": [value]})
+
+
+# --------------------------------------------------------------------------------------------------
+# Stand-ins for the model nodes: the classic text-to-image graph runs, and draws a deterministic pattern
+
+
+#: The model files the test server lists, and "loads" as stand-ins: a tiny SD1.5 name, and the file name
+#: the classic SD1.5 workflows (and hotfolder's txt2img example) use by default.
+STAND_IN_CHECKPOINTS = ("tiny_sd15_random.safetensors", "v1-5-pruned-emaonly.safetensors")
+
+
+@dataclass(frozen=True, slots=True)
+class StandInModel:
+    """What a stand-in loader outputs (``MODEL``, ``CLIP``, ``VAE``, ``CLIP_VISION``, ``HOOKS``): the
+    file it stands for and the LoRAs applied to it. No weights: the sampler draws from these names."""
+
+    kind: str
+    name: str
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def __str__(self) -> str:
+        loras = "".join(f" + {name} x{strength:g}" for name, strength in self.loras)
+        return f"<stand-in {self.kind} {self.name}{loras}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Conditioning:
+    """A stand-in ``CONDITIONING``: the encoded text and the CLIP that encoded it."""
+
+    text: str
+    clip: str
+
+    def __str__(self) -> str:
+        return f"<stand-in CONDITIONING {self.text!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Latent:
+    """A stand-in ``LATENT``: the image size in pixels and, once sampled, one small RGB picture per batch
+    item at 1/8 of the size (``None``: an empty latent, decoded as grey)."""
+
+    width: int
+    height: int
+    batch: int
+    frames: tuple[bytes, ...] | None = None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return max(1, (self.width + 7) // 8), max(1, (self.height + 7) // 8)
+
+    def __str__(self) -> str:
+        return f"<stand-in LATENT [{self.batch}, 4, {self.grid[1]}, {self.grid[0]}]>"
+
+
+#: class_type -> (the input naming the model file, the output kinds), for the loaders that run as stand-ins.
+STAND_IN_LOADERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "CheckpointLoaderSimple": ("ckpt_name", ("MODEL", "CLIP", "VAE")),
+    "CheckpointLoader": ("ckpt_name", ("MODEL", "CLIP", "VAE")),
+    "ImageOnlyCheckpointLoader": ("ckpt_name", ("MODEL", "CLIP_VISION", "VAE")),
+    "unCLIPCheckpointLoader": ("ckpt_name", ("MODEL", "CLIP", "VAE", "CLIP_VISION")),
+    "CreateHookModelAsLora": ("ckpt_name", ("HOOKS",)),
+    "CreateHookModelAsLoraModelOnly": ("ckpt_name", ("HOOKS",)),
+    "VAELoader": ("vae_name", ("VAE",)),
+}
+
+
+def _stand_in_loader(input_name: str, kinds: tuple[str, ...]) -> NodeFunction:
+    async def load(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+        """A model loader: one stand-in per output, named after the file (validation checked the name)."""
+        name = str(inputs[input_name])
+        return NodeResult(tuple(StandInModel(kind, name) for kind in kinds))
+
+    return load
+
+
+def _with_lora(model: Any, name: str, strength: float) -> Any:
+    if not isinstance(model, StandInModel):
+        raise TypeError(f"expected a stand-in model, got {type(model).__name__}")
+    return StandInModel(model.kind, model.name, (*model.loras, (name, strength)))
+
+
+async def lora_loader(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """LoraLoader: the model and CLIP, with the LoRA noted (it changes what the sampler draws)."""
+    name = str(inputs["lora_name"])
+    return NodeResult((_with_lora(inputs["model"], name, float(inputs["strength_model"])),
+                       _with_lora(inputs["clip"], name, float(inputs["strength_clip"]))))
+
+
+async def lora_loader_model_only(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """LoraLoaderModelOnly: the model with the LoRA noted."""
+    return NodeResult((_with_lora(inputs["model"], str(inputs["lora_name"]), float(inputs["strength_model"])),))
+
+
+async def clip_text_encode(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """CLIPTextEncode: keeps the text, for the sampler to draw from."""
+    return NodeResult((Conditioning(str(inputs["text"]), str(inputs["clip"])),))
+
+
+async def empty_latent_image(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """EmptyLatentImage: an empty latent of ``width`` x ``height`` pixels, ``batch_size`` items."""
+    width, height, batch = int(inputs["width"]), int(inputs["height"]), int(inputs["batch_size"])
+    _check_size(width, height, batch)
+    return NodeResult((Latent(width, height, batch),))
+
+
+def _gradient(width: int, height: int, digest: bytes) -> bytes:
+    """A ``width`` x ``height`` RGB picture: four corner colours taken from ``digest``, blended."""
+    corners = [digest[i:i + 3] for i in (0, 3, 6, 9)]
+    rows = []
+    for y in range(height):
+        fy = y / (height - 1) if height > 1 else 0.0
+        left = [a + (b - a) * fy for a, b in zip(corners[0], corners[2], strict=True)]
+        right = [a + (b - a) * fy for a, b in zip(corners[1], corners[3], strict=True)]
+        row = bytearray()
+        for x in range(width):
+            fx = x / (width - 1) if width > 1 else 0.0
+            row += bytes(int(a + (b - a) * fx) for a, b in zip(left, right, strict=True))
+        rows.append(bytes(row))
+    return b"".join(rows)
+
+
+async def ksampler(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """KSampler: reports a progress step per ``steps`` (as ComfyUI does) and "samples" a picture that
+    depends only on the model, LoRAs, prompts, seed and settings: the same inputs give the same pixels."""
+    latent: Latent = inputs["latent_image"]
+    if not isinstance(latent, Latent):
+        raise TypeError(f"latent_image: expected a latent, got {type(latent).__name__}")
+    steps = int(inputs["steps"])
+    recipe = json.dumps([str(inputs["model"]), str(inputs["positive"]), str(inputs["negative"]), inputs["seed"],
+                         steps, inputs["cfg"], inputs["sampler_name"], inputs["scheduler"], inputs["denoise"]],
+                        default=str)
+    for step in range(steps):
+        await ctx.progress(step + 1, steps)
+    width, height = latent.grid
+
+    def sample() -> tuple[bytes, ...]:
+        return tuple(_gradient(width, height, hashlib.sha256(f"{recipe}/{i}".encode()).digest())
+                     for i in range(latent.batch))
+
+    return NodeResult((Latent(latent.width, latent.height, latent.batch, await asyncio.to_thread(sample)),))
+
+
+def _upscale(frame: bytes, grid: tuple[int, int], width: int, height: int) -> bytes:
+    """Blow a latent-sized picture up 8 times (nearest neighbour), cut to ``width`` x ``height``."""
+    columns, lines = grid
+    rows = []
+    for y in range(lines):
+        line = frame[y * columns * 3:(y + 1) * columns * 3]
+        row = b"".join(line[x * 3:x * 3 + 3] * 8 for x in range(columns))[: width * 3]
+        rows += [row] * 8
+    return b"".join(rows[:height])
+
+
+async def vae_decode(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """VAEDecode: the sampled latent as a full-size image (an empty latent decodes to grey)."""
+    latent: Latent = inputs["samples"]
+    if not isinstance(latent, Latent):
+        raise TypeError(f"samples: expected a latent, got {type(latent).__name__}")
+
+    def decode() -> ImageBatch:
+        if latent.frames is None:
+            grey = bytes((128, 128, 128)) * (latent.width * latent.height)
+            return ImageBatch(latent.width, latent.height, tuple(grey for _ in range(latent.batch)))
+        return ImageBatch(latent.width, latent.height,
+                          tuple(_upscale(f, latent.grid, latent.width, latent.height) for f in latent.frames))
+
+    return NodeResult((await asyncio.to_thread(decode),))
+
+
 #: class_type -> implementation, for the nodes that really execute on the test server.
 EXECUTABLE_NODES: dict[str, NodeFunction] = {
     "EmptyImage": empty_image,
@@ -543,6 +733,14 @@ EXECUTABLE_NODES: dict[str, NodeFunction] = {
     "PrimitiveString": primitive,
     "PrimitiveStringMultiline": primitive,
     "PrimitiveBoolean": primitive,
+    "PreviewAny": preview_any,
+    **{class_type: _stand_in_loader(*spec) for class_type, spec in STAND_IN_LOADERS.items()},
+    "LoraLoader": lora_loader,
+    "LoraLoaderModelOnly": lora_loader_model_only,
+    "CLIPTextEncode": clip_text_encode,
+    "EmptyLatentImage": empty_latent_image,
+    "KSampler": ksampler,
+    "VAEDecode": vae_decode,
 }
 
 

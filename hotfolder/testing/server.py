@@ -1051,7 +1051,8 @@ class ComfyTestServer:
 
     def set_models(self, folder: str, names: list[str]) -> None:
         """Pretend the server has exactly ``names`` in a model folder (``checkpoints``, ``loras``,
-        ``vae``): ``/object_info`` and validation change accordingly. The files need not exist."""
+        ``vae``): ``/object_info`` and validation change accordingly. The files need not exist: the
+        stand-in loaders run any name listed."""
         with self._lock:
             self._catalog.set_models(folder, names)
 
