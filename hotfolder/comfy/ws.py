@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import websocket
 
 from hotfolder.comfy.http import ca_bundle
+from hotfolder.redact import redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class EventStream:
         connect_timeout: float = 5.0,
     ) -> None:
         self.url = ws_url(http_url, client_id)
-        self.display_url = display_url or http_url
+        self.display_url = display_url or redact_url(http_url)
         self.on_message = on_message
         self.on_state = on_state
         # Messages of these types are dropped before they are decoded, recognised by their first bytes
@@ -232,7 +233,8 @@ class EventStream:
                     skip_utf8_validation=True,
                 )
             except (OSError, websocket.WebSocketException) as err:
-                logger.debug("WebSocket to %s failed: %s", self.display_url, err)
+                # a refused handshake's text holds the answer's headers and body (Set-Cookie, a proxy's page)
+                logger.debug("WebSocket to %s failed: %s", self.display_url, redact_text(err))
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
