@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hotfolder.errors import ConfigError
-from hotfolder.redact import redact_url
+from hotfolder.redact import redact_text, redact_url
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 CONFIG_NAME = "hotfolder.toml"
@@ -47,6 +47,10 @@ class ServerConfig:
     weight: float = 1.0
     labels: tuple[str, ...] = ()
     input_dir: Path | None = None  # the server's input folder, when it is on this machine (upload retention)
+
+    def __repr__(self) -> str:
+        return (f"ServerConfig(url={self.display_url!r}, name={self.name!r}, verify={self.verify!r}, "
+                f"weight={self.weight!r}, labels={self.labels!r}, input_dir={self.input_dir!r})")
 
     @property
     def display_url(self) -> str:
@@ -207,7 +211,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def _config_error(key: str, value: Any, origin: str, expected: str) -> ConfigError:
     """The error for a bad value: the key, where it came from, the value (redacted, shortened) and what
     it should be."""
-    shown = redact_url(repr(value))
+    shown = repr(redact_url(value)) if isinstance(value, str) else redact_text(repr(value))
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ConfigError(
@@ -309,17 +313,19 @@ def parse_server_url(url: Any, where: str) -> str:
     ConfigError naming ``where`` and the redacted URL otherwise."""
     hint = "Use the address ComfyUI prints at start, e.g. http://127.0.0.1:8188 (https://host:port behind a proxy)."
     if not isinstance(url, str):
-        raise ConfigError(f"Server URL {redact_url(repr(url))} in {where} is not text.", hint=hint)
+        raise ConfigError(f"Server URL {redact_text(repr(url))} in {where} is not text.", hint=hint)
     url = url.strip().rstrip("/")
     shown = redact_url(url)
     if not url or _CONTROL.search(url) or " " in url:
-        raise ConfigError(f"Server URL {redact_url(repr(url))} in {where} is empty or holds spaces or control "
+        raise ConfigError(f"Server URL {redact_url(url)!r} in {where} is empty or holds spaces or control "
                           "characters.", hint=hint)
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as err:
-        raise ConfigError(f"Server URL {shown!r} in {where} cannot be parsed ({redact_url(err)}).", hint=hint) from err
+    except ValueError as err:  # its text may quote a password cut short (it names no secret here)
+        why = ("its port is not a number from 1 to 65535 (in a password, write '/', '?', '#' and '@' as %2F, %3F, "
+               "%23 and %40)" if "port" in str(err).lower() else "it is not a valid URL (an IPv6 address goes in [])")
+        raise ConfigError(f"Server URL {shown!r} in {where} cannot be parsed: {why}.", hint=hint) from None
     if parts.scheme.lower() not in {"http", "https"}:
         extra = " (hotfolder derives the ws:// or wss:// WebSocket address itself)" if parts.scheme in {"ws", "wss"} else ""
         raise ConfigError(f"Server URL {shown!r} in {where} is not an http(s) URL{extra}.", hint=hint)
@@ -336,7 +342,7 @@ def _server(entry: Any, origin: str) -> ServerConfig:
         entry = {"url": entry}
     if not isinstance(entry, dict) or "url" not in entry:
         raise ConfigError(
-            f"Server entry {redact_url(repr(entry))} in {where} needs a 'url'.",
+            f"Server entry {redact_text(repr(entry))} in {where} needs a 'url'.",
             hint='Write servers = ["http://127.0.0.1:8188"] or [[servers]] tables with url = "…".',
         )
     unknown = set(entry) - set(SERVER_KEYS)

@@ -91,9 +91,10 @@ class TextFormatter(logging.Formatter):
         return _indented(super().formatStack(stack_info))
 
 
-# Characters JSON may leave raw that still end a line for some readers (str.splitlines, JavaScript),
-# and lone surrogates (from undecodable file names), which no UTF-8 stream can write.
-_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Characters JSON may leave raw that still end a line for some readers (str.splitlines, JavaScript) or
+# reorder what a terminal shows (bidi controls), and lone surrogates (from undecodable file names), which
+# no UTF-8 stream can write: written as \u escapes, which decode to the same text.
+_JSON_RAW = re.compile("[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class JSONFormatter(logging.Formatter):

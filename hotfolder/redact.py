@@ -42,18 +42,23 @@ _SECRET_NAME = re.compile(
 # In a URL also ``key=`` (Google's API keys) and any ``...key`` (``subscription-key``).
 _SECRET_URL_NAME = re.compile(r"key$", re.IGNORECASE)
 
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?=//)")
+_START = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?/*")  # "scheme:" and slashes before the authority
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]*\]|[^:@\[\]/?#]*)(?::[0-9]*)?")
 _PARAM = re.compile(r"(?P<lead>[?&;#])(?P<name>[^=&;#?]*)=(?P<value>[^&;#]*)")
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\`]+")
+# (the look-behinds make each word be tried once, from its start: no quadratic backtracking on long words)
+_URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\`]+")
 _HEADER_LINE = re.compile(
-    r"(?P<name>\b(?:proxy-)?authorization|\b(?:set-)?cookie2?)(?P<sep>[\"']?[ \t]*[:=][ \t]*[\"']?)"
+    r"(?P<name>(?:proxy-)?authorization|(?:set-)?cookie2?)(?P<sep>(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:\\?[\"'])?)"
     r"(?P<value>[^\r\n\"'\\]+)", re.IGNORECASE)
 _SCHEME_CREDENTIAL = re.compile(r"\b(?P<name>Bearer|Basic|Digest|Negotiate)(?P<sep>[ \t]+)(?P<value>[A-Za-z0-9._~+/=-]+)")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PAIR = re.compile(
-    r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>[\"']?[ \t]*[:=][ \t]*[\"']?)(?P<value>[^\s\"'\\&;,<>)\]}]+)")
+    r"(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:\\?[\"'])?)"
+    r"(?P<value>[^\s\"'\\&;,<>)\]}]+)")
+
+_SCHEME_WORDS = re.compile("Bearer|Basic|Digest|Negotiate")
+_NAME_WORDS = re.compile("token|secret|pass|pwd|key|sig|credential|session|sid|cookie|jwt|auth|bearer")
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -69,20 +74,19 @@ def redact_url(url: Any) -> str:
     """``url`` without userinfo and with credential-like parameter values replaced by ``***``. Never
     raises: a malformed URL is redacted as well as its parts can be told apart."""
     url = str(url)
-    scheme = _SCHEME.match(url)
-    start = scheme.end() + 2 if scheme else 2 if url.startswith("//") else -1
-    if start >= 0:
-        rest = url[start:]
-        end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-        at = rest.rfind("@", 0, end)
-        if at < 0 and "@" in rest:
-            # "http://u:pa?ss@host" or "http://u:p/w@host": a password holding ?, # or / cut the URL
-            # short; what came before the '@' is no host[:port], so it all counts as userinfo
-            authority = re.match(r"[^/?#]*", rest)
-            if authority is None or not _HOST_PORT.fullmatch(authority.group()):
-                at = rest.rfind("@")
-        if at >= 0:
-            url = url[:start] + rest[at + 1:]
+    start = _START.match(url).end()  # type: ignore[union-attr] - it matches the empty string
+    rest = url[start:]  # from the authority on, after "scheme://" if any ("http:/u:pw@h" and "u:pw@h" too)
+    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at < 0 and "@" in rest:
+        # "http://u:pa?ss@host" or "http://u:p#w@host": a password holding ? or # cut the URL short. Unless
+        # the '@' is in a parameter's value ("?email=a@b" after a valid host), all before it is userinfo.
+        last = rest.rfind("@")
+        authority = re.match(r"[^/?#]*", rest)
+        if authority is None or not _HOST_PORT.fullmatch(authority.group()) or "=" not in rest[end:last]:
+            at = last
+    if at >= 0:
+        url = url[:start] + rest[at + 1:]
     return _PARAM.sub(_mask_param, url)
 
 
@@ -106,13 +110,19 @@ def redact_text(text: Any) -> str:
     """``text`` with every credential found in it (URLs, auth and cookie headers, bearer tokens, JWTs,
     credential-named pairs) replaced by ``***``."""
     text = str(text)
-    if not text:
-        return text
-    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
-    text = _HEADER_LINE.sub(_mask_value, text)
-    text = _SCHEME_CREDENTIAL.sub(lambda m: m.group() if m.group("value") == MASK else _mask_value(m), text)
-    text = _JWT.sub(MASK, text)
-    return _PAIR.sub(_mask_pair, text)
+    lower = text.lower()
+    # each pattern runs only when the words it needs are there: most log lines have none of them
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
+    if "authorization" in lower or "cookie" in lower:
+        text = _HEADER_LINE.sub(_mask_value, text)
+    if _SCHEME_WORDS.search(text):
+        text = _SCHEME_CREDENTIAL.sub(lambda m: m.group() if m.group("value") == MASK else _mask_value(m), text)
+    if "eyJ" in text:
+        text = _JWT.sub(MASK, text)
+    if _NAME_WORDS.search(lower):
+        text = _PAIR.sub(_mask_pair, text)
+    return text
 
 
 def redact_data(data: Any) -> Any:
