@@ -361,7 +361,7 @@ def _server(entry: Any, origin: str) -> ServerConfig:
             isinstance(k, str) and _HEADER_NAME.fullmatch(k) and isinstance(v, str) and not _CONTROL.search(v)
             for k, v in headers.items()):
         raise ConfigError(f"The headers of server {shown!r} in {where} must be a table of header names to text "
-                          "without control characters.", hint='headers = {Authorization = "Bearer …"}')
+                          "without control characters.", hint="Write headers as a TOML table: header name = \"value\".")
     weight = entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1e6:
         raise ConfigError(f"Server weight {weight!r} of {shown!r} in {where} must be a number greater than 0 "
