@@ -233,3 +233,17 @@ def test_check_and_run_report_bad_values_without_a_traceback_or_the_secret(tmp_p
         assert result.returncode == 1, result
         assert "Traceback" not in result.stderr and key in result.stderr, result.stderr
         assert SECRET not in result.stdout + result.stderr
+
+
+@settings(max_examples=150)
+@given(key=st.sampled_from(sorted(KEYS)), value=st.one_of(JUNK, st.lists(st.text(max_size=5), max_size=2)),
+       source=st.sampled_from(["env", "cli"]))
+@example(key="metrics_host", value="a..b", source="env")  # the IDNA codec's UnicodeError, at start
+@example(key="inbox", value="a\x00b", source="cli")  # embedded null byte
+@example(key="plugin_config", value={"x": 1}, source="cli")
+def test_any_value_of_any_key_is_taken_or_a_config_error_naming_it(tmp_path: Path, key: str, value: Any,
+                                                                   source: str) -> None:
+    try:
+        _load_one(tmp_path, key, value, source)
+    except ConfigError as err:
+        assert _names(err, key) or "Server" in str(err), str(err)
