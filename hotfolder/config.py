@@ -202,29 +202,21 @@ LIMITS: dict[str, tuple[float, bool, float]] = {
     "metrics_port": (0, True, 65535),
 }
 
-_EXPECTED = {Path: "a path", bool: "true or false", int: "a whole number", float: "a finite number", str: "text",
-             dict: "a table of tables", list: "a list"}
+_EXPECTED: dict[Any, str] = {
+    Path: "a path", bool: "true or false", int: "a whole number", float: "a finite number",
+    str: "text without control characters", dict: "a table of tables", list: "a list",
+    "metrics_host": "a host name or IP address, such as 127.0.0.1 or ::1"}
 # control characters (and line separators) have no place in a path, a name or a host
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def _config_error(key: str, value: Any, origin: str, expected: str) -> ConfigError:
-    """The error for a bad value: the key, where it came from, the value (redacted, shortened) and what
-    it should be."""
-    shown = repr(redact_url(value)) if isinstance(value, str) else redact_text(repr(value))
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ConfigError(
-        f"Setting {key!r} from {origin} has an invalid value {shown}: expected {expected}.",
-        hint=f"{key}: {KEYS[key][1]}.",
-        where={"key": key, "origin": origin},
-    )
-
-
-def _check_limits(key: str, number: float, origin: str) -> None:
+def _in_limits(key: str, number: Any, origin: str) -> Any:
+    """``number`` if it is in the range :data:`LIMITS` gives ``key`` (any, for a key not there)."""
+    if key not in LIMITS:
+        return number
     low, inclusive, high = LIMITS[key]
     if low <= number <= high and (inclusive or number > low):
-        return
+        return number
     unit = "" if key in {"queue_depth", "output_workers", "max_parse_attempts", "metrics_port"} else (
         " bytes" if key == "max_file_size" else " days" if key.startswith("retention_") else " seconds")
     if number > high:
@@ -240,17 +232,57 @@ def _check_limits(key: str, number: float, origin: str) -> None:
 def _coerce(key: str, value: Any, origin: str) -> Any:
     kind = KEYS[key][0]
     try:
-        out = _convert(kind, value)
+        if kind is Path:
+            if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
+                raise TypeError
+            return Path(value)
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                return value.lower() in {"1", "true", "yes", "on"}
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError  # 2.5 workers: not silently 2; nan and inf are not whole either
+            return _in_limits(key, int(value), origin)
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise TypeError
+            if not math.isfinite(float(value)):
+                raise ValueError
+            return _in_limits(key, float(value), origin)
+        if kind is str:
+            if not isinstance(value, str) or _CONTROL.search(value):
+                raise TypeError
+            if key == "metrics_host" and not _is_host(value):
+                raise ValueError
+            return value
+        if kind is dict:
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise TypeError
+            return value
+        if kind is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise TypeError
+            return value
     except (TypeError, ValueError, OverflowError) as err:
-        raise _config_error(key, value, origin, _EXPECTED.get(kind, kind.__name__)) from err
-    if key in LIMITS:
-        _check_limits(key, out, origin)
-    if key == "metrics_host" and not _is_host(out):
-        raise _config_error(key, value, origin, "a host name or IP address, such as 127.0.0.1 or ::1")
-    return out
+        shown = repr(redact_url(value)) if isinstance(value, str) else redact_text(repr(value))
+        raise ConfigError(
+            f"Setting {key!r} from {origin} has an invalid value {shown if len(shown) <= 80 else shown[:77] + '...'}: "
+            f"expected {_EXPECTED.get(key, _EXPECTED.get(kind, kind.__name__))}.",
+            hint=f"{key}: {KEYS[key][1]}.",
+            where={"key": key, "origin": origin},
+        ) from err
+    raise AssertionError(kind)
 
 
 def _is_host(host: str) -> bool:
+    """An IP address, or a name the IDNA codec can encode (what ``socket.getaddrinfo`` will need)."""
     try:
         ipaddress.ip_address(host)
         return True
@@ -260,48 +292,6 @@ def _is_host(host: str) -> bool:
         return bool(host) and len(host) <= 253 and " " not in host and bool(host.encode("idna"))
     except UnicodeError:
         return False
-
-
-def _convert(kind: type, value: Any) -> Any:
-    """``value`` as ``kind``; TypeError/ValueError/OverflowError when it is not one."""
-    if kind is Path:
-        if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
-            raise TypeError
-        return Path(value)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-            return value.strip().lower() in {"1", "true", "yes", "on"}
-        raise TypeError
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise TypeError
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError  # 2.5 workers: not silently 2; nan and inf are not whole either
-        return int(value)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise TypeError
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError
-        return number
-    if kind is str:
-        if not isinstance(value, str) or _CONTROL.search(value):
-            raise TypeError
-        return value
-    if kind is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise TypeError
-        return value
-    if kind is list:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise TypeError
-        return value
-    raise AssertionError(kind)
 
 
 SERVER_KEYS = ("url", "name", "token", "headers", "verify", "weight", "labels", "input_dir")
