@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import string
@@ -38,6 +39,12 @@ from hotfolder.testing import ComfyTestServer
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def budget(examples: int) -> int:
+    """This test's number of generated examples, scaled like the profiles' default of 100 when
+    HOTFOLDER_HYPOTHESIS_EXAMPLES asks for a longer hunt (tests/conftest.py)."""
+    return max(examples, examples * int(os.environ.get("HOTFOLDER_HYPOTHESIS_EXAMPLES", "0") or 0) // 100)
 
 # -- strategies ------------------------------------------------------------------------------------
 
@@ -67,7 +74,7 @@ FILLER = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_si
 # -- redact_url / redact_text on their own ---------------------------------------------------------
 
 
-@settings(max_examples=150)
+@settings(max_examples=budget(150))
 @given(secret=SECRETS, name=QUERY_NAMES, other=HARMLESS, where=st.sampled_from(["password", "user", "query", "fragment"]),
        port=st.integers(1, 65535), path=st.sampled_from(["", "/", "/comfy", "/a/b/"]))
 @example(secret="s3cretTok3n", name="token", other={}, where="query", port=8188, path="/")
@@ -107,7 +114,7 @@ HEADER_FORMS = [
 ]
 
 
-@settings(max_examples=150)
+@settings(max_examples=budget(150))
 @given(secret=SECRETS, form=st.sampled_from(HEADER_FORMS), before=FILLER, after=FILLER,
        wrap=st.sampled_from(["raw", "repr", "bytes-repr", "json"]))
 @example(secret="abc123def456", form="Authorization: Bearer {s}", before="", after="", wrap="raw")
@@ -146,7 +153,7 @@ def _restore_logging() -> Iterator[None]:
     root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
 
 
-@settings(max_examples=100)
+@settings(max_examples=budget(100))
 @given(name=NAMES, job=NAMES)
 @example(name="b\nFAKE LINE.yaml", job="fox")
 @example(name="0", job="%")  # found: the job-log prefix was part of the %-format
@@ -318,7 +325,7 @@ def _leaks(text: bytes, forms: list[bytes]) -> bool:
     return any(form in text for form in forms)
 
 
-@settings(max_examples=4)
+@settings(max_examples=budget(4))
 @given(secret=SECRETS, places=st.sets(st.sampled_from(PLACES), min_size=1), query_name=QUERY_NAMES)
 @example(secret="s3cretT0ken-abc", places=set(PLACES), query_name="token")
 @example(secret="AKIA0123secretXYZ", places={"query"}, query_name="X-Amz-Signature")
