@@ -202,6 +202,9 @@ SERVER_VALUES = st.one_of(JUNK, st.just(SECRET), st.dictionaries(st.sampled_from
 @example(url="http://[::1", extra={}, source="cli")  # urlsplit: ValueError
 @example(url="http://127.0.0.1:99999", extra={}, source="env")  # parts.port: ValueError, later
 @example(url=f"http://u:{SECRET}/x@host:8188", extra={}, source="cli")  # the password cut the URL short
+@example(url=f"u:{SECRET}?@127.0.0.1", extra={}, source="toml")  # found: no "//", a '?' in the password
+@example(url=f"http:/u:{SECRET}@127.0.0.1", extra={}, source="toml")  # found: one slash
+@example(url=f"http://127.0.0.1?token={SECRET}", extra={}, source="toml")  # found: repr(ServerConfig) showed it
 @example(url="http://127.0.0.1:8188", extra={"weight": float("nan")}, source="cli")
 @example(url="http://127.0.0.1:8188", extra={"verify": "false"}, source="cli")  # was: True
 @example(url="http://127.0.0.1:8188", extra={"token": "a\r\nX-Injected: 1"}, source="cli")

@@ -118,6 +118,7 @@ HEADER_FORMS = [
 @given(secret=SECRETS, form=st.sampled_from(HEADER_FORMS), before=FILLER, after=FILLER,
        wrap=st.sampled_from(["raw", "repr", "bytes-repr", "json"]))
 @example(secret="abc123def456", form="Authorization: Bearer {s}", before="", after="", wrap="raw")
+@example(secret="00000000012A", form='{{"token": "{s}", "ok": false}}', before="", after="", wrap="json")  # found
 def test_redact_text_hides_header_and_pair_values_in_any_wrapping(secret: str, form: str, before: str, after: str,
                                                                  wrap: str) -> None:
     assume(secret not in before + after)
