@@ -21,6 +21,7 @@ from hotfolder import __version__, daemon, pipeline, plugins, service, setup, st
 from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
+from hotfolder.redact import redact_data, redact_text
 
 
 @dataclass
@@ -333,7 +334,8 @@ def _check_rendered(jobs: list[pipeline.Rendered], source: pipeline.FirstServer)
     """Validate rendered jobs against the first server that answers; report on stderr; the exit status."""
     found = source()
     if found is None:
-        click.echo("not checked: no server answered for its /object_info (" + "; ".join(source.errors) + ")", err=True)
+        click.echo(redact_text("not checked: no server answered for its /object_info (" + "; ".join(source.errors) + ")"),
+                   err=True)
         return 2
     info = found[0]
     invalid = 0
@@ -369,11 +371,11 @@ def check(app: App) -> None:
         hooks: plugins.Hooks | None = plugins.load_hooks(settings)
     except HotfolderError as err:
         hooks = None
-        click.echo(f"FAIL plugins: {err}", err=True)
+        click.echo(redact_text(f"FAIL plugins: {err}"), err=True)
     results = setup.check_setup(settings, hooks=hooks)
     for result in results:
         mark = "ok  " if result.ok else "FAIL"
-        click.echo(f"{mark} {result.what}: {result.message}")
+        click.echo(redact_text(f"{mark} {result.what}: {result.message}"))
     if hooks is None or not all(r.ok for r in results):
         sys.exit(1)
 
@@ -406,7 +408,7 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
     is shown, or the only daemon there is."""
     settings = app.settings()
     try:
-        found = status.read_all_status(settings.state_dir)
+        found = redact_data(status.read_all_status(settings.state_dir))  # files of older versions too
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if not found:

@@ -8,6 +8,8 @@ unknown key or a value of the wrong type is a :class:`~hotfolder.errors.ConfigEr
 from __future__ import annotations
 
 import base64
+import ipaddress
+import math
 import os
 import re
 import socket
@@ -15,9 +17,10 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from hotfolder.errors import ConfigError
+from hotfolder.redact import redact_text, redact_url
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 CONFIG_NAME = "hotfolder.toml"
@@ -45,9 +48,14 @@ class ServerConfig:
     labels: tuple[str, ...] = ()
     input_dir: Path | None = None  # the server's input folder, when it is on this machine (upload retention)
 
+    def __repr__(self) -> str:
+        return (f"ServerConfig(url={self.display_url!r}, name={self.name!r}, verify={self.verify!r}, "
+                f"weight={self.weight!r}, labels={self.labels!r}, input_dir={self.input_dir!r})")
+
     @property
     def display_url(self) -> str:
-        """The URL with any user:password removed, safe for logs and sidecars."""
+        """The URL without user:password and with credential-like query values as ``***`` (see
+        :mod:`hotfolder.redact`): what logs, sidecars, status and error files show."""
         return redact_url(self.url)
 
     def request_headers(self) -> dict[str, str]:
@@ -61,16 +69,6 @@ class ServerConfig:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             out["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return out
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -176,11 +174,66 @@ KEYS: dict[str, tuple[type, str]] = {
 }
 
 
+# Ranges of the numeric settings: key -> (lowest, lowest allowed itself?, highest). Every number must also
+# be finite. Timeouts must be above 0; the intervals of loops (polls, rescans, status rewrites) at least
+# MIN_INTERVAL, so a typo cannot make hotfolder spin; no duration above MAX_SECONDS (a year), which also
+# keeps every wait within what the operating system's timers accept.
+MIN_INTERVAL = 0.1
+MAX_SECONDS = 365 * 24 * 3600.0
+LIMITS: dict[str, tuple[float, bool, float]] = {
+    "settle_seconds": (0, True, MAX_SECONDS),
+    "job_timeout": (0, False, MAX_SECONDS),
+    "connect_timeout": (0, False, MAX_SECONDS),
+    "http_timeout": (0, False, MAX_SECONDS),
+    "history_grace": (0, False, MAX_SECONDS),
+    "lost_grace": (0, False, MAX_SECONDS),
+    "stop_budget": (0, False, MAX_SECONDS),
+    "lease_timeout": (1, True, MAX_SECONDS),
+    "poll_interval": (MIN_INTERVAL, True, MAX_SECONDS),
+    "rescan_interval": (MIN_INTERVAL, True, MAX_SECONDS),
+    "status_interval": (MIN_INTERVAL, True, MAX_SECONDS),
+    "retention_done_days": (0, True, 36500),
+    "retention_outbox_days": (0, True, 36500),
+    "retention_uploads_days": (0, True, 36500),
+    "queue_depth": (1, True, 1_000_000),
+    "output_workers": (1, True, 1_000_000),
+    "max_parse_attempts": (1, True, 1_000_000),
+    "max_file_size": (1, True, 2**63 - 1),
+    "metrics_port": (0, True, 65535),
+}
+
+_EXPECTED: dict[Any, str] = {
+    Path: "a path", bool: "true or false", int: "a whole number", float: "a finite number",
+    str: "text without control characters", dict: "a table of tables", list: "a list",
+    "metrics_host": "a host name or IP address, such as 127.0.0.1 or ::1"}
+# control characters (and line separators) have no place in a path, a name or a host
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _in_limits(key: str, number: Any, origin: str) -> Any:
+    """``number`` if it is in the range :data:`LIMITS` gives ``key`` (any, for a key not there)."""
+    if key not in LIMITS:
+        return number
+    low, inclusive, high = LIMITS[key]
+    if low <= number <= high and (inclusive or number > low):
+        return number
+    unit = "" if key in {"queue_depth", "output_workers", "max_parse_attempts", "metrics_port"} else (
+        " bytes" if key == "max_file_size" else " days" if key.startswith("retention_") else " seconds")
+    if number > high:
+        rule = f"must be at most {high:g}{unit}"
+    elif low == 0:
+        rule = "must not be negative" if inclusive else "must be greater than 0"
+    else:
+        rule = f"must be at least {low:g}{unit}"
+    raise ConfigError(f"Setting {key!r} {rule} (got {number!r} from {origin}).", hint=f"{key}: {KEYS[key][1]}.",
+                      where={"key": key, "origin": origin})
+
+
 def _coerce(key: str, value: Any, origin: str) -> Any:
     kind = KEYS[key][0]
     try:
         if kind is Path:
-            if not isinstance(value, str | Path) or not str(value):
+            if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
                 raise TypeError
             return Path(value)
         if kind is bool:
@@ -190,16 +243,22 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 return value.lower() in {"1", "true", "yes", "on"}
             raise TypeError
         if kind is int:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise TypeError
-            return int(value)
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError  # 2.5 workers: not silently 2; nan and inf are not whole either
+            return _in_limits(key, int(value), origin)
         if kind is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise TypeError
-            return float(value)
+            if not math.isfinite(float(value)):
+                raise ValueError
+            return _in_limits(key, float(value), origin)
         if kind is str:
-            if not isinstance(value, str):
+            if not isinstance(value, str) or _CONTROL.search(value):
                 raise TypeError
+            if key == "metrics_host" and not _is_host(value):
+                raise ValueError
             return value
         if kind is dict:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
@@ -211,56 +270,116 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if not isinstance(value, list):
                 raise TypeError
             return value
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
+        shown = repr(redact_url(value)) if isinstance(value, str) else redact_text(repr(value))
         raise ConfigError(
-            f"Setting {key!r} from {origin} has an invalid value {value!r}: expected {kind.__name__}.",
+            f"Setting {key!r} from {origin} has an invalid value {shown if len(shown) <= 80 else shown[:77] + '...'}: "
+            f"expected {_EXPECTED.get(key, _EXPECTED.get(kind, kind.__name__))}.",
             hint=f"{key}: {KEYS[key][1]}.",
             where={"key": key, "origin": origin},
         ) from err
     raise AssertionError(kind)
 
 
+def _is_host(host: str) -> bool:
+    """An IP address, or a name the IDNA codec can encode (what ``socket.getaddrinfo`` will need)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        return bool(host) and len(host) <= 253 and " " not in host and bool(host.encode("idna"))
+    except UnicodeError:
+        return False
+
+
+SERVER_KEYS = ("url", "name", "token", "headers", "verify", "weight", "labels", "input_dir")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
+def parse_server_url(url: Any, where: str) -> str:
+    """The server URL ``url`` checked (http or https, a host, a valid port) and without a trailing '/';
+    ConfigError naming ``where`` and the redacted URL otherwise."""
+    hint = "Use the address ComfyUI prints at start, e.g. http://127.0.0.1:8188 (https://host:port behind a proxy)."
+    if not isinstance(url, str):
+        raise ConfigError(f"Server URL {redact_text(repr(url))} in {where} is not text.", hint=hint)
+    url = url.strip().rstrip("/")
+    shown = redact_url(url)
+    if not url or _CONTROL.search(url) or " " in url:
+        raise ConfigError(f"Server URL {redact_url(url)!r} in {where} is empty or holds spaces or control "
+                          "characters.", hint=hint)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as err:  # its text may quote a password cut short (it names no secret here)
+        why = ("its port is not a number from 1 to 65535 (in a password, write '/', '?', '#' and '@' as %2F, %3F, "
+               "%23 and %40)" if "port" in str(err).lower() else "it is not a valid URL (an IPv6 address goes in [])")
+        raise ConfigError(f"Server URL {shown!r} in {where} cannot be parsed: {why}.", hint=hint) from None
+    if parts.scheme.lower() not in {"http", "https"}:
+        extra = " (hotfolder derives the ws:// or wss:// WebSocket address itself)" if parts.scheme in {"ws", "wss"} else ""
+        raise ConfigError(f"Server URL {shown!r} in {where} is not an http(s) URL{extra}.", hint=hint)
+    if not parts.hostname:
+        raise ConfigError(f"Server URL {shown!r} in {where} has no host.", hint=hint)
+    if port == 0:
+        raise ConfigError(f"Server URL {shown!r} in {where} has port 0.", hint="Ports run from 1 to 65535. " + hint)
+    return url
+
+
 def _server(entry: Any, origin: str) -> ServerConfig:
+    where = f"{origin} (setting 'servers')"
     if isinstance(entry, str):
         entry = {"url": entry}
     if not isinstance(entry, dict) or "url" not in entry:
         raise ConfigError(
-            f"Server entry {entry!r} in {origin} needs a 'url'.",
+            f"Server entry {redact_text(repr(entry))} in {where} needs a 'url'.",
             hint='Write servers = ["http://127.0.0.1:8188"] or [[servers]] tables with url = "…".',
         )
-    unknown = set(entry) - {"url", "name", "token", "headers", "verify", "weight", "labels", "input_dir"}
+    unknown = set(entry) - set(SERVER_KEYS)
     if unknown:
         raise ConfigError(
-            f"Unknown server key(s) {', '.join(sorted(map(repr, unknown)))} in {origin}.",
-            hint="Server tables accept url, name, token, headers, verify, weight, labels, input_dir.",
+            f"Unknown server key(s) {', '.join(sorted(map(repr, map(str, unknown))))} in {where}.",
+            hint="Server tables accept " + ", ".join(SERVER_KEYS) + ".",
         )
-    url = str(entry["url"]).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(
-            f"Server URL {redact_url(url)!r} in {origin} is not an http(s) URL.",
-            hint="Use the address ComfyUI prints at start, e.g. http://127.0.0.1:8188.",
-        )
+    url = parse_server_url(entry["url"], where)
+    shown = redact_url(url)
+    token = entry.get("token")
+    if token is not None and (not isinstance(token, str) or not token or _CONTROL.search(token)):
+        raise ConfigError(f"The token of server {shown!r} in {where} must be non-empty text without control characters.")
     headers = entry.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigError(f"Server headers in {origin} must be a table of strings.")
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and _HEADER_NAME.fullmatch(k) and isinstance(v, str) and not _CONTROL.search(v)
+            for k, v in headers.items()):
+        raise ConfigError(f"The headers of server {shown!r} in {where} must be a table of header names to text "
+                          "without control characters.", hint="Write headers as a TOML table: header name = \"value\".")
     weight = entry.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-        raise ConfigError(f"Server weight {weight!r} in {origin} must be a number greater than 0.")
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1e6:
+        raise ConfigError(f"Server weight {weight!r} of {shown!r} in {where} must be a number greater than 0 "
+                          "(at most 1000000).")
+    verify = entry.get("verify", True)
+    if not isinstance(verify, bool):
+        raise ConfigError(f"Server 'verify' of {shown!r} in {where} must be true or false (got {verify!r}).")
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip() or _CONTROL.search(name)):
+        raise ConfigError(f"Server name {name!r} of {shown!r} in {where} must be non-empty text without control "
+                          "characters.")
     labels = entry.get("labels") or []
     if isinstance(labels, str):
         labels = [labels]
     if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
-        raise ConfigError(f"Server labels in {origin} must be a list of strings.")
+        raise ConfigError(f"Server labels in {where} must be a list of strings.")
+    input_dir = entry.get("input_dir")
+    if input_dir is not None and (not isinstance(input_dir, str) or not input_dir or "\x00" in input_dir):
+        raise ConfigError(f"Server input_dir {input_dir!r} of {shown!r} in {where} must be a path.")
     return ServerConfig(
         url=url,
-        name=str(entry.get("name") or parts.netloc.rsplit("@", 1)[-1]),
-        token=entry.get("token"),
+        name=name or urlsplit(url).netloc.rsplit("@", 1)[-1],
+        token=token,
         headers=dict(headers),
-        verify=bool(entry.get("verify", True)),
+        verify=verify,
         weight=float(weight),
         labels=tuple(labels),
-        input_dir=Path(entry["input_dir"]).expanduser() if entry.get("input_dir") else None,
+        input_dir=Path(input_dir).expanduser() if input_dir else None,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotfolder.redact import redact_data, redact_text
+
 
 class HotfolderError(Exception):
     """Base class: a failure explained to the user, never shown as a bare traceback.
@@ -34,13 +36,15 @@ class HotfolderError(Exception):
         self.details = details
 
     def __str__(self) -> str:
+        """The message and the hint, credentials redacted (:mod:`hotfolder.redact`)."""
         text = self.message
         if self.hint:
             text += f"\nHint: {self.hint}"
-        return text
+        return redact_text(text)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape written into error files."""
+        """The JSON shape written into error files, credentials redacted (a server's answer in
+        ``details`` may quote them)."""
         out: dict[str, Any] = {
             "stage": self.stage,
             "error": type(self).__name__,
@@ -52,7 +56,7 @@ class HotfolderError(Exception):
             out["hint"] = self.hint
         if self.details is not None:
             out["details"] = self.details
-        return out
+        return redact_data(out)
 
 
 class ConfigError(HotfolderError):

@@ -10,6 +10,12 @@ Two formats:
 When stderr goes to journald (``JOURNAL_STREAM`` names the stream stderr is connected to, as systemd sets
 it), text lines leave out the timestamp, because the journal adds its own, and every line, text or JSON,
 starts with a ``<N>`` priority prefix that journald turns into the entry's priority and strips.
+
+Every record is one line, whatever its values hold: in text lines control characters, line separators
+and bidi overrides are escaped (``\\n``, ``\\x1b``, ``\\u2028``; :func:`hotfolder.redact.escape_control`), so a
+file name cannot forge log lines; a traceback's lines are indented. JSON lines escape them as JSON does.
+Both formats pass the message, the traceback and the extra fields through
+:func:`hotfolder.redact.redact_text`: the last safety net for credentials.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
 
 from hotfolder.errors import ConfigError
+from hotfolder.redact import escape_control, redact_data, redact_text
 
 FORMATS = ("text", "json")
 
@@ -63,6 +71,32 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
 
+def _indented(text: str) -> str:
+    """A traceback or stack for a text line: credentials redacted, control characters escaped, and every
+    line indented, so none of them can pass for a log record of its own."""
+    return "\n".join("  " + line for line in escape_control(redact_text(text), keep_newlines=True).split("\n"))
+
+
+class TextFormatter(logging.Formatter):
+    """The text format: one line per record, its message redacted and its control characters escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_control(redact_text(record.message))
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return _indented(super().formatStack(stack_info))
+
+
+# Characters JSON may leave raw that still end a line for some readers (str.splitlines, JavaScript) or
+# reorder what a terminal shows (bidi controls), and lone surrogates (from undecodable file names), which
+# no UTF-8 stream can write: written as \u escapes, which decode to the same text.
+_JSON_RAW = re.compile("[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ms), level, logger, message, extra fields, exception."""
 
@@ -72,15 +106,16 @@ class JSONFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         for key, value in record_fields(record).items():
-            out.setdefault(key, value)
+            out.setdefault(key, redact_data(value))
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = redact_text(self.formatException(record.exc_info))
         if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+            out["stack"] = redact_text(self.formatStack(record.stack_info))
+        text = json.dumps(out, ensure_ascii=False, default=str)
+        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class _PriorityPrefix(logging.Formatter):
@@ -104,9 +139,9 @@ def make_formatter(fmt: str = "text", *, journal: bool = False) -> logging.Forma
     if fmt == "json":
         formatter = JSONFormatter()
     elif journal:
-        formatter = logging.Formatter("%(name)s: %(message)s")
+        formatter = TextFormatter("%(name)s: %(message)s")
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     return _PriorityPrefix(formatter) if journal else formatter
 
 

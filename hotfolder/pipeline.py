@@ -79,7 +79,15 @@ class _JobLog(logging.LoggerAdapter):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**dict(self.extra), **kwargs.get("extra", {})}
-        return f"[{self.extra['file']} {self.extra['job']}] {msg}", kwargs
+        return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            msg, kwargs = self.process(msg, kwargs)
+            prefix = f"[{self.extra['file']} {self.extra['job']}] "
+            if args:  # the prefix becomes part of a %-format: a '%' in a file name must stay a '%'
+                prefix = prefix.replace("%", "%%")
+            self.logger.log(level, prefix + str(msg), *args, **kwargs)
 
 
 class Engine:

@@ -36,6 +36,7 @@ from typing import Any
 
 from hotfolder.errors import HotfolderError
 from hotfolder.record import write_json_atomic
+from hotfolder.redact import redact_data
 
 logger = logging.getLogger(__name__)
 
@@ -304,8 +305,8 @@ def status_path(state_dir: Path, instance: str) -> Path:
 def write_status(path: Path, snapshot: dict[str, Any]) -> None:
     """Write ``snapshot`` so that readers see the old or the new file, never a torn one. No fsync: the
     file is rewritten every few seconds and a lost write after a power cut does not matter. Mode 0644:
-    readable by `hotfolder status` run as another user."""
-    write_json_atomic(path, snapshot, indent=1, durable=False, mode=0o644)
+    readable by `hotfolder status` run as another user. Credentials are redacted (:mod:`hotfolder.redact`)."""
+    write_json_atomic(path, redact_data(snapshot), indent=1, durable=False, mode=0o644)
 
 
 class StatusWriter:

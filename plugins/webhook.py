@@ -45,6 +45,7 @@ import requests
 
 from hotfolder import __version__, get_plugin_logger, hookimpl
 from hotfolder.plugins import plugin_config
+from hotfolder.redact import redact_url
 
 logger = get_plugin_logger(__name__)
 
@@ -75,16 +76,22 @@ def read_config(settings: Any) -> WebhookConfig | None:
     if unknown:
         raise ValueError(f"[plugin_config.webhook] has unknown key(s) {', '.join(map(repr, unknown))}")
     url = raw.get("url")
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise ValueError('[plugin_config.webhook] needs url = "http(s)://host/path"')
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        valid = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        raise ValueError('[plugin_config.webhook] needs url = "http(s)://host[:port]/path", not '
+                         + repr(redact_url(url)))
     events = raw.get("events", list(DEFAULT_EVENTS))
     if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
         raise ValueError("[plugin_config.webhook] events must be a list of event kinds")
     numbers = {}
     for key, default in (("retries", 5), ("backoff", 1.0), ("max_backoff", 60.0), ("timeout", 10.0)):
         value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"[plugin_config.webhook] {key} must be a number >= 0, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1e6:
+            raise ValueError(f"[plugin_config.webhook] {key} must be a number from 0 to 1000000, not {value!r}")
         numbers[key] = value
     headers = raw.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
@@ -276,9 +283,6 @@ atexit.register(close_all)
 
 
 def _safe(url: str) -> str:
-    """The URL without credentials or query (tokens often travel there), for the log."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    """The URL for the log: no credentials, no query or fragment (tokens often travel there; hotfolder's
+    redaction of credential-named parameters comes on top, for a URL without a query)."""
+    return redact_url(url.split("?", 1)[0].split("#", 1)[0])

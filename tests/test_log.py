@@ -83,7 +83,7 @@ def test_journal_stream_drops_timestamps_and_prefixes_priorities(journal_file: i
     assert lines[:3] == ["<6>hotfolder.test_log: claimed", "<4>hotfolder.test_log: server away",
                          "<3>hotfolder.test_log: failed"]
     assert all(line.startswith("<3>") for line in lines[3:])  # the traceback keeps the error priority
-    assert lines[-1] == "<3>RuntimeError: bad"
+    assert lines[-1] == "<3>  RuntimeError: bad"  # traceback lines are indented: none passes for a record
 
 
 def test_json_under_journald_keeps_one_json_object_after_the_prefix(journal_file: io.TextIOWrapper) -> None:

@@ -44,6 +44,7 @@ from hotfolder.errors import (
     OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable, UploadError,
 )
 from hotfolder.paths import write_all
+from hotfolder.redact import redact_data, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class ComfyHTTP:
         read_timeout: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.display_url = display_url or self.base_url
+        self.display_url = display_url or redact_url(self.base_url)
         self.headers = {"User-Agent": f"hotfolder/{__version__}", "Accept-Encoding": "identity"}
         self.headers.update(headers or {})
         if urlsplit(self.base_url).scheme == "https" and not verify:
@@ -217,7 +218,7 @@ class ComfyHTTP:
     def _unreachable(self, method: str, path: str, err: BaseException) -> ServerUnavailable:
         if isinstance(err, ssl.SSLError | ssl.CertificateError):
             return ServerUnavailable(
-                f"TLS with ComfyUI at {self.display_url} failed ({method} {path}): {err}.",
+                f"TLS with ComfyUI at {self.display_url} failed ({method} {path}): {redact_text(err)}.",
                 hint="If the server uses a private CA, point REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its "
                      "certificate (or, only on a trusted network, set verify = false for this server).",
                 where={"server": self.display_url},
@@ -279,7 +280,7 @@ class ComfyHTTP:
         if resp.status_code != 200:
             raise ServerError(
                 f"ComfyUI at {self.display_url} answered {method} {path} with HTTP {resp.status_code}: "
-                f"{resp.text[:200]!r}.",
+                f"{_quote(resp.text)}.",
                 where={"server": self.display_url},
             )
         try:
@@ -305,9 +306,9 @@ class ComfyHTTP:
                 return {}
         if resp.status_code == 400:
             try:
-                data = resp.json()
+                data = redact_data(resp.json())
             except ValueError:
-                data = {"error": {"message": resp.text[:500]}}
+                data = {"error": {"message": redact_text(resp.text)[:500]}}
             raise PromptRejected(
                 "ComfyUI rejected the workflow.", where={"server": self.display_url}, details=data
             )
@@ -315,7 +316,7 @@ class ComfyHTTP:
             # ComfyUI sometimes queues a prompt and still answers 500 (PROTOCOL Q13).
             raise OutcomeUnknown(
                 f"ComfyUI at {self.display_url} answered POST /prompt with HTTP {resp.status_code}: "
-                f"{resp.text.strip()[:200]!r}.",
+                f"{_quote(resp.text)}.",
                 where={"server": self.display_url},
             )
         raise ServerError(
@@ -427,7 +428,7 @@ class ComfyHTTP:
                 answer = None
             if not isinstance(answer, dict) or not isinstance(answer.get("name"), str) or not answer["name"]:
                 raise UploadError(
-                    f"ComfyUI at {self.display_url} answered the upload of {target!r} with {resp.text[:200]!r}, "
+                    f"ComfyUI at {self.display_url} answered the upload of {target!r} with {_quote(resp.text)}, "
                     "not the expected {\"name\", \"subfolder\", \"type\"}.",
                     hint="Is this really ComfyUI (or a proxy in front of it)? Check the server URL.", where=where)
             return answer
@@ -439,7 +440,7 @@ class ComfyHTTP:
         if resp.status_code == 400:
             raise UploadError(
                 f"ComfyUI at {self.display_url} refused the upload of {str(path)!r} as {target!r} (HTTP 400"
-                + (f": {resp.text.strip()[:200]!r}" if resp.text.strip() else "") + ").",
+                + (f": {_quote(resp.text)}" if resp.text.strip() else "") + ").",
                 hint="ComfyUI answers 400 when the file name or subfolder would leave its input folder or the form "
                      "has no file; a proxy in front of ComfyUI may also limit uploads.", where=where)
         if resp.status_code in (401, 403):
@@ -452,7 +453,7 @@ class ComfyHTTP:
                 hint="hotfolder keeps retrying.", where={"server": self.display_url})
         raise UploadError(
             f"ComfyUI at {self.display_url} answered the upload of {str(path)!r} with HTTP {resp.status_code}: "
-            f"{resp.text.strip()[:200]!r}.", where=where)
+            f"{_quote(resp.text)}.", where=where)
 
 
 class _MultipartFile:
@@ -491,6 +492,12 @@ class _MultipartFile:
         if sent != self.size:  # the file shrank while being sent: never send a short body under a full length
             raise OSError(f"{self.path} changed size while being uploaded ({sent} of {self.size} bytes)")
         yield self.tail
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    """A server's answer for an error message: credentials redacted first (a proxy's error page may quote
+    the request's Authorization header), then shortened and quoted."""
+    return repr(redact_text(text.strip())[:limit])
 
 
 def dumps(data: Any) -> str:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import websocket
 
 from hotfolder.comfy.http import ca_bundle
+from hotfolder.redact import redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class EventStream:
         connect_timeout: float = 5.0,
     ) -> None:
         self.url = ws_url(http_url, client_id)
-        self.display_url = display_url or http_url
+        self.display_url = display_url or redact_url(http_url)
         self.on_message = on_message
         self.on_state = on_state
         self.on_failure = on_failure
@@ -235,7 +236,8 @@ class EventStream:
                     skip_utf8_validation=True,
                 )
             except (OSError, websocket.WebSocketException) as err:
-                logger.debug("WebSocket to %s failed: %s", self.display_url, type(err).__name__)
+                # a refused handshake's text holds the answer's headers and body (Set-Cookie, a proxy's page)
+                logger.debug("WebSocket to %s failed: %s", self.display_url, redact_text(err))
                 if self.on_failure is not None and not self._stop.is_set():
                     try:
                         self.on_failure(err)

@@ -17,6 +17,7 @@ from typing import Any
 from hotfolder import failpoints
 from hotfolder.paths import move_unique, rename_noreplace, unique_name
 from hotfolder.record import RECORD_NAME, FileRecord, write_json_atomic
+from hotfolder.redact import redact_data
 
 
 def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool) -> str:
@@ -37,7 +38,7 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
     if record.archive and os.path.exists(source):
         if error is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(folder / f"{name}.error.json", dict(error, archived_as=name))
+            write_json_atomic(folder / f"{name}.error.json", redact_data(dict(error, archived_as=name)))
         failpoints.hit("mid_archive")
         try:
             try:
@@ -49,7 +50,7 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
         except FileExistsError:
             target = move_unique(Path(source), folder, name)
             if error is not None:
-                write_json_atomic(folder / f"{target.name}.error.json", dict(error, archived_as=target.name))
+                write_json_atomic(folder / f"{target.name}.error.json", redact_data(dict(error, archived_as=target.name)))
     remove_job_folder(record)
     return target
 
