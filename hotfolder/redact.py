@@ -71,7 +71,7 @@ def is_secret_name(name: str, *, url: bool = False) -> bool:
 
 
 def redact_url(url: Any) -> str:
-    """``url`` without userinfo and with credential-like parameter values replaced by ``***``. Never
+    """``url`` without userinfo, with credential-like parameter values and any fragment replaced by ``***``. Never
     raises: a malformed URL is redacted as well as its parts can be told apart."""
     url = str(url)
     start = _START.match(url).end()  # type: ignore[union-attr] - it matches the empty string
@@ -87,7 +87,8 @@ def redact_url(url: Any) -> str:
             at = last
     if at >= 0:
         url = url[:start] + rest[at + 1:]
-    return _PARAM.sub(_mask_param, url)
+    url, hash_, _fragment = url.partition("#")  # never sent to a server, and where some flows put tokens
+    return _PARAM.sub(_mask_param, url) + (f"#{MASK}" if hash_ else "")
 
 
 def _mask_param(match: re.Match[str]) -> str:

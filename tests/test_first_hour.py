@@ -353,9 +353,9 @@ def test_the_not_answering_line_names_the_cause_and_quotes_nothing_the_server_se
             reach.down(err)  # a retry failing the same way: no second line
             reach.up()
         assert len(lines) == 2 and "\n" not in lines[0], lines
-        assert "ComfyUI at https://gpu1.example:8188 is not answering: " in lines[0]
+        assert "ComfyUI at https://gpu1.example:8188?token=***#*** is not answering: " in lines[0]
         assert secret not in lines[0] and quote(secret) not in lines[0] and "Bearer" not in lines[0], (type(err), lines[0])
-        assert lines[1].startswith("ComfyUI at https://gpu1.example:8188 is back"), lines
+        assert lines[1].startswith("ComfyUI at https://gpu1.example:8188?token=***#*** is back"), lines
 
 
 class _captured:

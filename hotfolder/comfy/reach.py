@@ -10,6 +10,7 @@ the server or a proxy sent (an error body may repeat a request's credentials).
 
 from __future__ import annotations
 
+from hotfolder.redact import redact_url
 import logging
 import re
 import socket
@@ -85,17 +86,9 @@ def explain(err: BaseException, url: str) -> tuple[str, str]:
 
 
 def server_label(url: str) -> str:
-    """``url`` as the lines name the server: scheme, host, port and path; no userinfo, query or fragment
-    (where a token could be)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return urlunsplit((parts.scheme, f"{host}:{port}" if port else host, parts.path, "", ""))
+    """``url`` as the lines name the server, through the one redaction function (no userinfo; credential-like
+    query values masked)."""
+    return redact_url(url)
 
 
 class Reachability:
