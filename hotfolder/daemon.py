@@ -129,8 +129,8 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
             board.set_state("stopping")
             writer.flush()
             intake.stop()
-            finished = engine.drain(engine.settings.stop_budget,
-                                    tick=lambda: heartbeat.beat(*_health(engine, intake)))
+            # the watcher was stopped on purpose: only the running jobs' health counts while they finish
+            finished = engine.drain(engine.settings.stop_budget, tick=lambda: heartbeat.beat(*engine.healthy()))
             if not finished:
                 logger.info("Stop budget of %g s used up; the jobs still running resume at the next start",
                             engine.settings.stop_budget)

@@ -139,6 +139,8 @@ def test_sigterm_lets_a_running_job_finish_within_the_budget(project: Path, comf
         out = finish(proc)
     assert proc.returncode == 0, out
     assert (project / "inbox" / "done" / "short.yaml").exists(), out
+    # the watcher is stopped on purpose while the job finishes: no health alarm for it
+    assert "Not sending watchdog pings" not in out, out
 
 
 def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> None:
