@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import housekeeping, plugins, service, status, watch
+from hotfolder import housekeeping, paths, plugins, service, status, watch
 from hotfolder.config import Settings, with_changes
 from hotfolder.errors import HotfolderError
 from hotfolder.pipeline import Engine, Event
@@ -42,8 +42,17 @@ RELOADABLE = {
 
 
 def ensure_folders(settings: Settings) -> None:
-    for folder in (settings.inbox, settings.outbox, settings.state_dir, settings.done_dir, settings.failed_dir):
+    """Make the folders. hotfolder's own must be real folders of its user (:func:`paths.own_dir`):
+    ``inbox/.hotfolder`` otherwise stops the start (UnsafeFolder); ``done/`` or ``failed/`` is logged,
+    and files wait in their job folders until it is fixed."""
+    for folder in (settings.inbox, settings.outbox):
         folder.mkdir(parents=True, exist_ok=True)
+    paths.own_dir(settings.state_dir)
+    for folder in (settings.done_dir, settings.failed_dir):
+        try:
+            paths.own_dir(folder)
+        except paths.UnsafeFolder as err:
+            logger.error("%s", err)
 
 
 class Signals:
