@@ -7,7 +7,8 @@ The points sit between the steps whose order the crash-safety promises depend on
 ``mid_cleanup`` (the job folder half emptied, its record still there).
 
 In-process tests can also run a function at a point (:func:`on`): ``claim_checked`` (a file opened and
-checked, not yet renamed into its job folder) is there for the race tests of the claim.
+checked, not yet renamed into its job folder) and ``inputs_checked`` (an ``inputs:`` path resolved and
+checked, not yet opened) are there for the race tests of the claim and of input files.
 """
 
 from __future__ import annotations

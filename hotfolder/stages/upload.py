@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import AddressError, ScenarioError
 from hotfolder.paths import NotRegular, fd_path, open_regular, write_all
@@ -150,6 +151,7 @@ def _resolve_one(address: str, rel: Any, base: Path, roots: list[Path], where: d
                  "another folder, set inputs_root = \"<that folder>\" in hotfolder.toml.",
             where={**fields, "resolved": str(resolved)},
         )
+    failpoints.hit("inputs_checked")
     try:
         fd, st = open_regular(resolved)
     except NotRegular as err:
