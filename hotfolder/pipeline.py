@@ -49,6 +49,7 @@ from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
     JobState,
+    is_own_name,
     now_iso,
     read_file,
     write_json_private,
@@ -989,7 +990,7 @@ class Engine:
             except (OSError, ValueError, KeyError, TypeError) as err:
                 logger.error("Job record %s is unreadable (%s); re-reading its input", folder / RECORD_NAME, err)
         inputs = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
-                  and p.name != RECORD_NAME and not p.name.startswith(("workflow-", upload.COPY_PREFIX))]
+                  and not is_own_name(p.name)]
         if not inputs:  # only hotfolder's own files (a removal cut off by a crash): finish it
             shutil.rmtree(folder, ignore_errors=True)
             return None

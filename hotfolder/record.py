@@ -20,6 +20,12 @@ from hotfolder.paths import can_exchange, exchange, write_and_close
 
 RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
+COPY_PREFIX = "input-"  # private copies of a scenario's input files (stages.upload)
+
+
+def is_own_name(name: str) -> bool:
+    """Whether ``name`` is (or could be) one of hotfolder's own files in a job folder."""
+    return name in (RECORD_NAME, SPARE_NAME) or name.startswith(("workflow-", COPY_PREFIX))
 
 
 def workflow_name(index: int) -> str:

@@ -102,6 +102,7 @@ def test_any_file_name_ends_in_done_or_failed_with_its_original_name_kept(projec
     @given(files=st.dictionaries(NAMES, CONTENTS, min_size=1, max_size=4))
     @example(files={b"caf\xe9.yaml": GOOD, b"new\nline.yaml": GOOD, b"x" * 250 + b".yaml": b"- no\n",
                     "é".encode() * 125 + b".yaml": GOOD})
+    @example(files={b"job.json": b'{"params": {"width": 9}}', b"workflow-001.json": b"{}", b"input-a.yaml": GOOD})
     @settings(max_examples=25, suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.reuse, Phase.generate])
     def drop(files: dict[bytes, bytes]) -> None:
         inodes = []

@@ -8,7 +8,8 @@ The claim moves exactly what was checked: the file is opened first (:func:`hotfo
 no link followed, no FIFO waited on, a regular file by ``fstat``), then renamed, and the renamed path must
 still be that same file (device and inode); anything swapped in between is put back where it was. Its
 hash is read through the opened descriptor. In the job folder the file gets a safe name
-(:func:`hotfolder.paths.safe_filename`); the name it had is kept in the record as ``original_name``.
+(:func:`hotfolder.paths.safe_filename`, with ``_`` before a name that hotfolder's own files in the job folder
+could have: ``job.json``, ``workflow-001.json``); the name it had is kept in the record as ``original_name``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hotfolder.paths import (
     NotRegular, UnsafeFolder, display_name, move_unique, open_regular, own_dir, rename_noreplace, safe_filename,
     same_file, write_all,
 )
-from hotfolder.record import FileRecord, fsync_dir
+from hotfolder.record import FileRecord, fsync_dir, is_own_name
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def _claim_open(path: Path, fd: int, st: os.stat_result, jobs_dir: Path, *, inst
         logger.error("[%s] not claimed: %s", display_name(path.name), err)
         return None
     name = safe_filename(path.name, portable=False)
+    if is_own_name(name):  # job.json, workflow-001.json: never in the place of hotfolder's own files
+        name = "_" + name
     job_id = new_job_id()
     folder = os.path.join(jobs_dir, job_id)
     os.mkdir(folder)

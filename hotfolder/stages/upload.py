@@ -41,6 +41,7 @@ from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import AddressError, ScenarioError
 from hotfolder.paths import NotRegular, fd_path, open_regular, write_all
+from hotfolder.record import COPY_PREFIX
 from hotfolder.stages import inject
 
 #: The subfolder of ComfyUI's input folder that uploads go to.
@@ -49,8 +50,6 @@ UPLOAD_SUBFOLDER = "hotfolder"
 HASH_DIGITS = 16
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _READ_CHUNK = 1024 * 1024
-#: Private copies of input files in the job folder start with this.
-COPY_PREFIX = "input-"
 
 
 @dataclass
