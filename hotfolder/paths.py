@@ -129,9 +129,8 @@ def safe_filename(name: str | bytes, *, fallback: str = "file", portable: bool =
     Windows path keeps only its last part. Leading dots and surrounding blanks go; an empty result is
     ``fallback``. At most :data:`MAX_NAME` characters and :data:`MAX_NAME_BYTES` bytes, the extension
     kept. Idempotent: a safe name is its own safe name."""
-    name = _safe_once(as_text(name), fallback, portable)
-    again = _safe_once(name, fallback, portable)  # NFC of a shortened name may differ (rare): settle it
-    return again
+    once = _safe_once(as_text(name), fallback, portable)
+    return _safe_once(once, fallback, portable)  # a shortened name may normalise differently: settle it
 
 
 def fits(name: str, *, room: int = 0) -> bool:

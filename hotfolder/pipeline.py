@@ -959,8 +959,14 @@ class Engine:
         folder = self.settings.jobs_dir
         if not folder.is_dir():
             return 0
+        try:
+            own_dir(folder, levels=2)
+        except UnsafeFolder as err:
+            logger.error("Unfinished jobs are not resumed: %s", err)
+            return 0
         count = 0
-        for job_folder in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for job_folder in sorted(p for p in folder.iterdir()
+                                 if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
             with self._cond:
                 if job_folder.name in self._active:
                     continue

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import threading
 import unicodedata
 from pathlib import Path
@@ -25,7 +26,7 @@ from hotfolder.stages.publish import publish_folder
 from hotfolder.testing import ComfyTestServer
 from hotfolder.watch import is_candidate
 from tests.conftest import make_settings, wait_until
-from tests.test_daemon import start_daemon, stop
+from tests.test_daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,6 +95,20 @@ def _walk_names(root: Path) -> list[bytes]:
 
 def test_any_file_name_ends_in_done_or_failed_with_its_original_name_kept(project: Path, comfy: ComfyTestServer) -> None:
     proc = start_daemon(project, comfy.url)
+    output: list[str] = []  # read all along: a full pipe would block the daemon's logging
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+
+    def stop() -> str:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            reader.join(10)
+        return "".join(output)
     inbox = os.fsencode(project / "inbox")
     before = {p for p in _walk_names(project) if not p.startswith(inbox) and b"/outbox" not in p}
     dropped: dict[int, tuple[bytes, bytes]] = {}  # inode -> (name, content)
@@ -115,7 +130,7 @@ def test_any_file_name_ends_in_done_or_failed_with_its_original_name_kept(projec
             dropped[inode] = (name, content)
             inodes.append(inode)
         wait_until(lambda: all(_where(project, i) for i in inodes), timeout=10,
-                   message=f"every dropped file archived: {list(files)!r}")
+                   message=f"every dropped file archived: {[dropped[i][0] for i in inodes if not _where(project, i)]!r}")
         assert proc.poll() is None, "the daemon died"
         for inode in inodes:
             places = _where(project, inode)
@@ -126,8 +141,10 @@ def test_any_file_name_ends_in_done_or_failed_with_its_original_name_kept(projec
         drop()
         assert proc.poll() is None, "the daemon died"
         assert len(dropped) > 15, len(dropped)  # every example ran against this daemon
-    finally:
-        log = stop(proc)
+    except BaseException:
+        print(stop())  # the daemon's log, shown with the failure
+        raise
+    log = stop()
     assert proc.returncode == 0, log[-3000:]
     after = {p for p in _walk_names(project) if not p.startswith(inbox) and b"/outbox" not in p}
     assert after == before, "something was written outside outbox/ and the inbox"
@@ -141,8 +158,8 @@ def _where(project: Path, inode: int) -> list[Path]:
     found = []
     for sub in ("done", "failed"):
         folder = project / "inbox" / sub
-        if folder.is_dir():
-            found += [p for p in folder.iterdir() if p.lstat().st_ino == inode]
+        if folder.is_dir():  # (the daemon's own temp files come and go: d_ino, no stat)
+            found += [Path(e.path) for e in os.scandir(folder) if e.inode() == inode and not e.name.startswith(".")]
     return found
 
 
@@ -320,3 +337,15 @@ def test_an_output_named_like_the_sidecar_is_never_overwritten(tmp_path: Path) -
     assert final == outbox / "fox-2"
     assert json.loads((final / "fox.json").read_text()) == {"from": "ComfyUI"}
     assert json.loads((final / "fox-2.json").read_text())["job_key"] == "j1/1"
+
+
+def test_job_folders_replaced_by_a_symlink_are_never_written_through(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    (inbox / ".hotfolder").mkdir(parents=True)
+    elsewhere.mkdir()
+    (inbox / ".hotfolder" / "me").symlink_to(elsewhere)
+    (inbox / "a.yaml").write_text("params: {}\n")
+    with caplog.at_level(logging.ERROR):
+        assert claim.claim_file(inbox / "a.yaml", inbox / ".hotfolder" / "me", instance="me") is None
+    assert "is a symlink" in caplog.text
+    assert list(elsewhere.iterdir()) == [] and (inbox / "a.yaml").is_file()  # left in the inbox
