@@ -44,7 +44,7 @@ from hotfolder.errors import (
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
-from hotfolder.paths import UnsafeFolder, own_dir
+from hotfolder.paths import UnsafeFolder, display_name, own_dir
 from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
@@ -1000,9 +1000,12 @@ class Engine:
         if not inputs:  # only hotfolder's own files (a removal cut off by a crash): finish it
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        record = FileRecord(job_id=folder.name, input_name=inputs[0].name, folder=folder,
-                            instance=self.settings.instance_id)
-        record.sha256 = claim.file_sha256(inputs[0])
+        name = claim.job_folder_name(inputs[0].name)
+        if name != inputs[0].name:  # claimed by an older version under the name it had in the inbox
+            os.rename(inputs[0], folder / name)
+        record = FileRecord(job_id=folder.name, input_name=name, folder=folder, instance=self.settings.instance_id,
+                            original_name=display_name(inputs[0].name))
+        record.sha256 = claim.file_sha256(folder / name)
         return record
 
 

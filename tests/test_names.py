@@ -349,3 +349,17 @@ def test_job_folders_replaced_by_a_symlink_are_never_written_through(tmp_path: P
         assert claim.claim_file(inbox / "a.yaml", inbox / ".hotfolder" / "me", instance="me") is None
     assert "is a symlink" in caplog.text
     assert list(elsewhere.iterdir()) == [] and (inbox / "a.yaml").is_file()  # left in the inbox
+
+
+def test_a_job_folder_left_with_an_unsafe_name_and_no_record_is_resumed_under_a_safe_name(
+        project: Path, comfy: ComfyTestServer) -> None:
+    settings = make_settings(project, comfy.url)
+    folder = os.fsencode(settings.jobs_dir / "20260101T000000-00000000")
+    os.makedirs(folder)
+    name = b"caf\xe9-" + b"x" * 240 + b".yaml"  # as an older version claimed it, before dying at its first record
+    with open(os.path.join(folder, name), "wb") as fh:
+        fh.write(GOOD)
+    counts = daemon.run_daemon(settings, once=True)
+    assert counts["files_done"] == 1
+    (done,) = (project / "inbox" / "done").iterdir()
+    assert done.read_bytes() == GOOD and done.name == safe_filename(name, portable=False)

@@ -58,6 +58,13 @@ def fd_sha256(fd: int) -> str:
     return digest.hexdigest()
 
 
+def job_folder_name(name: str) -> str:
+    """The name a claimed file has in its job folder (and then in done/ or failed/): its safe name,
+    with ``_`` before one that hotfolder's own files could have (job.json, workflow-001.json)."""
+    safe = safe_filename(name, portable=False)
+    return "_" + safe if is_own_name(safe) else safe
+
+
 def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = True,
                parse_attempts: int = 0) -> FileRecord | None:
     """Move ``path`` into a new job folder and write its first record. Returns None when the file is gone
@@ -86,9 +93,7 @@ def _claim_open(path: Path, fd: int, st: os.stat_result, jobs_dir: Path, *, inst
     except UnsafeFolder as err:
         logger.error("[%s] not claimed: %s", display_name(path.name), err)
         return None
-    name = safe_filename(path.name, portable=False)
-    if is_own_name(name):  # job.json, workflow-001.json: never in the place of hotfolder's own files
-        name = "_" + name
+    name = job_folder_name(path.name)
     job_id = new_job_id()
     folder = os.path.join(jobs_dir, job_id)
     os.mkdir(folder)
