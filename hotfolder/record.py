@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -20,12 +21,13 @@ from hotfolder.paths import can_exchange, exchange, write_and_close
 
 RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
-COPY_PREFIX = "input-"  # private copies of a scenario's input files (stages.upload)
+COPY_PREFIX = "input-"  # private copies of a scenario's input files (stages.upload): input-<16 hex><ext>
+_OWN = re.compile(r"workflow-\d{3,}\.json|input-[0-9a-f]{16}(\.[a-z0-9]{1,10})?")
 
 
 def is_own_name(name: str) -> bool:
     """Whether ``name`` is (or could be) one of hotfolder's own files in a job folder."""
-    return name in (RECORD_NAME, SPARE_NAME) or name.startswith(("workflow-", COPY_PREFIX))
+    return name in (RECORD_NAME, SPARE_NAME) or _OWN.fullmatch(name) is not None
 
 
 def workflow_name(index: int) -> str:

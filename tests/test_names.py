@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import unicodedata
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from hotfolder import daemon, failpoints
+from hotfolder import daemon, failpoints, housekeeping
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import ScenarioError
 from hotfolder.paths import MAX_NAME_BYTES, NAME_MAX, SUFFIX_ROOM, display_name, open_regular, safe_filename
@@ -363,3 +364,15 @@ def test_a_job_folder_left_with_an_unsafe_name_and_no_record_is_resumed_under_a_
     assert counts["files_done"] == 1
     (done,) = (project / "inbox" / "done").iterdir()
     assert done.read_bytes() == GOOD and done.name == safe_filename(name, portable=False)
+
+
+def test_retention_never_deletes_behind_a_done_folder_replaced_by_a_symlink(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("not hotfolder's")
+    (project / "inbox" / "done").symlink_to(elsewhere)
+    real = housekeeping.prune
+    monkeypatch.setattr(housekeeping, "prune", lambda folder, seconds: real(folder, seconds, now=time.time() + 30 * 86400))
+    daemon._Retention(make_settings(project, "http://127.0.0.1:9", retention_done_days=1)).prune_once()
+    assert (elsewhere / "precious.txt").exists()

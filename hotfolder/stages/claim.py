@@ -154,6 +154,9 @@ def _copy(fd: int, target: str) -> str:
             write_all(out, chunk)
             digest.update(chunk)
             offset += len(chunk)
+    except BaseException:
+        os.unlink(target)  # never a partial copy that a restart would take for the whole file
+        raise
     finally:
         os.close(out)
     return digest.hexdigest()
