@@ -82,8 +82,14 @@ def display_name(name: str | bytes) -> str:
     return "".join(out)
 
 
+def is_unsafe_char(char: str) -> bool:
+    """Whether ``char`` never goes into a name hotfolder writes: control characters, lone surrogates
+    (undecodable bytes), line and paragraph separators, bidirectional controls."""
+    return char in _BIDI or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
+
+
 def _clean_char(char: str, portable: bool) -> str:
-    if char in _BIDI or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+    if is_unsafe_char(char):
         return "_"
     if portable and _PORTABLE.match(char):
         return "_"
