@@ -21,7 +21,10 @@ from hypothesis import strategies as st
 from hotfolder import daemon, failpoints, housekeeping
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import ScenarioError
-from hotfolder.paths import MAX_NAME_BYTES, NAME_MAX, SUFFIX_ROOM, display_name, open_regular, safe_filename
+from hotfolder.lease import Lease
+from hotfolder.paths import (
+    MAX_NAME_BYTES, NAME_MAX, SUFFIX_ROOM, UnsafeFolder, display_name, open_regular, safe_filename,
+)
 from hotfolder.stages import claim, upload
 from hotfolder.stages.publish import publish_folder
 from hotfolder.testing import ComfyTestServer
@@ -376,3 +379,16 @@ def test_retention_never_deletes_behind_a_done_folder_replaced_by_a_symlink(
     monkeypatch.setattr(housekeeping, "prune", lambda folder, seconds: real(folder, seconds, now=time.time() + 30 * 86400))
     daemon._Retention(make_settings(project, "http://127.0.0.1:9", retention_done_days=1)).prune_once()
     assert (elsewhere / "precious.txt").exists()
+
+
+def test_an_instance_folder_that_is_a_symlink_is_never_adopted(tmp_path: Path) -> None:
+    state, elsewhere = tmp_path / "inbox" / ".hotfolder", tmp_path / "elsewhere"
+    (elsewhere / "20260101T000000-00000000").mkdir(parents=True)
+    (elsewhere / "20260101T000000-00000000" / "job.json").write_text("{}")
+    (state / "me").mkdir(parents=True)
+    (state / "gone").symlink_to(elsewhere)  # looks like the folder of a daemon that died
+    assert Lease(state, "me").adopt() == []
+    assert (elsewhere / "20260101T000000-00000000" / "job.json").exists()
+    (state / "leases").symlink_to(elsewhere)
+    with pytest.raises(UnsafeFolder, match="symlink"):
+        Lease(state, "me").acquire()
