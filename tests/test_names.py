@@ -33,6 +33,8 @@ from tests.conftest import make_settings, wait_until
 from tests.test_daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(120)
+# Examples per run (tests/conftest.py: HOTFOLDER_HYPOTHESIS_EXAMPLES raises every budget for a longer hunt).
+BUDGET = int(os.environ.get("HOTFOLDER_HYPOTHESIS_EXAMPLES", "0") or 0)
 
 # -- the name function ----------------------------------------------------------------------------
 
@@ -48,7 +50,7 @@ RAW = st.binary(max_size=NAME_MAX)
 @example(name=". .hidden")
 @example(name="\U0001f98a" * 100 + ".png")
 @example(name="a\u202egnp.exe")
-@settings(max_examples=300)
+@settings(max_examples=BUDGET or 300)
 def test_a_safe_name_is_one_bounded_valid_component_whatever_it_came_from(name: str | bytes) -> None:
     safe = safe_filename(name)
     data = safe.encode("utf-8")  # valid UTF-8: no surrogate left
@@ -63,7 +65,7 @@ def test_a_safe_name_is_one_bounded_valid_component_whatever_it_came_from(name: 
 @given(stem=st.text(LETTERS, min_size=1, max_size=400).filter(lambda s: any(c.isalpha() for c in s.strip())),
        ext=st.from_regex(r"[A-Za-z0-9]{1,8}", fullmatch=True))
 @example(stem="é" * 300, ext="png")
-@settings(max_examples=150)
+@settings(max_examples=BUDGET or 150)
 def test_a_short_extension_is_kept_when_a_name_is_shortened(stem: str, ext: str) -> None:
     assert safe_filename(f"{stem}.{ext}").endswith(f".{ext}")
 
@@ -122,7 +124,9 @@ def test_any_file_name_ends_in_done_or_failed_with_its_original_name_kept(projec
     @example(files={b"caf\xe9.yaml": GOOD, b"new\nline.yaml": GOOD, b"x" * 250 + b".yaml": b"- no\n",
                     "é".encode() * 125 + b".yaml": GOOD})
     @example(files={b"job.json": b'{"params": {"width": 9}}', b"workflow-001.json": b"{}", b"input-a.yaml": GOOD})
-    @settings(max_examples=25, suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    # No shrinking: every step would be a real drop and a wait; a failure is reported as it was found.
+    @settings(max_examples=BUDGET or 25, suppress_health_check=list(HealthCheck),
+              phases=[Phase.explicit, Phase.reuse, Phase.generate])
     def drop(files: dict[bytes, bytes]) -> None:
         inodes = []
         for name, content in files.items():
