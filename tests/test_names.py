@@ -396,3 +396,19 @@ def test_an_instance_folder_that_is_a_symlink_is_never_adopted(tmp_path: Path) -
     (state / "leases").symlink_to(elsewhere)
     with pytest.raises(UnsafeFolder, match="symlink"):
         Lease(state, "me").acquire()
+
+
+def test_the_jobs_of_a_file_read_each_input_content_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox, job = tmp_path / "inbox", tmp_path / "job"
+    (inbox / "photos").mkdir(parents=True)
+    job.mkdir()
+    (inbox / "photos" / "cat.png").write_bytes(PNG_BYTES)
+    reads = []
+    real = upload._read
+    monkeypatch.setattr(upload, "_read", lambda *args: reads.append(args[0]) or real(*args))
+    cache: dict = {}
+    for _ in range(3):  # three jobs of one scenario file (repeat: 3)
+        (item,) = upload.resolve_inputs({"LoadImage.image": "photos/cat.png"}, base=inbox, roots=[inbox],
+                                        copy_dir=job, cache=cache)
+    assert len(reads) == 1 and [p.name for p in job.iterdir()] == [item.copy]
+    assert (job / item.copy).read_bytes() == PNG_BYTES and item.sha256 == hashlib.sha256(PNG_BYTES).hexdigest()
