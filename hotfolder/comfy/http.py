@@ -400,33 +400,28 @@ class ComfyHTTP:
         return size, digest.hexdigest()
 
     def upload_image(self, path: Path, name: str, *, subfolder: str = "", type_: str = "input",
-                     overwrite: bool = False, digest: Any = None, fd: int | None = None) -> dict[str, Any]:
+                     overwrite: bool = False, digest: Any = None) -> dict[str, Any]:
         """Upload the file at ``path`` as ``name`` with ``POST /upload/image`` (PROTOCOL.md §7), streamed
-        from disk (never held in memory): through ``fd`` when the caller opened it, else opened here by
+        from disk (never held in memory) through one descriptor opened by
         :func:`hotfolder.paths.open_regular` (no link followed, regular files only). Returns ComfyUI's
         answer ``{"name", "subfolder", "type"}``: for a name that already exists, identical bytes keep
-        the name and different bytes get ``name (1).ext`` unless ``overwrite``. ``digest`` (a hashlib object) is fed the bytes sent.
+        the name and different bytes get ``name (1).ext`` unless ``overwrite``. ``digest`` (a hashlib
+        object) is fed the bytes sent.
 
         The upload is idempotent by content, so a connection failure is :class:`ServerUnavailable`
         (send it again); a refusal (400: a name or subfolder that escapes the input folder, 413: too
         large) is :class:`~hotfolder.errors.UploadError`.
         """
         fields = {"type": type_, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
-        own = fd is None
         try:
-            if fd is None:
-                fd, _ = open_regular(path)
-            body = _MultipartFile(fd, name, fields, digest)
+            fd, _ = open_regular(path)
         except OSError as err:
-            if own and fd is not None:
-                os.close(fd)
             raise UploadError(f"Cannot read {str(path)!r} to upload it: {err.strerror or err}.",
                               where={"server": self.display_url, "path": str(path)}) from err
         try:
-            return self._upload(body, path, name, subfolder)
+            return self._upload(_MultipartFile(fd, name, fields, digest), path, name, subfolder)
         finally:
-            if own:
-                os.close(fd)
+            os.close(fd)
 
     def _upload(self, body: _MultipartFile, path: Path, name: str, subfolder: str) -> dict[str, Any]:
         target = f"{subfolder}/{name}" if subfolder else name

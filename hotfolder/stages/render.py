@@ -494,9 +494,11 @@ def _split_name(name: Any) -> tuple[str, tuple[str, ...]]:
         )
     if not fits(name, room=len(".json.j2")):
         shown = display_name(name)
+        size = len(shown.encode("utf-8"))
         raise TemplateError(
-            f"Template name {shown[:60]!r}... is not a usable file name ({len(shown.encode())} bytes, or not valid text)"
-            if len(shown) > 60 else f"Template name {shown!r} is not a usable file name (not valid text)",
+            f"Template name {shown[:60] + ('...' if len(shown) > 60 else '')!r} is not a usable file name ("
+            + (f"{size} bytes; a file name holds at most 255 with its extension)" if shown == name
+               else "it is not valid text)"),
             hint="Name a template by its file name in the templates folder, e.g. 'txt2img'.",
             where={"template": shown[:200]},
         )
