@@ -26,6 +26,7 @@ from typing import Any
 from hotfolder import housekeeping, plugins, service, status, watch
 from hotfolder.config import Settings, with_changes
 from hotfolder.errors import HotfolderError
+from hotfolder.paths import UnsafeFolder, own_dir
 from hotfolder.pipeline import Engine, Event
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,24 @@ RELOADABLE = {
 
 
 def ensure_folders(settings: Settings) -> None:
-    for folder in (settings.inbox, settings.outbox, settings.state_dir, settings.done_dir, settings.failed_dir):
+    """Make the folders. hotfolder's own must be real folders of its user (:func:`own_dir`):
+    ``inbox/.hotfolder`` otherwise stops the start (UnsafeFolder); ``done/`` or ``failed/`` is logged,
+    and files wait in their job folders until it is fixed."""
+    for folder in (settings.inbox, settings.outbox):
         folder.mkdir(parents=True, exist_ok=True)
+    own_dir(settings.state_dir)
+    for folder in (settings.done_dir, settings.failed_dir):
+        _own(folder)
+
+
+def _own(folder: Path) -> bool:
+    """Whether ``folder`` is hotfolder's own (made if missing); logs why not."""
+    try:
+        own_dir(folder)
+    except UnsafeFolder as err:
+        logger.error("%s", err)
+        return False
+    return True
 
 
 class Signals:
@@ -248,17 +265,24 @@ class _Retention:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for folder, days in self._folders():
-                if folder.is_dir():
-                    try:
-                        removed = housekeeping.prune(folder, days * 86400)
-                    except OSError as err:
-                        logger.warning("Retention in %s failed: %s", folder, err)
-                        continue
-                    if removed:
-                        logger.info("Retention: removed %d old entr%s from %s", len(removed),
-                                    "y" if len(removed) == 1 else "ies", folder)
+            self.prune_once()
             self._stop.wait(RETENTION_INTERVAL)
+
+    def prune_once(self) -> None:
+        """One pass. ``done/`` is pruned only while it is hotfolder's own folder: the files behind a
+        symlink put in its place are never deleted."""
+        for folder, days in self._folders():
+            if folder == self.settings.done_dir and not _own(folder):
+                continue
+            if folder.is_dir():
+                try:
+                    removed = housekeeping.prune(folder, days * 86400)
+                except OSError as err:
+                    logger.warning("Retention in %s failed: %s", folder, err)
+                    continue
+                if removed:
+                    logger.info("Retention: removed %d old entr%s from %s", len(removed),
+                                "y" if len(removed) == 1 else "ies", folder)
 
 
 def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any] | None = None,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from hotfolder.errors import ConfigError
+from hotfolder.paths import own_dir
 from hotfolder.record import write_json_atomic
 from hotfolder.status import STATUS_DIR
 
@@ -52,8 +53,8 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease; refuse if another live daemon holds this instance id."""
-        (self.state_dir / LEASES).mkdir(parents=True, exist_ok=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        own_dir(self.state_dir / LEASES, levels=2)  # never written through a symlink (UnsafeFolder)
+        own_dir(self.folder, levels=2)
         holder = self._read(self.path)
         if holder and holder.get("pid") != os.getpid() and not self._stale(self.path, holder):
             raise ConfigError(
@@ -117,7 +118,8 @@ class Lease:
         if not self.state_dir.is_dir():
             return out
         for entry in sorted(self.state_dir.iterdir()):
-            if not entry.is_dir() or entry.name in {LEASES, STATUS_DIR, self.instance_id} or entry.name.startswith("."):
+            if (not entry.is_dir() or entry.is_symlink() or entry.name in {LEASES, STATUS_DIR, self.instance_id}
+                    or entry.name.startswith(".")):
                 continue
             lease = self.state_dir / LEASES / f"{entry.name}.json"
             if self._stale(lease, self._read(lease)):
@@ -130,7 +132,7 @@ class Lease:
         for instance in self.orphaned_instances():
             source = self.state_dir / instance
             for job in sorted(source.iterdir()):
-                if not job.is_dir():
+                if not job.is_dir() or job.is_symlink():  # never adopt what lies outside the inbox
                     continue
                 target = self.folder / job.name
                 try:

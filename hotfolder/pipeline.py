@@ -44,10 +44,12 @@ from hotfolder.errors import (
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
+from hotfolder.paths import UnsafeFolder, display_name, own_dir
 from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
     JobState,
+    is_own_name,
     now_iso,
     read_file,
     write_json_private,
@@ -313,12 +315,13 @@ class Engine:
         failpoints.hit("mid_parse")
         templates: dict[str, render.Template] = {}
         source = _Memo(lambda: self._object_info_source(include_down=False))
+        read_inputs: dict[tuple[int, ...], Any] = {}  # the file's input files, each read once
         jobs = []
         for spec in specs:
             job = JobState(index=spec.index, name=spec.name, spec=spec.to_dict())
             jobs.append(job)
             try:
-                self._render_into(record, job, spec, templates, source, defer=True)
+                self._render_into(record, job, spec, templates, source, defer=True, read_inputs=read_inputs)
             except HotfolderError as err:
                 err.where.setdefault("file", record.input_name)
                 err.where.setdefault("job", spec.name)
@@ -335,13 +338,14 @@ class Engine:
         self._emit(Event("rendered", record.input_name, record.job_id, detail={"jobs": len(jobs)}))
 
     def _render_into(self, record: FileRecord, job: JobState, spec: JobSpec, templates: dict[str, render.Template],
-                     source: Callable[[], tuple[Mapping[str, Any], Hashable] | None], *, defer: bool) -> None:
+                     source: Callable[[], tuple[Mapping[str, Any], Hashable] | None], *, defer: bool,
+                     read_inputs: dict[tuple[int, ...], Any] | None = None) -> None:
         """Render ``spec`` into ``job``: its workflow file, template, params and inputs. With ``defer``,
         a UI template that no server can convert now leaves the job ``unrendered`` for a worker."""
         try:
             rendered = render_job(self.settings, spec, templates, hooks=self.hooks,
                                   base=inputs_base(self.settings, record), object_info=source,
-                                  cache=self._template_cache)
+                                  cache=self._template_cache, copy_dir=record.folder, read_inputs=read_inputs)
         except render.ObjectInfoUnavailable:
             if not defer:
                 raise
@@ -634,7 +638,7 @@ class Engine:
                 if name is not None and _mark_used(client, name):
                     return name
                 try:
-                    name = upload.upload_input(client.http, item, where=where)
+                    name = upload.upload_input(client.http, item, folder=record.folder, where=where)
                 except ServerUnavailable:
                     name = None
                 if name is not None:
@@ -787,6 +791,7 @@ class Engine:
         job.execution["ui_values"] = values
         staging = self.settings.staging_dir / f"{record.job_id}-{job.index:03d}"
         job.staging = str(staging)
+        own_dir(self.settings.staging_dir)  # before anything is removed or written below it
         errors = 0
         while True:
             # A download cut off (by a crash, a failed output, the server going away) starts over in an
@@ -849,7 +854,8 @@ class Engine:
             "job_index": job.index,
             "jobs_in_file": len(record.jobs),
             "name": job.name,
-            "scenario": {"file": record.input_name, "sha256": record.sha256, "line": spec.get("line")},
+            "scenario": {"file": record.input_name, "original_name": record.original_name or record.input_name,
+                         "sha256": record.sha256, "line": spec.get("line")},
             "template": job.template,
             "params": job.params,
             "set": spec.get("set") or {},
@@ -907,17 +913,24 @@ class Engine:
             record.state = "archiving"
         error = self._error_document(record)
         folder = self.settings.failed_dir if error else self.settings.done_dir
+        kept = False
         try:
             if record.archive_name is None:
                 record.archive_name = archive.plan_archive_name(record, folder, failed=bool(error))
                 record.save()
             target = archive.archive_input(record, folder=folder, name=record.archive_name, error=error)
+        except UnsafeFolder as err:  # done/ or failed/ swapped for a symlink: never written through
+            kept = True
+            logger.error("[%s] not archived, it stays in %s: %s", record.input_name, record.folder, err)
         finally:
             with self._cond:
                 self._active.pop(record.job_id, None)
                 self._archiving.discard(record.job_id)
-                self.counts["files_failed" if error else "files_done"] += 1
+                if not kept:
+                    self.counts["files_failed" if error else "files_done"] += 1
                 self._cond.notify_all()
+        if kept:
+            return
         logger.info("[%s] %s%s", record.input_name, "failed" if error else "done",
                     f" -> {target}" if target else "")
         self._emit(Event("archived", record.input_name, record.job_id, None,
@@ -927,7 +940,8 @@ class Engine:
         failed = [job for job in record.jobs if job.state == "failed"]
         if record.error is None and not failed:
             return None
-        doc: dict[str, Any] = {"file": record.input_name, "job_id": record.job_id, "failed_at": now_iso()}
+        doc: dict[str, Any] = {"file": record.input_name, "original_name": record.original_name or record.input_name,
+                               "job_id": record.job_id, "failed_at": now_iso()}
         if record.error is not None:
             doc.update(record.error)
         else:
@@ -951,8 +965,14 @@ class Engine:
         folder = self.settings.jobs_dir
         if not folder.is_dir():
             return 0
+        try:
+            own_dir(folder, levels=2)
+        except UnsafeFolder as err:
+            logger.error("Unfinished jobs are not resumed: %s", err)
+            return 0
         count = 0
-        for job_folder in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for job_folder in sorted(p for p in folder.iterdir()
+                                 if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
             with self._cond:
                 if job_folder.name in self._active:
                     continue
@@ -981,14 +1001,17 @@ class Engine:
                 return FileRecord.load(folder)
             except (OSError, ValueError, KeyError, TypeError) as err:
                 logger.error("Job record %s is unreadable (%s); re-reading its input", folder / RECORD_NAME, err)
-        inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.name != RECORD_NAME and not p.name.startswith("workflow-")]
+        inputs = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
+                  and not is_own_name(p.name)]
         if not inputs:  # only hotfolder's own files (a removal cut off by a crash): finish it
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        record = FileRecord(job_id=folder.name, input_name=inputs[0].name, folder=folder,
-                            instance=self.settings.instance_id)
-        record.sha256 = claim.file_sha256(inputs[0])
+        name = claim.job_folder_name(inputs[0].name)
+        if name != inputs[0].name:  # claimed by an older version under the name it had in the inbox
+            os.rename(inputs[0], folder / name)
+        record = FileRecord(job_id=folder.name, input_name=name, folder=folder, instance=self.settings.instance_id,
+                            original_name=display_name(inputs[0].name))
+        record.sha256 = claim.file_sha256(folder / name)
         return record
 
 
@@ -1031,12 +1054,15 @@ def input_roots(settings: Settings) -> list[Path]:
 def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template],
                hooks: plugins.Hooks | None = None, *, base: Path | None = None,
                object_info: render.ObjectInfoSource | None = None,
-               cache: render.TemplateCache | None = None) -> Rendered:
+               cache: render.TemplateCache | None = None, copy_dir: Path | None = None,
+               read_inputs: dict[tuple[int, ...], Any] | None = None) -> Rendered:
     """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
 
     With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
     anything is submitted. ``inputs:`` paths are relative to ``base`` (default: the inbox); each file
-    is found, checked and hashed, and its node input set to the name it will have on the server.
+    is found, checked and hashed, and its node input set to the name it will have on the server; with
+    ``copy_dir`` (the job folder) a private copy is taken to upload from (``read_inputs``: what the
+    file's earlier jobs read, see :func:`hotfolder.stages.upload.resolve_inputs`).
     ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`);
     ``cache`` keeps templates loaded across files while they are unchanged."""
     name = spec.template or settings.default_template
@@ -1048,7 +1074,8 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
         )
     if hooks is not None:
         plugins.parse_postprocess(hooks, chosen_postprocess(settings, spec.to_dict()))
-    inputs = upload.resolve_inputs(spec.inputs, base=base or settings.inbox, roots=input_roots(settings), where=where)
+    inputs = upload.resolve_inputs(spec.inputs, base=base or settings.inbox, roots=input_roots(settings), where=where,
+                                   copy_dir=copy_dir, cache=read_inputs)
     if name not in templates:
         if cache is not None:
             templates[name] = cache.get(settings.templates, name, hooks=hooks, object_info=object_info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -20,6 +21,13 @@ from hotfolder.paths import can_exchange, exchange, write_and_close
 
 RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
+COPY_PREFIX = "input-"  # private copies of a scenario's input files (stages.upload): input-<16 hex><ext>
+_OWN = re.compile(r"workflow-\d{3,}\.json|input-[0-9a-f]{16}(\.[a-z0-9]{1,10})?")
+
+
+def is_own_name(name: str) -> bool:
+    """Whether ``name`` is (or could be) one of hotfolder's own files in a job folder."""
+    return name in (RECORD_NAME, SPARE_NAME) or _OWN.fullmatch(name) is not None
 
 
 def workflow_name(index: int) -> str:
@@ -54,7 +62,13 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def json_bytes(data: Any, *, indent: int | None = 2) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n").encode("utf-8")
+    """``data`` as UTF-8 JSON. A lone surrogate (a server's ``"\\udc80"``, an undecodable file name)
+    cannot be UTF-8: then the text is written with ASCII escapes, which JSON reads back the same."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(data, ensure_ascii=True, indent=indent, default=str) + "\n").encode("ascii")
 
 
 def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, fsync: bool = False) -> None:
@@ -145,6 +159,7 @@ class FileRecord:
     claimed_at: str = field(default_factory=now_iso)
     instance: str = ""
     original_path: str = ""
+    original_name: str = ""  # the name the file had when claimed (paths.display_name), if input_name differs
     archive: bool = True
     archive_name: str | None = None
     parse_attempts: int = 0
@@ -175,7 +190,8 @@ class FileRecord:
     def own_files(self) -> list[str]:
         """The names of the files hotfolder keeps in the job folder (besides the input), in the order
         they may be removed: the record last."""
-        return [*(workflow_name(job.index) for job in self.jobs), SPARE_NAME, RECORD_NAME]
+        copies = dict.fromkeys(item["copy"] for job in self.jobs for item in job.inputs if item.get("copy"))
+        return [*(workflow_name(job.index) for job in self.jobs), *copies, SPARE_NAME, RECORD_NAME]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +204,7 @@ class FileRecord:
             "claimed_at": self.claimed_at,
             "instance": self.instance,
             "original_path": self.original_path,
+            "original_name": self.original_name or self.input_name,
             "archive": self.archive,
             "archive_name": self.archive_name,
             "parse_attempts": self.parse_attempts,
@@ -204,7 +221,11 @@ class FileRecord:
         with self._lock:
             data = self.to_dict()
             text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
-            if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
+            try:
+                encoded = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate somewhere (a server's answer): ASCII escapes
+                encoded = (json.dumps(data, ensure_ascii=True, default=str) + "\n").encode("ascii")
+            if not self._save_by_exchange(encoded, durable=durable):
                 write_json_atomic(self._record_file, data, indent=None, durable=durable)
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
@@ -241,7 +262,8 @@ class FileRecord:
             job_id=data["job_id"], input_name=data["input"], folder=folder, sha256=data.get("sha256", ""),
             state=data.get("state", "claimed"), attempts=data.get("attempts", 0),
             claimed_at=data.get("claimed_at", ""), instance=data.get("instance", ""),
-            original_path=data.get("original_path", ""), archive=data.get("archive", True),
+            original_path=data.get("original_path", ""), original_name=data.get("original_name", ""),
+            archive=data.get("archive", True),
             archive_name=data.get("archive_name"), parse_attempts=data.get("parse_attempts", 0),
             error=data.get("error"),
         )

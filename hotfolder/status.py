@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.errors import HotfolderError
+from hotfolder.paths import UnsafeFolder, own_dir
 from hotfolder.record import write_json_atomic
 from hotfolder.redact import redact_data
 
@@ -378,9 +379,9 @@ class StatusWriter:
         try:
             snapshot = self.board.snapshot()
             snapshot["interval"] = self.interval
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            own_dir(self.path.parent, levels=2)  # inbox/.hotfolder/status: never written through a symlink
             write_status(self.path, snapshot)
-        except OSError as err:
+        except (OSError, UnsafeFolder) as err:
             if not self._failing:
                 logger.warning("Cannot write the status file %s: %s", self.path, err)
             self._failing = True

@@ -12,6 +12,7 @@ import pytest
 
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import OutputError
+from hotfolder.paths import safe_filename
 from hotfolder.stages.download import OutputRef, download_outputs
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import wait_until
@@ -72,17 +73,19 @@ def test_at_least_30_bad_and_hostile_inputs_end_as_promised(project: Path, comfy
         names.append(BIG)
         (project / "inbox" / "passwd.yaml").symlink_to("/etc/passwd")
         assert len(names) + 1 >= 30
-        wait_until(lambda: settled(project, names), timeout=150, message="every hostile input archived")
+        archived = [safe_filename(name, portable=False) for name in names]
+        wait_until(lambda: settled(project, archived), timeout=150, message="every hostile input archived")
         assert proc.poll() is None, "the daemon died"
     finally:
         log = stop(proc)
     assert proc.returncode == 0, log
     expected = {**{k: "failed" for k in BAD_INPUTS}, **{k: v[1] for k, v in HOSTILE.items()}, BIG: "failed"}
     for name, outcome in expected.items():
-        assert (project / "inbox" / outcome / name).exists(), f"{name!r} not in {outcome}/\n{log[-4000:]}"
+        safe = safe_filename(name, portable=False)  # control characters in a name become '_'
+        assert (project / "inbox" / outcome / safe).exists(), f"{name!r} not in {outcome}/\n{log[-4000:]}"
         if outcome == "failed":
-            error = json.loads((project / "inbox" / "failed" / f"{name}.error.json").read_text())
-            assert error["message"] and error["file"] == name
+            error = json.loads((project / "inbox" / "failed" / f"{safe}.error.json").read_text())
+            assert error["message"] and error["file"] == safe and error["original_name"] == name
     assert (project / "inbox" / "passwd.yaml").is_symlink(), "the symlink was touched"
     assert "root:" not in json.dumps([p.name for p in (project / "outbox").iterdir()])
     # nothing outside outbox/: every published folder is a direct child with a safe name

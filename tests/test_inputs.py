@@ -167,17 +167,15 @@ def test_a_job_recovered_after_a_crash_uploads_and_publishes(img2img: Path, comf
     assert counts["published"] == 1 and len(uploads(comfy)) == 1
 
 
-def test_an_input_changed_after_the_scenario_was_read_fails_the_job(img2img: Path, comfy: ComfyTestServer) -> None:
+def test_an_input_changed_after_the_scenario_was_read_is_uploaded_as_it_was_read(img2img: Path, comfy: ComfyTestServer) -> None:
     project = img2img
     settings = make_settings(project, comfy.url)
     (project / "inbox" / "c.yaml").write_text("template: img2img\ninputs: {LoadImage.image: photos/cat.png}\n")
     Engine(settings).accept(project / "inbox" / "c.yaml")
     (project / "inbox" / "photos" / "cat.png").write_bytes(encode_png(2, 2, bytes(12)))
     counts = daemon.run_daemon(settings, once=True)
-    assert counts["failed"] == 1
-    error = read_error(project, "c.yaml")
-    assert "changed after the scenario was read" in error["message"] and "photos/cat.png" in error["message"]
-    assert not prompts(comfy)
+    assert counts["published"] == 1
+    assert (comfy.input_dir / NAME).read_bytes() == PNG  # the private copy taken when the scenario was read
 
 
 def test_upload_image_streams_the_file_and_explains_a_refusal(tmp_path: Path, comfy: ComfyTestServer) -> None:

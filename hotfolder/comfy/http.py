@@ -43,7 +43,7 @@ from hotfolder import __version__
 from hotfolder.errors import (
     OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable, UploadError,
 )
-from hotfolder.paths import write_all
+from hotfolder.paths import open_regular, write_all
 from hotfolder.redact import redact_data, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
@@ -403,9 +403,11 @@ class ComfyHTTP:
     def upload_image(self, path: Path, name: str, *, subfolder: str = "", type_: str = "input",
                      overwrite: bool = False, digest: Any = None) -> dict[str, Any]:
         """Upload the file at ``path`` as ``name`` with ``POST /upload/image`` (PROTOCOL.md §7), streamed
-        from disk (never held in memory). Returns ComfyUI's answer ``{"name", "subfolder", "type"}``:
-        for a name that already exists, identical bytes keep the name and different bytes get
-        ``name (1).ext`` unless ``overwrite``. ``digest`` (a hashlib object) is fed the bytes sent.
+        from disk (never held in memory) through one descriptor opened by
+        :func:`hotfolder.paths.open_regular` (no link followed, regular files only). Returns ComfyUI's
+        answer ``{"name", "subfolder", "type"}``: for a name that already exists, identical bytes keep
+        the name and different bytes get ``name (1).ext`` unless ``overwrite``. ``digest`` (a hashlib
+        object) is fed the bytes sent.
 
         The upload is idempotent by content, so a connection failure is :class:`ServerUnavailable`
         (send it again); a refusal (400: a name or subfolder that escapes the input folder, 413: too
@@ -413,10 +415,16 @@ class ComfyHTTP:
         """
         fields = {"type": type_, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
         try:
-            body = _MultipartFile(path, name, fields, digest)
+            fd, _ = open_regular(path)
         except OSError as err:
             raise UploadError(f"Cannot read {str(path)!r} to upload it: {err.strerror or err}.",
                               where={"server": self.display_url, "path": str(path)}) from err
+        try:
+            return self._upload(_MultipartFile(fd, name, fields, digest), path, name, subfolder)
+        finally:
+            os.close(fd)
+
+    def _upload(self, body: _MultipartFile, path: Path, name: str, subfolder: str) -> dict[str, Any]:
         target = f"{subfolder}/{name}" if subfolder else name
         resp = self._request("POST", "/upload/image", idempotent=True, body=body,
                              headers={"Content-Type": body.content_type, "Content-Length": str(len(body))})
@@ -460,9 +468,9 @@ class _MultipartFile:
     """A ``multipart/form-data`` body with a few text fields and one file (field ``image``), produced
     chunk by chunk as it is sent; ``len()`` gives the Content-Length."""
 
-    def __init__(self, path: Path, filename: str, fields: dict[str, str], digest: Any = None) -> None:
-        self.path = Path(path)
-        self.size = self.path.stat().st_size
+    def __init__(self, fd: int, filename: str, fields: dict[str, str], digest: Any = None) -> None:
+        self.fd = fd  # read with pread from the start on every iteration (a retried request sends it again)
+        self.size = os.fstat(fd).st_size
         self.digest = digest
         boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={boundary}"
@@ -483,14 +491,13 @@ class _MultipartFile:
     def __iter__(self) -> Iterator[bytes]:
         yield self.head
         sent = 0
-        with open(self.path, "rb") as fh:
-            while sent < self.size and (chunk := fh.read(min(CHUNK, self.size - sent))):
-                if self.digest is not None:
-                    self.digest.update(chunk)
-                sent += len(chunk)
-                yield chunk
+        while sent < self.size and (chunk := os.pread(self.fd, min(CHUNK, self.size - sent), sent)):
+            if self.digest is not None:
+                self.digest.update(chunk)
+            sent += len(chunk)
+            yield chunk
         if sent != self.size:  # the file shrank while being sent: never send a short body under a full length
-            raise OSError(f"{self.path} changed size while being uploaded ({sent} of {self.size} bytes)")
+            raise OSError(f"the file changed size while being uploaded ({sent} of {self.size} bytes)")
         yield self.tail
 
 

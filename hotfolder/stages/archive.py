@@ -4,6 +4,10 @@ The archive name is chosen first and recorded by the caller, so a crash between 
 and moving the input resumes with the same name instead of leaving an orphan error file. Nothing that is
 already there is overwritten, and the job folder is removed last: a crash at any point leaves the input in
 exactly one place. Moving a failed file back into ``inbox/`` retries it.
+
+``done/`` and ``failed/`` must be hotfolder's own folders (:func:`hotfolder.paths.own_dir`): a symlink or
+a file put in their place is refused with :class:`~hotfolder.paths.UnsafeFolder`, nothing is written
+through it, and the input stays in its job folder until the next start.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import failpoints
-from hotfolder.paths import move_unique, rename_noreplace, unique_name
+from hotfolder.paths import move_unique, own_dir, rename_noreplace, unique_name
 from hotfolder.record import RECORD_NAME, FileRecord, write_json_atomic
 from hotfolder.redact import redact_data
 
 
 def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool) -> str:
-    """A name free in ``folder`` for the input (and, for failures, its ``.error.json``)."""
+    """A name free in ``folder`` for the input (and, for failures, its ``.error.json``). Raises
+    UnsafeFolder if ``folder`` is not hotfolder's own."""
+    own_dir(folder)
     taken: set[str] = set()
     while True:
         name = unique_name(folder, record.input_name, taken)
@@ -35,16 +41,16 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
     copy or is already gone, after a crash)."""
     target: Path | None = None
     source = os.path.join(record.folder, record.input_name)
-    if record.archive and os.path.exists(source):
+    if record.archive and os.path.lexists(source):
+        own_dir(folder)  # checked again right before writing: it may have been swapped since the plan
         if error is not None:
-            folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(folder / f"{name}.error.json", redact_data(dict(error, archived_as=name)))
         failpoints.hit("mid_archive")
         try:
             try:
                 rename_noreplace(source, os.path.join(folder, name))
-            except FileNotFoundError:  # done/ or failed/ not there yet (or removed)
-                folder.mkdir(parents=True, exist_ok=True)
+            except FileNotFoundError:  # done/ or failed/ removed meanwhile
+                own_dir(folder)
                 rename_noreplace(source, os.path.join(folder, name))
             target = folder / name
         except FileExistsError:

@@ -4,7 +4,8 @@ Every entry that names a file (``filename``, with ``subfolder`` and ``type``) is
 key: ``images``, ``gifs``, ``videos``, ``audio``, ``3d`` or a custom node's own. Other UI values (text from
 PreviewAny, numbers) are kept for the sidecar. Files are streamed through ``/view`` to disk with their
 sha256 computed on the way; nothing is held in memory. Local names are the server's base names made safe
-(never a path), with a suffix if two outputs share one.
+(:func:`hotfolder.paths.safe_filename`: never a path, bounded in bytes), with a suffix if two outputs
+share one; the server's name is kept in the entry (``server_filename``, as valid text).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.paths import safe_filename, unique_name
+from hotfolder.paths import display_name, own_dir, safe_filename, unique_name
 
 
 @dataclass
@@ -67,7 +68,7 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
     ``done`` maps ``node/type/subfolder/filename`` keys to entries already downloaded (after a restart),
     so a resumed download does not fetch those again.
     """
-    staging.mkdir(parents=True, exist_ok=True)
+    own_dir(staging, levels=2)  # outbox/.hotfolder-staging/<job>: never written through a symlink
     done = dict(done or {})
     taken = {entry["file"] for entry in done.values()}
     entries = []
@@ -89,7 +90,7 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
             "kind": _kind(ref.key, ref.filename),
             "key": ref.key,
             "type": ref.type,
-            "server_filename": ref.filename,
+            "server_filename": display_name(ref.filename),
             "subfolder": ref.subfolder,
             "size": size,
             "sha256": sha,

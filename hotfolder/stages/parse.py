@@ -53,9 +53,10 @@ Job names (the outbox folder name)
     job, every name gets the job's 1-based index as a suffix, ``-001``, ``-002``, ... (3 digits, more
     above 999 jobs), unless every job has an explicit name and those names are all distinct (compared
     after sanitising, case-insensitively). Names are sanitised by :func:`sanitize_job_name`: strip
-    whitespace; replace ``/``, ``\\``, NUL, control characters, line/paragraph separators and lone
-    surrogates with ``_``; collapse runs of dots (``..``) to one dot; drop leading dots (a name never
-    is ``.`` or ``..`` and never starts with ``.``); keep at most 120 characters and 200 UTF-8 bytes
+    whitespace; replace ``/``, ``\\``, NUL, control characters, line/paragraph separators, lone
+    surrogates and bidirectional controls with ``_`` (:func:`hotfolder.paths.is_unsafe_char`); collapse
+    runs of dots (``..``) to one dot; drop leading dots (a name never is ``.`` or ``..`` and never
+    starts with ``.``); keep at most 120 characters and 200 UTF-8 bytes
     (the suffix included); an empty result becomes ``job``. Unicode letters and emoji are kept.
 """
 
@@ -73,7 +74,6 @@ import math
 import random
 import re
 import tomllib
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -83,6 +83,7 @@ import yaml
 
 from hotfolder.errors import ScenarioError
 from hotfolder.models import JobSpec
+from hotfolder.paths import is_unsafe_char
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def sanitize_job_name(name: str, *, reserve: int = 0) -> str:
     """
     chars = []
     for char in name:
-        if char in "/\\" or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+        if char in "/\\" or is_unsafe_char(char):
             chars.append("_")
         else:
             chars.append(char)

@@ -2,7 +2,9 @@
 
 Files are downloaded into ``outbox/.hotfolder-staging/<job>/`` (hidden, same filesystem), the sidecar
 ``<name>.json`` is written last, then the folder is renamed into place, so a consumer never sees a
-half-written result. A name that is taken gets a suffix (``red-fox-2``); nothing is ever overwritten.
+half-written result. A name that is taken gets a suffix (``red-fox-2``); nothing is ever overwritten,
+not even an output that has the sidecar's name (``red-fox.json`` from ComfyUI or a post-processor):
+then the folder and its sidecar take the next free suffix.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, An
                     os.unlink(entry.path)
         elif written is not None:
             os.unlink(os.path.join(folder, written))
+            written = None
+        own = os.path.join(folder, f"{final}.json")
+        if os.path.lexists(own) and (fresh or not _is_sidecar(Path(own), sidecar)):
+            taken.add(final)  # an output of the job has the sidecar's name: never overwrite it
+            continue
         # Straight into the file: nobody reads the staging folder, and a run cut off mid-write writes it again.
         write_json_private(os.path.join(folder, f"{final}.json"), dict(sidecar, published_as=final), fsync=True)
         fsync_dir(folder)

@@ -117,6 +117,7 @@ from markupsafe import Markup
 from hotfolder import convert, roles
 from hotfolder.errors import AddressError, PluginError, TemplateError
 from hotfolder.models import JobSpec
+from hotfolder.paths import display_name, fits
 from hotfolder.stages import inject
 
 logger = logging.getLogger(__name__)
@@ -501,6 +502,16 @@ def _split_name(name: Any) -> tuple[str, tuple[str, ...]]:
             hint="Templates are looked up only in the templates folder: give the bare name, "
             "without folders, '..' or a leading dot (e.g. 'txt2img').",
             where={"template": name},
+        )
+    if not fits(name, room=len(".json.j2")):
+        shown = display_name(name)
+        size = len(shown.encode("utf-8"))
+        raise TemplateError(
+            f"Template name {shown[:60] + ('...' if len(shown) > 60 else '')!r} is not a usable file name ("
+            + (f"{size} bytes; a file name holds at most 255 with its extension)" if shown == name
+               else "it is not valid text)"),
+            hint="Name a template by its file name in the templates folder, e.g. 'txt2img'.",
+            where={"template": shown[:200]},
         )
     for suffix in (".json.j2", ".json"):
         if name.endswith(suffix) and len(name) > len(suffix):

@@ -9,6 +9,15 @@ an unreadable file or one outside the roots is a :class:`~hotfolder.errors.Scena
 scenario file, the job, the address and the path, raised while the scenario is read (before anything
 is queued).
 
+Each file is read once, through one descriptor, and what is uploaded is that read: the resolved path
+is opened with :func:`hotfolder.paths.open_regular` (its last component is never followed: a file
+swapped for a symlink after the check is refused; no FIFO or device is read), the path the kernel
+opened (``/proc/self/fd``) is checked against the roots again (a folder swapped for a symlink after the
+check is refused), and the bytes are hashed and copied on the way into a private copy in the job folder
+(``input-<hash><ext>``), which the upload sends. One content is read once per scenario file, however
+many jobs use it. (Symlinks inside the inbox that lead into a root are followed when the path is
+resolved, so that ``inputs_root`` can be reached through one; the result is what is checked.)
+
 Names on the server are content hashes: ``hotfolder/<sha256[:16]><ext>`` (subfolder ``hotfolder`` of
 ComfyUI's input folder). Two jobs or two files with the same bytes share one name, different bytes
 never collide, and since ComfyUI keeps the name of an identical upload (PROTOCOL.md §7), uploading
@@ -19,14 +28,20 @@ job was routed to right before submitting, and sets the name ComfyUI answered (n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import AddressError, ScenarioError
+from hotfolder.paths import NotRegular, fd_path, open_regular, write_all
+from hotfolder.record import COPY_PREFIX
 from hotfolder.stages import inject
 
 #: The subfolder of ComfyUI's input folder that uploads go to.
@@ -44,7 +59,8 @@ class InputFile:
     ``address`` is the node input, ``path`` the path as the scenario wrote it, ``local`` the resolved
     absolute path, ``sha256``/``size`` of its bytes when the scenario was read, ``name`` the name it gets
     on the server (``hotfolder/<hash><ext>``). ``uploaded`` and ``server`` are set once it is on a server:
-    the name ComfyUI answered and that server's URL.
+    the name ComfyUI answered and that server's URL. ``copy`` is the name of the private copy in the job
+    folder that the upload sends (None where nothing was copied: ``hotfolder render``).
     """
 
     address: str
@@ -55,6 +71,7 @@ class InputFile:
     name: str
     uploaded: str | None = None
     server: str | None = None
+    copy: str | None = None
 
     @property
     def filename(self) -> str:
@@ -80,24 +97,30 @@ def upload_name(sha256: str, suffix: str) -> str:
     return f"{UPLOAD_SUBFOLDER}/{sha256[:HASH_DIGITS]}{ext}"
 
 
-def resolve_inputs(inputs: dict[str, str], *, base: Path, roots: list[Path],
-                   where: dict[str, Any] | None = None) -> list[InputFile]:
-    """Find and hash each file of a job's ``inputs:`` (address -> path relative to ``base``).
+def resolve_inputs(inputs: dict[str, str], *, base: Path, roots: list[Path], where: dict[str, Any] | None = None,
+                   copy_dir: Path | None = None, cache: dict[tuple[int, ...], tuple[str, int, str | None]] | None = None,
+                   ) -> list[InputFile]:
+    """Find, read and hash each file of a job's ``inputs:`` (address -> path relative to ``base``),
+    copying it into ``copy_dir`` (the job folder) on the way when given. ``cache`` (one per scenario
+    file) keeps what was read by file identity, so that the jobs of a file read each content once.
 
     Raise :class:`ScenarioError` if a path is absolute, goes up, does not exist, is not a regular file,
-    cannot be read, or (after symlinks are resolved) is outside every folder of ``roots``.
+    cannot be read, is replaced while being read, or (after symlinks are resolved) is outside every
+    folder of ``roots``.
     """
     if not inputs:
         return []  # most jobs: no symlink resolution of the roots for nothing
     where = dict(where or {})
     allowed = [root.resolve() for root in roots]
+    cache = {} if cache is None else cache
     out: list[InputFile] = []
     for address, rel in inputs.items():
-        out.append(_resolve_one(address, rel, base, allowed, where))
+        out.append(_resolve_one(address, rel, base, allowed, where, copy_dir, cache))
     return out
 
 
-def _resolve_one(address: str, rel: Any, base: Path, roots: list[Path], where: dict[str, Any]) -> InputFile:
+def _resolve_one(address: str, rel: Any, base: Path, roots: list[Path], where: dict[str, Any],
+                 copy_dir: Path | None, cache: dict[tuple[int, ...], tuple[str, int, str | None]]) -> InputFile:
     fields = {**where, "address": address, "path": rel}
     label = f"Input file {rel!r} for {address!r}" + _scenario(where)
     if not isinstance(rel, str) or not rel.strip():
@@ -123,26 +146,68 @@ def _resolve_one(address: str, rel: Any, base: Path, roots: list[Path], where: d
         shown = " or ".join(repr(str(root)) for root in roots)
         raise ScenarioError(
             f"{label} resolves to {str(resolved)!r}, outside {shown}.",
-            hint="Input files must be inside the inbox (symlinks are followed, then checked). To use files from "
+            hint="Input files must be inside the inbox (symlinks are resolved, then checked). To use files from "
                  "another folder, set inputs_root = \"<that folder>\" in hotfolder.toml.",
             where={**fields, "resolved": str(resolved)},
         )
-    if not resolved.is_file():
-        raise ScenarioError(f"{label} is not a regular file ({str(resolved)!r}).",
-                            hint="Name a file, not a folder or a device.", where=fields)
-    digest = hashlib.sha256()
-    size = 0
+    failpoints.hit("inputs_checked")
     try:
-        with open(resolved, "rb") as fh:
-            while chunk := fh.read(_READ_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+        fd, st = open_regular(resolved)
+    except NotRegular as err:
+        raise ScenarioError(
+            f"{label} is not a regular file ({str(resolved)!r}: {err.strerror}).",
+            hint="Name a file, not a folder, a device or a FIFO; a file replaced by a symlink after it was "
+                 "checked is not read either.", where=fields) from None
     except OSError as err:
         raise ScenarioError(f"{label} cannot be read ({str(resolved)!r}): {err.strerror or err}.",
                             hint="Check the file's permissions.", where=fields) from err
-    sha = digest.hexdigest()
+    try:
+        opened = fd_path(fd)
+        if opened is not None and not any(Path(opened).is_relative_to(root) for root in roots):
+            raise ScenarioError(
+                f"{label} was replaced while being read: what was opened is {opened!r}, outside the allowed folders.",
+                hint="Do not change input files (or their folders) while hotfolder reads them.", where=fields)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key not in cache:
+            cache[key] = _read(fd, resolved.suffix, copy_dir, label, resolved, fields)
+        sha, size, copy = cache[key]
+    finally:
+        os.close(fd)
     return InputFile(address=address, path=rel, local=str(resolved), sha256=sha, size=size,
-                     name=upload_name(sha, resolved.suffix))
+                     name=upload_name(sha, resolved.suffix), copy=copy)
+
+
+def _read(fd: int, suffix: str, copy_dir: Path | None, label: str, resolved: Path,
+          fields: dict[str, Any]) -> tuple[str, int, str | None]:
+    """(sha256, size, name of the private copy or None): ``fd`` read once, hashed and copied on the way."""
+    digest = hashlib.sha256()
+    size = 0
+    out, tmp = (None, None) if copy_dir is None else tempfile.mkstemp(prefix=f".{COPY_PREFIX}", dir=copy_dir)
+    try:
+        try:
+            while chunk := os.read(fd, _READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if out is not None:
+                    write_all(out, chunk)
+        except OSError as err:
+            raise ScenarioError(f"{label} cannot be read ({str(resolved)!r}): {err.strerror or err}.",
+                                hint="Check the file's permissions.", where=fields) from err
+        sha = digest.hexdigest()
+        if out is None:
+            return sha, size, None
+        os.close(out)
+        out = None
+        copy = COPY_PREFIX + upload_name(sha, suffix).rpartition("/")[2]
+        os.replace(tmp, os.path.join(copy_dir, copy))  # the same name holds the same bytes
+        tmp = None
+        return sha, size, copy
+    finally:
+        if out is not None:
+            os.close(out)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def inject_inputs(workflow: dict[str, Any], inputs: list[InputFile], *, where: dict[str, Any] | None = None) -> None:
@@ -154,14 +219,17 @@ def inject_inputs(workflow: dict[str, Any], inputs: list[InputFile], *, where: d
             raise AddressError(f"inputs: {err.message}", hint=err.hint, where=err.where, details=err.details) from err
 
 
-def upload_input(http: ComfyHTTP, item: InputFile, *, where: dict[str, Any] | None = None) -> str:
-    """Upload ``item`` under its content-hash name; return the name to put in the workflow
-    (``subfolder/name`` as ComfyUI answered). The bytes sent are hashed on the way: a file that changed
-    since the scenario was read is a :class:`ScenarioError` (its new bytes are not used under the old
-    name). Raises what :meth:`ComfyHTTP.upload_image` raises."""
+def upload_input(http: ComfyHTTP, item: InputFile, *, folder: Path | None = None,
+                 where: dict[str, Any] | None = None) -> str:
+    """Upload ``item`` under its content-hash name from its private copy in the job ``folder`` (a
+    record written before copies were kept: from the file itself, opened without following a link);
+    return the name to put in the workflow (``subfolder/name`` as ComfyUI answered). The bytes sent are
+    hashed on the way: a file that changed since the scenario was read is a :class:`ScenarioError` (its
+    new bytes are not used under the old name). Raises what :meth:`ComfyHTTP.upload_image` raises."""
     digest = hashlib.sha256()
     subfolder, _, filename = item.name.rpartition("/")
-    answer = http.upload_image(Path(item.local), filename, subfolder=subfolder, digest=digest)
+    source = Path(folder, item.copy) if item.copy and folder is not None else Path(item.local)
+    answer = http.upload_image(source, filename, subfolder=subfolder, digest=digest)
     if digest.hexdigest() != item.sha256:
         raise ScenarioError(
             f"Input file {item.path!r} for {item.address!r} changed after the scenario was read "
