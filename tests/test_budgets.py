@@ -391,9 +391,9 @@ def test_an_engine_ends_every_generated_file_once_and_names_the_limit(engine_pro
     path.write_text(text)
     engine.accept(path, background=True)
     wait_until(lambda: not engine.busy(), timeout=20, message=f"{name} archived")
-    ok, healthy = engine.healthy()[0], (project / "inbox" / "done" / name).exists()
+    ok, done = engine.healthy()[0], (project / "inbox" / "done" / name).exists()
     failed = (project / "inbox" / "failed" / name).exists()
-    assert ok and healthy != failed, (name, healthy, failed)
+    assert ok and done != failed and failed == over, (name, done, failed)
     if failed:
         error = json.loads((project / "inbox" / "failed" / f"{name}.error.json").read_text())
         key = "max_render_size" if kind == "render" else KEY[kind]
