@@ -18,7 +18,6 @@ in advance, after otherwise. The active :class:`RenderBudget` is per thread (:me
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import threading
@@ -124,20 +123,24 @@ class RenderBudget:
         self.deadline = math.inf
         self.output = 0
         self.where: dict[str, Any] = {}
+        self._outer: RenderBudget | None = None
 
-    @contextlib.contextmanager
-    def running(self, where: dict[str, Any]) -> Iterator[RenderBudget]:
-        """Render one job under this budget on this thread (nested use keeps the outer budget)."""
-        outer = getattr(_active, "budget", None)
-        if outer is not None:
-            yield outer
-            return
-        self.where, self.output = dict(where), 0
-        self.deadline = time.monotonic() + self.timeout
-        _active.budget = self
-        try:
-            yield self
-        finally:
+    def running(self, where: dict[str, Any]) -> RenderBudget:
+        """``with budget.running(where):`` renders one job under this budget on this thread (a render
+        inside another keeps the outer budget)."""
+        self.where = where
+        return self
+
+    def __enter__(self) -> RenderBudget:
+        self._outer = getattr(_active, "budget", None)
+        if self._outer is None:
+            self.output = 0
+            self.deadline = time.monotonic() + self.timeout
+            _active.budget = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._outer is None:
             _active.budget = None
 
     def check(self) -> None:
@@ -268,7 +271,8 @@ class _GuardedFilters(dict):  # type: ignore[type-arg]
     """The environment's filters, each handed out with the budget's checks (plugins' filters too)."""
 
     def __getitem__(self, name: str) -> Any:
-        return _guard_filter(name, super().__getitem__(name))
+        func = super().__getitem__(name)
+        return func if name in (_LOOP, _SIZED) else _guard_filter(name, func)
 
     def get(self, name: str, default: Any = None) -> Any:  # the optimizer folds constant filters with get()
         return self[name] if name in self else default
@@ -341,11 +345,12 @@ class BudgetedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         """The output of a template, a macro or a block, checked piece by piece as it is joined."""
         budget = current()
         out: list[str] = []
-        size = 0
+        append, size, limit = out.append, 0, budget.max_size
         for piece in pieces:
             size += len(piece)
-            budget.size(size, "output")
-            out.append(piece)
+            if size > limit:
+                budget.size(size, "output")
+            append(piece)
         return "".join(out)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
