@@ -172,8 +172,15 @@ def _of(where: dict[str, Any]) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+class _Outside(RenderBudget):
+    """Outside a job's render (compiling, constant folding): sizes only, nothing counted across calls."""
+
+    def emitted(self, size: int) -> None:
+        self.size(size, "output")
+
+
 _active = threading.local()
-_UNLIMITED = RenderBudget()  # outside a job's render (compiling, 'hotfolder check'): sizes only
+_UNLIMITED = _Outside()
 
 
 def current() -> RenderBudget:
@@ -199,15 +206,24 @@ def _int_args(args: Iterable[Any]) -> int:
 _WIDTHS = re.compile(r"\d+")
 _PERCENT_WIDTHS = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?")
 _BRACE_SPECS = re.compile(r"\{[^{}]*\}")
+_NESTED_SPEC = re.compile(r"\{[^{}]*\{")
+_PADDING = ("ljust", "rjust", "center", "zfill")
+# Whole numbers a template computes stay printable: Python refuses to print more digits than this, and
+# computing one with millions of digits holds the interpreter for seconds (10 ** 8000000: 6 s).
+MAX_DIGITS = 4300
 
 
-def _format_width(fmt: Any) -> int:
-    """The largest width or precision a format string asks for (``{:>9}``, ``%9s``)."""
+def _formatted_size(fmt: Any, args: Iterable[Any]) -> int:
+    """How long formatting ``fmt`` can get: its length plus the largest width or precision it asks for
+    (``{:>9}``, ``%9s``), or any whole number among ``args`` when a width comes from them (``%*d``,
+    ``{:>{}}``)."""
     if not isinstance(fmt, str):
         return 0
     numbers = [int(n) for spec in _BRACE_SPECS.findall(fmt) for n in _WIDTHS.findall(spec.partition(":")[2])]
     numbers += [int(n) for pair in _PERCENT_WIDTHS.findall(fmt) for n in pair if n]
-    return max(numbers, default=0)
+    if "*" in fmt or _NESTED_SPEC.search(fmt):
+        numbers.append(_int_args(args))
+    return len(fmt) + max(numbers, default=0)
 
 
 def _joined_size(sep: Any, items: Any) -> int:
@@ -224,16 +240,21 @@ def _replaced_size(text: Any, old: Any, new: Any) -> int:
 
 
 def _expected_size(name: str, owner: Any, args: tuple[Any, ...]) -> int:
-    """The size a string method or filter will produce, when it can be told before building it."""
-    if name in ("join",):
+    """The size a string method will produce, for the ones that can build more than they are given."""
+    if not isinstance(owner, str | bytes):
+        return 0
+    if name == "join":
         return _joined_size(owner, args[0] if args else None)
     if name == "replace":
         return _replaced_size(owner, *(args[:2] if len(args) >= 2 else ("", "")))
     if name == "expandtabs" and isinstance(owner, str):
         return len(owner) + owner.count("\t") * _int_args(args)
     if name in ("format", "format_map"):
-        return _format_width(owner) + _int_args(args)
-    return _int_args(args)  # ljust/rjust/center/zfill widths
+        return _formatted_size(owner, [*args, *(args[0].values() if name == "format_map" and args
+                                                and isinstance(args[0], dict) else [])])
+    if name in _PADDING:
+        return _int_args(args)
+    return 0
 
 
 # filters whose arguments set the size of what they build, and how big it will be
@@ -241,7 +262,7 @@ _FILTER_SIZES: dict[str, Callable[..., int]] = {
     "center": lambda value, width=80, *_: _int_args([width]),
     "indent": lambda value, width=4, *_, **__: (str(value).count("\n") + 1) * (
         width if isinstance(width, int) else len(width) if isinstance(width, str) else 0),
-    "format": lambda value, *args, **kwargs: _format_width(value) + _int_args([*args, *kwargs.values()]),
+    "format": lambda value, *args, **kwargs: _formatted_size(value, [*args, *kwargs.values()]),
     "join": lambda value, d="", *_: _joined_size(d, list(value) if isinstance(value, range) else value),
     "replace": lambda value, old="", new="", *_: _replaced_size(value, old, new),
 }
@@ -365,7 +386,7 @@ class BudgetedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         if isinstance(method, types.BuiltinMethodType | types.BuiltinFunctionType):
             owner = getattr(method, "__self__", None)
-            if isinstance(owner, str | bytes | list | tuple | dict):
+            if isinstance(owner, str | bytes):
                 budget.size(_expected_size(method.__name__, owner, (*args, *kwargs.values())),
                             f"the result of .{method.__name__}()")
         return _count(super().call(__context, __obj, *args, **kwargs))
@@ -377,14 +398,29 @@ def _binop_size(operator: str, left: Any, right: Any) -> int:
         for seq, n in ((left, right), (right, left)):
             if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int):
                 return len(seq) * max(n, 0)
+        if _whole(left) and _whole(right):
+            _check_digits((abs(left).bit_length() + abs(right).bit_length()) * math.log10(2))
     elif operator == "+":
         return _length(left) + _length(right) if type(left) is type(right) else 0
     elif operator == "**":
-        if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-            return int(right * math.log2(abs(left)) / 8)  # bytes of the integer
+        if _whole(left) and _whole(right) and right > 0 and abs(left) > 1:
+            _check_digits(right * math.log10(abs(left)))
     elif operator == "%":
         if isinstance(left, str):
-            extra = right if isinstance(right, tuple) else (right,)
-            return len(left) + _format_width(left) + _int_args(extra)
+            return _formatted_size(left, right if isinstance(right, tuple) else (right,))
     return 0
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_digits(digits: float) -> None:
+    if digits > MAX_DIGITS:
+        budget = current()
+        raise TemplateError(
+            f"Rendering job {budget.where.get('job')!r}{_of(budget.where)} would compute a number of about "
+            f"{digits:.0f} digits, more than the {MAX_DIGITS} a template may compute",
+            hint="The scenario's values make the template compute a huge number (a power or a product): check "
+                 "those values.", where={**budget.where, "limit": "MAX_DIGITS"})
 

@@ -403,3 +403,41 @@ def test_an_engine_ends_every_generated_file_once_and_names_the_limit(engine_pro
 def test_the_budget_defaults_are_the_config_defaults() -> None:
     settings = make_settings(Path("/tmp/nowhere-budgets"), "http://127.0.0.1:9")
     assert budgets.Limits.from_settings(settings) == budgets.DEFAULTS
+
+
+# expression -> the limit its error names (None: renders), with n = 4294967295 (a seed) or 10**9
+EXPRESSIONS: dict[str, str | None] = {
+    "{{ 'x' * big }}": "max_render_size",
+    "{{ 'x' | center(big) }}": "max_render_size",
+    "{{ 'x'.ljust(big) }}": "max_render_size",
+    "{{ ('{:>' ~ big ~ '}').format(1) }}": "max_render_size",
+    "{{ '%*d' % (big, 1) }}": "max_render_size",
+    "{{ range(big) | list | length }}": "max_render_size",
+    "{{ lipsum(big) }}": "max_render_size",
+    "{{ ('x' * 3000000).replace('', 'yyyy') }}": "max_render_size",
+    "{{ (['x' * 9000] * 9000) | join }}": "max_render_size",
+    "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}": "max_render_size",
+    "{% macro f(s, k) %}{{ f(s + s, k - 1) if k else s | length }}{% endmacro %}{{ f('x', 64) }}": "max_render_size",
+    "{{ 10 ** big }}": "MAX_DIGITS",
+    "{{ d.get('s', seed) }}": None,
+    "{{ '%d' | format(seed) }}": None,
+    "{{ '%s-%d' % ('a', seed) }}": None,
+    "{{ '{}'.format(seed) }}": None,
+    "{{ 2 ** 64 }} {{ seed * seed }}": None,
+    "{% for i in range(3) %}{{ i }}{% endfor %}{{ 'ab' * 2 }}{{ [1, 2] | join(',') }}{{ 'x' | center(5) }}": None,
+}
+
+
+@pytest.mark.parametrize("source", list(EXPRESSIONS))
+def test_a_template_building_something_huge_is_refused_before_it_is_built(source: str) -> None:
+    template = render.Template(name="t", path=Path("t.json"), kind="json", sha256="0",
+                               text=json.dumps({"1": {**EMPTY, "_meta": {"title": source}}, **SAVE}))
+    values = {"big": 10**9, "seed": 4294967295, "d": {}}
+    spec = JobSpec(index=1, name="j", source=Path("s.yaml"), params={k: v for k, v in values.items() if k in source})
+    try:
+        bounded(lambda: render.render_workflow(template, spec, budget=budgets.RenderBudget(budgets.DEFAULTS)), 5)
+    except TemplateError as err:
+        assert EXPRESSIONS[source] and err.where["limit"] == EXPRESSIONS[source], (source, err)
+        assert err.where["job"] == "j" and err.where["file"] == "s.yaml"
+    else:
+        assert EXPRESSIONS[source] is None, source
