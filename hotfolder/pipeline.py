@@ -4,10 +4,11 @@
 
 ``watch`` (:mod:`hotfolder.watch`) finds complete files; :class:`Engine` runs everything after it.
 Claiming happens on the caller's thread. Parsing and rendering, whose cost depends on the file (its size,
-the loops its values drive), happen on the caller's thread only without workers (``hotfolder process``, tests);
-in the daemon they run on ``PREPARE_THREADS`` threads of their own, under the budgets of
-:mod:`hotfolder.budgets`, so that the thread that watches the inbox and answers signals never runs them
-and one slow file never holds up the others. Every job then goes to a pool of workers, one per allowed in-flight prompt per server plus one, that submit and track it.
+the loops its values drive), run under the budgets of :mod:`hotfolder.budgets`: in the daemon
+(``accept(background=True)``) on ``PREPARE_THREADS`` threads of their own, so that the thread that
+watches the inbox and answers signals never runs them and one slow file never holds up the others;
+otherwise (``hotfolder process``, tests) on the caller's thread. Every job then goes to a pool of workers,
+one per allowed in-flight prompt per server plus one, that submit and track it.
 A job whose prompt ended is handed to its server's output workers, which download, post-process and
 publish it; so the submitting side never waits for a download or a post-processor, and each server always
 has the next prompt queued behind the running one (up to a backlog of finished jobs, see ``_handoff_cap``).
