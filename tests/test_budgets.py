@@ -82,6 +82,8 @@ HOSTILE: dict[str, tuple[str | bytes, str]] = {
     "deep.yaml": ("params:\n  v: " + "[" * 200 + "1" + "]" * 200 + "\n", "max_scenario_depth"),
     "repeat.yaml": ("repeat: 600\n", "max_jobs_per_file"),
     "lines.txt": (b"a\n" * 5_000_000, "max_scenario_lines"),
+    "rows.csv": (b"width,height\n" + b"8,8\n" * 1_000_000, "max_scenario_lines"),
+    "rows.jsonl": (b'{"params": {"width": 8}}\n' * 100_000, "max_scenario_lines"),
 }
 LIMITS = {"render_timeout": 1.0, "max_scenario_lines": 5000, "max_jobs_per_file": 500, "max_scenario_depth": 16}
 
