@@ -291,7 +291,8 @@ class Engine:
         """Parse and render claimed files, one at a time, until the engine stops."""
         while not self._stop.is_set():
             with self._cond:
-                while not self._stop.is_set() and not self._to_prepare:
+                # stopping (draining): the files not started stay claimed for the next start
+                while not self._stop.is_set() and (not self._to_prepare or self._draining.is_set()):
                     self._cond.wait(1.0)
                 if self._stop.is_set():
                     return
@@ -301,11 +302,21 @@ class Engine:
                 self._start_record(record, counted=counted)
             except budgets.RenderCancelled:
                 logger.info("[%s] stopping: left claimed, it is read again at the next start", record.input_name)
+                self._uncount(record)
                 self._forget(record)
             except Exception:  # noqa: BLE001 - as if hotfolder had stopped here: the next start reads it again
                 logger.exception("[%s] reading the file failed unexpectedly; it stays claimed for the next start",
                                  record.input_name)
                 self._forget(record)
+
+    def _uncount(self, record: FileRecord) -> None:
+        """A read cut short by a stop is no crash: it does not count toward ``max_parse_attempts``."""
+        if record.state == "claimed" and record.parse_attempts > 0:
+            record.parse_attempts -= 1
+            try:
+                record.save(durable=False)
+            except OSError as err:  # counted, then: at worst the file is set aside one attempt early
+                logger.warning("[%s] could not update its record: %s", record.input_name, err)
 
     def _forget(self, record: FileRecord) -> None:
         with self._cond:

@@ -132,7 +132,10 @@ def test_sigterm_during_a_hostile_render_stops_in_time_and_other_files_are_serve
         log = stop(proc)
     assert proc.returncode == 0 and took < 15, log
     assert not settled(project, ["loop.yaml"]), log  # left claimed for the next start, not failed
-    assert any(p.name == "loop.yaml" for p in (project / "inbox" / ".hotfolder").rglob("loop.yaml")), log
+    claimed = [p for p in (project / "inbox" / ".hotfolder").rglob("loop.yaml")]
+    assert len(claimed) == 1, log
+    record = json.loads((claimed[0].parent / "job.json").read_text())
+    assert record["parse_attempts"] == 0, record  # a stop is no crash: not counted toward max_parse_attempts
 
 
 def test_server_answers_over_their_budget_fail_the_job_naming_the_limit(project: Path, comfy: ComfyTestServer) -> None:
