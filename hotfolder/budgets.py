@@ -148,7 +148,7 @@ class RenderBudget:
         if self.cancel is not None and self.cancel.is_set():
             raise RenderCancelled("stopping")
         if time.monotonic() > self.deadline:
-            raise exceeded(TemplateError, f"Rendering job {self.where.get('job')!r}{_of(self.where)} took longer than "
+            raise exceeded(TemplateError, f"{_rendering(self.where)} took longer than "
                            f"{self.timeout:g} s", key="render_timeout", limit=self.timeout, where=self.where,
                            hint="A loop in the template runs too often for the values the scenario gives (a "
                                 "range(n) or a list the scenario makes large): check those values.")
@@ -156,7 +156,7 @@ class RenderBudget:
     def size(self, size: int, what: str = "a value", unit: str = "characters") -> None:
         """Raise if a value of ``size`` characters (or items) is over ``max_render_size``."""
         if size > self.max_size:
-            raise exceeded(TemplateError, f"Rendering job {self.where.get('job')!r}{_of(self.where)} would build "
+            raise exceeded(TemplateError, f"{_rendering(self.where)} would build "
                            f"{what} of {size} {unit}", key="max_render_size", limit=self.max_size,
                            where=self.where, hint="The scenario's values make the template build a huge text or "
                                                   "list (a repeat count, a width, a range): check those values.")
@@ -167,9 +167,11 @@ class RenderBudget:
         self.size(self.output, "output")
 
 
-def _of(where: dict[str, Any]) -> str:
+def _rendering(where: dict[str, Any]) -> str:
+    """``Rendering job 'j' (template 't', file 'f.yaml')``, as far as ``where`` tells."""
     parts = [f"{key} {where[key]!r}" for key in ("template", "file") if key in where]
-    return f" ({', '.join(parts)})" if parts else ""
+    job = f" job {where['job']!r}" if "job" in where else " a template"
+    return f"Rendering{job}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 class _Outside(RenderBudget):
@@ -419,7 +421,7 @@ def _check_digits(digits: float) -> None:
     if digits > MAX_DIGITS:
         budget = current()
         raise TemplateError(
-            f"Rendering job {budget.where.get('job')!r}{_of(budget.where)} would compute a number of about "
+            f"{_rendering(budget.where)} would compute a number of about "
             f"{digits:.0f} digits, more than the {MAX_DIGITS} a template may compute",
             hint="The scenario's values make the template compute a huge number (a power or a product): check "
                  "those values.", where={**budget.where, "limit": "MAX_DIGITS"})
