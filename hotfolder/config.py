@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from hotfolder.budgets import DEFAULTS as BUDGETS
 from hotfolder.errors import ConfigError
 from hotfolder.redact import redact_text, redact_url
 
@@ -90,7 +91,15 @@ class Settings:
     history_grace: float = 30.0
     lost_grace: float = 15.0
     poll_interval: float = 5.0
-    max_file_size: int = 10 * 1024 * 1024
+    max_file_size: int = BUDGETS.max_file_size
+    render_timeout: float = BUDGETS.render_timeout
+    max_render_size: int = BUDGETS.max_render_size
+    max_scenario_lines: int = BUDGETS.max_scenario_lines
+    max_jobs_per_file: int = BUDGETS.max_jobs_per_file
+    max_scenario_depth: int = BUDGETS.max_scenario_depth
+    max_response_size: int = BUDGETS.max_response_size
+    max_download_size: int = BUDGETS.max_download_size
+    max_ws_message_size: int = BUDGETS.max_ws_message_size
     download_temp: bool = True
     use_observer: bool = True
     ready_marker: bool = False
@@ -152,6 +161,14 @@ KEYS: dict[str, tuple[type, str]] = {
     "lost_grace": (float, "seconds a prompt may be missing from both /queue and /history before it is resubmitted"),
     "poll_interval": (float, "seconds between /history polls while a job runs"),
     "max_file_size": (int, "largest scenario file accepted, bytes"),
+    "render_timeout": (float, "seconds the template of one job may take to render"),
+    "max_render_size": (int, "characters of any value a template builds, and of a job's whole rendered output"),
+    "max_scenario_lines": (int, "lines of a .txt, .csv or .jsonl scenario"),
+    "max_jobs_per_file": (int, "jobs one scenario file may expand to"),
+    "max_scenario_depth": (int, "levels of nested mappings and lists in a scenario"),
+    "max_response_size": (int, "bytes of one answer from ComfyUI (/object_info, /history, /queue, errors)"),
+    "max_download_size": (int, "bytes of one output file downloaded from ComfyUI"),
+    "max_ws_message_size": (int, "bytes of one WebSocket message from ComfyUI (a larger one drops the connection)"),
     "download_temp": (bool, "also download temporary (PreviewImage) outputs"),
     "use_observer": (bool, "use filesystem events (false: scan only, for shares without events)"),
     "ready_marker": (bool, "take a file only once <name>.ready exists beside it"),
@@ -479,6 +496,7 @@ def load_settings(
         values[key] = _coerce(key, value, origin)
     settings = Settings(**values, config_file=config_path if config_path.is_file() else None)
     _check_ranges(settings)
+    _check_budgets(settings)
     return settings
 
 
@@ -508,6 +526,15 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(
             f"inbox {str(s.inbox)!r} and outbox {str(s.outbox)!r} must be separate folders, neither inside the other."
         )
+
+
+def _check_budgets(s: Settings) -> None:
+    """Every budget (hotfolder.budgets) is a finite number greater than 0."""
+    for key in ("max_file_size", *(f for f in BUDGETS.__dataclass_fields__ if f != "max_file_size")):
+        value = getattr(s, key)
+        if not value > 0 or value == float("inf"):  # also NaN
+            raise ConfigError(f"Setting {key!r} must be a number greater than 0 (got {value!r}).",
+                              hint=f"{key}: {KEYS[key][1]}.", where={"key": key})
 
 
 def with_changes(settings: Settings, **changes: Any) -> Settings:

@@ -1,8 +1,8 @@
 """The long-running daemon: recover, scan, watch, process; report to systemd; stop and reload cleanly.
 
-The watcher's threads only hand paths over; the main thread claims, parses and renders them (fast,
-local work), beats the systemd watchdog while everything is healthy, and handles reloads; the engine's
-workers talk to ComfyUI. ``once=True`` drains what is in the inbox and returns, which is also how tests
+The watcher's threads only hand paths over; the main thread claims them, beats the systemd watchdog while
+everything is healthy, answers signals and handles reloads; the engine's prepare threads parse and render
+the claimed files (untrusted work, under budgets) and its workers talk to ComfyUI. ``once=True`` drains what is in the inbox and returns, which is also how tests
 drive the daemon without signals.
 
 Signals: SIGTERM and SIGINT stop taking files, give running jobs ``stop_budget`` seconds to finish and
@@ -37,7 +37,8 @@ RETENTION_INTERVAL = 3600.0
 RELOADABLE = {
     "postprocess", "plugin_config",
     "default_template", "settle_seconds", "job_timeout", "history_grace", "lost_grace", "poll_interval",
-    "max_file_size", "download_temp", "max_parse_attempts", "stop_budget", "retention_done_days",
+    "max_file_size", "download_temp", "max_parse_attempts", "render_timeout", "max_render_size", "max_scenario_lines",
+    "max_jobs_per_file", "max_scenario_depth", "stop_budget", "retention_done_days",
     "retention_outbox_days", "retention_uploads_days", "status_interval", "templates", "validate", "inputs_root",
 }
 
@@ -206,7 +207,7 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
         if signals.stop.is_set():
             return
         path, waiting = waiting, None
-        engine.accept(path)
+        engine.accept(path, background=True)  # parsed and rendered on a prepare thread, never on this one
 
 
 def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,

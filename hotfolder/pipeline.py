@@ -3,8 +3,12 @@
     watch → claim → parse → render → inject → submit → track → download → publish → archive
 
 ``watch`` (:mod:`hotfolder.watch`) finds complete files; :class:`Engine` runs everything after it.
-Claiming, parsing and rendering happen on the caller's thread (they are fast and local); every job then
-goes to a pool of workers, one per allowed in-flight prompt per server plus one, that submit and track it.
+Claiming happens on the caller's thread. Parsing and rendering, whose cost depends on the file (its size,
+the loops its values drive), run under the budgets of :mod:`hotfolder.budgets`: in the daemon
+(``accept(background=True)``) on ``PREPARE_THREADS`` threads of their own, so that the thread that
+watches the inbox and answers signals never runs them and one slow file never holds up the others;
+otherwise (``hotfolder process``, tests) on the caller's thread. Every job then goes to a pool of workers,
+one per allowed in-flight prompt per server plus one, that submit and track it.
 A job whose prompt ended is handed to its server's output workers, which download, post-process and
 publish it; so the submitting side never waits for a download or a post-processor, and each server always
 has the next prompt queued behind the running one (up to a backlog of finished jobs, see ``_handoff_cap``).
@@ -34,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder import __version__, failpoints, plugins, validate
+from hotfolder import __version__, budgets, failpoints, plugins, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import ServerConfig, Settings
 from hotfolder.errors import (
-    ExecutionFailed, HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError, ServerError,
+    HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError, ServerError,
     ServerUnavailable, TemplateError,
 )
 from hotfolder.lease import Lease
@@ -63,6 +67,7 @@ MAX_RESUBMISSIONS = 5
 MAX_DOWNLOAD_ERRORS = 5
 OUTPUT_WAIT = 1.0  # seconds a finished job may wait for an output worker before another one starts
 OUTPUT_IDLE = 60.0  # seconds without work after which an output worker beyond a server's first stops
+PREPARE_THREADS = 2  # threads that parse and render claimed files (two: one slow file never stops intake)
 
 
 @dataclass
@@ -107,7 +112,7 @@ class Engine:
             ComfyClient(
                 server, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
                 poll_interval=settings.poll_interval, history_grace=settings.history_grace,
-                lost_grace=settings.lost_grace,
+                lost_grace=settings.lost_grace, limits=budgets.Limits.from_settings(settings),
             )
             for server in settings.servers
         ]
@@ -126,6 +131,9 @@ class Engine:
         # holds up only its own), waiting on their own condition, woken one per finished job.
         self._outputs_ready = {c.name: threading.Condition(lock) for c in self.clients}
         self._tasks: list[tuple[FileRecord, JobState]] = []
+        self._to_prepare: list[tuple[FileRecord, bool]] = []  # claimed files waiting for a prepare thread
+        self._preparers = 0  # prepare threads started
+        self._cancel_renders = threading.Event()  # set when stopping: renders give up, files stay claimed
         self._handoff: dict[str, list[_Finished]] = {c.name: [] for c in self.clients}  # prompt ended, outputs to fetch
         self._output_threads = {c.name: 0 for c in self.clients}  # output workers running, per server
         self._output_serial = 0  # numbers the output workers' thread names
@@ -172,9 +180,15 @@ class Engine:
         t = threading.Thread(target=self._watch_outputs, name="output-watch", daemon=True)
         t.start()
         self._workers.append(t)
+        for i in range(PREPARE_THREADS):
+            t = threading.Thread(target=self._preparer, name=f"prepare-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        self._preparers = PREPARE_THREADS
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._cancel_renders.set()
         with self._cond:
             self._cond.notify_all()
             for ready in self._outputs_ready.values():
@@ -207,7 +221,8 @@ class Engine:
         Returns False if there is still no room after ``timeout`` seconds."""
         end = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while len(self._tasks) >= 2 * self.workers and not self._stop.is_set():
+            while ((len(self._tasks) >= 2 * self.workers or len(self._to_prepare) >= max(1, self._preparers))
+                   and not self._stop.is_set()):
                 left = 1.0 if end is None else end - time.monotonic()
                 if left <= 0:
                     return False
@@ -236,6 +251,7 @@ class Engine:
         """Stop starting jobs and let the ones in flight finish for up to ``budget`` seconds (calling
         ``tick`` about once a second). Returns True if none is left running; the others stay recorded."""
         self._draining.set()
+        self._cancel_renders.set()  # a file still being read stays claimed for the next start
         end = time.monotonic() + budget
         with self._cond:
             self._cond.notify_all()
@@ -260,8 +276,9 @@ class Engine:
 
     # -- intake side: claim, parse, render -------------------------------------------------------
 
-    def accept(self, path: Path, *, move: bool = True) -> FileRecord | None:
-        """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file."""
+    def accept(self, path: Path, *, move: bool = True, background: bool = False) -> FileRecord | None:
+        """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file. With
+        ``background`` (and the engine started), it is parsed and rendered on a prepare thread."""
         # The first record already counts the parse attempt that follows: one record write, not two.
         record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id, move=move,
                                   parse_attempts=1)
@@ -269,8 +286,54 @@ class Engine:
             return None
         logger.info("[%s] claimed as job %s", record.input_name, record.job_id)
         self._emit(Event("claimed", record.input_name, record.job_id))
-        self._start_record(record, counted=True)
+        self._queue_record(record, counted=True, background=background)
         return record
+
+    def _queue_record(self, record: FileRecord, *, counted: bool = False, background: bool = True) -> None:
+        """Start ``record`` on a prepare thread (with ``background`` once they run), else right here."""
+        if not (background and self._preparers):
+            self._start_record(record, counted=counted)
+            return
+        with self._cond:
+            self._active[record.job_id] = record
+            self._to_prepare.append((record, counted))
+            self._cond.notify_all()
+
+    def _preparer(self) -> None:
+        """Parse and render claimed files, one at a time, until the engine stops."""
+        while not self._stop.is_set():
+            with self._cond:
+                # stopping (draining): the files not started stay claimed for the next start
+                while not self._stop.is_set() and (not self._to_prepare or self._draining.is_set()):
+                    self._cond.wait(1.0)
+                if self._stop.is_set():
+                    return
+                record, counted = self._to_prepare.pop(0)
+                self._cond.notify_all()
+            try:
+                self._start_record(record, counted=counted)
+            except budgets.RenderCancelled:
+                logger.info("[%s] stopping: left claimed, it is read again at the next start", record.input_name)
+                self._uncount(record)
+                self._forget(record)
+            except Exception:  # noqa: BLE001 - as if hotfolder had stopped here: the next start reads it again
+                logger.exception("[%s] reading the file failed unexpectedly; it stays claimed for the next start",
+                                 record.input_name)
+                self._forget(record)
+
+    def _uncount(self, record: FileRecord) -> None:
+        """A read cut short by a stop is no crash: it does not count toward ``max_parse_attempts``."""
+        if record.state == "claimed" and record.parse_attempts > 0:
+            record.parse_attempts -= 1
+            try:
+                record.save(durable=False)
+            except OSError as err:  # counted, then: at worst the file is set aside one attempt early
+                logger.warning("[%s] could not update its record: %s", record.input_name, err)
+
+    def _forget(self, record: FileRecord) -> None:
+        with self._cond:
+            self._active.pop(record.job_id, None)
+            self._cond.notify_all()
 
     def _start_record(self, record: FileRecord, *, counted: bool = False) -> None:
         """Queue the jobs of ``record`` (parsing it first if it is only claimed). ``counted``: the record
@@ -311,13 +374,15 @@ class Engine:
                 hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where=where,
             )
         specs = parse.parse_scenario(path, read_file(path), default_template=self.settings.default_template,
-                                     hooks=self.hooks)
+                                     hooks=self.hooks, limits=budgets.Limits.from_settings(self.settings))
         failpoints.hit("mid_parse")
         templates: dict[str, render.Template] = {}
         source = _Memo(lambda: self._object_info_source(include_down=False))
         read_inputs: dict[tuple[int, ...], Any] = {}  # the file's input files, each read once
         jobs = []
         for spec in specs:
+            if self._cancel_renders.is_set():
+                raise budgets.RenderCancelled("stopping")
             job = JobState(index=spec.index, name=spec.name, spec=spec.to_dict())
             jobs.append(job)
             try:
@@ -345,7 +410,8 @@ class Engine:
         try:
             rendered = render_job(self.settings, spec, templates, hooks=self.hooks,
                                   base=inputs_base(self.settings, record), object_info=source,
-                                  cache=self._template_cache, copy_dir=record.folder, read_inputs=read_inputs)
+                                  cache=self._template_cache, copy_dir=record.folder, read_inputs=read_inputs,
+                                  cancel=self._cancel_renders)
         except render.ObjectInfoUnavailable:
             if not defer:
                 raise
@@ -373,6 +439,8 @@ class Engine:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except budgets.RenderCancelled:
+                raise Cancelled(job.name) from None
             record.save()
             log.info("rendered now that a server answers (UI template converted)")
             return
@@ -805,7 +873,7 @@ class Engine:
                 self._wait_for_server(client)
             except OutputError as err:
                 errors += 1
-                if errors >= MAX_DOWNLOAD_ERRORS:
+                if errors >= MAX_DOWNLOAD_ERRORS or "limit" in err.where:  # over a budget: trying again cannot help
                     raise
                 log.warning("%s; retrying", err.message)
                 self._stop.wait(min(2.0 ** errors * 0.1, 5.0))
@@ -992,7 +1060,7 @@ class Engine:
         record.attempts += 1
         record.instance = self.settings.instance_id
         record.save()
-        self._start_record(record)
+        self._queue_record(record)
         return True
 
     def _load_record(self, folder: Path) -> FileRecord | None:
@@ -1055,7 +1123,8 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
                hooks: plugins.Hooks | None = None, *, base: Path | None = None,
                object_info: render.ObjectInfoSource | None = None,
                cache: render.TemplateCache | None = None, copy_dir: Path | None = None,
-               read_inputs: dict[tuple[int, ...], Any] | None = None) -> Rendered:
+               read_inputs: dict[tuple[int, ...], Any] | None = None,
+               cancel: threading.Event | None = None) -> Rendered:
     """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
 
     With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
@@ -1064,7 +1133,8 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
     ``copy_dir`` (the job folder) a private copy is taken to upload from (``read_inputs``: what the
     file's earlier jobs read, see :func:`hotfolder.stages.upload.resolve_inputs`).
     ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`);
-    ``cache`` keeps templates loaded across files while they are unchanged."""
+    ``cache`` keeps templates loaded across files while they are unchanged. The template renders under
+    the settings' render budget (``cancel`` set: it gives up with :class:`hotfolder.budgets.RenderCancelled`)."""
     name = spec.template or settings.default_template
     where = {"file": spec.source.name, "job": spec.name}
     if not name:
@@ -1082,7 +1152,8 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
         else:
             templates[name] = render.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
     template = templates[name]
-    workflow, params = render.render_workflow(template, spec, hooks=hooks)
+    budget = budgets.RenderBudget(budgets.Limits.from_settings(settings), cancel=cancel)
+    workflow, params = render.render_workflow(template, spec, hooks=hooks, budget=budget)
     upload.inject_inputs(workflow, inputs, where={**where, "template": template.name})
     return Rendered(spec=spec, workflow=workflow, params=params, template=template, inputs=inputs,
                     fields=validate.scenario_fields(template, spec, workflow))
@@ -1124,10 +1195,13 @@ def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None
         data = path.read_bytes()
     except OSError as err:
         raise ScenarioError(f"Cannot read scenario file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
-    specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks)
+    specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks,
+                                 limits=budgets.Limits.from_settings(settings))
     templates: dict[str, render.Template] = {}
     base = path.absolute().parent
-    return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info) for spec in specs]
+    inputs: dict[tuple[str, str], upload.InputFile] = {}
+    return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info, inputs=inputs)
+            for spec in specs]
 
 
 class FirstServer:
@@ -1161,7 +1235,8 @@ class FirstServer:
 def fetch_object_info(settings: Settings, server: ServerConfig) -> dict[str, Any]:
     """``GET /object_info`` from one server, with the configured credentials and timeouts."""
     http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
-                     connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout)
+                     connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
+                     max_response_size=settings.max_response_size)
     try:
         return http.object_info()
     finally:

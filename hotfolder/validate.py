@@ -44,6 +44,7 @@ whether a model file actually loads.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -955,21 +956,7 @@ def scenario_fields(template: Template, spec: JobSpec, workflow: Mapping[str, An
     """
     from hotfolder.stages import inject  # local: keeps this module importable without the pipeline
 
-    fields: dict[str, str] = {}
-    if template.kind == "json":
-        try:
-            raw = json.loads(template.text)
-        except ValueError:
-            raw = None
-        if isinstance(raw, Mapping):
-            for node_id, node in raw.items():
-                inputs = node.get("inputs") if isinstance(node, Mapping) else None
-                if not isinstance(inputs, Mapping):
-                    continue
-                for name, value in inputs.items():
-                    variables = _jinja_variables(value)
-                    if variables:
-                        fields[f"{node_id}.{name}"] = ", ".join(f"params.{v}" for v in variables)
+    fields: dict[str, str] = dict(_template_fields(template.text)) if template.kind == "json" else {}
     from hotfolder.stages.render import MISSING
 
     for param in template.params.values():
@@ -997,6 +984,28 @@ def _resolve_address(inject: Any, workflow: Mapping[str, Any], address: str) -> 
     except AddressError:
         return None
     return f"{node_id}.{input_name}"
+
+
+@functools.lru_cache(maxsize=64)
+def _template_fields(text: str) -> tuple[tuple[str, str], ...]:
+    """``(node.input, "params.a, params.b")`` for each Jinja string of a ``.json`` template's text. Cached:
+    every job of a file asks about the same template (it was parsed once per job, a whole large
+    template again for each row of a batch)."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return ()
+    out = []
+    if isinstance(raw, Mapping):
+        for node_id, node in raw.items():
+            inputs = node.get("inputs") if isinstance(node, Mapping) else None
+            if not isinstance(inputs, Mapping):
+                continue
+            for name, value in inputs.items():
+                variables = _jinja_variables(value)
+                if variables:
+                    out.append((f"{node_id}.{name}", ", ".join(f"params.{v}" for v in variables)))
+    return tuple(out)
 
 
 def _jinja_variables(value: Any) -> list[str]:

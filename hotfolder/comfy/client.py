@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotfolder.budgets import DEFAULTS, Limits
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.comfy.reach import Reachability
 from hotfolder.comfy.ws import EventStream
@@ -101,6 +102,7 @@ class ComfyClient:
         poll_interval: float = 5.0,
         history_grace: float = 30.0,
         lost_grace: float = 15.0,
+        limits: Limits = DEFAULTS,
     ) -> None:
         self.server = server
         self.name = server.name
@@ -110,6 +112,7 @@ class ComfyClient:
         self.http = ComfyHTTP(
             server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
+            max_response_size=limits.max_response_size, max_download_size=limits.max_download_size,
         )
         self.poll_interval = poll_interval
         self.history_grace = history_grace
@@ -123,7 +126,7 @@ class ComfyClient:
             server.display_url, self.client_id, on_message=self._on_message, on_state=self._on_state,
             on_failure=self.reach.down,
             display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout, max_message_size=limits.max_ws_message_size,
             # queue broadcasts and per-node progress_state: half of all messages, never read here
             ignore_types=("status", "progress_state"),
         )

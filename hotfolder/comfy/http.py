@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
 from hotfolder import __version__
+from hotfolder.budgets import DEFAULTS, exceeded
 from hotfolder.errors import (
     OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable, UploadError,
 )
@@ -199,8 +200,12 @@ class ComfyHTTP:
         verify: bool = True,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        max_response_size: int = DEFAULTS.max_response_size,
+        max_download_size: int = DEFAULTS.max_download_size,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_response_size = max_response_size  # bytes of any answer read into memory
+        self.max_download_size = max_download_size  # bytes of one file from /view
         self.display_url = display_url or redact_url(self.base_url)
         self.headers = {"User-Agent": f"hotfolder/{__version__}", "Accept-Encoding": "identity"}
         self.headers.update(headers or {})
@@ -263,7 +268,7 @@ class ComfyHTTP:
             headers = {"Content-Type": "application/json", **(headers or {})}
         conn, resp = self._send(method, path, idempotent=idempotent, body=body, headers=headers)
         try:
-            content = resp.read()
+            content = self._read_bounded(conn, resp, method, path)
         except (OSError, http.client.HTTPException) as err:
             conn.close()
             if idempotent:
@@ -274,6 +279,23 @@ class ComfyHTTP:
             ) from err
         self._conns.put(conn, resp)
         return Response(resp.status, content, resp.headers)
+
+    def _read_bounded(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, method: str,
+                      path: str) -> bytes:
+        """The body of ``resp``, or a :class:`ServerError` naming ``max_response_size`` when it is larger
+        (told by its Content-Length, or found reading one byte past the limit; the connection is dropped)."""
+        limit = self.max_response_size
+        length = resp.headers.get("Content-Length")
+        declared = int(length) if length is not None and length.isdigit() else 0
+        content = b"" if declared > limit else resp.read(limit + 1)
+        if declared > limit or len(content) > limit:
+            conn.close()
+            raise exceeded(ServerError, f"ComfyUI at {self.display_url} answered {method} {path.split('?')[0]} "
+                           f"with more than {limit} bytes", key="max_response_size", limit=limit,
+                           where={"server": self.display_url},
+                           hint="ComfyUI's answers are far smaller; is a proxy or another service answering at this "
+                                "URL?")
+        return content
 
     def _json(self, method: str, path: str) -> Any:
         resp = self._request(method, path, idempotent=True)
@@ -371,10 +393,13 @@ class ComfyHTTP:
                 )
             digest = hashlib.sha256()
             size = 0
+            length = resp.headers.get("Content-Length")
+            self._check_download(filename, int(length) if length is not None and length.isdigit() else 0)
             try:
                 fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
                 try:
                     while chunk := resp.read(CHUNK):
+                        self._check_download(filename, size + len(chunk))
                         write_all(fd, chunk)
                         digest.update(chunk)
                         size += len(chunk)
@@ -399,6 +424,13 @@ class ComfyHTTP:
                 where={"server": self.display_url, "output": filename},
             )
         return size, digest.hexdigest()
+
+    def _check_download(self, filename: str, size: int) -> None:
+        if size > self.max_download_size:
+            raise exceeded(OutputError, f"Output {filename!r} from ComfyUI at {self.display_url} is more than "
+                           f"{self.max_download_size} bytes", key="max_download_size", limit=self.max_download_size,
+                           where={"server": self.display_url, "output": filename},
+                           hint="The job was run; its outputs stay on the server (ComfyUI's output folder).")
 
     def upload_image(self, path: Path, name: str, *, subfolder: str = "", type_: str = "input",
                      overwrite: bool = False, digest: Any = None) -> dict[str, Any]:

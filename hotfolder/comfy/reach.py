@@ -10,16 +10,16 @@ the server or a proxy sent (an error body may repeat a request's credentials).
 
 from __future__ import annotations
 
-from hotfolder.redact import redact_url
 import logging
 import re
 import socket
 import ssl
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from hotfolder.errors import HotfolderError
+from hotfolder.redact import redact_url
 
 logger = logging.getLogger(__name__)
 

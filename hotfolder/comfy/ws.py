@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websocket
 
+from hotfolder.budgets import DEFAULTS
 from hotfolder.comfy.http import ca_bundle
 from hotfolder.redact import redact_text, redact_url
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_TEXT = 64 * 1024 * 1024  # a JSON message larger than this is not ComfyUI's: the connection is dropped
+MAX_TEXT = DEFAULTS.max_ws_message_size  # a JSON message larger than this is not ComfyUI's: the connection is dropped
 
 
 class FrameReader:
@@ -46,8 +47,9 @@ class FrameReader:
     Raises ``ConnectionError`` when the peer closes and ``ValueError`` for frames no server may send.
     """
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, max_text: int = MAX_TEXT) -> None:
         self.sock = sock
+        self.max_text = max_text
         self.buf = bytearray()
         self.pos = 0
         self.skip = 0  # bytes of a binary frame still to discard
@@ -109,8 +111,8 @@ class FrameReader:
                     raise ValueError("a text frame inside an unfinished message")
             elif opcode != OP_CONT or self.message != OP_TEXT:
                 raise ValueError(f"unexpected frame (opcode {opcode:#x})")
-            if size > MAX_TEXT or sum(map(len, self.parts)) + size > MAX_TEXT:
-                raise ValueError(f"a text message over {MAX_TEXT} bytes")
+            if size > self.max_text or sum(map(len, self.parts)) + size > self.max_text:
+                raise MessageTooLarge(f"a text message over {self.max_text} bytes (the limit max_ws_message_size)")
             self._fill(head + size)
             start = self.pos + head
             payload = bytes(self.buf[start:start + size])
@@ -128,6 +130,10 @@ class FrameReader:
             if fin:
                 message, self.parts, self.message = b"".join(self.parts), [], None
                 return OP_TEXT, message
+
+
+class MessageTooLarge(ValueError):
+    """A text message over ``max_ws_message_size``: the connection is dropped and made again."""
 
 
 def ws_url(http_url: str, client_id: str) -> str:
@@ -155,8 +161,10 @@ class EventStream:
         ping_interval: float = 10.0,
         silence_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        max_message_size: int = MAX_TEXT,
     ) -> None:
         self.url = ws_url(http_url, client_id)
+        self.max_message_size = max_message_size
         self.display_url = display_url or redact_url(http_url)
         self.on_message = on_message
         self.on_state = on_state
@@ -266,7 +274,7 @@ class EventStream:
 
     def _read(self, ws: websocket.WebSocket) -> None:
         ws.settimeout(min(1.0, self.ping_interval))
-        reader = FrameReader(ws.sock)
+        reader = FrameReader(ws.sock, self.max_message_size)
         last_seen = time.monotonic()
         last_ping = last_seen
         while not self._stop.is_set():
@@ -284,6 +292,11 @@ class EventStream:
                 opcode, data = reader.read()
             except (socket.timeout, ssl.SSLWantReadError):
                 continue
+            except MessageTooLarge as err:
+                logger.warning("WebSocket to %s sent %s; reconnecting (jobs are followed through /history meanwhile). "
+                               "Raise max_ws_message_size in hotfolder.toml if the server's messages are meant to "
+                               "be this large.", self.display_url, err)
+                return
             except ValueError as err:
                 logger.warning("WebSocket to %s sent something that is not WebSocket: %s; reconnecting",
                                self.display_url, err)

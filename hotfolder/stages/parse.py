@@ -39,7 +39,7 @@ Expansion
     ``inputs`` are merged (the entry wins on equal keys), other keys of the entry replace the top
     level's. Then the ``matrix`` product (keys in the given order; a key containing a dot is a ``set:``
     address, otherwise a param; matrix values win over ``params``/``set``), then ``repeat`` copies of
-    each combination, next to each other. A file may expand to at most :data:`MAX_JOBS` jobs.
+    each combination, next to each other. A file may expand to at most ``max_jobs_per_file`` jobs.
     YAML/TOML dates and times become ISO 8601 strings; NaN, infinities and other values JSON cannot
     carry are errors.
 
@@ -81,14 +81,17 @@ from typing import Any, Protocol
 
 import yaml
 
+from hotfolder import budgets
 from hotfolder.errors import ScenarioError
 from hotfolder.models import JobSpec
 from hotfolder.paths import is_unsafe_char
 
 logger = logging.getLogger(__name__)
 
-#: Most jobs one scenario file may expand to.
-MAX_JOBS = 10_000
+#: Most jobs one scenario file may expand to (the default of ``max_jobs_per_file``).
+MAX_JOBS = budgets.DEFAULTS.max_jobs_per_file
+#: Formats read line by line: ``max_scenario_lines`` applies to them.
+LINE_FORMATS = (".txt", ".csv", ".jsonl")
 #: Largest ``repeat:``.
 MAX_REPEAT = 10_000
 #: Job names are cut to this many characters ...
@@ -142,15 +145,21 @@ def parse_scenario(
     default_template: str | None = None,
     rng: random.Random | None = None,
     hooks: ScenarioHooks | None = None,
+    limits: budgets.Limits = budgets.DEFAULTS,
 ) -> list[JobSpec]:
     """Parse the scenario ``data`` (the bytes of ``path``) into jobs with index 1..N.
 
     ``default_template`` fills in jobs that name no template (it may be ``None``: then the job's
     ``template`` stays ``None`` and rendering reports it). ``rng`` draws ``random`` seeds
     (``random.SystemRandom()`` when ``None``). ``hooks`` lets plugins read more formats and allow more
-    keys (module docstring, "Plugins"). Raise :class:`ScenarioError` for anything malformed.
+    keys (module docstring, "Plugins"). Raise :class:`ScenarioError` for anything malformed, or over one
+    of ``limits`` (file size, lines, nesting, jobs: :mod:`hotfolder.budgets`).
     """
     suffix = _suffix(path)
+    if len(data) > limits.max_file_size:
+        raise budgets.exceeded(ScenarioError, f"Scenario {path.name!r} is {len(data)} bytes", key="max_file_size",
+                               limit=limits.max_file_size, where={"file": path.name},
+                               hint="Split it into smaller files.")
     extra: Mapping[str, ScenarioKey] = {}
     if hooks is None:
         parser = FORMATS.get(suffix)
@@ -172,15 +181,21 @@ def parse_scenario(
                 raise _unsupported(path, plugins=True)
             return found
 
+    if suffix in LINE_FORMATS:
+        _check_lines(path, text, limits)
     try:
         raw_jobs = parser(path, text)
+        if len(raw_jobs) > limits.max_jobs_per_file:  # one job per row or line: before checking each
+            raise _too_many_jobs(path, limits.max_jobs_per_file, None)
+        for raw, line in raw_jobs:
+            _check_shape(path, raw, line, limits, budget=len(data))
         drafts: list[_Draft] = []
         for raw, line in raw_jobs:
-            drafts.extend(_expand(path, raw, line, already=len(drafts), extra=extra))
+            drafts.extend(_expand(path, raw, line, already=len(drafts), extra=extra, max_jobs=limits.max_jobs_per_file))
     except RecursionError as err:
-        raise _error(
-            path,
-            f"Scenario {path.name!r} is nested too deeply to read",
+        raise budgets.exceeded(
+            ScenarioError, f"Scenario {path.name!r} is nested too deeply to read", key="max_scenario_depth",
+            limit=limits.max_scenario_depth, where={"file": path.name},
             hint="A scenario holds a few levels of mappings and lists; check the file is what you meant.",
         ) from err
     if not drafts:
@@ -190,6 +205,32 @@ def parse_scenario(
             hint=_NO_JOBS_HINT.get(suffix, "Add at least one job."),
         )
     return _finish(path, drafts, default_template=default_template, rng=rng or random.SystemRandom())
+
+
+def _check_lines(path: Path, text: str, limits: budgets.Limits) -> None:
+    """Refuse a line-based scenario with more lines than ``max_scenario_lines``, before reading them."""
+    lines = text.count("\n") + (not text.endswith("\n"))
+    if lines > limits.max_scenario_lines:
+        raise budgets.exceeded(ScenarioError, f"Scenario {path.name!r} has {lines} lines", key="max_scenario_lines",
+                               limit=limits.max_scenario_lines, where={"file": path.name},
+                               hint="Split it into several files.")
+
+
+def _check_shape(path: Path, raw: Any, line: int | None, limits: budgets.Limits, *, budget: int) -> None:
+    """Refuse a parsed document nested deeper than ``max_scenario_depth``, or holding more values than the
+    file has bytes (YAML aliases that expand a few lines into millions of values)."""
+    shape = budgets.shape(raw, max_depth=limits.max_scenario_depth, max_values=max(budget, 1000))
+    where = {"file": path.name, "line": line} if line is not None else {"file": path.name}
+    if shape == "deep":
+        raise budgets.exceeded(ScenarioError, f"Scenario {path.name!r} nests mappings and lists more than "
+                               f"{limits.max_scenario_depth} levels deep", key="max_scenario_depth",
+                               limit=limits.max_scenario_depth, where=where,
+                               hint="A scenario holds a few levels of mappings and lists; check the file is what you meant.")
+    if shape == "large":
+        raise budgets.exceeded(ScenarioError, f"Scenario {path.name!r} expands to more values than it has bytes "
+                               "(YAML aliases repeating others)", key="max_file_size",
+                               limit=limits.max_file_size, where=where,
+                               hint="Write the values out instead of nesting aliases (*name) of aliases.")
 
 
 def sanitize_job_name(name: str, *, reserve: int = 0) -> str:
@@ -305,7 +346,7 @@ def _parse_json(path: Path, text: str) -> list[RawJob]:
     return [(_top_mapping(path, data), None)]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 9x faster on a large file
     """SafeLoader that refuses a key repeated in one mapping (merge keys ``<<`` still work)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -573,7 +614,8 @@ class _Draft:
 
 
 def _expand(
-    path: Path, raw: dict[str, Any], line: int | None, *, already: int, extra: Mapping[str, ScenarioKey] | None = None
+    path: Path, raw: dict[str, Any], line: int | None, *, already: int, extra: Mapping[str, ScenarioKey] | None = None,
+    max_jobs: int = MAX_JOBS,
 ) -> list[_Draft]:
     extra = extra or {}
     if not isinstance(raw, dict):
@@ -594,6 +636,8 @@ def _expand(
                 line=line,
                 key="jobs",
             )
+        if already + len(entries) > max_jobs:  # before reading each entry
+            raise _too_many_jobs(path, max_jobs, line)
         bases = []
         for number, entry in enumerate(entries, start=1):
             prefix = f"jobs[{number}]"
@@ -608,13 +652,8 @@ def _expand(
         for values in base.get("matrix", {}).values():
             count *= len(values)
         total += count
-        if total > MAX_JOBS:
-            raise _error(
-                path,
-                f"Scenario {path.name!r} expands to more than {MAX_JOBS} jobs",
-                hint="Split the batch into several files, or reduce 'repeat' and the 'matrix' lists.",
-                line=line,
-            )
+        if total > max_jobs:
+            raise _too_many_jobs(path, max_jobs, line)
 
     drafts: list[_Draft] = []
     for base in bases:
@@ -638,6 +677,14 @@ def _expand(
                     )
                 )
     return drafts
+
+
+def _too_many_jobs(path: Path, max_jobs: int, line: int | None) -> ScenarioError:
+    return budgets.exceeded(  # type: ignore[return-value]
+        ScenarioError, f"Scenario {path.name!r} expands to more than {max_jobs} jobs", key="max_jobs_per_file",
+        limit=max_jobs, where={"file": path.name, **({"line": line} if line is not None else {})},
+        hint="Split the batch into several files, or reduce 'repeat' and the 'matrix' lists.",
+    )
 
 
 def _merge(top: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,7 @@ import jinja2.runtime
 import jinja2.sandbox
 from markupsafe import Markup
 
-from hotfolder import convert, roles
+from hotfolder import budgets, convert, roles
 from hotfolder.errors import AddressError, PluginError, TemplateError
 from hotfolder.models import JobSpec
 from hotfolder.paths import display_name, fits
@@ -233,7 +233,7 @@ def make_environment(*, json_output: bool = False) -> jinja2.sandbox.SandboxedEn
 
     With ``json_output=True`` every ``{{ ... }}`` is emitted as a JSON value (the ``.json.j2`` mode).
     """
-    return jinja2.sandbox.ImmutableSandboxedEnvironment(
+    return budgets.BudgetedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -434,7 +434,8 @@ def _converted(text: str, name: str, sha256: str, object_info: ObjectInfoSource 
 
 
 def render_workflow(
-    template: Template, spec: JobSpec, *, hooks: RenderHooks | None = None
+    template: Template, spec: JobSpec, *, hooks: RenderHooks | None = None,
+    budget: budgets.RenderBudget | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Render ``template`` for one job; return ``(API workflow, resolved params)``.
 
@@ -443,6 +444,8 @@ def render_workflow(
     that is not an API workflow, or a node address (sidecar ``input``, ``spec.set``) that does not
     resolve (:class:`AddressError`). With ``hooks``, plugins take part (module docstring, "Plugins");
     what they raise is passed on (:class:`~hotfolder.errors.PluginError` for their own failures).
+    The Jinja part runs under ``budget`` (the default limits when None): a :class:`TemplateError`
+    naming ``render_timeout`` or ``max_render_size`` when it is used up (:mod:`hotfolder.budgets`).
     """
     where: dict[str, Any] = {"file": spec.source.name, "job": spec.name, "template": template.name}
     check_params_used(template, spec, where)
@@ -453,17 +456,18 @@ def render_workflow(
         context = dict(resolved)
         hooks.prepare_template_context(context=context, spec=spec)
         resolved = {name: context[name] for name in resolved if name in context}
-    if template.kind == "json":
-        source = _parse_workflow(template.text, template.name)
-        workflow = _LeafRenderer(template, context, where, compiler).render(source)
-    elif template.kind == "jinja":
-        workflow = _render_whole(template, context, where, compiler)
-    else:
+    if template.kind not in ("json", "jinja"):
         raise TemplateError(
             f"Template {template.name!r} has unknown kind {template.kind!r}",
             hint="Load templates with load_template().",
             where=where,
         )
+    with (budget or budgets.RenderBudget()).running(where):
+        if template.kind == "json":
+            source = _parse_workflow(template.text, template.name)
+            workflow = _LeafRenderer(template, context, where, compiler).render(source)
+        else:
+            workflow = _render_whole(template, context, where, compiler)
     _check_api_format(workflow, template.name, where, rendered=template.kind == "jinja")
     for param in template.params.values():
         if param.inputs and param.name in resolved:
@@ -1045,7 +1049,9 @@ class _LeafRenderer:
                 if isinstance(result, jinja2.Undefined):
                     str(result)  # raises UndefinedError / SecurityError
                 return _plain_value(result)
-            return self.compiler.text(text).render(self.context)
+            rendered = self.compiler.text(text).render(self.context)
+            budgets.current().emitted(len(rendered))
+            return rendered
         except _NotJSONError as err:
             raise TemplateError(
                 f"Template {self.template.name!r} produced a {type(err.value).__name__} value"
@@ -1060,6 +1066,7 @@ class _LeafRenderer:
 def _render_whole(template: Template, context: dict[str, Any], where: dict[str, Any], compiler: _Compiler) -> Any:
     try:
         rendered = compiler.whole(template.text).render(context)
+        budgets.current().emitted(len(rendered))
     except _NotJSONError as err:
         line = _template_line(err)
         raise TemplateError(

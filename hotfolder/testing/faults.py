@@ -53,6 +53,7 @@ class Faults:
         self._silenced = False
         self._node_failures: dict[str, _NodeFailure] = {}
         self._node_delays: dict[str, float] = {}
+        self._oversize: dict[str, tuple[_Counted, bool]] = {}
 
     # -- scripting (test side) --------------------------------------------------------------------
 
@@ -131,6 +132,17 @@ class Faults:
             else:
                 self._node_delays.pop(class_type, None)
 
+    def oversize(self, route: str, size: int, count: int | None = 1, *, chunked: bool = False) -> None:
+        """The next ``count`` answers of ``route`` carry ``size`` extra bytes: ``"history"`` (``GET
+        /history/{id}``: the real entry, beside a ``"padding"`` string of ``size`` characters) or
+        ``"view"`` (``GET /view``: ``size`` bytes instead of the file). With ``chunked`` the answer has
+        no Content-Length (the client finds the size only by reading)."""
+        _check_count(count)
+        if route not in ("history", "view"):
+            raise ValueError(f"route must be 'history' or 'view', got {route!r}")
+        with self._lock:
+            self._oversize[route] = (_Counted(size, count), chunked)
+
     def clear(self) -> None:
         """Remove every scripted fault (also stops periodic dropping and silencing)."""
         with self._lock:
@@ -139,6 +151,7 @@ class Faults:
             self._silenced = False
             self._node_failures.clear()
             self._node_delays.clear()
+            self._oversize.clear()
         self._server._faults_changed()
 
     # -- consumption (server side) ----------------------------------------------------------------
@@ -170,6 +183,15 @@ class Faults:
                 return None
             value, self._view_status = self._take(self._view_status)
         return None if value is None else int(value)
+
+    def take_oversize(self, route: str) -> tuple[int, bool] | None:
+        """(extra bytes, chunked) for this answer of ``route``, or None."""
+        with self._lock:
+            slot, chunked = self._oversize.get(route, (None, False))
+            value, left = self._take(slot)
+            if left is None:
+                self._oversize.pop(route, None)
+        return None if value is None else (int(value), chunked)
 
     def take_node_failure(self, class_type: str) -> tuple[str, str] | None:
         with self._lock:

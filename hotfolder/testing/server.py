@@ -97,6 +97,20 @@ def _server_error() -> web.Response:
     return response
 
 
+async def _answer(request: web.Request, body: bytes, content_type: str, *, chunked: bool) -> web.StreamResponse:
+    """``body`` as one answer, or (``chunked``) streamed without a Content-Length (faults.oversize)."""
+    if not chunked:
+        return web.Response(body=body, content_type=content_type)
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):  # the client may stop reading at its limit
+        for start in range(0, len(body), 65536):
+            await response.write(body[start:start + 65536])
+        await response.write_eof()
+    return response
+
+
 def _is_loopback(host: str | None) -> bool:
     if host is None:
         return False
@@ -685,6 +699,10 @@ class _Runtime:
         prompt_id = request.match_info["prompt_id"]
         with self.lock:
             entry = copy.deepcopy(self.history.get(prompt_id))
+        oversize = self.faults.take_oversize("history") if entry is not None else None
+        if oversize is not None:
+            body = json.dumps({prompt_id: entry, "padding": "x" * oversize[0]}).encode()
+            return await _answer(request, body, "application/json", chunked=oversize[1])
         return web.json_response({} if entry is None else {prompt_id: entry})
 
     async def post_history(self, request: web.Request) -> web.Response:
@@ -707,6 +725,9 @@ class _Runtime:
         status = self.faults.take_view_status()
         if status is not None:
             return web.Response(status=status)
+        oversize = self.faults.take_oversize("view")
+        if oversize is not None:
+            return await _answer(request, bytes(oversize[0]), "image/png", chunked=oversize[1])
         query = request.query
         if "filename" not in query:
             return web.Response(status=404)
