@@ -1199,8 +1199,8 @@ def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None
                                  limits=budgets.Limits.from_settings(settings))
     templates: dict[str, render.Template] = {}
     base = path.absolute().parent
-    inputs: dict[tuple[str, str], upload.InputFile] = {}
-    return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info, inputs=inputs)
+    read_inputs: dict[tuple[int, ...], Any] = {}  # each input file read once for all the file's jobs
+    return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info, read_inputs=read_inputs)
             for spec in specs]
 
 
