@@ -32,6 +32,11 @@ from pathlib import Path
 
 from hotfolder.errors import HotfolderError
 
+try:
+    import fcntl as _fcntl
+except ImportError:  # not a POSIX system
+    _fcntl = None  # type: ignore[assignment]
+
 #: Bytes in one path component on Linux filesystems (ext4, xfs, btrfs, tmpfs, NFS, SMB).
 NAME_MAX = 255
 #: Bytes kept free after a safe name for what hotfolder appends: ``-N`` (up to 20 digits), ``.error.json``
@@ -291,6 +296,29 @@ def open_regular(path: str | os.PathLike[str] | bytes, *, dir_fd: int | None = N
         os.close(fd)
         raise
     return fd, st
+
+
+def open_for_writing(path: str | os.PathLike[str]) -> bool | None:
+    """Whether some program still has the file at ``path`` open for writing: True, False, or None where
+    that cannot be told. Asked of the kernel with a read lease (Linux ``F_SETLEASE``), which is refused
+    while any descriptor of the file is open for writing; it is released at once. None on other systems,
+    on filesystems without leases (NFS, SMB, FUSE), and for files the daemon neither owns nor may lease:
+    there only the settle rule protects a file being written."""
+    if _fcntl is None or not hasattr(_fcntl, "F_SETLEASE"):
+        return None
+    try:
+        fd, _st = open_regular(path)
+    except OSError:
+        return None
+    try:
+        _fcntl.fcntl(fd, _fcntl.F_SETLEASE, _fcntl.F_RDLCK)
+    except OSError as err:
+        return True if err.errno == errno.EAGAIN else None
+    else:
+        _fcntl.fcntl(fd, _fcntl.F_SETLEASE, _fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:

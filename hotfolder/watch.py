@@ -10,6 +10,11 @@ A file in ``inbox/`` is *complete* (DESIGN.md §7.3: "no torn input") when one o
   files found by a scan) its size and mtime stayed unchanged for ``settle_seconds``. A file seen only as
   *created* is never taken (watchdog#586: the event fires when a copy starts, not when it ends).
 
+Whatever the rule, a file that some program still has open for writing (asked of the kernel, see
+:func:`hotfolder.paths.open_for_writing`; local Linux filesystems) is not taken: it is looked at again
+after another ``settle_seconds``. This covers a copy that was under way when hotfolder started, and a
+writer that pauses longer than ``settle_seconds``. Not in ``ready_marker`` mode, where the marker decides.
+
 Files found by the startup scan or an explicit :meth:`Intake.rescan` are ready at once when their mtime is
 already older than ``settle_seconds``; fresher ones go through the settle check, because a writer may be
 mid-copy while hotfolder starts. The periodic safety-net scan (``poll_interval``) never takes that
@@ -58,6 +63,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from hotfolder.errors import ConfigError
+from hotfolder.paths import open_for_writing
 
 if TYPE_CHECKING:
     import types
@@ -260,6 +266,7 @@ class Intake:
         # Owned by the settle thread alone:
         self._pending: dict[str, _Pending] = {}
         self._handed: dict[str, _Handed] = {}
+        self._writing: set[str] = set()  # complete by the rules above, but still open for writing
         self._deadlines: list[tuple[float, int, str]] = []  # heap of (deadline, token, name)
         self._next_token = 0
 
@@ -621,6 +628,15 @@ class Intake:
             logger.debug("%r is complete; waiting for %r", name, marker.name)
             return
         path = self.inbox / name
+        if not self.ready_marker and open_for_writing(path):
+            # the writer has not closed it yet (a copy that started before the daemon, or one paused past
+            # settle_seconds): look again after another settle period
+            if name not in self._writing:
+                self._writing.add(name)
+                logger.info("Not taking %r yet: a program still has it open for writing", name)
+            self._track(name, sig, reoffer_before=reoffer_before)
+            return
+        self._writing.discard(name)
         self._handed[name] = _Handed(sig=sig, at=time.monotonic())
         logger.debug("Ready (%s): %s", why, path)
         try:
@@ -636,6 +652,7 @@ class Intake:
                 logger.warning("Cannot delete marker %r: %s", str(marker), err)
 
     def _forget(self, name: str) -> None:
+        self._writing.discard(name)
         self._pending.pop(name, None)
         self._handed.pop(name, None)
 

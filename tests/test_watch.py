@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hotfolder import paths as hotfolder_paths
 from hotfolder import watch
 from hotfolder.errors import ConfigError
 from hotfolder.watch import Intake, is_candidate
@@ -529,3 +530,31 @@ def test_moves_out_of_the_inbox_do_not_hold_back_later_events(make_intake: MakeI
     # Checked structurally (timing is the benchmark's job): the intake must have switched that delay off.
     intake = make_intake(Handoffs(), settle_seconds=SETTLE)
     assert watch._unblock_moves_out(intake._observer)  # noqa: SLF001
+
+
+# -- a writer that has not closed the file ----------------------------------------------------------
+
+
+@linux_only
+@pytest.mark.parametrize("use_observer", [True, False], ids=["observer", "polling"])
+def test_a_file_still_open_for_writing_at_start_is_not_taken_until_its_writer_closes_it(
+    inbox: Path, make_intake: MakeIntake, use_observer: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = inbox / "half.yaml"
+    writer = open(path, "wb")  # noqa: SIM115 - held open on purpose, like a copy under way
+    try:
+        writer.write(b"prompt: a red")
+        writer.flush()
+        make_old(path)  # old enough that the startup scan would take it at once
+        if hotfolder_paths.open_for_writing(path) is None:
+            pytest.skip("this filesystem gives no read leases")
+        handoffs = Handoffs()
+        with caplog.at_level(logging.INFO, logger="hotfolder.watch"):
+            make_intake(handoffs, settle_seconds=SETTLE, use_observer=use_observer, poll_interval=0.05)
+            wait_until(lambda: "still has it open for writing" in caplog.text)
+            handoffs.none_within(3 * SETTLE)  # looked at again at least twice, still open
+        writer.write(b" fox\n")
+    finally:
+        writer.close()
+    handed, data, _ = handoffs.next()
+    assert handed == path and data == b"prompt: a red fox\n"
