@@ -54,7 +54,13 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def json_bytes(data: Any, *, indent: int | None = 2) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n").encode("utf-8")
+    """``data`` as UTF-8 JSON. A lone surrogate in a string (a server's or a plugin's ``\\ud800``, which
+    UTF-8 cannot carry) is written as its JSON escape rather than making the file unwritable."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent, default=str) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(data, indent=indent, default=str) + "\n").encode("ascii")
 
 
 def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, fsync: bool = False) -> None:
@@ -203,8 +209,7 @@ class FileRecord:
         the archive name. Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
             data = self.to_dict()
-            text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
-            if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
+            if not self._save_by_exchange(json_bytes(data, indent=None), durable=durable):
                 write_json_atomic(self._record_file, data, indent=None, durable=durable)
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:

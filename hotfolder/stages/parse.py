@@ -171,6 +171,7 @@ def parse_scenario(
         raw_jobs = parser(path, text)
         drafts: list[_Draft] = []
         for raw, line in raw_jobs:
+            _refuse_surrogates(path, raw, "", line)
             drafts.extend(_expand(path, raw, line, already=len(drafts), extra=extra))
     except RecursionError as err:
         raise _error(
@@ -749,7 +750,6 @@ def _string_mapping(path: Path, value: Any, key: str, line: int | None) -> dict[
                 line=line,
                 key=key,
             )
-        _check_text(path, name, f"{key}.{name}", line)
         out[name] = _plain(path, item, f"{key}.{name}", line)
     return out
 
@@ -786,16 +786,33 @@ def _plain(path: Path, value: Any, key: str, line: int | None) -> Any:
     )
 
 
+def _refuse_surrogates(path: Path, value: Any, key: str, line: int | None) -> None:
+    """Refuse a lone surrogate (a JSON or YAML ``\\ud800`` escape) in any key or string of a raw job,
+    before anything else reads it: no file name, path, log line or record can hold one."""
+    if isinstance(value, str):
+        _check_text(path, value, key or "(top level)", line)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            sub = f"{key}.{name}" if key else str(name)
+            if isinstance(name, str):
+                _check_text(path, name, sub, line)
+            _refuse_surrogates(path, item, sub, line)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            _refuse_surrogates(path, item, f"{key}[{number}]", line)
+
+
 def _check_text(path: Path, value: str, key: str, line: int | None) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
+        shown = key.encode("utf-8", "backslashreplace").decode("utf-8")  # the key may hold the surrogate
         raise _error(
             path,
-            f"Scenario {path.name!r} has an invalid character (a lone surrogate escape) in {key!r}",
+            f"Scenario {path.name!r} has an invalid character (a lone surrogate escape) in {shown!r}",
             hint="Remove the \\ud800-\\udfff escape, or write the whole surrogate pair.",
             line=line,
-            key=key,
+            key=shown,
         ) from err
 
 
