@@ -14,7 +14,6 @@ dozen messages per prompt was most of this thread's CPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websocket
 
-from hotfolder.comfy.http import ca_bundle
+from hotfolder.comfy.http import ca_bundle, loads_answer
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ class EventStream:
             if self._skip and data.startswith(self._skip):
                 continue
             try:
-                message = json.loads(data.decode("utf-8"))
+                message = loads_answer(data.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 logger.debug("Ignoring a WebSocket frame that is not JSON")
                 continue
