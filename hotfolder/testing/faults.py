@@ -57,6 +57,7 @@ class Faults:
         self._post_body: tuple[str | bytes, str] | None = None
         self._history_entry: _Scripted | None = None
         self._ws_frames: _Scripted | None = None
+        self._object_info: _Scripted | None = None
         self._post_hang: _Counted | None = None
         self._view_status: _Counted | None = None
         self._view_skip = 0
@@ -88,6 +89,13 @@ class Faults:
         _check_count(count)
         with self._lock:
             self._history_entry = _Scripted(entry, count)
+
+    def object_info(self, answer: Any, count: int | None = None) -> None:
+        """``GET /object_info`` answers ``answer`` (any JSON value) instead of the node catalog, ``count``
+        times (default: until cleared). The server's own validation of prompts still uses its catalog."""
+        _check_count(count)
+        with self._lock:
+            self._object_info = _Scripted(answer, count)
 
     def ws_frames(self, frames: list[Any], count: int | None = 1) -> None:
         """Right after the ``execution_start`` of each of the next ``count`` prompts, its client also gets
@@ -169,7 +177,7 @@ class Faults:
         with self._lock:
             self._post_status = self._post_hang = self._view_status = None
             self._post_body = None
-            self._history_entry = self._ws_frames = None
+            self._history_entry = self._ws_frames = self._object_info = None
             self._history_delay = self._drop_interval = 0.0
             self._silenced = False
             self._node_failures.clear()
@@ -207,6 +215,12 @@ class Faults:
         """``(True, entry)`` when the prompt ending now is to be recorded as ``entry``, else ``(False, None)``."""
         with self._lock:
             found, value, self._history_entry = self._take_scripted(self._history_entry)
+        return found, value
+
+    def take_object_info(self) -> tuple[bool, Any]:
+        """``(True, answer)`` when ``GET /object_info`` is to answer ``answer``, else ``(False, None)``."""
+        with self._lock:
+            found, value, self._object_info = self._take_scripted(self._object_info)
         return found, value
 
     def take_ws_frames(self, prompt_id: str) -> list[str | bytes]:

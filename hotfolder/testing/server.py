@@ -707,6 +707,9 @@ class _Runtime:
         return web.Response(status=200)
 
     async def get_object_info(self, request: web.Request) -> web.Response:
+        scripted, answer = self.faults.take_object_info()
+        if scripted:
+            return web.json_response(answer)
         return web.Response(body=self.catalog.object_info_json(), content_type="application/json")
 
     async def get_object_info_node(self, request: web.Request) -> web.Response:
