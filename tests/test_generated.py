@@ -241,6 +241,9 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
         name = st.sampled_from(["a", "A", "a ", "../a", ".a", "a/b", "con", ""]) | TEXT
         doc["jobs"] = draw(st.lists(st.fixed_dictionaries({"params": params()}, optional={"name": name}),
                                     min_size=1, max_size=3) | VALUE)
+    for key in ("server", "label", "postprocess"):  # a pin no server matches, odd types
+        if not draw(st.integers(0, 12)):
+            doc[key] = draw(TEXT | VALUE)
     if not draw(st.integers(0, 9)):
         doc[draw(KEY)] = draw(VALUE)
     return doc
@@ -300,12 +303,13 @@ def expected_params(doc: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
                 return [clean(v) for v in value if v is not None]
         return value
 
-    top = clean(doc.get("params") or {})
+    doc = clean(doc)
+    top = doc.get("params") or {}
     entries = doc.get("jobs") if isinstance(doc.get("jobs"), list) else [{}]
     out = []
     for entry in entries:
-        base = {**top, **clean(entry.get("params") or {})}
-        matrix = clean(doc.get("matrix") or {})
+        base = {**top, **(entry.get("params") or {})}
+        matrix = doc.get("matrix") or {}
         combos: list[dict[str, Any]] = [{}]
         for key, values in matrix.items():
             combos = [{**c, key: v} for c in combos for v in values]
