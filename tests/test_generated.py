@@ -494,6 +494,7 @@ def quiet_harness(project: Path, comfy: ComfyTestServer) -> Iterator[Harness]:
 @example(entry={"status": {"status_str": "error", "messages": [["execution_error", {"node_id": ["x"], "current_inputs": 5}]]}})
 @example(entry={"status": {"status_str": "success", "messages": [["execution_cached", {"nodes": 7}],
                                                                  ["execution_start", {"timestamp": "noon"}]]}})
+@example(entry={"status": {"status_str": "success", "messages": [["execution_start", {"timestamp": 10**30}]]}})
 def test_generated_history_entries_end_as_promised(quiet_harness: Harness, entry: Any) -> None:
     quiet_harness.comfy.faults.history_entry(entry)
     outcome = quiet_harness.run("hist", ".json", json.dumps({"params": {"prompt": "h"}}).encode())
@@ -515,6 +516,7 @@ WS_FRAME = st.one_of(
 @settings(max_examples=budget(40))
 @given(frames=st.lists(WS_FRAME, min_size=1, max_size=4))
 @example(frames=[{"type": "execution_start", "data": {"prompt_id": PROMPT_ID, "timestamp": "noon"}}])
+@example(frames=[{"type": "execution_start", "data": {"prompt_id": PROMPT_ID, "timestamp": -10**20}}])
 @example(frames=[{"type": "execution_cached", "data": {"prompt_id": PROMPT_ID, "nodes": 5}}])
 @example(frames=[{"type": "executed", "data": {"prompt_id": PROMPT_ID, "node": "2",
                                                "output": {"images": [{"filename": "../../up.png"}]}}}])

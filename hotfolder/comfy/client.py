@@ -192,7 +192,7 @@ class ComfyClient:
             return
         now = time.time()
         if kind == "execution_start":
-            watch.started = (_number(data.get("timestamp")) or now * 1000) / 1000
+            watch.started = _seconds(data.get("timestamp")) or now
             watch.seen_start = True
         elif kind == "execution_cached":
             watch.cached = _node_ids(data.get("nodes"))
@@ -370,8 +370,8 @@ class ComfyClient:
                     error, outcome = data, "interrupted"
                 elif kind == "execution_cached" and not watch.cached:
                     watch.cached = _node_ids(data.get("nodes"))
-                elif kind == "execution_start" and watch.started is None and _number(data.get("timestamp")):
-                    watch.started = (_number(data.get("timestamp")) or 0) / 1000
+                elif kind == "execution_start" and watch.started is None:
+                    watch.started = _seconds(data.get("timestamp"))
         if outcome != "success" and error is None:
             error = watch.error
         outputs = entry.get("outputs")
@@ -397,6 +397,19 @@ def _number(value: Any) -> float | None:
     except OverflowError:  # an int beyond float
         return None
     return number if math.isfinite(number) else None
+
+
+#: The latest time a server's timestamp may name (seconds, the end of year 9999): later ones are garbage
+#: that no clock or date formatting can take.
+_LAST_SECOND = 253402300799.0
+
+
+def _seconds(milliseconds: Any) -> float | None:
+    """A server's timestamp (milliseconds since the epoch) in seconds; None if it is not a plausible one."""
+    number = _number(milliseconds)
+    if number is None or not 0 < number / 1000 <= _LAST_SECOND:
+        return None
+    return number / 1000
 
 
 def _node_ids(value: Any) -> list[str]:
