@@ -491,10 +491,21 @@ def _split_name(name: Any) -> tuple[str, tuple[str, ...]]:
             "without folders, '..' or a leading dot (e.g. 'txt2img').",
             where={"template": name},
         )
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:  # no file can have it: stat() would raise
+        raise TemplateError(
+            f"Template name {name[:60]!r}... is {len(name.encode('utf-8', 'surrogatepass'))} bytes long; no template "
+            f"file can have it (file names hold 255 bytes)",
+            hint="Name a template by its file name in the templates folder, e.g. 'txt2img'.",
+            where={"template": name[:200]},
+        )
     for suffix in (".json.j2", ".json"):
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)], (suffix,)
     return name, TEMPLATE_SUFFIXES
+
+
+#: The longest template name: with its longest suffix (``.json.j2``) it must fit one 255-byte file name.
+_MAX_NAME_BYTES = 255 - len(".json.j2")
 
 
 def _decode(data: bytes, what: str, where: dict[str, Any]) -> str:
