@@ -855,7 +855,8 @@ class Engine:
 
     def _download(self, record: FileRecord, job: JobState, client: ComfyClient, result: PromptResult,
                   log: logging.LoggerAdapter) -> None:
-        refs, values = download.list_outputs(result.outputs, include_temp=self.settings.download_temp)
+        refs, values = download.list_outputs(result.outputs, include_temp=self.settings.download_temp,
+                                             server=client.display_url)
         job.execution["ui_values"] = values
         staging = self.settings.staging_dir / f"{record.job_id}-{job.index:03d}"
         job.staging = str(staging)

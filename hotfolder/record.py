@@ -68,7 +68,7 @@ def json_bytes(data: Any, *, indent: int | None = 2) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return (json.dumps(data, ensure_ascii=True, indent=indent, default=str) + "\n").encode("ascii")
+        return (json.dumps(data, indent=indent, default=str) + "\n").encode("ascii")
 
 
 def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, fsync: bool = False) -> None:
@@ -220,12 +220,7 @@ class FileRecord:
         the archive name. Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
             data = self.to_dict()
-            text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
-            try:
-                encoded = text.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate somewhere (a server's answer): ASCII escapes
-                encoded = (json.dumps(data, ensure_ascii=True, default=str) + "\n").encode("ascii")
-            if not self._save_by_exchange(encoded, durable=durable):
+            if not self._save_by_exchange(json_bytes(data, indent=None), durable=durable):
                 write_json_atomic(self._record_file, data, indent=None, durable=durable)
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:

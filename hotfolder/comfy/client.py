@@ -11,6 +11,7 @@ lag behind (PROTOCOL §6), so it is polled until it appears. A prompt that is in
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -199,10 +200,10 @@ class ComfyClient:
             return
         now = time.time()
         if kind == "execution_start":
-            watch.started = (data.get("timestamp") or now * 1000) / 1000
+            watch.started = _seconds(data.get("timestamp")) or now
             watch.seen_start = True
         elif kind == "execution_cached":
-            watch.cached = [str(n) for n in data.get("nodes") or []]
+            watch.cached = _node_ids(data.get("nodes"))
         elif kind == "executing":
             node = data.get("node")
             watch._node_done(now)
@@ -217,11 +218,10 @@ class ComfyClient:
                 watch.progress = Progress(node=shown)
         elif kind == "progress":
             node = data.get("node")
-            try:
+            value, top = _number(data.get("value")), _number(data.get("max"))
+            if value is not None and top is not None:
                 watch.progress = Progress(node=str(node) if node is not None else watch.progress.node,
-                                          value=float(data.get("value") or 0), max=float(data.get("max") or 0))
-            except (TypeError, ValueError):
-                pass
+                                          value=value, max=top)
         elif kind == "executed":
             node = str(data.get("display_node") or data.get("node"))
             if isinstance(data.get("output"), dict):
@@ -327,20 +327,19 @@ class ComfyClient:
                 ended_at = now
                 next_poll = now
             if now >= next_poll:
+                # A prompt is in history only once it has finished (PROTOCOL 6), whatever its status says.
                 entry = self.http.history(prompt_id)  # ServerUnavailable propagates
-                if entry is not None and _finished(entry):
+                if entry is not None:
                     return self._result(prompt_id, entry, watch)
                 if ended_at is not None:
                     if now - ended_at > self.history_grace:
                         return self._result_from_ws(prompt_id, watch)
                     next_poll = now + 0.05 if now - ended_at < 1 else now + 0.25
                 else:
-                    where = "history" if entry is not None else None
-                    if where is None:
-                        running, pending = self.http.queue_ids()
-                        where = "queued" if prompt_id in running | pending else None
-                        if where is None and self.http.history(prompt_id) is not None:
-                            continue
+                    running, pending = self.http.queue_ids()
+                    where = "queued" if prompt_id in running | pending else None
+                    if where is None and self.http.history(prompt_id) is not None:
+                        continue
                     if where is None:
                         absent_since = absent_since or now
                         if now - absent_since >= self.lost_grace:
@@ -354,25 +353,39 @@ class ComfyClient:
             wake.clear()
 
     def _result(self, prompt_id: str, entry: dict[str, Any], watch: PromptWatch) -> PromptResult:
-        status = entry.get("status") or {}
-        status_str = status.get("status_str")
-        messages = status.get("messages") or []
+        """The outcome of a history entry. Its ``status`` says success or error; an entry without a
+        readable one takes the outcome the WebSocket told, and without that is the server's malformed
+        answer (ServerError naming it)."""
+        status = entry.get("status")
+        status_str = status.get("status_str") if isinstance(status, dict) else None
+        messages = status.get("messages") if isinstance(status, dict) else None
         error = None
-        outcome = "success" if status_str == "success" else "error"
-        for item in messages:
+        if status_str in ("success", "error"):  # a tuple: the server may send any JSON there
+            outcome = status_str
+        elif isinstance(status, dict) and status.get("completed") is True:
+            outcome = "success"
+        elif watch.outcome in {"success", "error", "interrupted"}:
+            outcome = watch.outcome
+        else:
+            raise self.http.malformed(f"GET /history/{prompt_id}", status,
+                                      'a status with "status_str": "success" or "error"')
+        for item in messages if isinstance(messages, list) else []:
             if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
                 kind, data = item
-                if kind == "execution_error":
+                if kind == "execution_error" and outcome != "success":
                     error = data
-                elif kind == "execution_interrupted":
+                elif kind == "execution_interrupted" and outcome != "success":
                     error, outcome = data, "interrupted"
                 elif kind == "execution_cached" and not watch.cached:
-                    watch.cached = [str(n) for n in data.get("nodes") or []]
-                elif kind == "execution_start" and watch.started is None and data.get("timestamp"):
-                    watch.started = data["timestamp"] / 1000
+                    watch.cached = _node_ids(data.get("nodes"))
+                elif kind == "execution_start" and watch.started is None:
+                    watch.started = _seconds(data.get("timestamp"))
         if outcome != "success" and error is None:
             error = watch.error
-        return PromptResult(prompt_id, outcome, entry.get("outputs") or {}, entry, watch, error)
+        outputs = entry.get("outputs")
+        if outputs is not None and not isinstance(outputs, dict):
+            raise self.http.malformed(f"GET /history/{prompt_id}", outputs, "outputs as a mapping of node ids")
+        return PromptResult(prompt_id, outcome, outputs or {}, entry, watch, error)
 
     def _result_from_ws(self, prompt_id: str, watch: PromptWatch) -> PromptResult:
         logger.warning(
@@ -383,11 +396,33 @@ class ComfyClient:
         return PromptResult(prompt_id, outcome, dict(watch.outputs), {}, watch, watch.error)
 
 
-def _finished(entry: dict[str, Any]) -> bool:
-    status = entry.get("status")
-    if not isinstance(status, dict):
-        return True  # very old servers had no status; the entry only exists once finished
-    return bool(status.get("completed")) or status.get("status_str") in {"success", "error"}
+def _number(value: Any) -> float | None:
+    """A finite number from a server's message (int or float, not bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float
+        return None
+    return number if math.isfinite(number) else None
+
+
+#: The latest time a server's timestamp may name (seconds, the end of year 9999): later ones are garbage
+#: that no clock or date formatting can take.
+_LAST_SECOND = 253402300799.0
+
+
+def _seconds(milliseconds: Any) -> float | None:
+    """A server's timestamp (milliseconds since the epoch) in seconds; None if it is not a plausible one."""
+    number = _number(milliseconds)
+    if number is None or not 0 < number / 1000 <= _LAST_SECOND:
+        return None
+    return number / 1000
+
+
+def _node_ids(value: Any) -> list[str]:
+    """Node ids from a server's list of them (anything else: none)."""
+    return [str(n) for n in value] if isinstance(value, list) else []
 
 
 __all__ = ["Cancelled", "ComfyClient", "PromptLost", "PromptResult", "PromptWatch", "Progress", "ServerUnavailable"]

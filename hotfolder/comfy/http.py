@@ -29,6 +29,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import select
 import ssl
 import threading
@@ -71,7 +72,30 @@ class Response:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return loads_answer(self.content)
+
+
+_SURROGATE_ESCAPE = {bytes: re.compile(rb"\\u[dD][89a-fA-F]"), str: re.compile(r"\\u[dD][89a-fA-F]")}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads_answer(content: bytes | str) -> Any:
+    """A server's JSON answer. A lone surrogate escape in it (``"\\ud800"``, which UTF-8 cannot carry
+    into a file name, log line or sidecar) becomes U+FFFD; pairs are kept. Raises ``ValueError``."""
+    data = json.loads(content)
+    if _SURROGATE_ESCAPE[type(content)].search(content):  # rare: only then look through the whole answer
+        data = _mend(data)
+    return data
+
+
+def _mend(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_mend(item) for item in value]
+    if isinstance(value, dict):
+        return {_mend(key): _mend(item) for key, item in value.items()}
+    return value
 
 
 def ca_bundle() -> str | None:
@@ -297,6 +321,19 @@ class ComfyHTTP:
                                 "URL?")
         return content
 
+    def malformed(self, what: str, value: Any, expected: str) -> ServerError:
+        """The error for an answer of the server that does not have the shape ComfyUI gives it."""
+        shown = json.dumps(value, ensure_ascii=False, default=repr)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        return ServerError(
+            f"ComfyUI at {self.display_url} answered {what} with something malformed: {shown} "
+            f"({type(value).__name__}; expected {expected}).",
+            hint="This is the server's answer, not the scenario's: check that the URL points at ComfyUI itself "
+                 "(not a proxy or another service) and that its version and custom nodes are sound; then move "
+                 "the file back to inbox/ to run it again.",
+            where={"server": self.display_url},
+        )
+
     def _json(self, method: str, path: str) -> Any:
         resp = self._request(method, path, idempotent=True)
         if resp.status_code != 200:
@@ -330,7 +367,9 @@ class ComfyHTTP:
             try:
                 data = redact_data(resp.json())
             except ValueError:
-                data = {"error": {"message": redact_text(resp.text)[:500]}}
+                data = None
+            if not isinstance(data, dict):  # a proxy's page, or not ComfyUI's {"error", "node_errors"}
+                data = {"error": {"message": redact_text(resp.text).strip()[:500] or "(an empty answer)"}}
             raise PromptRejected(
                 "ComfyUI rejected the workflow.", where={"server": self.display_url}, details=data
             )
@@ -349,19 +388,24 @@ class ComfyHTTP:
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry for ``prompt_id``, or None while it is not there."""
-        data = self._json("GET", f"/history/{prompt_id}")
-        if isinstance(data, dict):
-            entry = data.get(prompt_id)
-            if isinstance(entry, dict):
-                return entry
-        return None
+        path = f"/history/{prompt_id}"
+        data = self._json("GET", path)
+        if not isinstance(data, dict):
+            raise self.malformed(f"GET {path}", data, "a mapping of prompt ids to history entries")
+        entry = data.get(prompt_id)
+        if entry is not None and not isinstance(entry, dict):
+            raise self.malformed(f"GET {path}", entry, "a history entry (a mapping)")
+        return entry
 
     def queue_ids(self) -> tuple[set[str], set[str]]:
         """(running ids, pending ids) from ``/queue``."""
         data = self._json("GET", "/queue")
+        if not isinstance(data, dict):
+            raise self.malformed("GET /queue", data, "a mapping with queue_running and queue_pending")
+
         def ids(items: Any) -> set[str]:
             out = set()
-            for item in items or []:
+            for item in items if isinstance(items, list) else []:
                 if isinstance(item, list) and len(item) > 1:
                     out.add(str(item[1]))
             return out
@@ -389,6 +433,9 @@ class ComfyHTTP:
                 raise OutputError(
                     f"ComfyUI at {self.display_url} answered /view for {filename!r} (subfolder {subfolder!r}, "
                     f"type {type_!r}) with HTTP {resp.status}.",
+                    hint=("The server's history lists a file that is not in its folder (deleted since, or a custom "
+                          "node reported a name it did not write); check that node and the server's output folder."
+                          if resp.status == 404 else "Check the server's log (or the proxy in front of it)."),
                     where={"server": self.display_url, "output": filename},
                 )
             digest = hashlib.sha256()

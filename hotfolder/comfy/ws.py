@@ -15,7 +15,6 @@ dozen messages per prompt was most of this thread's CPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import websocket
 
 from hotfolder.budgets import DEFAULTS
-from hotfolder.comfy.http import ca_bundle
+from hotfolder.comfy.http import ca_bundle, loads_answer
 from hotfolder.redact import redact_text, redact_url
 
 logger = logging.getLogger(__name__)
@@ -317,7 +316,7 @@ class EventStream:
             if self._skip and data.startswith(self._skip):
                 continue
             try:
-                message = json.loads(data.decode("utf-8"))
+                message = loads_answer(data.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 logger.debug("Ignoring a WebSocket frame that is not JSON")
                 continue

@@ -2,7 +2,9 @@
 
 Every entry that names a file (``filename``, with ``subfolder`` and ``type``) is downloaded, whatever its
 key: ``images``, ``gifs``, ``videos``, ``audio``, ``3d`` or a custom node's own. Other UI values (text from
-PreviewAny, numbers) are kept for the sidecar. Files are streamed through ``/view`` to disk with their
+PreviewAny, numbers, entries without a ``filename`` string) are kept for the sidecar. An entry that names a
+file ``/view`` cannot serve (a path in the name, a subfolder that leaves the server's folder, a type other
+than output, temp or input) is the server's malformed answer: an :class:`OutputError` that names it. Files are streamed through ``/view`` to disk with their
 sha256 computed on the way; nothing is held in memory. Local names are the server's base names made safe
 (:func:`hotfolder.paths.safe_filename`: never a path, bounded in bytes), with a suffix if two outputs
 share one; the server's name is kept in the entry (``server_filename``, as valid text).
@@ -18,6 +20,7 @@ from typing import Any
 
 from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.errors import OutputError
 from hotfolder.paths import display_name, own_dir, safe_filename, unique_name
 
 
@@ -30,12 +33,19 @@ class OutputRef:
     type: str
 
 
-def list_outputs(outputs: dict[str, Any], *, include_temp: bool = True) -> tuple[list[OutputRef], dict[str, Any]]:
-    """Split a history ``outputs`` mapping into downloadable files and other UI values."""
+#: The folders ComfyUI's ``/view`` serves files from (its ``type`` parameter).
+VIEW_TYPES = ("output", "temp", "input")
+
+
+def list_outputs(outputs: dict[str, Any], *, include_temp: bool = True,
+                 server: str | None = None) -> tuple[list[OutputRef], dict[str, Any]]:
+    """Split a history ``outputs`` mapping into downloadable files and other UI values. ``server``
+    (its display URL) is named in the error for an entry that cannot be downloaded."""
     files: list[OutputRef] = []
     values: dict[str, Any] = {}
     for node_id, ui in (outputs or {}).items():
         if not isinstance(ui, dict):
+            values[str(node_id)] = ui
             continue
         for key, items in ui.items():
             if not isinstance(items, list):
@@ -43,13 +53,35 @@ def list_outputs(outputs: dict[str, Any], *, include_temp: bool = True) -> tuple
                 continue
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("filename"), str) and item["filename"]:
-                    kind = str(item.get("type") or "output")
-                    if kind == "temp" and not include_temp:
-                        continue
-                    files.append(OutputRef(str(node_id), key, item["filename"], str(item.get("subfolder") or ""), kind))
-                elif not isinstance(item, dict) or "filename" not in item:
+                    if item.get("type") != "temp" or include_temp:
+                        files.append(_file_ref(str(node_id), str(key), item, server))
+                else:
                     values.setdefault(str(node_id), {}).setdefault(key, []).append(item)
     return files, values
+
+
+def _file_ref(node: str, key: str, item: dict[str, Any], server: str | None) -> OutputRef:
+    """The file a history entry names, checked to be one ``/view`` can serve."""
+    filename, subfolder, kind = item["filename"], item.get("subfolder") or "", item.get("type") or "output"
+    parts = subfolder.replace("\\", "/").split("/") if isinstance(subfolder, str) else []
+    if any(c in filename for c in "/\\\0") or filename in (".", ".."):
+        problem = "a file name that is a path"
+    elif not isinstance(subfolder, str) or "\0" in subfolder:
+        problem = "a subfolder that is not a folder name"
+    elif ".." in parts or subfolder.startswith(("/", "\\")):
+        problem = "a subfolder that leaves the server's folder"
+    elif kind not in VIEW_TYPES:
+        problem = f"the type {kind!r} (/view serves {', '.join(VIEW_TYPES)})"
+    else:
+        return OutputRef(node, key, filename, subfolder, kind)
+    shown = {k: item.get(k) for k in ("filename", "subfolder", "type") if k in item}
+    raise OutputError(
+        f"ComfyUI{f' at {server}' if server else ''} listed an output of node {node} ({key}) with {problem}: "
+        f"{str(shown)[:300]}; it cannot be downloaded.",
+        hint="The server (or a custom node on it) reported an output file that ComfyUI's /view cannot serve; "
+             "check that node on the server. The job's other outputs are not published.",
+        where={"server": server, "node": node, "output": str(filename)[:200]},
+    )
 
 
 def _kind(key: str, filename: str) -> str:

@@ -191,6 +191,7 @@ def parse_scenario(
             _check_shape(path, raw, line, limits, budget=len(data))
         drafts: list[_Draft] = []
         for raw, line in raw_jobs:
+            _refuse_surrogates(path, raw, "", line)
             drafts.extend(_expand(path, raw, line, already=len(drafts), extra=extra, max_jobs=limits.max_jobs_per_file))
     except RecursionError as err:
         raise budgets.exceeded(
@@ -816,7 +817,6 @@ def _string_mapping(path: Path, value: Any, key: str, line: int | None) -> dict[
                 line=line,
                 key=key,
             )
-        _check_text(path, name, f"{key}.{name}", line)
         out[name] = _plain(path, item, f"{key}.{name}", line)
     return out
 
@@ -853,16 +853,33 @@ def _plain(path: Path, value: Any, key: str, line: int | None) -> Any:
     )
 
 
+def _refuse_surrogates(path: Path, value: Any, key: str, line: int | None) -> None:
+    """Refuse a lone surrogate (a JSON or YAML ``\\ud800`` escape) in any key or string of a raw job,
+    before anything else reads it: no file name, path, log line or record can hold one."""
+    if isinstance(value, str):
+        _check_text(path, value, key or "(top level)", line)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            sub = f"{key}.{name}" if key else str(name)
+            if isinstance(name, str):
+                _check_text(path, name, sub, line)
+            _refuse_surrogates(path, item, sub, line)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            _refuse_surrogates(path, item, f"{key}[{number}]", line)
+
+
 def _check_text(path: Path, value: str, key: str, line: int | None) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
+        shown = key.encode("utf-8", "backslashreplace").decode("utf-8")  # the key may hold the surrogate
         raise _error(
             path,
-            f"Scenario {path.name!r} has an invalid character (a lone surrogate escape) in {key!r}",
+            f"Scenario {path.name!r} has an invalid character (a lone surrogate escape) in {shown!r}",
             hint="Remove the \\ud800-\\udfff escape, or write the whole surrogate pair.",
             line=line,
-            key=key,
+            key=shown,
         ) from err
 
 

@@ -42,23 +42,31 @@ def _node(workflow: dict[str, Any], node_id: str) -> dict[str, Any]:
     return {"id": node_id, "title": meta.get("title"), "class_type": node.get("class_type")}
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def explain_rejection(err: PromptRejected, workflow: dict[str, Any]) -> PromptRejected:
-    """Turn ComfyUI's 400 body into one problem per node input, each naming node id, title, class."""
-    body = err.details if isinstance(err.details, dict) else {}
-    top = body.get("error") if isinstance(body.get("error"), dict) else {}
+    """Turn ComfyUI's 400 body into one problem per node input, each naming node id, title, class.
+    Every part of the body is optional and may have any shape (a proxy's answer, another version's)."""
+    body = _mapping(err.details)
+    top = body.get("error")
+    top = {"message": str(top)} if isinstance(top, str) and top else _mapping(top)
     problems: list[dict[str, Any]] = []
-    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
-    for node_id, info in node_errors.items():
+    for node_id, info in _mapping(body.get("node_errors")).items():
         node = _node(workflow, str(node_id))
-        if isinstance(info, dict) and info.get("class_type") and not node["class_type"]:
-            node["class_type"] = info["class_type"]
-        for item in (info.get("errors") if isinstance(info, dict) else None) or []:
-            extra = item.get("extra_info") if isinstance(item.get("extra_info"), dict) else {}
+        info = _mapping(info)
+        if info.get("class_type") and not node["class_type"]:
+            node["class_type"] = str(info["class_type"])
+        items = info.get("errors")
+        for item in items if isinstance(items, list) else []:
+            item = item if isinstance(item, dict) else {"message": str(item)}
+            extra = _mapping(item.get("extra_info"))
             problem = {
                 "node": node,
                 "input": extra.get("input_name"),
                 "type": item.get("type"),
-                "message": item.get("message"),
+                "message": item.get("message") or item.get("type") or "refused",
                 "details": item.get("details"),
             }
             if "received_value" in extra:
@@ -75,7 +83,8 @@ def explain_rejection(err: PromptRejected, workflow: dict[str, Any]) -> PromptRe
         where = f", input {p['input']!r}" if p.get("input") else ""
         detail = f": {p['details']}" if p.get("details") else ""
         lines.append(f"  - {label}{where}: {p['message']}{detail}")
-    message = f"ComfyUI rejected the workflow: {top.get('message') or 'validation failed'}"
+    server = err.where.get("server")
+    message = f"ComfyUI{f' at {server}' if server else ''} rejected the workflow: {top.get('message') or 'validation failed'}"
     if top.get("details") and not problems:
         message += f" ({top['details']})"
     if lines:

@@ -96,12 +96,17 @@ Python API
 Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
 
     srv.faults.post_status(500)                   # next POST /prompt: 500, not queued
+    srv.faults.post_status(400, body="<html>")    # ... with any body (content_type= too)
     srv.faults.post_hang(seconds=30)              # next POST /prompt: queued, answer delayed
     srv.faults.view_status(500, count=2)          # next two /view fail
     srv.faults.view_status(500, skip=1)           # the /view after the next one fails
     srv.faults.history_delay(2.0)                 # history written 2 s after the prompt ends
     srv.faults.oversize("history", 10**6)         # next /history/{id} carries 1 MB more (chunked=True: no length)
     srv.faults.oversize("view", 10**6, count=None)  # every /view answers 1 MB instead of the file
+    srv.faults.history_entry({"status": 5})       # next prompt's history entry is this JSON instead
+    srv.faults.ws_frames([{"type": "progress", "data": {"prompt_id": faults.PROMPT_ID, "value": "x"}},
+                          "not json", b"binary"])  # sent right after the next execution_start
+    srv.faults.object_info({"EmptyImage": 5})     # GET /object_info answers this (until cleared)
     srv.faults.drop_websockets()                  # abort every socket now (no close frame)
     srv.faults.drop_websockets_every(0.5)         # ... and keep doing it (0 stops)
     srv.faults.silence_websockets(True)           # sockets stay open, receive nothing

@@ -8,21 +8,30 @@ decremented each time the fault fires; ``count=None`` means "every time, until c
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .server import ComfyTestServer
 
-__all__ = ["Faults"]
+__all__ = ["PROMPT_ID", "Faults"]
 
 DEFAULT_FAILURE_MESSAGE = "injected failure (hotfolder.testing faults.fail_node)"
+#: In frames scripted with :meth:`Faults.ws_frames`: replaced by the id of the prompt they are sent for.
+PROMPT_ID = "<prompt_id>"
 
 
 @dataclass(slots=True)
 class _Counted:
     value: float
+    count: int | None
+
+
+@dataclass(slots=True)
+class _Scripted:
+    value: Any
     count: int | None
 
 
@@ -45,6 +54,10 @@ class Faults:
         self._server = server
         self._lock = threading.Lock()
         self._post_status: _Counted | None = None
+        self._post_body: tuple[str | bytes, str] | None = None
+        self._history_entry: _Scripted | None = None
+        self._ws_frames: _Scripted | None = None
+        self._object_info: _Scripted | None = None
         self._post_hang: _Counted | None = None
         self._view_status: _Counted | None = None
         self._view_skip = 0
@@ -57,14 +70,42 @@ class Faults:
 
     # -- scripting (test side) --------------------------------------------------------------------
 
-    def post_status(self, status: int = 500, count: int | None = 1) -> None:
+    def post_status(self, status: int = 500, count: int | None = 1, *, body: str | bytes | None = None,
+                    content_type: str = "text/plain") -> None:
         """The next ``count`` ``POST /prompt`` get ``status`` and are **not** queued.
 
         500 answers with aiohttp's text body ``500 Internal Server Error\\n\\nServer got itself in trouble``.
+        With ``body``, every status answers with that body (and ``content_type``) instead: a proxy's
+        page, a malformed ``node_errors``, anything.
         """
         _check_count(count)
         with self._lock:
             self._post_status = _Counted(status, count)
+            self._post_body = None if body is None else (body, content_type)
+
+    def history_entry(self, entry: Any, count: int | None = 1) -> None:
+        """The next ``count`` prompts that end are recorded in history as ``entry`` (any JSON value, kept
+        as given: missing keys, wrong types, odd ``outputs``) instead of their real entry. The WebSocket
+        still tells the real run; silence it to make a client rely on the history."""
+        _check_count(count)
+        with self._lock:
+            self._history_entry = _Scripted(entry, count)
+
+    def object_info(self, answer: Any, count: int | None = None) -> None:
+        """``GET /object_info`` answers ``answer`` (any JSON value) instead of the node catalog, ``count``
+        times (default: until cleared). The server's own validation of prompts still uses its catalog."""
+        _check_count(count)
+        with self._lock:
+            self._object_info = _Scripted(answer, count)
+
+    def ws_frames(self, frames: list[Any], count: int | None = 1) -> None:
+        """Right after the ``execution_start`` of each of the next ``count`` prompts, its client also gets
+        ``frames``: ``bytes`` as a binary frame, ``str`` as a text frame as is (not JSON, if you like),
+        anything else as JSON. :data:`PROMPT_ID`, as a whole string value or inside a text frame,
+        becomes the prompt's id."""
+        _check_count(count)
+        with self._lock:
+            self._ws_frames = _Scripted(list(frames), count)
 
     def post_hang(self, count: int | None = 1, seconds: float = 30.0) -> None:
         """The next ``count`` ``POST /prompt`` **are** queued, but the response waits ``seconds``.
@@ -147,6 +188,8 @@ class Faults:
         """Remove every scripted fault (also stops periodic dropping and silencing)."""
         with self._lock:
             self._post_status = self._post_hang = self._view_status = None
+            self._post_body = None
+            self._history_entry = self._ws_frames = self._object_info = None
             self._history_delay = self._drop_interval = 0.0
             self._silenced = False
             self._node_failures.clear()
@@ -166,10 +209,38 @@ class Faults:
         slot.count -= 1
         return value, (slot if slot.count > 0 else None)
 
-    def take_post_status(self) -> int | None:
+    def take_post_answer(self) -> tuple[int, tuple[str | bytes, str] | None] | None:
+        """``(status, (body, content_type) or None)`` for the next scripted ``POST /prompt`` answer."""
         with self._lock:
             value, self._post_status = self._take(self._post_status)
-        return None if value is None else int(value)
+            return None if value is None else (int(value), self._post_body)
+
+    @staticmethod
+    def _take_scripted(slot: _Scripted | None) -> tuple[bool, Any, _Scripted | None]:
+        if slot is None:
+            return False, None, None
+        if slot.count is None:
+            return True, slot.value, slot
+        slot.count -= 1
+        return True, slot.value, (slot if slot.count > 0 else None)
+
+    def take_history_entry(self) -> tuple[bool, Any]:
+        """``(True, entry)`` when the prompt ending now is to be recorded as ``entry``, else ``(False, None)``."""
+        with self._lock:
+            found, value, self._history_entry = self._take_scripted(self._history_entry)
+        return found, value
+
+    def take_object_info(self) -> tuple[bool, Any]:
+        """``(True, answer)`` when ``GET /object_info`` is to answer ``answer``, else ``(False, None)``."""
+        with self._lock:
+            found, value, self._object_info = self._take_scripted(self._object_info)
+        return found, value
+
+    def take_ws_frames(self, prompt_id: str) -> list[str | bytes]:
+        """The scripted frames for ``prompt_id`` (see :meth:`ws_frames`), ready to send; ``[]`` if none."""
+        with self._lock:
+            found, frames, self._ws_frames = self._take_scripted(self._ws_frames)
+        return [_frame(frame, prompt_id) for frame in frames] if found else []
 
     def take_post_hang(self) -> float | None:
         with self._lock:
@@ -222,3 +293,22 @@ class Faults:
     def silenced(self) -> bool:
         with self._lock:
             return self._silenced
+
+
+def _frame(frame: Any, prompt_id: str) -> str | bytes:
+    """One scripted WebSocket frame with :data:`PROMPT_ID` replaced (see :meth:`Faults.ws_frames`)."""
+    if isinstance(frame, bytes):
+        return frame
+    if isinstance(frame, str):
+        return frame.replace(PROMPT_ID, prompt_id)
+
+    def fill(value: Any) -> Any:
+        if value == PROMPT_ID:
+            return prompt_id
+        if isinstance(value, dict):
+            return {key: fill(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        return value
+
+    return json.dumps(fill(frame))

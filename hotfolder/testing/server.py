@@ -270,6 +270,9 @@ class _Runtime:
 
     def emit(self, event: str, data: dict[str, Any], sid: Any) -> None:
         self.outbox.put_nowait((json.dumps({"type": event, "data": data}), sid))
+        if event == "execution_start":
+            for frame in self.faults.take_ws_frames(str(data.get("prompt_id"))):
+                self.outbox.put_nowait((frame, sid))
 
     def emit_binary(self, event_type: int, payload: bytes, sid: Any) -> None:
         self.outbox.put_nowait((struct.pack(">I", event_type) + payload, sid))
@@ -425,6 +428,9 @@ class _Runtime:
                 },
             }
             entry.update({"outputs": outcome.outputs, "meta": outcome.meta})
+            scripted, replacement = self.faults.take_history_entry()
+            if scripted:
+                entry = copy.deepcopy(replacement)
             if delay > 0:
                 self.pending_history_writes += 1
             else:
@@ -607,7 +613,10 @@ class _Runtime:
             )
         return web.Response(text=body, content_type="application/json")
 
-    def _fault_response(self, status: int) -> web.Response:
+    def _fault_response(self, status: int, body: tuple[str | bytes, str] | None = None) -> web.Response:
+        if body is not None:
+            data = body[0].encode("utf-8", "surrogatepass") if isinstance(body[0], str) else body[0]
+            return web.Response(status=status, body=data, content_type=body[1])
         if status == 500:
             return _server_error()
         try:
@@ -617,9 +626,9 @@ class _Runtime:
         return web.Response(status=status, text=f"{status}: {reason}", content_type="text/plain")
 
     async def post_prompt(self, request: web.Request) -> web.Response:
-        status = self.faults.take_post_status()
-        if status is not None:
-            return self._fault_response(status)
+        answer = self.faults.take_post_answer()
+        if answer is not None:
+            return self._fault_response(*answer)
         json_data = json.loads(await request.text())
         if "number" in json_data:
             number: Any = float(json_data["number"])
@@ -716,6 +725,9 @@ class _Runtime:
         return web.Response(status=200)
 
     async def get_object_info(self, request: web.Request) -> web.Response:
+        scripted, answer = self.faults.take_object_info()
+        if scripted:
+            return web.json_response(answer)
         return web.Response(body=self.catalog.object_info_json(), content_type="application/json")
 
     async def get_object_info_node(self, request: web.Request) -> web.Response:
