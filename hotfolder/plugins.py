@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from hotfolder import hookspecs
-from hotfolder.errors import HotfolderError, PluginError
+from hotfolder import fsguard, hookspecs
+from hotfolder.errors import HotfolderError, PluginError, filesystem_error
 from hotfolder.paths import safe_filename, unique_name
 
 if TYPE_CHECKING:
@@ -939,6 +939,15 @@ def run_postprocessors(hooks: Hooks, postprocess: Any, staging_dir: Path, sideca
             err.where.setdefault("postprocessor", name)
             err.where.setdefault("plugin", processor.plugin)
             raise
+        except OSError as err:
+            if err.errno in fsguard.SYSTEMIC:
+                raise  # a full or read-only outbox: the job waits, staged, and runs this again once it recovers
+            problem = filesystem_error(err, path=staging_dir)
+            raise PluginError(
+                f"Post-processor {name!r} (plugin {processor.plugin!r}) failed: {problem.message}",
+                hint=problem.hint,
+                where={"postprocessor": name, "plugin": processor.plugin, **_error_location(err)},
+            ) from err
         except Exception as err:  # noqa: BLE001 - a post-processor's failure fails the job, named
             raise PluginError(
                 f"Post-processor {name!r} (plugin {processor.plugin!r}) failed: {type(err).__name__}: {err}",

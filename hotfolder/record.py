@@ -204,8 +204,13 @@ class FileRecord:
         with self._lock:
             data = self.to_dict()
             text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
-            if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
-                write_json_atomic(self._record_file, data, indent=None, durable=durable)
+            try:
+                if not self._save_by_exchange(text.encode("utf-8"), durable=durable):
+                    write_json_atomic(self._record_file, data, indent=None, durable=durable)
+            except OSError as err:  # a write refused (a full inbox) names the record, not a descriptor
+                if err.filename is None:
+                    err.filename = self._record_file
+                raise
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
         """Write ``data`` into the spare file (the previous record's inode, kept under a dot name) and

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from hotfolder import failpoints
+from hotfolder.paths import rename_noreplace
 from hotfolder.record import FileRecord, fsync_dir
 
 READ_CHUNK = 1024 * 1024
@@ -66,14 +67,32 @@ def claim_file(path: Path, jobs_dir: Path, *, instance: str = "", move: bool = T
         with contextlib.suppress(OSError):
             os.rmdir(folder)
         return None
-    fsync_dir(folder)
-    if move:
-        fsync_dir(os.path.dirname(path) or ".")
-    failpoints.hit("after_claim")
-    record = FileRecord(job_id=job_id, input_name=path.name, folder=Path(folder), instance=instance,
-                        original_path=str(path), archive=move, parse_attempts=parse_attempts)
-    if st.st_size <= 64 * 1024 * 1024:  # a rename keeps the file; a copy is taken after it settled
-        record.sha256 = file_sha256(target)
-    record.save(durable=False)  # nothing has happened outside yet: after a power cut, recovery re-reads the input
-    failpoints.hit("after_record")
+    except OSError:  # a full or read-only inbox: nothing is claimed (a partial copy goes)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    try:
+        fsync_dir(folder)
+        if move:
+            fsync_dir(os.path.dirname(path) or ".")
+        failpoints.hit("after_claim")
+        record = FileRecord(job_id=job_id, input_name=path.name, folder=Path(folder), instance=instance,
+                            original_path=str(path), archive=move, parse_attempts=parse_attempts)
+        if st.st_size <= 64 * 1024 * 1024:  # a rename keeps the file; a copy is taken after it settled
+            record.sha256 = file_sha256(target)
+        record.save(durable=False)  # nothing has happened outside yet: after a power cut, recovery re-reads the input
+        failpoints.hit("after_record")
+    except OSError:
+        _undo_claim(path, folder, target, move=move)  # a full inbox: the claim happens whole or not at all
+        raise
     return record
+
+
+def _undo_claim(path: Path, folder: str, target: str, *, move: bool) -> None:
+    """Put a file whose claim could not be recorded back where it was and remove its job folder. If it
+    cannot go back (a new file of that name arrived), the folder stays: recovery takes it up."""
+    try:
+        if move:
+            rename_noreplace(target, path)
+        shutil.rmtree(folder)
+    except OSError:
+        pass

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import failpoints
+from hotfolder.fsguard import at_path
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.paths import safe_filename, unique_name
 
@@ -80,7 +81,8 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
         local = unique_name(staging, safe_filename(ref.filename, fallback="output"), taken)
         taken.add(local)
         part = os.path.join(base, f".{local}.part")
-        size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
+        with at_path(part):  # a write refused (a full outbox) names the file
+            size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
         os.rename(part, os.path.join(base, local))
         failpoints.hit("mid_download")
         entries.append({

@@ -1,0 +1,191 @@
+"""Full and read-only filesystems: intake pauses until they recover; no job fails and nothing is lost.
+
+A write refused because a filesystem is full (ENOSPC, EDQUOT) or read-only (EROFS) says nothing about the
+job that was writing: it is the filesystem's state. :class:`Guard` pauses intake with one log line naming
+the errno, the path and the fix; the jobs already taken wait where they are (a finished render stays
+staged) and go on once a probe (a small file written and removed in the same folder, every few seconds)
+succeeds, with another log line. Other errnos that may come from the filesystem as a whole (EACCES, EPERM,
+EIO, too many open files, ...) pause it too when the probe fails as well; when the probe succeeds, the fault
+was the job's own (a file it may not read, a name too long) and the job fails with the real cause
+(:func:`hotfolder.errors.filesystem_error`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from hotfolder import failpoints
+from hotfolder.errors import errno_name
+
+logger = logging.getLogger(__name__)
+
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+READ_ONLY = frozenset({errno.EROFS})
+# The filesystem's state, whatever the job: always a pause, never a job failure.
+SYSTEMIC = FULL | READ_ONLY
+# The filesystem's state or one file's: a pause only if the probe of its folder fails too.
+MAYBE_SYSTEMIC = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+                            errno.EAGAIN, errno.EBUSY, errno.ESTALE})
+PROBE_BYTES = 64 * 1024  # a write this size must succeed before intake resumes (not just a few free bytes)
+PROBE_FIRST, PROBE_MAX = 0.5, 2.0  # seconds between probes: doubling from the first up to the most
+
+
+class IntakePaused(Exception):
+    """Raised by the intake side when a failing filesystem interrupted it; what it was doing stays on disk
+    where it was and is taken up again when the filesystem recovers."""
+
+
+@contextlib.contextmanager
+def at_path(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Name ``path`` in an OSError raised inside that has no file name (a write through a descriptor),
+    so that the log line and the error file say where the filesystem refused."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            err.filename = os.fspath(path)
+        raise
+
+
+def os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError ``exc`` is, or was raised from (its cause chain), if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__, seen + 1
+    return None
+
+
+class _Pause:
+    def __init__(self, side: str, err: OSError, path: str) -> None:
+        self.side, self.errno, self.path = side, err.errno, path
+        self.since = time.monotonic()
+        self.delay = PROBE_FIRST
+        self.next_probe = self.since + self.delay
+
+    def reason(self) -> str:
+        return f"{self.side} filesystem {_what(self.errno)} ({errno_name(self.errno)}) at {self.path}"
+
+
+class Guard:
+    """Knows which filesystems are failing. ``folders`` maps a side ("inbox", "outbox") to a folder on that
+    filesystem where probes are written; a path belongs to the side whose folder's parent holds it (the
+    longest match), else to the first side."""
+
+    def __init__(self, folders: Mapping[str, Path], roots: Mapping[str, Path]) -> None:
+        self.folders = dict(folders)
+        self.roots = sorted(((side, os.path.abspath(root)) for side, root in roots.items()),
+                            key=lambda item: -len(item[1]))
+        self._pauses: dict[str, _Pause] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def side_of(self, path: str | os.PathLike[str] | None) -> str:
+        text = os.path.abspath(os.fsdecode(path)) if path else ""
+        for side, root in self.roots:
+            if text == root or text.startswith(root.rstrip(os.sep) + os.sep):
+                return side
+        return next(iter(self.folders))
+
+    def check(self, err: OSError, *, fallback: str | os.PathLike[str]) -> bool:
+        """Whether ``err`` comes from a failing filesystem: then intake is paused (logged once per pause)
+        and True is returned. False: the fault is the job's own, to be reported with its cause."""
+        path = os.fsdecode(err.filename) if err.filename else os.fsdecode(fallback)
+        side = self.side_of(path)
+        if err.errno not in SYSTEMIC and (err.errno not in MAYBE_SYSTEMIC or self._probe(side)):
+            return False
+        with self._lock:
+            if side not in self._pauses:
+                pause = self._pauses[side] = _Pause(side, err, path)
+                logger.error("%s: intake paused until %s; %s", pause.reason(), _until(err.errno),
+                             _fix(err.errno, path, side))
+        return True
+
+    def paused(self) -> bool:
+        """Whether intake is paused; probes the failing filesystems that are due and resumes those that
+        recovered (with a log line)."""
+        with self._lock:
+            for side, pause in list(self._pauses.items()):
+                now = time.monotonic()
+                if now < pause.next_probe:
+                    continue
+                if self._probe(side):
+                    del self._pauses[side]
+                    logger.info("%s filesystem is writable again (%s): intake resumed after %.0f s",
+                                   side, self.folders[side], now - pause.since)
+                    self._changed.notify_all()
+                else:
+                    pause.delay = min(pause.delay * 2, PROBE_MAX)
+                    pause.next_probe = time.monotonic() + pause.delay
+            return bool(self._pauses)
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Block until no filesystem is failing (True) or ``stop`` is set (False)."""
+        while self.paused():
+            if stop.wait(0.2):
+                return False
+        return not stop.is_set()
+
+    def reason(self) -> str | None:
+        """Why intake is paused, for the status file; None when it is not."""
+        with self._lock:
+            return "; ".join(p.reason() for p in self._pauses.values()) or None
+
+    def _probe(self, side: str) -> bool:
+        """Whether a small file can be written (and removed again) in the side's folder."""
+        folder = self.folders[side]
+        path = os.path.join(folder, f".hotfolder-probe-{os.getpid()}-{threading.get_ident()}")
+        try:
+            failpoints.hit("probe")
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                os.write(fd, bytes(PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _what(code: int | None) -> str:
+    if code in FULL:
+        return "full"
+    if code in READ_ONLY:
+        return "read-only"
+    if code in {errno.EACCES, errno.EPERM}:
+        return "not writable"
+    return "failing"
+
+
+def _until(code: int | None) -> str:
+    if code in FULL:
+        return "it has room"
+    return "it is writable again"
+
+
+def _fix(code: int | None, path: str, side: str) -> str:
+    work = ("jobs already taken wait in their job folders" if side == "inbox"
+            else "finished jobs wait, staged, to be published")
+    folder = os.path.dirname(path) or path
+    if code in FULL:
+        how = f"free space there (df {folder} shows how much is left)"
+    elif code in READ_ONLY:
+        how = f"remount it read-write (mount -o remount,rw <the mount point of {folder}>)"
+    elif code in {errno.EACCES, errno.EPERM}:
+        how = f"give the user hotfolder runs as (uid {os.getuid()}) write access to {folder}"
+    else:
+        how = f"check the filesystem that holds {folder} (the system log, dmesg, says more)"
+    return f"{how}; {work}, nothing is lost, and hotfolder resumes on its own"
