@@ -963,15 +963,17 @@ class Engine:
             existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar, fresh=fresh)
         job.published = str(existing)
         job.state = "published"
+        # Counted and told before the record is saved: a save that a full inbox stops is redone without
+        # the publish (the job is "published" in memory), so this is reached once.
+        with self._cond:
+            self.counts["published"] += 1
+        log.info("published %d file(s) as %s", len(job.outputs), existing)
+        self._emit(Event("published", record.input_name, record.job_id, job.name, {"path": str(existing)}))
         if not record.all_finished():
             record.save(durable=False)  # redone after a power cut, never repeated outside
         # else: the last job's state goes into the record with the archive name (_archive, called next).
         # Cut off before that, the job is "downloaded" with its staging folder gone, and _publish finds
         # its result in the outbox instead of publishing it again.
-        with self._cond:
-            self.counts["published"] += 1
-        log.info("published %d file(s) as %s", len(job.outputs), existing)
-        self._emit(Event("published", record.input_name, record.job_id, job.name, {"path": str(existing)}))
 
     def _sidecar(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any]) -> dict[str, Any]:
         spec = job.spec

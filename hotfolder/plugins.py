@@ -661,6 +661,15 @@ class Hooks:
                 err.where.setdefault("plugin", plugin)
                 err.where.setdefault("hook", hook_name)
             raise
+        except OSError as err:
+            if err.errno in fsguard.SYSTEMIC:
+                raise  # a full or read-only filesystem: intake pauses and the step is done again later
+            plugin = _blame(caller, err) or "unknown"
+            problem = filesystem_error(err, doing="use")
+            raise PluginError(
+                f"Plugin {plugin!r} failed in hook {hook_name!r}: {problem.message}", hint=problem.hint,
+                where={"plugin": plugin, "hook": hook_name, **_error_location(err)},
+            ) from err
         except Exception as err:  # noqa: BLE001 - a plugin's bug fails the job with the plugin named
             plugin = _blame(caller, err) or "unknown"
             raise PluginError(

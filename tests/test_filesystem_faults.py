@@ -25,7 +25,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hotfolder import daemon, failpoints, fsguard
+from hotfolder import daemon, failpoints, fsguard, status
 from hotfolder.config import Settings
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import make_settings, wait_until
@@ -186,7 +186,7 @@ def test_full_outbox_keeps_the_render_staged_and_publishes_it_once_there_is_room
         project: Path, comfy: ComfyTestServer, mount_tmpfs: Callable[..., Path],
         caplog: pytest.LogCaptureFixture) -> None:
     outbox = mount_tmpfs(project / "outbox")
-    settings = make_settings(project, comfy.url)
+    settings = make_settings(project, comfy.url, status_interval=0.3)
     fill(outbox, leave_pages=1)  # the render fits, its sidecar does not: full in the middle of the publish
     with running(settings) as thread:
         drop(project / "inbox", "fox.yaml")
@@ -197,7 +197,7 @@ def test_full_outbox_keeps_the_render_staged_and_publishes_it_once_there_is_room
         assert len(staged) == 1, "the finished render is kept staged"
         assert where(project / "inbox", "fox.yaml") == ["claimed"]
         wait_until(lambda: "ENOSPC" in (status_file(settings).get("intake_paused") or ""), message="status")
-        assert "INTAKE PAUSED" in status_file(settings)["summary"]
+        assert "INTAKE PAUSED: outbox filesystem full (ENOSPC)" in status.format_status(status_file(settings))
         free(outbox)
         wait_until(lambda: archived(project / "inbox", ["fox.yaml"]), message="the publish after freeing space")
         assert thread.is_alive()
@@ -263,23 +263,42 @@ def test_full_inbox_pauses_intake_and_resumes_when_space_is_freed(
     assert not lines(caplog, "bug")
 
 
-def test_daemon_started_on_a_read_only_inbox_waits_and_resumes_when_it_is_writable(
-        project: Path, comfy: ComfyTestServer, mount_tmpfs: Callable[..., Path]) -> None:
-    inbox = mount_tmpfs(project / "inbox")
-    names = ["c1.yaml", "c2.yaml"]
-    for name in names:
-        drop(inbox, name)
-    remount(inbox, "ro")
+def run_daemon_process(project: Path, url: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
     env.update({"HOTFOLDER_SETTLE_SECONDS": "0.1", "HOTFOLDER_POLL_INTERVAL": "0.5"})
-    log_path = project / "daemon.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hotfolder", "--server", comfy.url, "--default-template", "invert", "run"],
+    with open(project / "daemon.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hotfolder", "--server", url, "--default-template", "invert", "run"],
             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_daemon_restarted_on_a_read_only_inbox_waits_and_resumes_when_it_is_writable(
+        project: Path, comfy: ComfyTestServer, mount_tmpfs: Callable[..., Path]) -> None:
+    """The daemon killed with a job in flight, the inbox remounted read-only, the daemon started again:
+    it used to die at every start (the lease, then the job folder's record). Now it starts, says why it
+    waits, and finishes everything once the inbox is writable."""
+    inbox = mount_tmpfs(project / "inbox")
+    names = ["c1.yaml", "c2.yaml"]
+    comfy.faults.node_delay("ImageInvert", 1.0)
+    first = run_daemon_process(project, comfy.url)
     try:
-        wait_until(lambda: "intake paused" in log_path.read_text() or proc.poll() is not None, message="the pause")
-        text = log_path.read_text()
+        drop(inbox, "c1.yaml")
+        wait_until(lambda: comfy.executed_prompt_ids or any(r["path"].endswith("/prompt") for r in comfy.requests),
+                   message="c1 submitted")
+    finally:
+        first.kill()
+        first.wait(30)
+    comfy.faults.node_delay("ImageInvert", 0)
+    assert where(inbox, "c1.yaml") == ["claimed"]
+    drop(inbox, "c2.yaml")
+    remount(inbox, "ro")
+    log_path = project / "daemon.log"
+    start = log_path.stat().st_size
+    proc = run_daemon_process(project, comfy.url)
+    try:
+        wait_until(lambda: "intake paused" in log_path.read_text()[start:] or proc.poll() is not None,
+                   message="the pause")
+        text = log_path.read_text()[start:]
         assert proc.poll() is None, text
         assert "inbox filesystem read-only (EROFS)" in text and "remount" in text, text
         assert "Traceback" not in text, text
@@ -289,10 +308,58 @@ def test_daemon_started_on_a_read_only_inbox_waits_and_resumes_when_it_is_writab
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    text = log_path.read_text()
+    text = log_path.read_text()[start:]
     assert proc.returncode == 0, text
     assert "intake resumed" in text and text.count("intake paused") == 1, text
     assert_done_once(project, names)
+    assert len(comfy.executed_prompt_ids) == len(set(comfy.executed_prompt_ids)) == 2
+
+
+# -- what a post-processor meets -----------------------------------------------------------------
+
+
+OS_PLUGIN = '''
+import errno
+
+from hotfolder import hookimpl
+
+
+def denied(job):
+    raise PermissionError(errno.EACCES, "Permission denied", str(job.folder / "converted.webp"))
+
+
+def full_once(job):
+    marker = job.folder.parent / "was-full"
+    if not marker.exists():
+        marker.touch()
+        raise OSError(errno.ENOSPC, "No space left on device", str(job.folder / "converted.webp"))
+
+
+@hookimpl
+def register_postprocessors(register):
+    register("denied", denied)
+    register("full_once", full_once)
+'''
+
+
+def test_a_post_processor_oserror_is_reported_as_what_it_is_and_a_full_disk_is_waited_for(
+        project: Path, comfy: ComfyTestServer, caplog: pytest.LogCaptureFixture) -> None:
+    from hotfolder import plugins
+
+    (project / "plugins" / "os_faults.py").write_text(OS_PLUGIN)
+    inbox = project / "inbox"
+    drop(inbox, "denied.yaml", "params: {width: 8, height: 8}\npostprocess: [denied]\n")
+    drop(inbox, "full.yaml", "params: {width: 8, height: 8}\npostprocess: [full_once]\n")
+    settings = make_settings(project, comfy.url)
+    daemon.run_daemon(settings, once=True, hooks=plugins.load_hooks(settings))
+    assert where(inbox, "full.yaml") == ["done"] and len(published(project / "outbox", "full.yaml")) == 1
+    assert len(lines(caplog, "intake paused")) == 1 and len(lines(caplog, "intake resumed")) == 1
+    assert where(inbox, "denied.yaml") == ["failed"]
+    doc = json.loads((inbox / "failed" / "denied.yaml.error.json").read_text())
+    assert "permission denied (EACCES)" in doc["message"] and "converted.webp" in doc["message"], doc
+    assert "bug" not in json.dumps(doc).lower()
+    (staged,) = [job["error"]["where"]["staged"] for job in doc["jobs"]]
+    assert list(Path(staged).glob("*.png")), "the finished render is kept"
 
 
 # -- any errno at any step -----------------------------------------------------------------------
