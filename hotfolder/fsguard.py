@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from hotfolder import failpoints
@@ -76,32 +76,32 @@ class _Pause:
 
 
 class Guard:
-    """Knows which filesystems are failing. ``folders`` maps a side ("inbox", "outbox") to a folder on that
-    filesystem where probes are written; a path belongs to the side whose folder's parent holds it (the
-    longest match), else to the first side."""
+    """Knows which filesystems are failing. ``roots`` maps a side ("inbox", "outbox") to its folder: a path
+    belongs to the side whose root holds it (the longest match), else to the first side. A probe is written
+    in the nearest existing folder of the path that failed, or, for a path inside one of ``own`` (hotfolder's
+    own folders: job folders, staging), in that folder itself, never inside a job's folder."""
 
-    def __init__(self, folders: Mapping[str, Path], roots: Mapping[str, Path]) -> None:
-        self.folders = dict(folders)
+    def __init__(self, roots: Mapping[str, Path], own: Iterable[Path] = ()) -> None:
         self.roots = sorted(((side, os.path.abspath(root)) for side, root in roots.items()),
                             key=lambda item: -len(item[1]))
+        self.first = next(iter(roots))
+        self.own = [os.path.abspath(folder) for folder in own]
         self._pauses: dict[str, _Pause] = {}
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
 
-    def side_of(self, path: str | os.PathLike[str] | None) -> str:
-        text = os.path.abspath(os.fsdecode(path)) if path else ""
+    def side_of(self, path: str) -> str:
         for side, root in self.roots:
-            if text == root or text.startswith(root.rstrip(os.sep) + os.sep):
+            if _inside(path, root):
                 return side
-        return next(iter(self.folders))
+        return self.first
 
     def check(self, err: OSError, *, fallback: str | os.PathLike[str]) -> bool:
         """Whether ``err`` comes from a failing filesystem: then intake is paused (logged once per pause)
         and True is returned. False: the fault is the job's own, to be reported with its cause."""
-        path = os.fsdecode(err.filename) if err.filename else os.fsdecode(fallback)
-        side = self.side_of(path)
-        if err.errno not in SYSTEMIC and (err.errno not in MAYBE_SYSTEMIC or self._probe(side)):
+        path = os.path.abspath(os.fsdecode(err.filename if err.filename is not None else fallback))
+        if err.errno not in SYSTEMIC and (err.errno not in MAYBE_SYSTEMIC or self._probe(path)):
             return False
+        side = self.side_of(path)
         with self._lock:
             if side not in self._pauses:
                 pause = self._pauses[side] = _Pause(side, err, path)
@@ -117,11 +117,10 @@ class Guard:
                 now = time.monotonic()
                 if now < pause.next_probe:
                     continue
-                if self._probe(side):
+                if self._probe(pause.path):
                     del self._pauses[side]
                     logger.info("%s filesystem is writable again (%s): intake resumed after %.0f s",
-                                   side, self.folders[side], now - pause.since)
-                    self._changed.notify_all()
+                                side, self._probe_folder(pause.path), now - pause.since)
                 else:
                     pause.delay = min(pause.delay * 2, PROBE_MAX)
                     pause.next_probe = time.monotonic() + pause.delay
@@ -139,14 +138,23 @@ class Guard:
         with self._lock:
             return "; ".join(p.reason() for p in self._pauses.values()) or None
 
-    def _probe(self, side: str) -> bool:
-        """Whether a small file can be written (and removed again) in the side's folder."""
-        folder = self.folders[side]
-        path = os.path.join(folder, f".hotfolder-probe-{os.getpid()}-{threading.get_ident()}")
+    def _probe_folder(self, path: str) -> str:
+        for folder in self.own:
+            if _inside(path, folder):
+                return folder
+        folder = path
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        return folder
+
+    def _probe(self, path: str) -> bool:
+        """Whether a small file can be written (and removed again) where ``path`` is."""
+        folder = self._probe_folder(path)
+        probe = os.path.join(folder, f".hotfolder-probe-{os.getpid()}-{threading.get_ident()}")
         try:
             failpoints.hit("probe")
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
             try:
                 os.write(fd, bytes(PROBE_BYTES))
                 os.fsync(fd)
@@ -157,7 +165,11 @@ class Guard:
             return False
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(probe)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _what(code: int | None) -> str:

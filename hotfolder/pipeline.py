@@ -135,8 +135,8 @@ class Engine:
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
         # A full or read-only inbox or outbox pauses intake (see hotfolder.fsguard). What a fault cut off on
         # the intake side stays on disk and is taken up again, like after a crash, once it recovers.
-        self.guard = fsguard.Guard({"inbox": settings.state_dir, "outbox": settings.staging_dir},
-                                   {"inbox": settings.inbox, "outbox": settings.outbox})
+        self.guard = fsguard.Guard({"inbox": settings.inbox, "outbox": settings.outbox},
+                                   own=[settings.state_dir, settings.staging_dir])
         self._lease_pending = False  # the lease could not be written (read-only or full inbox at start)
         self._recover_pending = False  # job folders to take up again once the filesystem recovers
         self._uncounted: set[str] = set()  # files whose parse a fault cut off: not a crash, not counted
@@ -291,7 +291,7 @@ class Engine:
             record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id,
                                       move=move, parse_attempts=1)
         except OSError as err:
-            self._intake_fault(err, path, None)
+            self._intake_fault(err, path, None, move=move)
             return None
         if record is None:
             return None
@@ -332,11 +332,12 @@ class Engine:
             self._tasks.extend((record, job) for job in pending)
             self._cond.notify_all()
 
-    def _intake_fault(self, err: OSError, where: Path, record: FileRecord | None) -> None:
+    def _intake_fault(self, err: OSError, where: Path, record: FileRecord | None, *, move: bool = True) -> None:
         """An OSError on the intake side (claim, parse, record, archive). A failing filesystem (full,
         read-only) pauses intake: the file stays where the fault left it (the inbox, or its job folder)
         and is taken up again when it recovers; IntakePaused is raised. Any other fault is the file's
-        own: it goes to failed/ with the cause."""
+        own: it goes to failed/ with the cause (a file ``hotfolder process`` runs, ``move=False``, stays
+        where it is)."""
         if self.guard.check(err, fallback=where):
             self._recover_pending = True
             if record is not None:
@@ -345,7 +346,7 @@ class Engine:
             raise fsguard.IntakePaused(str(err)) from err
         problem = filesystem_error(err, path=where, doing="take" if record is None else "process")
         if record is None:
-            self._refuse(Path(where), problem)
+            self._refuse(Path(where), problem, move=move)
             return
         with self._cond:
             self._active[record.job_id] = record
@@ -356,9 +357,13 @@ class Engine:
             self._drop(record)
             logger.error("[%s] %s It stays in %s.", record.input_name, filesystem_error(again).message, record.folder)
 
-    def _refuse(self, path: Path, problem: FilesystemError) -> None:
-        """A file that could not be claimed: to failed/ with its error file, if it is still in the inbox."""
+    def _refuse(self, path: Path, problem: FilesystemError, *, move: bool) -> None:
+        """A file that could not be claimed: to failed/ with its error file, if it is still in the inbox
+        (``move``; else it stays where it is, and only the event says it failed)."""
         logger.error("[%s] %s", path.name, problem)
+        if not move:
+            self._emit(Event("archived", path.name, "", None, {"failed": True, "path": None, "error": problem.to_dict()}))
+            return
         if not os.path.isfile(path) or os.path.islink(path):
             return
         record = FileRecord(job_id="", input_name=path.name, folder=path.parent)

@@ -179,6 +179,41 @@ def _quick_probes(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixt
     failpoints.clear()
 
 
+# -- the classification ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    (errno.ENOSPC, "the filesystem is full (ENOSPC)"), (errno.EROFS, "read-only (EROFS)"),
+    (errno.EACCES, "permission denied (EACCES)"), (errno.ENAMETOOLONG, "name is too long for this filesystem"),
+    (errno.EIO, "input/output error (EIO)"), (errno.EDQUOT, "quota"), (errno.ELOOP, "(ELOOP)"),
+])
+def test_an_oserror_is_explained_with_its_path_and_a_fix_never_as_a_bug(code: int, says: str) -> None:
+    from hotfolder.errors import filesystem_error
+
+    err = filesystem_error(OSError(code, os.strerror(code), "/srv/outbox/fox/fox.json"))
+    text = str(err)
+    assert says in text and "/srv/outbox/fox/fox.json" in text and "Hint: " in text, text
+    assert "bug" not in text.lower()
+    assert err.to_dict()["where"] == {"path": "/srv/outbox/fox/fox.json", "errno": errno.errorcode[code]}
+
+
+def test_a_full_or_read_only_filesystem_pauses_other_errnos_only_if_the_folder_fails_too(tmp_path: Path) -> None:
+    guard = fsguard.Guard({"inbox": tmp_path / "inbox", "outbox": tmp_path / "outbox"})
+    (tmp_path / "inbox").mkdir()
+    path = str(tmp_path / "inbox" / "a.yaml")
+    assert not guard.check(OSError(errno.EACCES, "denied", path), fallback=tmp_path)  # the folder is fine: the file's
+    assert not guard.check(OSError(errno.ENAMETOOLONG, "too long", path), fallback=tmp_path)
+    assert not guard.paused() and guard.reason() is None
+    failpoints.inject("probe", errno.EACCES, times=-1)  # now the folder refuses writes too
+    assert guard.check(OSError(errno.EACCES, "denied", path), fallback=tmp_path)
+    assert guard.check(OSError(errno.ENOSPC, "full", str(tmp_path / "outbox" / "x")), fallback=tmp_path)
+    assert guard.paused()
+    assert guard.reason() == (f"inbox filesystem not writable (EACCES) at {path}; "
+                              f"outbox filesystem full (ENOSPC) at {tmp_path / 'outbox' / 'x'}")
+    failpoints.clear()
+    wait_until(lambda: not guard.paused(), message="the probes to succeed")
+
+
 # -- the outbox ----------------------------------------------------------------------------------
 
 
