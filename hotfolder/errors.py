@@ -141,7 +141,7 @@ class FilesystemError(HotfolderError):
 _OS_TROUBLE: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("the filesystem is full", "Free space on the filesystem that holds it (df {path} shows it)."),
     errno.EDQUOT: ("the disk quota is used up", "Free space or raise the quota of the user hotfolder runs as."),
-    errno.EROFS: ("the filesystem is read-only", "Remount it read-write (mount -o remount,rw <mount point>)."),
+    errno.EROFS: ("the filesystem is read-only", "Remount it read-write (mount -o remount,rw on the mount point that findmnt -T {folder} names)."),
     errno.EACCES: ("permission denied", "Give the user hotfolder runs as (uid {uid}) access to {folder}."),
     errno.EPERM: ("operation not permitted", "Give the user hotfolder runs as (uid {uid}) access to {folder}."),
     errno.ENAMETOOLONG: ("the name is too long for this filesystem", "Use a shorter file or job name."),

@@ -195,7 +195,7 @@ def _fix(code: int | None, path: str, side: str) -> str:
     if code in FULL:
         how = f"free space there (df {folder} shows how much is left)"
     elif code in READ_ONLY:
-        how = f"remount it read-write (mount -o remount,rw <the mount point of {folder}>)"
+        how = f"remount it read-write (mount -o remount,rw on the mount point that findmnt -T {folder} names)"
     elif code in {errno.EACCES, errno.EPERM}:
         how = f"give the user hotfolder runs as (uid {os.getuid()}) write access to {folder}"
     else:
