@@ -161,11 +161,11 @@ def filesystem_error(err: OSError, *, path: str | os.PathLike[str] | None = None
                      where: dict[str, Any] | None = None) -> FilesystemError:
     """The :class:`FilesystemError` that explains ``err``: what was refused, where, why, and how to fix it.
     ``path`` is used when ``err`` names no file; ``doing`` is the verb (write, read, move, publish)."""
-    name = err.filename if err.filename is not None else path
+    name = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else path
     shown = os.fsdecode(name) if name is not None else "a file"
     why, hint = _OS_TROUBLE.get(err.errno or 0, (err.strerror or str(err), "Check the path and the filesystem that holds it."))
     text = f"Cannot {doing} {shown!r}: {why} ({errno_name(err.errno)})"
-    if err.filename2 is not None:
+    if isinstance(err.filename2, (str, bytes, os.PathLike)):
         text = f"Cannot {doing} {shown!r} to {os.fsdecode(err.filename2)!r}: {why} ({errno_name(err.errno)})"
     folder = os.path.dirname(shown) or shown
     return FilesystemError(text + ".", hint=hint.format(path=shown, folder=folder, uid=os.getuid()),

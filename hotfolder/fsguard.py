@@ -49,7 +49,7 @@ def at_path(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        if err.filename is None:
+        if not isinstance(err.filename, (str, bytes, os.PathLike)):
             err.filename = os.fspath(path)
         raise
 
@@ -98,7 +98,8 @@ class Guard:
     def check(self, err: OSError, *, fallback: str | os.PathLike[str]) -> bool:
         """Whether ``err`` comes from a failing filesystem: then intake is paused (logged once per pause)
         and True is returned. False: the fault is the job's own, to be reported with its cause."""
-        path = os.path.abspath(os.fsdecode(err.filename if err.filename is not None else fallback))
+        name = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else fallback
+        path = os.path.abspath(os.fsdecode(name))
         if err.errno not in SYSTEMIC and (err.errno not in MAYBE_SYSTEMIC or self._probe(path)):
             return False
         side = self.side_of(path)

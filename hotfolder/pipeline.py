@@ -373,7 +373,7 @@ class Engine:
             write_json_atomic(self.settings.failed_dir / f"{name}.error.json",
                                {"file": path.name, "failed_at": now_iso(), **problem.to_dict(), "archived_as": name})
             rename_noreplace(path, self.settings.failed_dir / name)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a name JSON cannot hold
             logger.error("[%s] could not be moved to failed/ either (%s); it stays in the inbox", path.name, err)
             return
         with self._cond:

@@ -420,28 +420,30 @@ def test_an_oserror_at_any_step_ends_that_job_or_file_never_the_daemon(
         @settings(max_examples=EXAMPLES)
         @given(point=st.sampled_from(failpoints.POINTS),
                code=st.one_of(st.sampled_from(SYSTEMIC), st.sampled_from(sorted(errno.errorcode))),
-               skip=st.integers(0, 1), lasting=st.booleans())
-        @example(point="mid_publish", code=errno.ENAMETOOLONG, skip=0, lasting=False)
-        @example(point="mid_download", code=errno.EACCES, skip=0, lasting=False)
-        @example(point="after_record", code=errno.ENOSPC, skip=0, lasting=True)
-        @example(point="mid_archive", code=errno.EROFS, skip=0, lasting=True)
-        @example(point="after_post", code=errno.ECONNRESET, skip=0, lasting=False)
-        @example(point="mid_cleanup", code=errno.ENOENT, skip=0, lasting=False)
-        @example(point="after_post", code=errno.EPERM, skip=0, lasting=True)
-        def one_fault(point: str, code: int, skip: int, lasting: bool) -> None:
+               skip=st.integers(0, 1), lasting=st.booleans(), jobs=st.integers(1, 2))
+        @example(point="mid_publish", code=errno.ENAMETOOLONG, skip=0, lasting=False, jobs=1)
+        @example(point="mid_download", code=errno.EACCES, skip=0, lasting=False, jobs=1)
+        @example(point="after_record", code=errno.ENOSPC, skip=0, lasting=True, jobs=1)
+        @example(point="mid_archive", code=errno.EROFS, skip=0, lasting=True, jobs=1)
+        @example(point="after_post", code=errno.ECONNRESET, skip=0, lasting=False, jobs=1)
+        @example(point="mid_cleanup", code=errno.ENOENT, skip=0, lasting=False, jobs=1)
+        @example(point="after_post", code=errno.EPERM, skip=0, lasting=True, jobs=1)
+        @example(point="mid_publish", code=errno.ENOSPC, skip=1, lasting=True, jobs=2)
+        @example(point="mid_download", code=errno.EISDIR, skip=1, lasting=False, jobs=2)
+        def one_fault(point: str, code: int, skip: int, lasting: bool, jobs: int) -> None:
             try:
-                check_one(f"g{next(serial):04d}.yaml", point, code, skip, lasting)
+                check_one(f"g{next(serial):04d}.yaml", point, code, skip, lasting, jobs)
             finally:
                 failpoints.clear()
 
-        def check_one(name: str, point: str, code: int, skip: int, lasting: bool) -> None:
+        def check_one(name: str, point: str, code: int, skip: int, lasting: bool, jobs: int) -> None:
             systemic = code in fsguard.SYSTEMIC
             lasting = lasting and systemic  # a fault that never clears is a filesystem's, not a job's
             first = len(caplog.records)
             failpoints.inject(point, code, skip=skip, times=-1 if lasting else 1)
             if lasting:
                 failpoints.inject("probe", code, times=-1)  # the filesystem stays failing until cleared
-            drop(inbox, name)
+            drop(inbox, name, "params: {width: 8, height: 8}\n" + ("repeat: 2\n" if jobs == 2 else ""))
             if lasting:
                 wait_until(lambda: archived(inbox, [name])
                            or any("intake paused" in r.getMessage() for r in caplog.records[first:]),
@@ -459,19 +461,23 @@ def test_an_oserror_at_any_step_ends_that_job_or_file_never_the_daemon(
             places = where(inbox, name)
             assert places in (["done"], ["failed"]), places
             outputs = published(outbox, name)
-            assert len(outputs) <= 1
+            assert len(outputs) <= jobs
             if systemic:
-                assert places == ["done"] and len(outputs) == 1, "a full or read-only filesystem fails nothing"
+                assert places == ["done"] and len(outputs) == jobs, "a full or read-only filesystem fails nothing"
             if places == ["done"]:
-                assert len(outputs) == 1
+                assert len(outputs) == jobs
             else:
                 doc = json.loads((inbox / "failed" / f"{name}.error.json").read_text())
                 assert "bug" not in json.dumps(doc).lower(), doc
                 staged = [(job.get("error") or {}).get("where", {}).get("staged") for job in doc.get("jobs", [])]
                 for folder in filter(None, staged):
                     assert list(Path(folder).glob("*.png")), "a kept render is in its staging folder"
-                if point in {"mid_download", "mid_publish"} and not outputs:
+                if point in {"mid_download", "mid_publish"} and len(outputs) < jobs:
                     assert any(staged), f"the downloaded render was thrown away: {doc}"
+                for job in doc.get("jobs", []):  # each job of the file: published (exactly once) or failed
+                    assert job["state"] in {"published", "failed"}, doc
+                    if job["state"] == "published":
+                        assert Path(job["published"]).is_dir()
             assert not any("bug" in r.getMessage() for r in caplog.records[first:])
 
         one_fault()
