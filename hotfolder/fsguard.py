@@ -54,16 +54,6 @@ def at_path(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
-def os_error(exc: BaseException | None) -> OSError | None:
-    """The OSError ``exc`` is, or was raised from (its cause chain), if any."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError):
-            return exc
-        exc, seen = exc.__cause__, seen + 1
-    return None
-
-
 class _Pause:
     def __init__(self, side: str, err: OSError, path: str) -> None:
         self.side, self.errno, self.path = side, err.errno, path

@@ -49,7 +49,7 @@ def mount_tmpfs() -> Iterator[Callable[..., Path]]:
 
     def mount(folder: Path, size: str = "1m") -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=False,
                               capture_output=True, text=True)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
@@ -60,8 +60,8 @@ def mount_tmpfs() -> Iterator[Callable[..., Path]]:
         yield mount
     finally:
         for folder in reversed(mounted):
-            if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+            if subprocess.run(["umount", str(folder)], check=False, capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
 
 
 def fill(folder: Path, *, leave_pages: int = 0) -> None:

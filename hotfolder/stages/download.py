@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import failpoints
-from hotfolder.fsguard import at_path
 from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.fsguard import at_path
 from hotfolder.paths import safe_filename, unique_name
 
 
