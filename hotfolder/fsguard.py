@@ -35,6 +35,9 @@ MAYBE_SYSTEMIC = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE, 
                             errno.EAGAIN, errno.EBUSY, errno.ESTALE})
 PROBE_BYTES = 64 * 1024  # a write this size must succeed before intake resumes (not just a few free bytes)
 PROBE_FIRST, PROBE_MAX = 0.5, 2.0  # seconds between probes: doubling from the first up to the most
+# A side paused again this soon after it resumed (a probe fits, the write that needs room does not): not
+# logged again, and probed less and less often, up to REPEAT_MAX seconds apart.
+REPEAT_WINDOW, REPEAT_MAX = 60.0, 30.0
 
 
 class IntakePaused(Exception):
@@ -55,10 +58,11 @@ def at_path(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 class _Pause:
-    def __init__(self, side: str, err: OSError, path: str) -> None:
+    def __init__(self, side: str, err: OSError, path: str, *, delay: float = 0.0) -> None:
         self.side, self.errno, self.path = side, err.errno, path
         self.since = time.monotonic()
-        self.delay = PROBE_FIRST
+        self.repeat = delay > 0  # paused again soon after a resume: not logged again
+        self.delay = delay or PROBE_FIRST
         self.next_probe = self.since + self.delay
 
     def reason(self) -> str:
@@ -77,6 +81,7 @@ class Guard:
         self.first = next(iter(roots))
         self.own = [os.path.abspath(folder) for folder in own]
         self._pauses: dict[str, _Pause] = {}
+        self._resumed: dict[str, tuple[float, float]] = {}  # side -> (when it last resumed, its probe delay then)
         self._lock = threading.Lock()
 
     def side_of(self, path: str) -> str:
@@ -95,9 +100,11 @@ class Guard:
         side = self.side_of(path)
         with self._lock:
             if side not in self._pauses:
-                pause = self._pauses[side] = _Pause(side, err, path)
-                logger.error("%s: intake paused until %s; %s", pause.reason(), _until(err.errno),
-                             _fix(err.errno, path, side))
+                when, delay = self._resumed.get(side, (-REPEAT_WINDOW, 0.0))
+                soon = time.monotonic() - when < REPEAT_WINDOW
+                pause = self._pauses[side] = _Pause(side, err, path, delay=min(delay * 2, REPEAT_MAX) if soon else 0.0)
+                logger.log(logging.DEBUG if pause.repeat else logging.ERROR, "%s: intake paused until %s; %s",
+                           pause.reason(), _until(err.errno), _fix(err.errno, path, side))
         return True
 
     def paused(self) -> bool:
@@ -110,10 +117,12 @@ class Guard:
                     continue
                 if self._probe(pause.path):
                     del self._pauses[side]
-                    logger.info("%s filesystem is writable again (%s): intake resumed after %.0f s",
-                                side, self._probe_folder(pause.path), now - pause.since)
+                    self._resumed[side] = (now, pause.delay)
+                    logger.log(logging.DEBUG if pause.repeat else logging.INFO,
+                               "%s filesystem is writable again (%s): intake resumed after %.0f s",
+                               side, self._probe_folder(pause.path), now - pause.since)
                 else:
-                    pause.delay = min(pause.delay * 2, PROBE_MAX)
+                    pause.delay = min(pause.delay * 2, max(PROBE_MAX, pause.delay))
                     pause.next_probe = time.monotonic() + pause.delay
             return bool(self._pauses)
 

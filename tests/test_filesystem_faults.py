@@ -174,6 +174,7 @@ def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 def _quick_probes(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     monkeypatch.setattr(fsguard, "PROBE_FIRST", 0.05)
     monkeypatch.setattr(fsguard, "PROBE_MAX", 0.2)
+    monkeypatch.setattr(fsguard, "REPEAT_WINDOW", 0.0)  # each generated fault is its own episode, logged
     caplog.set_level(logging.INFO)
     yield
     failpoints.clear()
@@ -212,6 +213,22 @@ def test_a_full_or_read_only_filesystem_pauses_other_errnos_only_if_the_folder_f
                               f"outbox filesystem full (ENOSPC) at {tmp_path / 'outbox' / 'x'}")
     failpoints.clear()
     wait_until(lambda: not guard.paused(), message="the probes to succeed")
+
+
+def test_a_filesystem_that_fails_again_right_after_it_resumed_is_not_logged_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Nearly full: the probe fits, the render does not. Paused again at once, it is not logged again
+    (one line, not one per probe) and probed less often."""
+    monkeypatch.setattr(fsguard, "REPEAT_WINDOW", 60.0)
+    guard = fsguard.Guard({"outbox": tmp_path})
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "big.png"))
+    delays = []
+    for _ in range(3):
+        assert guard.check(full, fallback=tmp_path)
+        delays.append(guard._pauses["outbox"].delay)
+        wait_until(lambda: not guard.paused(), message="the probe to succeed")
+    assert len(lines(caplog, "intake paused")) == 1 and len(lines(caplog, "intake resumed")) == 1
+    assert delays[0] < delays[1] < delays[2]
 
 
 # -- the outbox ----------------------------------------------------------------------------------
