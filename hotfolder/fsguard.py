@@ -126,13 +126,6 @@ class Guard:
                     pause.next_probe = time.monotonic() + pause.delay
             return bool(self._pauses)
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Block until no filesystem is failing (True) or ``stop`` is set (False)."""
-        while self.paused():
-            if stop.wait(0.2):
-                return False
-        return not stop.is_set()
-
     def reason(self) -> str | None:
         """Why intake is paused, for the status file; None when it is not."""
         with self._lock:

@@ -644,8 +644,9 @@ class Engine:
             except OSError as err:
                 if not self.guard.check(err, fallback=record.folder):
                     raise
-            if not self.guard.wait(self._stop):
-                raise Cancelled(record.job_id)
+            while self.guard.paused():
+                if self._stop.wait(0.2) or self._draining.is_set():  # stopping: it resumes at the next start
+                    raise Cancelled(record.job_id)
 
     def _pick_client(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the

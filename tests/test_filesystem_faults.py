@@ -367,6 +367,37 @@ def test_daemon_restarted_on_a_read_only_inbox_waits_and_resumes_when_it_is_writ
     assert len(comfy.executed_prompt_ids) == len(set(comfy.executed_prompt_ids)) == 2
 
 
+def test_sigterm_while_paused_stops_at_once_and_the_next_start_publishes_once(
+        project: Path, comfy: ComfyTestServer, mount_tmpfs: Callable[..., Path]) -> None:
+    """A job waiting for a read-only outbox does not hold up a stop for stop_budget: it stays recorded,
+    and the next start publishes it once."""
+    outbox = mount_tmpfs(project / "outbox")
+    remount(outbox, "ro")
+    log_path = project / "daemon.log"
+    proc = run_daemon_process(project, comfy.url)
+    try:
+        drop(project / "inbox", "yak.yaml")
+        wait_until(lambda: "intake paused" in log_path.read_text() or proc.poll() is not None, message="the pause")
+        assert proc.poll() is None, log_path.read_text()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)  # not stop_budget (60 s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, log_path.read_text()
+    assert where(project / "inbox", "yak.yaml") == ["claimed"]
+    remount(outbox, "rw")
+    proc = run_daemon_process(project, comfy.url)
+    try:
+        wait_until(lambda: archived(project / "inbox", ["yak.yaml"]), message="the publish after the restart")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert_done_once(project, ["yak.yaml"])
+    assert len(comfy.executed_prompt_ids) == 1
+
+
 # -- what a post-processor meets -----------------------------------------------------------------
 
 
