@@ -242,7 +242,8 @@ def test_full_outbox_keeps_the_render_staged_and_publishes_it_once_there_is_room
     fill(outbox, leave_pages=1)  # the render fits, its sidecar does not: full in the middle of the publish
     with running(settings) as thread:
         drop(project / "inbox", "fox.yaml")
-        wait_until(lambda: lines(caplog, "intake paused"), message="the pause")
+        wait_until(lambda: lines(caplog, "intake paused") or not thread.is_alive(), message="the pause")
+        assert thread.is_alive(), "the daemon died"
         (line,) = lines(caplog, "intake paused")
         assert "outbox filesystem full (ENOSPC)" in line and str(outbox) in line and "free space" in line
         staged = list((outbox / ".hotfolder-staging").glob("*/*.png"))
@@ -269,7 +270,8 @@ def test_read_only_outbox_pauses_until_it_is_writable_again(
         remount(outbox, "ro")
         for name in ("owl.yaml", "elk.yaml"):
             drop(project / "inbox", name)
-        wait_until(lambda: lines(caplog, "intake paused"), message="the pause")
+        wait_until(lambda: lines(caplog, "intake paused") or not thread.is_alive(), message="the pause")
+        assert thread.is_alive(), "the daemon died"
         (line,) = lines(caplog, "intake paused")
         assert "outbox filesystem read-only (EROFS)" in line and str(outbox) in line and "remount" in line
         assert not archived(project / "inbox", ["owl.yaml"]) and not (project / "inbox" / "failed" / "owl.yaml").exists()
@@ -301,7 +303,8 @@ def test_full_inbox_pauses_intake_and_resumes_when_space_is_freed(
         fill(inbox)
         for name in then:
             (inbox / ".incoming" / name).rename(inbox / name)
-        wait_until(lambda: lines(caplog, "intake paused"), message="the pause")
+        wait_until(lambda: lines(caplog, "intake paused") or not thread.is_alive(), message="the pause")
+        assert thread.is_alive(), "the daemon died"
         (line,) = lines(caplog, "intake paused")
         assert "inbox filesystem full (ENOSPC)" in line and str(inbox) in line
         wait_until(lambda: all(where(inbox, n) == ["inbox"] for n in then), message="b files back in the inbox")
