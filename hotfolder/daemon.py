@@ -165,7 +165,6 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
     next_adoption = time.monotonic() + engine.lease.interval
     next_states = 0.0
     waiting: Path | None = None
-    paused = False
     while not signals.stop.is_set():
         heartbeat.beat(*_health(engine, intake))
         now = time.monotonic()
@@ -180,13 +179,12 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
             signals.reload.clear()
             _reload(engine, board, notifier, reload_settings)
         if engine.intake_paused():  # a full or read-only filesystem (logged): files wait in the inbox
-            if not paused:
-                paused = True
-                board.set_paused(engine.guard.reason())
+            reason = engine.guard.reason()
+            if reason != board.paused:
+                board.set_paused(reason)
             signals.stop.wait(0.2)
             continue
-        if paused:  # resumed (logged): files handed over before or during the pause are offered again
-            paused = False
+        if board.paused:  # resumed (logged): files handed over before or during the pause are offered again
             board.set_paused(None)
             intake.rescan()
         if waiting is None:
