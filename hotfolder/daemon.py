@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import housekeeping, plugins, service, status, watch
+from hotfolder import fsguard, housekeeping, plugins, service, status, watch
 from hotfolder.config import Settings, with_changes
-from hotfolder.errors import HotfolderError
+from hotfolder.errors import HotfolderError, filesystem_error
 from hotfolder.paths import UnsafeFolder, own_dir
 from hotfolder.pipeline import Engine, Event
 
@@ -46,12 +46,22 @@ RELOADABLE = {
 def ensure_folders(settings: Settings) -> None:
     """Make the folders. hotfolder's own must be real folders of its user (:func:`own_dir`):
     ``inbox/.hotfolder`` otherwise stops the start (UnsafeFolder); ``done/`` or ``failed/`` is logged,
-    and files wait in their job folders until it is fixed."""
-    for folder in (settings.inbox, settings.outbox):
-        folder.mkdir(parents=True, exist_ok=True)
-    own_dir(settings.state_dir)
-    for folder in (settings.done_dir, settings.failed_dir):
-        _own(folder)
+    and files wait in their job folders until it is fixed. One that cannot be made now (a read-only or
+    full inbox) is made when first needed; the daemon starts and says why its intake waits."""
+    for folder in (settings.inbox, settings.outbox, settings.state_dir, settings.done_dir, settings.failed_dir):
+        try:
+            if folder in (settings.inbox, settings.outbox):
+                folder.mkdir(parents=True, exist_ok=True)
+            elif folder == settings.state_dir:
+                own_dir(folder)
+            else:
+                _own(folder)
+        except UnsafeFolder:
+            raise
+        except OSError as err:
+            if folder == settings.inbox or err.errno not in fsguard.SYSTEMIC | fsguard.MAYBE_SYSTEMIC:
+                raise filesystem_error(err, doing="create the folder") from err
+            logger.warning("%s", filesystem_error(err, doing="create the folder").message)
 
 
 def _own(folder: Path) -> bool:
@@ -189,6 +199,15 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
         if signals.reload.is_set():
             signals.reload.clear()
             _reload(engine, board, notifier, reload_settings)
+        if engine.intake_paused():  # a full or read-only filesystem (logged): files wait in the inbox
+            reason = engine.guard.reason()
+            if reason != board.paused:
+                board.set_paused(reason)
+            signals.stop.wait(0.2)
+            continue
+        if board.paused:  # resumed (logged): files handed over before or during the pause are offered again
+            board.set_paused(None)
+            intake.rescan()
         if waiting is None:
             try:
                 waiting = ready.get(timeout=0.2)
@@ -207,7 +226,10 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
         if signals.stop.is_set():
             return
         path, waiting = waiting, None
-        engine.accept(path, background=True)  # parsed and rendered on a prepare thread, never on this one
+        try:
+            engine.accept(path, background=True)  # parsed and rendered on a prepare thread, never on this one
+        except fsguard.IntakePaused:
+            pass  # the file stays in the inbox (or its job folder) and is offered again when intake resumes
 
 
 def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,
@@ -300,8 +322,15 @@ def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any]
     try:
         for path in paths:
             engine.wait_for_room()
-            engine.accept(path.absolute(), move=False)  # inputs: paths are relative to its folder
-        engine.wait_idle()
+            while True:
+                try:
+                    engine.accept(path.absolute(), move=False)  # inputs: paths are relative to its folder
+                    break
+                except fsguard.IntakePaused:  # a full or read-only inbox (logged): try again once it recovers
+                    while engine.intake_paused():
+                        time.sleep(0.5)
+        while engine.intake_paused() or not engine.wait_idle(1.0):
+            time.sleep(0.2)  # what a fault cut off is taken up again once the filesystem recovers
     finally:
         engine.stop()
     return done

@@ -7,6 +7,8 @@ input), and a hint. The daemon catches :class:`HotfolderError` at the job bounda
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 from hotfolder.redact import redact_data, redact_text
@@ -131,3 +133,44 @@ class PluginError(HotfolderError):
     """A plugin failed to load or broke its contract."""
 
     stage = "plugins"
+
+
+class FilesystemError(HotfolderError):
+    """A filesystem refused a read or write: full, read-only, no permission, a name too long, an I/O
+    error. The user's or the administrator's to fix (the message says how), never a bug in hotfolder."""
+
+    stage = "filesystem"
+
+
+_OS_TROUBLE: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("the filesystem is full", "Free space on the filesystem that holds it (df {path} shows it)."),
+    errno.EDQUOT: ("the disk quota is used up", "Free space or raise the quota of the user hotfolder runs as."),
+    errno.EROFS: ("the filesystem is read-only", "Remount it read-write (mount -o remount,rw on the mount point that findmnt -T {folder} names)."),
+    errno.EACCES: ("permission denied", "Give the user hotfolder runs as (uid {uid}) access to {folder}."),
+    errno.EPERM: ("operation not permitted", "Give the user hotfolder runs as (uid {uid}) access to {folder}."),
+    errno.ENAMETOOLONG: ("the name is too long for this filesystem", "Use a shorter file or job name."),
+    errno.EIO: ("input/output error", "The disk or network share is failing: check the system log (dmesg)."),
+    errno.EMFILE: ("too many open files", "Raise the open-file limit (LimitNOFILE= in the systemd unit)."),
+    errno.ENFILE: ("too many open files in the system", "Raise the system's open-file limit (fs.file-max)."),
+    errno.EFBIG: ("the file is too large for this filesystem", "Put the outbox on a filesystem that takes larger files."),
+}
+
+
+def errno_name(code: int | None) -> str:
+    """``ENOSPC`` for errno 28; ``errno N`` for a number without a name."""
+    return errno.errorcode.get(code or 0, f"errno {code}")
+
+
+def filesystem_error(err: OSError, *, path: str | os.PathLike[str] | None = None, doing: str = "write",
+                     where: dict[str, Any] | None = None) -> FilesystemError:
+    """The :class:`FilesystemError` that explains ``err``: what was refused, where, why, and how to fix it.
+    ``path`` is used when ``err`` names no file; ``doing`` is the verb (write, read, move, publish)."""
+    name = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else path
+    shown = os.fsdecode(name) if name is not None else "a file"
+    why, hint = _OS_TROUBLE.get(err.errno or 0, (err.strerror or str(err), "Check the path and the filesystem that holds it."))
+    text = f"Cannot {doing} {shown!r}: {why} ({errno_name(err.errno)})"
+    if isinstance(err.filename2, (str, bytes, os.PathLike)):
+        text = f"Cannot {doing} {shown!r} to {os.fsdecode(err.filename2)!r}: {why} ({errno_name(err.errno)})"
+    folder = os.path.dirname(shown) or shown
+    return FilesystemError(text + ".", hint=hint.format(path=shown, folder=folder, uid=os.getuid()),
+                           where={**(where or {}), "path": shown, "errno": errno_name(err.errno)})

@@ -50,6 +50,7 @@ class Lease:
         self.path = state_dir / LEASES / f"{instance_id}.json"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing = False
 
     def acquire(self) -> None:
         """Take the lease; refuse if another live daemon holds this instance id."""
@@ -76,7 +77,7 @@ class Lease:
             self._thread.join(5)
         try:
             self.path.unlink()
-        except FileNotFoundError:
+        except OSError:  # gone, or the inbox is read-only now: it goes stale on its own
             pass
         try:
             self.folder.rmdir()  # only when no job is left in it
@@ -91,7 +92,11 @@ class Lease:
             try:
                 self.renew()
             except OSError as err:
-                logger.warning("Cannot renew lease %s: %s", self.path, err)
+                if not self._failing:  # once, until it works again (a full inbox is reported on its own)
+                    logger.warning("Cannot renew lease %s: %s", self.path, err)
+                self._failing = True
+            else:
+                self._failing = False
 
     @staticmethod
     def _read(path: Path) -> dict | None:

@@ -38,17 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder import __version__, budgets, failpoints, plugins, validate
+from hotfolder import __version__, budgets, failpoints, fsguard, plugins, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import ServerConfig, Settings
 from hotfolder.errors import (
-    HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError, ServerError,
-    ServerUnavailable, TemplateError,
+    FilesystemError, HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError,
+    ServerError, ServerUnavailable, TemplateError, filesystem_error,
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
-from hotfolder.paths import UnsafeFolder, display_name, own_dir
+from hotfolder.paths import UnsafeFolder, display_name, own_dir, rename_noreplace
 from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
@@ -56,6 +56,7 @@ from hotfolder.record import (
     is_own_name,
     now_iso,
     read_file,
+    write_json_atomic,
     write_json_private,
 )
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
@@ -152,6 +153,13 @@ class Engine:
                 client.reach.waiting = (f"Its jobs wait until it answers, or move to another server after "
                                         f"lost_grace = {settings.lost_grace:g} s; hotfolder keeps trying.")
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
+        # A full or read-only inbox or outbox pauses intake (see hotfolder.fsguard). What a fault cut off on
+        # the intake side stays on disk and is taken up again, like after a crash, once it recovers.
+        self.guard = fsguard.Guard({"inbox": settings.inbox, "outbox": settings.outbox},
+                                   own=[settings.state_dir, settings.staging_dir])
+        self._lease_pending = False  # the lease could not be written (read-only or full inbox at start)
+        self._recover_pending = False  # job folders to take up again once the filesystem recovers
+        self._uncounted: set[str] = set()  # files whose parse a fault cut off: not a crash, not counted
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -166,8 +174,14 @@ class Engine:
         self._template_cache = render.TemplateCache()
 
     def start(self) -> None:
-        """Take this instance's lease (ConfigError if another live daemon holds it) and start working."""
-        self.lease.acquire()
+        """Take this instance's lease (ConfigError if another live daemon holds it) and start working.
+        On a full or read-only inbox the lease is taken once it recovers; intake waits until then."""
+        try:
+            self.lease.acquire()
+        except OSError as err:
+            if not self.guard.check(err, fallback=self.settings.state_dir):
+                raise filesystem_error(err, doing="write the lease") from err
+            self._lease_pending = self._recover_pending = True
         for client in self.clients:
             client.start()
         for i in range(self.workers):
@@ -200,7 +214,8 @@ class Engine:
             t.join(max(0.0, end - time.monotonic()))
         for client in self.clients:
             client.close()
-        self.lease.release()
+        if not self._lease_pending:
+            self.lease.release()
 
     def busy(self) -> bool:
         with self._cond:
@@ -241,6 +256,25 @@ class Engine:
                 return False, f"WebSocket thread for {client.display_url} died"
         return True, ""
 
+    def intake_paused(self) -> bool:
+        """Whether intake is paused by a full or read-only filesystem (probing it when due). When it has
+        recovered: takes the lease if it could not, and resumes what the fault cut off (which may pause
+        intake again). Called by the thread that claims files."""
+        if self.guard.paused():
+            return True
+        if self._lease_pending:
+            try:
+                self.lease.acquire()
+            except OSError as err:
+                if self.guard.check(err, fallback=self.settings.state_dir):
+                    return True
+                raise filesystem_error(err, doing="write the lease") from err
+            self._lease_pending = False
+        if self._recover_pending:
+            self._recover_pending = False
+            self.recover()
+        return self.guard.paused()
+
     def server_up(self, client: ComfyClient) -> bool:
         """Whether the server answered last time hotfolder asked (and its WebSocket is connected)."""
         with self._cond:
@@ -277,11 +311,17 @@ class Engine:
     # -- intake side: claim, parse, render -------------------------------------------------------
 
     def accept(self, path: Path, *, move: bool = True, background: bool = False) -> FileRecord | None:
-        """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file. With
+        """Claim ``path`` and queue its jobs. Returns None if it was gone or not a regular file, or could
+        not be claimed (then it went to failed/ if it could). Raises IntakePaused when a full or read-only
+        filesystem stopped it (the file stays in the inbox or its job folder until it recovers). With
         ``background`` (and the engine started), it is parsed and rendered on a prepare thread."""
         # The first record already counts the parse attempt that follows: one record write, not two.
-        record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id, move=move,
-                                  parse_attempts=1)
+        try:
+            record = claim.claim_file(path, self.settings.jobs_dir, instance=self.settings.instance_id,
+                                      move=move, parse_attempts=1)
+        except OSError as err:
+            self._intake_fault(err, path, None, move=move)
+            return None
         if record is None:
             return None
         logger.info("[%s] claimed as job %s", record.input_name, record.job_id)
@@ -312,6 +352,8 @@ class Engine:
                 self._cond.notify_all()
             try:
                 self._start_record(record, counted=counted)
+            except fsguard.IntakePaused:
+                pass  # a full or read-only inbox: left where the fault found it, taken up when it recovers
             except budgets.RenderCancelled:
                 logger.info("[%s] stopping: left claimed, it is read again at the next start", record.input_name)
                 self._uncount(record)
@@ -341,26 +383,86 @@ class Engine:
         with self._cond:
             self._active[record.job_id] = record
         try:
-            if record.state == "claimed":
-                if not counted:
-                    if record.parse_attempts >= self.settings.max_parse_attempts:
-                        raise ScenarioError(
-                            f"hotfolder stopped {record.parse_attempts} times while reading {record.input_name!r}; "
-                            "it is set aside so that it cannot stop the daemon again.",
-                            hint="Check the file (size, nesting, encoding) and the plugins that read it, then move it back to inbox/.",
-                        )
-                    record.parse_attempts += 1  # counted before the risky step, so a poison file cannot crash-loop
-                    record.save()
-                self._prepare(record)
-        except HotfolderError as err:
-            self._fail_file(record, err)
-            return
-        pending = [job for job in record.jobs if not job.finished]
-        if not pending:
-            self._archive(record)
+            try:
+                if record.state == "claimed":
+                    if not counted:
+                        if record.parse_attempts >= self.settings.max_parse_attempts:
+                            raise ScenarioError(
+                                f"hotfolder stopped {record.parse_attempts} times while reading {record.input_name!r}; "
+                                "it is set aside so that it cannot stop the daemon again.",
+                                hint="Check the file (size, nesting, encoding) and the plugins that read it, then move it back to inbox/.",
+                            )
+                        record.parse_attempts += 1  # counted before the risky step, so a poison file cannot crash-loop
+                        record.save()
+                    self._prepare(record)
+            except HotfolderError as err:
+                self._fail_file(record, err)
+                return
+            pending = [job for job in record.jobs if not job.finished]
+            if not pending:
+                self._archive(record)
+                return
+        except OSError as err:
+            self._intake_fault(err, record.folder, record)
             return
         with self._cond:
             self._tasks.extend((record, job) for job in pending)
+            self._cond.notify_all()
+
+    def _intake_fault(self, err: OSError, where: Path, record: FileRecord | None, *, move: bool = True) -> None:
+        """An OSError on the intake side (claim, parse, record, archive). A failing filesystem (full,
+        read-only) pauses intake: the file stays where the fault left it (the inbox, or its job folder)
+        and is taken up again when it recovers; IntakePaused is raised. Any other fault is the file's
+        own: it goes to failed/ with the cause (a file ``hotfolder process`` runs, ``move=False``, stays
+        where it is)."""
+        if self.guard.check(err, fallback=where):
+            self._recover_pending = True
+            if record is not None:
+                self._uncounted.add(record.job_id)
+                self._drop(record)
+            raise fsguard.IntakePaused(str(err)) from err
+        problem = filesystem_error(err, path=where, doing="take" if record is None else "process")
+        if record is None:
+            self._refuse(Path(where), problem, move=move)
+            return
+        with self._cond:
+            self._active[record.job_id] = record
+        record.archive_name = None  # planned for done/, maybe: chosen again in failed/
+        try:
+            self._fail_file(record, problem)
+        except OSError as again:
+            self._drop(record)
+            logger.error("[%s] %s It stays in %s.", record.input_name, filesystem_error(again).message, record.folder)
+
+    def _refuse(self, path: Path, problem: FilesystemError, *, move: bool) -> None:
+        """A file that could not be claimed: to failed/ with its error file, if it is still in the inbox
+        (``move``; else it stays where it is, and only the event says it failed)."""
+        logger.error("[%s] %s", path.name, problem)
+        if not move:
+            self._emit(Event("archived", path.name, "", None, {"failed": True, "path": None, "error": problem.to_dict()}))
+            return
+        if not os.path.isfile(path) or os.path.islink(path):
+            return
+        record = FileRecord(job_id="", input_name=path.name, folder=path.parent)
+        try:
+            name = archive.plan_archive_name(record, self.settings.failed_dir, failed=True)
+            self.settings.failed_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.settings.failed_dir / f"{name}.error.json",
+                               {"file": path.name, "failed_at": now_iso(), **problem.to_dict(), "archived_as": name})
+            rename_noreplace(path, self.settings.failed_dir / name)
+        except (OSError, ValueError) as err:  # ValueError: a name JSON cannot hold
+            logger.error("[%s] could not be moved to failed/ either (%s); it stays in the inbox", path.name, err)
+            return
+        with self._cond:
+            self.counts["files_failed"] += 1
+        self._emit(Event("archived", path.name, "", None,
+                         {"failed": True, "path": str(self.settings.failed_dir / name), "error": problem.to_dict()}))
+
+    def _drop(self, record: FileRecord) -> None:
+        """Forget ``record`` (it stays on disk, to be taken up again later)."""
+        with self._cond:
+            self._active.pop(record.job_id, None)
+            self._archiving.discard(record.job_id)
             self._cond.notify_all()
 
     def _prepare(self, record: FileRecord) -> None:
@@ -557,35 +659,78 @@ class Engine:
 
     def _at_boundary(self, record: FileRecord, job: JobState,
                      step: Callable[[], _Finished | None]) -> _Finished | None:
-        """Run one part of a job at the job boundary: a HotfolderError fails the job, and so does any other
-        exception (a bug fails one job, never the daemon). ``Cancelled`` (stopping) leaves the job as
+        """Run one part of a job at the job boundary: a HotfolderError fails the job, an OSError too (with
+        its real cause: a name too long, no permission), and so does any other exception (a bug fails one
+        job, never the daemon). A full or read-only filesystem fails nothing: the step waits until it
+        recovers and runs again (:meth:`_through_faults`). ``Cancelled`` (stopping) leaves the job as
         recorded. Archives the file once all its jobs are finished. Returns what ``step`` hands on.
-        Nothing escapes: a failure to record the failure or to archive (a full disk, say) is logged and
-        leaves the file in its job folder for the next start, and the worker thread lives on."""
+        Nothing escapes: a failure to record the failure or to archive is logged and leaves the file in
+        its job folder for the next start, and the worker thread lives on."""
         try:
-            try:
-                handed = step()
-            except Cancelled:
-                return None
-            except HotfolderError as err:
-                self._fail_job(record, job, err)
-            except Exception as err:  # noqa: BLE001 - the job boundary
-                logger.exception("[%s %s] internal error", record.input_name, job.name)
-                self._fail_job(record, job, HotfolderError(
-                    f"Internal error in hotfolder: {type(err).__name__}: {err}",
-                    hint="This is a bug in hotfolder or a plugin; please report it with the log.",
-                ))
-            else:
-                if handed is not None:
-                    return handed
-            if record.all_finished():
-                self._archive(record)
+            handed = self._through_faults(record, step)
+        except Cancelled:
+            return None
+        except HotfolderError as err:
+            failure: HotfolderError | None = err
+        except OSError as err:
+            failure = _os_failure(err, job.staging or record.folder)
+        except Exception as err:  # noqa: BLE001 - the job boundary
+            logger.exception("[%s %s] internal error", record.input_name, job.name)
+            failure = HotfolderError(
+                f"Internal error in hotfolder: {type(err).__name__}: {err}",
+                hint="This is a bug in hotfolder or a plugin; please report it with the log.",
+            )
+        else:
+            if handed is not None:
+                return handed
+            failure = None
+        try:
+            self._through_faults(record, _Ending(self, record, job, failure))
         except Cancelled:
             pass
-        except Exception:  # noqa: BLE001 - see the docstring
-            logger.exception("[%s %s] could not record the job's end or archive its file; it stays in %s "
-                             "and is taken up again at the next start", record.input_name, job.name, record.folder)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            if isinstance(err, OSError) and self._archive_as_failed(record, err):
+                return None
+            self._drop(record)
+            if isinstance(err, (OSError, HotfolderError)):
+                cause = _os_failure(err, record.folder).message if isinstance(err, OSError) else err.message
+                logger.error("[%s %s] could not record the job's end or archive its file (%s); it stays in %s "
+                             "and is taken up again at the next start", record.input_name, job.name, cause, record.folder)
+            else:
+                logger.exception("[%s %s] could not record the job's end or archive its file; it stays in %s "
+                                 "and is taken up again at the next start", record.input_name, job.name, record.folder)
         return None
+
+    def _archive_as_failed(self, record: FileRecord, err: OSError) -> bool:
+        """An input that could not be moved to done/ (its name refused there, say) goes to failed/ with
+        the cause instead; one already moved (its job folder's removal failed) is tidied once more.
+        True if that worked."""
+        if record.state != "archiving":
+            return False
+        if os.path.lexists(record.input_path):
+            if record.error is not None:
+                return False  # failed/ refused it too
+            problem = filesystem_error(err, path=self.settings.done_dir, doing="archive")
+            record.error, record.archive_name = problem.to_dict(), None
+        try:
+            self._through_faults(record, lambda: self._archive(record))
+        except Exception:  # noqa: BLE001 - the caller logs the first cause
+            return False
+        return True
+
+    def _through_faults(self, record: FileRecord, step: Callable[[], Any]) -> Any:
+        """Run ``step``; while a full or read-only filesystem stops it, wait until that recovers (intake is
+        paused meanwhile) and run it again. Every step can be redone, as after a crash: its state is in
+        memory and, up to its last write, on disk."""
+        while True:
+            try:
+                return step()
+            except OSError as err:
+                if not self.guard.check(err, fallback=record.folder):
+                    raise
+            while self.guard.paused():
+                if self._stop.wait(0.2) or self._draining.is_set():  # stopping: it resumes at the next start
+                    raise Cancelled(record.job_id)
 
     def _pick_client(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the
@@ -670,10 +815,12 @@ class Engine:
         """The output workers' part of a job: download its outputs (unless a run before the last crash
         did), then publish them."""
         record, job, client = finished.record, finished.job, finished.client
-        fresh = finished.result is not None
-        if fresh:
+        if finished.result is not None:
             self._download(record, job, client, finished.result, finished.log)
+            finished.result, finished.fresh = None, True  # run again (a full outbox): not downloaded twice
         if job.state == "downloaded":
+            # run again after a try cut off mid-publish: that try's sidecar may be in the staging folder
+            fresh, finished.fresh = finished.fresh, False
             self._publish(record, job, client, finished.workflow, finished.log, fresh=fresh)
 
     def _with_inputs(self, record: FileRecord, job: JobState, client: ComfyClient, rendered: dict[str, Any],
@@ -903,15 +1050,17 @@ class Engine:
             existing = publish.publish_folder(staging, self.settings.outbox, job.name, sidecar, fresh=fresh)
         job.published = str(existing)
         job.state = "published"
+        # Counted and told before the record is saved: a save that a full inbox stops is redone without
+        # the publish (the job is "published" in memory), so this is reached once.
+        with self._cond:
+            self.counts["published"] += 1
+        log.info("published %d file(s) as %s", len(job.outputs), existing)
+        self._emit(Event("published", record.input_name, record.job_id, job.name, {"path": str(existing)}))
         if not record.all_finished():
             record.save(durable=False)  # redone after a power cut, never repeated outside
         # else: the last job's state goes into the record with the archive name (_archive, called next).
         # Cut off before that, the job is "downloaded" with its staging folder gone, and _publish finds
         # its result in the outbox instead of publishing it again.
-        with self._cond:
-            self.counts["published"] += 1
-        log.info("published %d file(s) as %s", len(job.outputs), existing)
-        self._emit(Event("published", record.input_name, record.job_id, job.name, {"path": str(existing)}))
 
     def _sidecar(self, record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any]) -> dict[str, Any]:
         spec = job.spec
@@ -957,10 +1106,16 @@ class Engine:
     def _fail_job(self, record: FileRecord, job: JobState, err: HotfolderError) -> None:
         err.where.setdefault("file", record.input_name)
         err.where.setdefault("job", job.name)
+        # A finished render that could not be published (a name too long, no permission, a post-processor
+        # that failed) is kept staged, named in the error file: never thrown away.
+        keep = job.staging is not None and _has_files(job.staging)
+        if keep and "staged" not in err.where:
+            err.where["staged"] = job.staging
+            err.message += f" Its downloaded outputs are kept in {job.staging}."
         job.state = "failed"
         job.error = err.to_dict()
         record.save()
-        if job.staging:
+        if job.staging and not keep:
             shutil.rmtree(job.staging, ignore_errors=True)
         with self._cond:
             self.counts["failed"] += 1
@@ -984,20 +1139,24 @@ class Engine:
         folder = self.settings.failed_dir if error else self.settings.done_dir
         kept = False
         try:
-            if record.archive_name is None:
-                record.archive_name = archive.plan_archive_name(record, folder, failed=bool(error))
-                record.save()
-            target = archive.archive_input(record, folder=folder, name=record.archive_name, error=error)
+            with fsguard.at_path(folder):
+                if record.archive_name is None:
+                    record.archive_name = archive.plan_archive_name(record, folder, failed=bool(error))
+                    record.save()
+                target = archive.archive_input(record, folder=folder, name=record.archive_name, error=error)
         except UnsafeFolder as err:  # done/ or failed/ swapped for a symlink: never written through
             kept = True
             logger.error("[%s] not archived, it stays in %s: %s", record.input_name, record.folder, err)
-        finally:
-            with self._cond:
-                self._active.pop(record.job_id, None)
+        except BaseException:
+            with self._cond:  # still active: the caller tries again, or drops it (taken up at the next start)
                 self._archiving.discard(record.job_id)
-                if not kept:
-                    self.counts["files_failed" if error else "files_done"] += 1
-                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._active.pop(record.job_id, None)
+            self._archiving.discard(record.job_id)
+            if not kept:
+                self.counts["files_failed" if error else "files_done"] += 1
+            self._cond.notify_all()
         if kept:
             return
         logger.info("[%s] %s%s", record.input_name, "failed" if error else "done",
@@ -1029,7 +1188,11 @@ class Engine:
 
     def recover(self) -> int:
         """Resume every job folder of this instance left by an earlier run, and adopt those of instances
-        whose daemon is gone. Returns how many files were resumed."""
+        whose daemon is gone. Returns how many files were resumed. On a full or read-only inbox this
+        waits for it to recover (:meth:`intake_paused` calls it again then)."""
+        if self._lease_pending or self.guard.paused():
+            self._recover_pending = True
+            return 0
         self.lease.adopt()
         folder = self.settings.jobs_dir
         if not folder.is_dir():
@@ -1045,23 +1208,41 @@ class Engine:
             with self._cond:
                 if job_folder.name in self._active:
                     continue
-            if self._resume(job_folder):
-                count += 1
+            try:
+                if self._resume(job_folder):
+                    count += 1
+            except fsguard.IntakePaused:
+                break  # the rest when the filesystem has recovered
         return count
 
     def adopt_orphans(self) -> int:
         """Adopt and resume the jobs of other instances whose daemon died (called periodically)."""
-        return sum(1 for folder in self.lease.adopt() if self._resume(folder))
+        if self._lease_pending or self.guard.paused():
+            return 0
+        count = 0
+        for folder in self.lease.adopt():
+            try:
+                count += self._resume(folder)
+            except fsguard.IntakePaused:
+                break  # adopted, in our folder: resumed when the filesystem has recovered
+        return count
 
     def _resume(self, folder: Path) -> bool:
-        record = self._load_record(folder)
-        if record is None:
+        record = None
+        try:
+            record = self._load_record(folder)
+            if record is None:
+                return False
+            logger.info("[%s] resuming job %s (%s)", record.input_name, record.job_id, record.state)
+            record.attempts += 1
+            record.instance = self.settings.instance_id
+            record.save()
+        except OSError as err:
+            self._intake_fault(err, folder, record)
             return False
-        logger.info("[%s] resuming job %s (%s)", record.input_name, record.job_id, record.state)
-        record.attempts += 1
-        record.instance = self.settings.instance_id
-        record.save()
-        self._queue_record(record)
+        counted = record.job_id in self._uncounted  # a filesystem fault cut its parse off: not a crash
+        self._uncounted.discard(record.job_id)
+        self._queue_record(record, counted=counted)
         return True
 
     def _load_record(self, folder: Path) -> FileRecord | None:
@@ -1084,6 +1265,37 @@ class Engine:
         return record
 
 
+class _Ending:
+    """The end of a job at the boundary: fail it (once) if it failed, archive its file if it was the
+    last one. Can be run again (a full inbox) without failing the job twice."""
+
+    def __init__(self, engine: Engine, record: FileRecord, job: JobState, failure: HotfolderError | None) -> None:
+        self.engine, self.record, self.job, self.failure = engine, record, job, failure
+
+    def __call__(self) -> None:
+        if self.failure is not None:
+            self.engine._fail_job(self.record, self.job, self.failure)
+            self.failure = None
+        if self.record.all_finished():
+            self.engine._archive(self.record)
+
+
+def _has_files(folder: str) -> bool:
+    try:
+        return any(entry.is_file() for entry in os.scandir(folder))
+    except OSError:
+        return False
+
+
+def _os_failure(err: OSError, path: str | os.PathLike[str]) -> HotfolderError:
+    """The error a job fails with for an OSError that is not a failing filesystem: the real cause,
+    never "a bug in hotfolder"."""
+    if err.filename is None and isinstance(err, (ConnectionError, TimeoutError)):
+        return ServerError(f"Connection failed: {err.strerror or err} ({type(err).__name__}).",
+                           hint="Check that the ComfyUI server is reachable from this machine.")
+    return filesystem_error(err, path=path)
+
+
 @dataclass
 class _Finished:
     """A job whose prompt ended (or was downloaded before a restart), on its way to the output workers."""
@@ -1094,6 +1306,7 @@ class _Finished:
     workflow: dict[str, Any]
     result: PromptResult | None  # None: already downloaded, only the publish is left
     log: logging.LoggerAdapter
+    fresh: bool = False  # downloaded by this process, and no publish tried since
     since: float = field(default_factory=time.monotonic)  # when it was handed on
 
 

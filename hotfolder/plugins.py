@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from hotfolder import hookspecs
-from hotfolder.errors import HotfolderError, PluginError
+from hotfolder import fsguard, hookspecs
+from hotfolder.errors import HotfolderError, PluginError, filesystem_error
 from hotfolder.paths import safe_filename, unique_name
 
 if TYPE_CHECKING:
@@ -662,6 +662,15 @@ class Hooks:
                 err.where.setdefault("plugin", plugin)
                 err.where.setdefault("hook", hook_name)
             raise
+        except OSError as err:
+            if err.errno in fsguard.SYSTEMIC:
+                raise  # a full or read-only filesystem: intake pauses and the step is done again later
+            plugin = _blame(caller, err) or "unknown"
+            problem = filesystem_error(err, doing="use")
+            raise PluginError(
+                f"Plugin {plugin!r} failed in hook {hook_name!r}: {problem.message}", hint=problem.hint,
+                where={"plugin": plugin, "hook": hook_name, **_error_location(err)},
+            ) from err
         except Exception as err:  # noqa: BLE001 - a plugin's bug fails the job with the plugin named
             plugin = _blame(caller, err) or "unknown"
             raise PluginError(
@@ -940,6 +949,15 @@ def run_postprocessors(hooks: Hooks, postprocess: Any, staging_dir: Path, sideca
             err.where.setdefault("postprocessor", name)
             err.where.setdefault("plugin", processor.plugin)
             raise
+        except OSError as err:
+            if err.errno in fsguard.SYSTEMIC:
+                raise  # a full or read-only outbox: the job waits, staged, and runs this again once it recovers
+            problem = filesystem_error(err, path=staging_dir)
+            raise PluginError(
+                f"Post-processor {name!r} (plugin {processor.plugin!r}) failed: {problem.message}",
+                hint=problem.hint,
+                where={"postprocessor": name, "plugin": processor.plugin, **_error_location(err)},
+            ) from err
         except Exception as err:  # noqa: BLE001 - a post-processor's failure fails the job, named
             raise PluginError(
                 f"Post-processor {name!r} (plugin {processor.plugin!r}) failed: {type(err).__name__}: {err}",

@@ -220,8 +220,13 @@ class FileRecord:
         the archive name. Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
             data = self.to_dict()
-            if not self._save_by_exchange(json_bytes(data, indent=None), durable=durable):
-                write_json_atomic(self._record_file, data, indent=None, durable=durable)
+            try:
+                if not self._save_by_exchange(json_bytes(data, indent=None), durable=durable):
+                    write_json_atomic(self._record_file, data, indent=None, durable=durable)
+            except OSError as err:  # a write refused (a full inbox) names the record, not a descriptor
+                if err.filename is None:
+                    err.filename = self._record_file
+                raise
 
     def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
         """Write ``data`` into the spare file (the previous record's inode, kept under a dot name) and

@@ -103,6 +103,7 @@ class StatusBoard:
         self.instance = instance
         self.started = clock()
         self.state = "starting"
+        self.paused: str | None = None  # why intake is paused (a full or read-only filesystem), if it is
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
         self._jobs: dict[tuple[str, str], _Job] = {}
@@ -223,6 +224,12 @@ class StatusBoard:
             self.state = state
             self.version += 1
 
+    def set_paused(self, reason: str | None) -> None:
+        """Intake paused by a failing filesystem (``reason`` says which, where, why), or resumed (None)."""
+        with self._lock:
+            self.paused = reason
+            self.version += 1
+
     def _server_name(self, url_or_name: Any) -> str | None:
         if url_or_name is None:
             return None
@@ -253,6 +260,7 @@ class StatusBoard:
             snap = {
                 "version": VERSION,
                 "state": self.state,
+                "intake_paused": self.paused,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "instance": self.instance,
@@ -293,6 +301,8 @@ def summarize(snapshot: dict[str, Any]) -> str:
     state = snapshot.get("state")
     if state in {"starting", "reloading", "stopping"}:
         parts.insert(0, state)
+    if snapshot.get("intake_paused"):
+        parts.insert(0, f"INTAKE PAUSED: {snapshot['intake_paused']}")
     return ", ".join(parts)
 
 

@@ -298,7 +298,6 @@ def test_engine_recovers_a_job_folder_left_by_a_killed_run(project: Path, comfy:
 
 def test_credentials_never_reach_logs_sidecars_or_error_files(project: Path, comfy: ComfyTestServer,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    import logging
 
     caplog.set_level(logging.DEBUG)
     url = comfy.url.replace("http://", "http://alice:pa55word@")

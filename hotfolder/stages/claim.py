@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -106,26 +107,37 @@ def _claim_open(path: Path, fd: int, st: os.stat_result, jobs_dir: Path, *, inst
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
             return None
+        except OSError:  # a full or read-only inbox: nothing is claimed
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         if not same_file(os.lstat(target), st):
             _put_back(target, path)
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
             return None
     else:
-        copied_sha = _copy(fd, target)
-    fsync_dir(folder)
-    if move:
-        fsync_dir(os.path.dirname(path) or ".")
-    failpoints.hit("after_claim")
-    record = FileRecord(job_id=job_id, input_name=name, folder=Path(folder), instance=instance,
-                        original_path=display_name(str(path)), original_name=display_name(path.name),
-                        archive=move, parse_attempts=parse_attempts)
-    if not move:
-        record.sha256 = copied_sha
-    elif st.st_size <= HASH_LIMIT:  # a rename keeps the file; a copy is taken after it settled
-        record.sha256 = fd_sha256(fd)
-    record.save(durable=False)  # nothing has happened outside yet: after a power cut, recovery re-reads the input
-    failpoints.hit("after_record")
+        try:
+            copied_sha = _copy(fd, target)
+        except OSError:  # a full or read-only inbox: nothing is claimed (the partial copy is gone)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    try:
+        fsync_dir(folder)
+        if move:
+            fsync_dir(os.path.dirname(path) or ".")
+        failpoints.hit("after_claim")
+        record = FileRecord(job_id=job_id, input_name=name, folder=Path(folder), instance=instance,
+                            original_path=display_name(str(path)), original_name=display_name(path.name),
+                            archive=move, parse_attempts=parse_attempts)
+        if not move:
+            record.sha256 = copied_sha
+        elif st.st_size <= HASH_LIMIT:  # a rename keeps the file; a copy is taken after it settled
+            record.sha256 = fd_sha256(fd)
+        record.save(durable=False)  # nothing has happened outside yet: after a power cut, recovery re-reads the input
+        failpoints.hit("after_record")
+    except OSError:
+        _undo_claim(path, folder, target, move=move)  # a full inbox: the claim happens whole or not at all
+        raise
     return record
 
 
@@ -160,3 +172,14 @@ def _copy(fd: int, target: str) -> str:
     finally:
         os.close(out)
     return digest.hexdigest()
+
+
+def _undo_claim(path: Path, folder: str, target: str, *, move: bool) -> None:
+    """Put a file whose claim could not be recorded back where it was and remove its job folder. If it
+    cannot go back (a new file of that name arrived), the folder stays: recovery takes it up."""
+    try:
+        if move:
+            rename_noreplace(target, path)
+        shutil.rmtree(folder)
+    except OSError:
+        pass

@@ -21,6 +21,7 @@ from typing import Any
 from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import OutputError
+from hotfolder.fsguard import at_path
 from hotfolder.paths import display_name, own_dir, safe_filename, unique_name
 
 
@@ -113,7 +114,8 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
         local = unique_name(staging, safe_filename(ref.filename, fallback="output"), taken)
         taken.add(local)
         part = os.path.join(base, f".{local}.part")
-        size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
+        with at_path(part):  # a write refused (a full outbox) names the file
+            size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
         os.rename(part, os.path.join(base, local))
         failpoints.hit("mid_download")
         entries.append({

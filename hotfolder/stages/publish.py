@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import failpoints
+from hotfolder.fsguard import at_path
 from hotfolder.paths import rename_noreplace, unique_name
 from hotfolder.record import fsync_dir, write_json_private
 
@@ -40,7 +41,9 @@ def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, An
             taken.add(final)  # an output of the job has the sidecar's name: never overwrite it
             continue
         # Straight into the file: nobody reads the staging folder, and a run cut off mid-write writes it again.
-        write_json_private(os.path.join(folder, f"{final}.json"), dict(sidecar, published_as=final), fsync=True)
+        sidecar_path = os.path.join(folder, f"{final}.json")
+        with at_path(sidecar_path):  # a write refused (a full outbox) names the file
+            write_json_private(sidecar_path, dict(sidecar, published_as=final), fsync=True)
         fsync_dir(folder)
         failpoints.hit("mid_publish")
         try:
