@@ -1141,7 +1141,7 @@ class Engine:
         try:
             with fsguard.at_path(folder):
                 if record.archive_name is None:
-                    record.archive_name = archive.plan_archive_name(record, folder, failed=bool(error))
+                    record.archive_name = archive.plan_archive_name(record, folder, failed=bool(error), error=error)
                     record.save()
                 target = archive.archive_input(record, folder=folder, name=record.archive_name, error=error)
         except UnsafeFolder as err:  # done/ or failed/ swapped for a symlink: never written through

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder.paths import can_exchange, exchange, write_and_close
+from hotfolder.paths import can_exchange, exchange, rename_noreplace, write_and_close
 
 RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
@@ -82,9 +82,10 @@ def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int |
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable: bool = True,
-                      mode: int | None = None) -> None:
+                      mode: int | None = None, replace: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one.
-    ``durable`` also fsyncs the file and its folder (job state); ``mode`` sets the file's permissions."""
+    ``durable`` also fsyncs the file and its folder (job state); ``mode`` sets the file's permissions;
+    without ``replace``, a file already at ``path`` is kept and FileExistsError raised."""
     folder, name = os.path.split(os.fspath(path))
     # dumps, not dump: json.dump always takes the pure-Python encoder; dumps with indent=None the C one
     text = json_bytes(data, indent=indent)
@@ -93,7 +94,10 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable:
         write_and_close(fd, text, fsync=durable)
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            rename_noreplace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

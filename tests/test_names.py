@@ -124,6 +124,11 @@ def test_any_file_name_ends_in_done_or_failed_with_its_original_name_kept(projec
     @example(files={b"caf\xe9.yaml": GOOD, b"new\nline.yaml": GOOD, b"x" * 250 + b".yaml": b"- no\n",
                     "é".encode() * 125 + b".yaml": GOOD})
     @example(files={b"job.json": b'{"params": {"width": 9}}', b"workflow-001.json": b"{}", b"input-a.yaml": GOOD})
+    # Two long names with one safe name, failing at once on the two prepare threads: both planned the same
+    # archive name, and the second wrote its .error.json over the first's (found by generation).
+    @example(files={b"\xf4\x8b\x8b\x8al\xf2\x98\xbc\xa7.yaml": b"\xee\xcd\x14\xa5\xe6\xe2(\xad]\xfaQ\xfe\\\x8cB",
+                    "é".encode() * 101 + b".json": b"\xce\xfa", "é".encode() * 104 + b".yml": b"- a list\n",
+                    "é".encode() * 105 + b".yml": b""})
     # No shrinking: every step would be a real drop and a wait; a failure is reported as it was found.
     @settings(max_examples=BUDGET or 25, suppress_health_check=list(HealthCheck),
               phases=[Phase.explicit, Phase.reuse, Phase.generate])

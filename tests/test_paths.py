@@ -107,6 +107,30 @@ def test_archive_writes_error_file_beside_a_unique_failed_name(tmp_path: Path) -
     assert (failed / "a.yaml").read_text() == "earlier failure" and not folder.exists()
 
 
+def test_two_failures_with_one_safe_name_planned_at_once_keep_their_own_error_files(tmp_path: Path) -> None:
+    # Two long names cut to the same safe name, failing at once (two prepare threads, two daemons): each
+    # plan takes its name, and no error file is written over another's.
+    failed = tmp_path / "failed"
+    records = []
+    for i, original in enumerate(["é" * 104 + ".yml", "é" * 105 + ".yml"]):
+        folder = tmp_path / "state" / f"job{i}"
+        folder.mkdir(parents=True)
+        (folder / "x.yml").write_text(f"file {i}")
+        records.append(FileRecord(job_id=f"job{i}", input_name="x.yml", original_name=original, folder=folder))
+    errors = [{"message": "bad", "original_name": r.original_name} for r in records]
+    names = [plan_archive_name(r, failed, failed=True) for r in records]
+    assert names == ["x.yml", "x-2.yml"]
+    (failed / "x-2.yml").write_text("put there by hand meanwhile")
+    targets = [archive_input(r, folder=failed, name=n, error=e) for r, n, e in zip(records, names, errors)]
+    assert [t.name for t in targets] == ["x.yml", "x-3.yml"]
+    for record, target in zip(records, targets):
+        error = json.loads((failed / f"{target.name}.error.json").read_text(encoding="utf-8"))
+        assert error["original_name"] == record.original_name and error["archived_as"] == target.name
+        assert target.read_text() == f"file {record.job_id[-1]}"
+    assert sorted(p.name for p in failed.iterdir()) == ["x-2.yml", "x-3.yml", "x-3.yml.error.json", "x.yml",
+                                                        "x.yml.error.json"]
+
+
 def test_every_output_kind_with_a_filename_is_downloadable() -> None:
     outputs = {
         "9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]},

@@ -1,9 +1,11 @@
 """Stage 10 of 10: archive. Move the input to ``inbox/done/`` or ``inbox/failed/`` (+ ``.error.json``).
 
 The archive name is chosen first and recorded by the caller, so a crash between writing the error file
-and moving the input resumes with the same name instead of leaving an orphan error file. Nothing that is
-already there is overwritten, and the job folder is removed last: a crash at any point leaves the input in
-exactly one place. Moving a failed file back into ``inbox/`` retries it.
+and moving the input resumes with the same name instead of leaving an orphan error file. A failure's name
+is taken by creating its ``.error.json`` (never over an existing one): two files with one safe name that
+fail at the same moment (two prepare threads, two daemons on a shared inbox) get two names, each with its
+own error file. Nothing that is already there is overwritten, and the job folder is removed last: a crash
+at any point leaves the input in exactly one place. Moving a failed file back into ``inbox/`` retries it.
 
 ``done/`` and ``failed/`` must be hotfolder's own folders (:func:`hotfolder.paths.own_dir`): a symlink or
 a file put in their place is refused with :class:`~hotfolder.paths.UnsafeFolder`, nothing is written
@@ -24,16 +26,26 @@ from hotfolder.record import RECORD_NAME, FileRecord, write_json_atomic
 from hotfolder.redact import redact_data
 
 
-def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool) -> str:
-    """A name free in ``folder`` for the input (and, for failures, its ``.error.json``). Raises
-    UnsafeFolder if ``folder`` is not hotfolder's own."""
+def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool,
+                      error: dict[str, Any] | None = None) -> str:
+    """A name free in ``folder`` for the input. For a failure, its ``.error.json`` (``error``) is written
+    there now, where none was: that takes the name, which another file planning at the same moment then
+    skips. Raises UnsafeFolder if ``folder`` is not hotfolder's own."""
     own_dir(folder)
     taken: set[str] = set()
     while True:
         name = unique_name(folder, record.input_name, taken)
-        if not failed or not (folder / f"{name}.error.json").exists():
+        if not failed:
             return name
-        taken.add(name)
+        try:
+            _write_error(folder, name, error or {}, replace=False)
+            return name
+        except FileExistsError:  # another file's error document: its name
+            taken.add(name)
+
+
+def _write_error(folder: Path, name: str, error: dict[str, Any], *, replace: bool = True) -> None:
+    write_json_atomic(folder / f"{name}.error.json", redact_data(dict(error, archived_as=name)), replace=replace)
 
 
 def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[str, Any] | None) -> Path | None:
@@ -43,8 +55,8 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
     source = os.path.join(record.folder, record.input_name)
     if record.archive and os.path.lexists(source):
         own_dir(folder)  # checked again right before writing: it may have been swapped since the plan
-        if error is not None:
-            write_json_atomic(folder / f"{name}.error.json", redact_data(dict(error, archived_as=name)))
+        if error is not None:  # the plan's own error file, written again (also after a restart)
+            _write_error(folder, name, error)
         failpoints.hit("mid_archive")
         try:
             try:
@@ -53,12 +65,26 @@ def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[st
                 own_dir(folder)
                 rename_noreplace(source, os.path.join(folder, name))
             target = folder / name
-        except FileExistsError:
-            target = move_unique(Path(source), folder, name)
-            if error is not None:
-                write_json_atomic(folder / f"{target.name}.error.json", redact_data(dict(error, archived_as=target.name)))
+        except FileExistsError:  # a file put there since the plan
+            target = _move_elsewhere(record, Path(source), folder, name, error)
     remove_job_folder(record)
     return target
+
+
+def _move_elsewhere(record: FileRecord, source: Path, folder: Path, name: str, error: dict[str, Any] | None) -> Path:
+    """Move ``source`` under the next free name when ``name`` was taken; a failure takes that name as the
+    plan does, and its error file planned for ``name`` (which describes another file now) goes."""
+    if error is None:
+        return move_unique(source, folder, name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(folder / f"{name}.error.json")
+    while True:
+        other = plan_archive_name(record, folder, failed=True, error=error)
+        try:
+            rename_noreplace(source, folder / other)
+            return folder / other
+        except FileExistsError:  # taken again meanwhile: its error file is ours, the name is not
+            os.unlink(folder / f"{other}.error.json")
 
 
 def remove_job_folder(record: FileRecord) -> None:
