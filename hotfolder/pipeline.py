@@ -48,7 +48,7 @@ from hotfolder.errors import (
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
-from hotfolder.paths import UnsafeFolder, display_name, own_dir, rename_noreplace
+from hotfolder.paths import UnsafeFolder, display_name, own_dir, rename_noreplace, safe_filename
 from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
@@ -56,7 +56,6 @@ from hotfolder.record import (
     is_own_name,
     now_iso,
     read_file,
-    write_json_atomic,
     write_json_private,
 )
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
@@ -443,12 +442,11 @@ class Engine:
             return
         if not os.path.isfile(path) or os.path.islink(path):
             return
-        record = FileRecord(job_id="", input_name=path.name, folder=path.parent)
+        shown = display_name(path.name)
+        record = FileRecord(job_id="", input_name=safe_filename(path.name, portable=False), folder=path.parent)
         try:
-            name = archive.plan_archive_name(record, self.settings.failed_dir, failed=True)
-            self.settings.failed_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.settings.failed_dir / f"{name}.error.json",
-                               {"file": path.name, "failed_at": now_iso(), **problem.to_dict(), "archived_as": name})
+            error = {"file": shown, "original_name": shown, "failed_at": now_iso(), **problem.to_dict()}
+            name = archive.plan_archive_name(record, self.settings.failed_dir, failed=True, error=error)
             rename_noreplace(path, self.settings.failed_dir / name)
         except (OSError, ValueError) as err:  # ValueError: a name JSON cannot hold
             logger.error("[%s] could not be moved to failed/ either (%s); it stays in the inbox", path.name, err)
