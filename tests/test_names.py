@@ -417,3 +417,27 @@ def test_the_jobs_of_a_file_read_each_input_content_once(tmp_path: Path, monkeyp
                                         copy_dir=job, cache=cache)
     assert len(reads) == 1 and [p.name for p in job.iterdir()] == [item.copy]
     assert (job / item.copy).read_bytes() == PNG_BYTES and item.sha256 == hashlib.sha256(PNG_BYTES).hexdigest()
+
+
+def test_a_sidecar_cut_off_mid_write_by_a_crash_is_written_again_under_the_job_name(tmp_path: Path) -> None:
+    # a run killed while writing the sidecar into the staging folder leaves a torn one: it is not an output
+    outbox = tmp_path / "outbox"
+    staging = outbox / ".hotfolder-staging" / "j1"
+    staging.mkdir(parents=True)
+    (staging / "out.png").write_bytes(b"png")
+    (staging / "fox.json").write_text('{"job_key": "j1/1", "outp')
+    sidecar = {"job_key": "j1/1", "outputs": [{"file": "out.png"}]}
+    final = publish_folder(staging, outbox, "fox", sidecar, fresh=False)
+    assert final == outbox / "fox"
+    assert json.loads((final / "fox.json").read_text())["job_key"] == "j1/1"
+    assert sorted(p.name for p in final.iterdir()) == ["fox.json", "out.png"]
+
+
+def test_an_output_named_like_the_sidecar_is_kept_also_when_publishing_resumes(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    staging = outbox / ".hotfolder-staging" / "j1"
+    staging.mkdir(parents=True)
+    (staging / "fox.json").write_text('{"job_key": "j1/1"}')  # what the server made, listed as an output
+    final = publish_folder(staging, outbox, "fox", {"job_key": "j1/1", "outputs": [{"file": "fox.json"}]}, fresh=False)
+    assert final == outbox / "fox-2"
+    assert json.loads((final / "fox.json").read_text()) == {"job_key": "j1/1"}

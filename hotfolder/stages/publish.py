@@ -26,18 +26,19 @@ def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, An
     folder, base = os.fspath(staging), os.fspath(outbox)
     taken: set[str] = set()
     written = None  # our sidecar under a name that turned out to be taken
+    listed = {entry.get("file") for entry in sidecar.get("outputs") or () if isinstance(entry, dict)}
     while True:
         final = unique_name(outbox, name, taken)
         if not fresh:
             for entry in os.scandir(folder):  # a sidecar left by a run cut off before a name clash
                 if (entry.name.endswith(".json") and entry.name.startswith(name) and entry.name != f"{final}.json"
-                        and _is_sidecar(Path(entry.path), sidecar)):
+                        and entry.name not in listed and _is_sidecar(Path(entry.path), sidecar)):
                     os.unlink(entry.path)
         elif written is not None:
             os.unlink(os.path.join(folder, written))
             written = None
         own = os.path.join(folder, f"{final}.json")
-        if os.path.lexists(own) and (fresh or not _is_sidecar(Path(own), sidecar)):
+        if os.path.lexists(own) and (fresh or f"{final}.json" in listed or not _ours(Path(own), sidecar)):
             taken.add(final)  # an output of the job has the sidecar's name: never overwrite it
             continue
         # Straight into the file: nobody reads the staging folder, and a run cut off mid-write writes it again.
@@ -66,6 +67,18 @@ def _is_sidecar(path: Path, sidecar: dict[str, Any]) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("job_key") == sidecar.get("job_key")
+
+
+def _ours(path: Path, sidecar: dict[str, Any]) -> bool:
+    """Whether ``path``, left in a staging folder by a run cut off while publishing, is that run's sidecar:
+    one for this job, or one cut off mid-write (not JSON). An output is listed in the sidecar instead."""
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError:
+        return True
+    except OSError:
         return False
     return isinstance(data, dict) and data.get("job_key") == sidecar.get("job_key")
 
