@@ -230,6 +230,9 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
             engine.accept(path, background=True)  # parsed and rendered on a prepare thread, never on this one
         except fsguard.IntakePaused:
             pass  # the file stays in the inbox (or its job folder) and is offered again when intake resumes
+        except Exception:  # noqa: BLE001 - the daemon's boundary: one file's bug never stops the others
+            logger.exception("Taking %r failed unexpectedly; this is a bug in hotfolder. The file stays where it is "
+                             "(the inbox or its job folder) and is taken up again at the next start", str(path))
 
 
 def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,

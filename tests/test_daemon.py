@@ -119,3 +119,28 @@ def test_sigterm_exits_zero_and_leaves_jobs_to_resume(project: Path, comfy) -> N
         stop(proc)
     assert (project / "inbox" / "done" / "t.yaml").exists()
     assert len(comfy.executed_prompt_ids) == 1
+
+
+def test_a_bug_while_taking_one_file_does_not_stop_the_daemon_or_lose_the_file(project: Path, comfy) -> None:
+    from hotfolder import failpoints
+    from hotfolder.daemon import run_daemon
+    from tests.conftest import make_settings
+
+    (project / "inbox" / "a.yaml").write_text("params: {width: 8}\n")
+    (project / "inbox" / "b.yaml").write_text("params: {width: 9}\n")
+    calls = []
+
+    def boom() -> None:  # the first claim meets a bug (any exception that is not an OSError)
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+
+    failpoints.on("claim_checked", boom)
+    try:
+        counts = run_daemon(make_settings(project, comfy.url), once=True)
+    finally:
+        failpoints.on("claim_checked", None)
+    assert counts["files_done"] == 1
+    left = sorted(p.name for p in (project / "inbox").iterdir() if p.suffix == ".yaml")
+    done = sorted(p.name for p in (project / "inbox" / "done").iterdir())
+    assert len(left) == 1 and len(done) == 1 and sorted(left + done) == ["a.yaml", "b.yaml"]
