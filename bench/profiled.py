@@ -11,8 +11,8 @@ clock: waits (locks, sockets, fsync) then cost nothing and the numbers add up to
 
 from __future__ import annotations
 
-import cProfile
 import contextlib
+import cProfile
 import os
 import pstats
 import sys

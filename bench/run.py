@@ -35,8 +35,8 @@ import pstats
 import random
 import re
 import shutil
-import statistics
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,12 +47,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import requests  # noqa: E402
-
 import clients  # noqa: E402
+import requests  # noqa: E402
 from harness import (  # noqa: E402
-    PYTHON, ROOT, Daemon, Project, Reaper, TestServerProc, drop, filesystem, hermetic_env, invert_workflow,
-    proc_cpu_seconds, scenario_bytes, scenario_name, wait_for,
+    PYTHON,
+    ROOT,
+    Daemon,
+    Project,
+    Reaper,
+    TestServerProc,
+    drop,
+    filesystem,
+    hermetic_env,
+    invert_workflow,
+    proc_cpu_seconds,
+    scenario_bytes,
+    scenario_name,
+    wait_for,
 )
 
 SECTIONS = ("throughput", "pool", "latency", "memory", "backlog")
@@ -548,14 +559,14 @@ def print_table(ctx: Ctx, header: str) -> None:
     widths = [max(len(c[i]) for c in [cols, *cells]) for i in range(len(cols))]
     line = "  ".join("-" * w for w in widths)
     print(header)
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=False)).rstrip())
     print(line)
     last = None
-    for r, c in zip(ctx.rows, cells):
+    for r, c in zip(ctx.rows, cells, strict=False):
         if last is not None and r.section != last:
             print()
         last = r.section
-        print("  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip())
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=False)).rstrip())
     for note in ctx.notes:
         print(f"note: {note}")
     sys.stdout.flush()

@@ -87,7 +87,7 @@ def main() -> int:
         pipeline.claim.claim_file = claim.claim_file
         os.chdir(root / "project")
         # one warm-up file (imports, first connection, /object_info), then the measured ones
-        for batch, measure in ((files[:1], False), (files[1:], True)):
+        for batch, _measure in ((files[:1], False), (files[1:], True)):
             acc.clear()
             cpu = time.process_time()
             sys.argv = ["hotfolder", "process", *batch]

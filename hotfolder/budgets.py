@@ -28,10 +28,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import jinja2.nodes as nodes
-import jinja2.visitor
 import jinja2.runtime
 import jinja2.sandbox
 import jinja2.utils
+import jinja2.visitor
 
 from hotfolder.errors import HotfolderError, TemplateError
 

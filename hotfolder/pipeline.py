@@ -43,8 +43,16 @@ from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptRes
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import ServerConfig, Settings
 from hotfolder.errors import (
-    FilesystemError, HotfolderError, JobTimeout, OutcomeUnknown, OutputError, ScenarioError,
-    ServerError, ServerUnavailable, TemplateError, filesystem_error,
+    FilesystemError,
+    HotfolderError,
+    JobTimeout,
+    OutcomeUnknown,
+    OutputError,
+    ScenarioError,
+    ServerError,
+    ServerUnavailable,
+    TemplateError,
+    filesystem_error,
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec

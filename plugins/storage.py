@@ -31,8 +31,8 @@ from typing import Any
 
 from hotfolder import get_plugin_logger, hookimpl
 from hotfolder.paths import move_unique
-from hotfolder.record import fsync_dir
 from hotfolder.plugins import plugin_config
+from hotfolder.record import fsync_dir
 
 logger = get_plugin_logger(__name__)
 

@@ -33,8 +33,7 @@ from hotfolder.comfy.reach import Reachability
 from hotfolder.errors import ServerError, ServerUnavailable
 from hotfolder.models import JobSpec
 from hotfolder.stages import render
-from hotfolder.testing import ComfyTestServer
-from hotfolder.testing import png
+from hotfolder.testing import ComfyTestServer, png
 from tests.conftest import EXAMPLES, ROOT, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(90)

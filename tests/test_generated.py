@@ -327,13 +327,13 @@ def _same(got: Any, want: Any) -> bool:
     if isinstance(want, dict):
         return isinstance(got, dict) and got.keys() == want.keys() and all(_same(got[k], want[k]) for k in want)
     if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(_same(g, w) for g, w in zip(got, want))
+        return isinstance(got, list) and len(got) == len(want) and all(_same(g, w) for g, w in zip(got, want, strict=False))
     return type(got) is type(want) and got == want
 
 
 def check_params(outcome: Outcome, wanted: list[dict[str, Any]]) -> None:
     assert len(outcome.sidecars) == len(wanted), (len(outcome.sidecars), wanted)
-    for sidecar, want in zip(outcome.sidecars, wanted):
+    for sidecar, want in zip(outcome.sidecars, wanted, strict=False):
         got = sidecar["params"]
         for key, value in want.items():
             if key.lower().endswith("seed") and isinstance(value, str) and value.strip().lower() == "random":
@@ -410,7 +410,7 @@ def test_generated_csv_and_text_scenarios_end_as_promised(harness: Harness, fmt:
     if outcome.state == "done" and all(isinstance(c, int) or not c or re.fullmatch(r"[abc xyz_\-]+|true|FALSE", str(c).strip() or "x")
                                        for row in rows for c in row):
         columns = [h.strip() for h in header]  # a column with a dot is a set: address, not a param
-        wanted = [{h: _csv_cell(c) for h, c in zip(columns, row) if h not in ("name", "template") and "." not in h
+        wanted = [{h: _csv_cell(c) for h, c in zip(columns, row, strict=False) if h not in ("name", "template") and "." not in h
                    and str(c).strip()}
                   for row in rows if any(str(c).strip() for c in row[: len(header)])]
         check_params(outcome, wanted)

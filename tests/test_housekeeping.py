@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -100,7 +100,7 @@ def test_expired_uploads_count_from_the_latest_upload_of_a_name_and_spare_names_
         ("cat.png", now - 1 * DAY),  # the same bytes uploaded again for a newer job: cat.png stays
         ("dog.png", now - 10 * DAY),
         Upload("sub/fox.png", now - 9 * DAY),
-        ("busy.png", datetime.fromtimestamp(now - 30 * DAY, tz=timezone.utc)),
+        ("busy.png", datetime.fromtimestamp(now - 30 * DAY, tz=UTC)),
     ]
     expired = expired_uploads(uploads, 7 * DAY, now=now, in_use={"busy.png"})
     assert [u.name for u in expired] == ["dog.png", "sub/fox.png"]

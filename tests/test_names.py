@@ -23,7 +23,13 @@ from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import ScenarioError
 from hotfolder.lease import Lease
 from hotfolder.paths import (
-    MAX_NAME_BYTES, NAME_MAX, SUFFIX_ROOM, UnsafeFolder, display_name, open_regular, safe_filename,
+    MAX_NAME_BYTES,
+    NAME_MAX,
+    SUFFIX_ROOM,
+    UnsafeFolder,
+    display_name,
+    open_regular,
+    safe_filename,
 )
 from hotfolder.stages import claim, upload
 from hotfolder.stages.publish import publish_folder

@@ -121,9 +121,9 @@ def test_two_failures_with_one_safe_name_planned_at_once_keep_their_own_error_fi
     names = [plan_archive_name(r, failed, failed=True) for r in records]
     assert names == ["x.yml", "x-2.yml"]
     (failed / "x-2.yml").write_text("put there by hand meanwhile")
-    targets = [archive_input(r, folder=failed, name=n, error=e) for r, n, e in zip(records, names, errors)]
+    targets = [archive_input(r, folder=failed, name=n, error=e) for r, n, e in zip(records, names, errors, strict=False)]
     assert [t.name for t in targets] == ["x.yml", "x-3.yml"]
-    for record, target in zip(records, targets):
+    for record, target in zip(records, targets, strict=False):
         error = json.loads((failed / f"{target.name}.error.json").read_text(encoding="utf-8"))
         assert error["original_name"] == record.original_name and error["archived_as"] == target.name
         assert target.read_text() == f"file {record.job_id[-1]}"

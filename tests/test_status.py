@@ -15,7 +15,13 @@ import pytest
 from hotfolder.errors import HotfolderError
 from hotfolder.pipeline import Event
 from hotfolder.status import (
-    FAILURE_WINDOW, StatusBoard, StatusWriter, format_status, read_all_status, read_status, status_path,
+    FAILURE_WINDOW,
+    StatusBoard,
+    StatusWriter,
+    format_status,
+    read_all_status,
+    read_status,
+    status_path,
     status_problem,
 )
 from tests.conftest import wait_until

@@ -43,7 +43,12 @@ from urllib.parse import unquote, urlencode, urlsplit
 from hotfolder import __version__
 from hotfolder.budgets import DEFAULTS, exceeded
 from hotfolder.errors import (
-    OutcomeUnknown, OutputError, PromptRejected, ServerError, ServerUnavailable, UploadError,
+    OutcomeUnknown,
+    OutputError,
+    PromptRejected,
+    ServerError,
+    ServerUnavailable,
+    UploadError,
 )
 from hotfolder.paths import open_regular, write_all
 from hotfolder.redact import redact_data, redact_text, redact_url

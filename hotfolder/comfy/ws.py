@@ -16,7 +16,6 @@ dozen messages per prompt was most of this thread's CPU.
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -289,7 +288,7 @@ class EventStream:
                 return
             try:
                 opcode, data = reader.read()
-            except (socket.timeout, ssl.SSLWantReadError):
+            except (TimeoutError, ssl.SSLWantReadError):
                 continue
             except MessageTooLarge as err:
                 logger.warning("WebSocket to %s sent %s; reconnecting (jobs are followed through /history meanwhile). "

@@ -25,8 +25,16 @@ from pathlib import Path
 
 from hotfolder import failpoints
 from hotfolder.paths import (
-    NotRegular, UnsafeFolder, display_name, move_unique, open_regular, own_dir, rename_noreplace, safe_filename,
-    same_file, write_all,
+    NotRegular,
+    UnsafeFolder,
+    display_name,
+    move_unique,
+    open_regular,
+    own_dir,
+    rename_noreplace,
+    safe_filename,
+    same_file,
+    write_all,
 )
 from hotfolder.record import FileRecord, fsync_dir, is_own_name
 
