@@ -136,3 +136,15 @@ def test_a_step_is_shown_as_integers_whatever_the_server_reports(value: object, 
     elif "/" in shown:
         done, of = map(int, shown.split("/"))
         assert 0 <= done <= of
+
+
+@pytest.mark.parametrize("name", ["job.json", "new\nline.yaml", "tab\there.yaml"])
+def test_a_file_done_under_a_safe_name_is_reported_done_not_as_not_processed(
+        project: Path, comfy: ComfyTestServer, name: str) -> None:
+    """The engine names a file by its safe name (``_job.json``, ``new_line.yaml``); the summary must
+    still match it to the file it was given, not count it as swapped away and exit 1."""
+    text = '{"params": {"width": 8}}\n' if name.endswith(".json") else "params: {width: 8}\n"
+    (project / name).write_text(text)
+    result = run_cli("--server", comfy.url, "--default-template", "invert", "process", name, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not processed" not in result.stdout + result.stderr
