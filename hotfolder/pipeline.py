@@ -26,6 +26,7 @@ makes jobs wait; it never fails them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -444,11 +445,15 @@ class Engine:
             return
         shown = display_name(path.name)
         record = FileRecord(job_id="", input_name=safe_filename(path.name, portable=False), folder=path.parent)
+        name = None
         try:
             error = {"file": shown, "original_name": shown, "failed_at": now_iso(), **problem.to_dict()}
             name = archive.plan_archive_name(record, self.settings.failed_dir, failed=True, error=error)
             rename_noreplace(path, self.settings.failed_dir / name)
-        except (OSError, ValueError) as err:  # ValueError: a name JSON cannot hold
+        except (OSError, ValueError, UnsafeFolder) as err:  # ValueError: a name JSON cannot hold
+            if name is not None:  # the plan's error file describes a file that is not there: never left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(self.settings.failed_dir / f"{name}.error.json")
             logger.error("[%s] could not be moved to failed/ either (%s); it stays in the inbox", path.name, err)
             return
         with self._cond:
