@@ -22,6 +22,7 @@ from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
+from hotfolder.stages.claim import job_folder_name
 
 
 @dataclass
@@ -134,8 +135,11 @@ def process(app: App, files: tuple[Path, ...]) -> None:
             click.echo(f"done {event.file}")
     archived = collections.Counter(event.file for event in results)
     for path in files:
-        if archived[path.name] > 0:
-            archived[path.name] -= 1
+        # the engine names a file by its safe name (job.json is _job.json, a newline is _); a file it
+        # could not claim, by the name it had
+        key = next((k for k in (job_folder_name(path.name), path.name) if archived[k] > 0), None)
+        if key is not None:
+            archived[key] -= 1
             continue
         failed += 1  # swapped for a link or a FIFO, or gone, after the check above: the claim refused it
         click.echo(f"FAILED {path}: not processed (it was moved, or is no longer a regular file)", err=True)

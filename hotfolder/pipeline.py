@@ -26,6 +26,7 @@ makes jobs wait; it never fails them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ from hotfolder.errors import (
 )
 from hotfolder.lease import Lease
 from hotfolder.models import JobSpec
-from hotfolder.paths import UnsafeFolder, display_name, own_dir, rename_noreplace, safe_filename
+from hotfolder.paths import UnsafeFolder, display_name, open_regular, own_dir, rename_noreplace, safe_filename
 from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
@@ -452,11 +453,15 @@ class Engine:
             return
         shown = display_name(path.name)
         record = FileRecord(job_id="", input_name=safe_filename(path.name, portable=False), folder=path.parent)
+        name = None
         try:
             error = {"file": shown, "original_name": shown, "failed_at": now_iso(), **problem.to_dict()}
             name = archive.plan_archive_name(record, self.settings.failed_dir, failed=True, error=error)
             rename_noreplace(path, self.settings.failed_dir / name)
-        except (OSError, ValueError) as err:  # ValueError: a name JSON cannot hold
+        except (OSError, ValueError, UnsafeFolder) as err:  # ValueError: a name JSON cannot hold
+            if name is not None:  # the plan's error file describes a file that is not there: never left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(self.settings.failed_dir / f"{name}.error.json")
             logger.error("[%s] could not be moved to failed/ either (%s); it stays in the inbox", path.name, err)
             return
         with self._cond:
@@ -1411,10 +1416,23 @@ def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None
                      object_info: render.ObjectInfoSource | None = None) -> list[Rendered]:
     """Every job of scenario ``path``, rendered as the daemon would before routing (input files under
     the names they will get on the server; nothing is uploaded)."""
+    # Like the daemon's intake: opened without following a link or blocking (a FIFO, a device), regular
+    # files only, and no larger than max_file_size (/dev/zero read until memory ran out).
     try:
-        data = path.read_bytes()
+        fd, st = open_regular(path)
     except OSError as err:
         raise ScenarioError(f"Cannot read scenario file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
+    try:
+        if st.st_size > settings.max_file_size:
+            raise ScenarioError(
+                f"Scenario file {str(path)!r} is {st.st_size} bytes, over the limit of {settings.max_file_size} bytes.",
+                hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where={"file": str(path)})
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
     specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks,
                                  limits=budgets.Limits.from_settings(settings))
     templates: dict[str, render.Template] = {}

@@ -532,3 +532,39 @@ def test_an_oserror_at_any_step_ends_that_job_or_file_never_the_daemon(
             assert not any("bug" in r.getMessage() for r in caplog.records[first:])
 
         one_fault()
+
+
+def test_a_full_inbox_while_an_input_is_copied_pauses_intake_and_fails_nothing(
+        project: Path, comfy: ComfyTestServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An ``inputs:`` file is copied into the job folder (the inbox's filesystem) as it is read. A write
+    refused there because the inbox is full is the filesystem's state, like any other write of the
+    intake: intake pauses and the file is done once there is room, never failed as 'cannot be read,
+    check the file's permissions'."""
+    from hotfolder.stages import upload
+    from hotfolder.testing.png import encode_png
+
+    template = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "img", "images": ["2", 0]}},
+    }
+    (project / "templates" / "img2img.json").write_text(json.dumps(template))
+    (project / "inbox" / "photos").mkdir()
+    (project / "inbox" / "photos" / "cat.png").write_bytes(encode_png(2, 2, bytes(12)))
+    real_write_all, refused = upload.write_all, []
+
+    def full_once(fd: int, data: bytes) -> None:
+        if not refused:
+            refused.append(True)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a descriptor write: no file name
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(upload, "write_all", full_once)
+    inbox = project / "inbox"
+    with running(make_settings(project, comfy.url)):
+        drop(inbox, "cat.yaml", "template: img2img\ninputs: {LoadImage.image: photos/cat.png}\n")
+        wait_until(lambda: archived(inbox, ["cat.yaml"]), timeout=30, message="cat.yaml archived")
+    assert refused, "the copy was never written"
+    assert where(inbox, "cat.yaml") == ["done"], (inbox / "failed" / "cat.yaml.error.json").read_text()
+    assert len(lines(caplog, "intake paused")) == 1

@@ -447,3 +447,59 @@ def test_an_output_named_like_the_sidecar_is_kept_also_when_publishing_resumes(t
     final = publish_folder(staging, outbox, "fox", {"job_key": "j1/1", "outputs": [{"file": "fox.json"}]}, fresh=False)
     assert final == outbox / "fox-2"
     assert json.loads((final / "fox.json").read_text()) == {"job_key": "j1/1"}
+
+
+def test_a_file_that_can_neither_be_claimed_nor_moved_to_failed_leaves_no_error_file_behind(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the daemon may read but not move (another user's file in a sticky-bit shared inbox: EPERM
+    while the inbox itself is writable) stays in the inbox and is offered again at every rescan. Each
+    offer must not leave one more orphan ``.error.json`` in failed/ (x.yaml.error.json,
+    x-2.yaml.error.json, ...) describing a file that is not there."""
+    import errno
+
+    from hotfolder import pipeline as pipeline_module
+    from hotfolder.pipeline import Engine
+    from hotfolder.stages import claim as claim_module
+
+    settings = make_settings(project, "http://127.0.0.1:9")
+    path = project / "inbox" / "x.yaml"
+    path.write_text("params: {width: 8}\n")
+
+    def refused(src, dst, *args, **kwargs):
+        if os.fspath(src) == os.fspath(path):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), os.fspath(src), os.fspath(dst))
+        return real_rename(src, dst, *args, **kwargs)
+
+    real_rename = os.rename
+    monkeypatch.setattr(claim_module.os, "rename", refused)
+    monkeypatch.setattr(pipeline_module, "rename_noreplace", refused)
+    engine = Engine(settings)
+    for _ in range(3):  # three rescans
+        assert engine.accept(path) is None
+    assert path.is_file()
+    failed = settings.failed_dir
+    assert not failed.exists() or sorted(p.name for p in failed.iterdir()) == []
+
+
+def test_a_file_that_cannot_be_claimed_while_failed_is_a_symlink_is_reported_not_raised(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """failed/ replaced by a symlink is the user's to fix (UnsafeFolder says how); refusing a file then
+    must not raise out of accept into the daemon's 'this is a bug in hotfolder' line."""
+    import errno
+
+    from hotfolder.pipeline import Engine
+    from hotfolder.stages import claim as claim_module
+
+    settings = make_settings(project, "http://127.0.0.1:9")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    settings.failed_dir.symlink_to(elsewhere)
+    path = project / "inbox" / "x.yaml"
+    path.write_text("params: {width: 8}\n")
+
+    def refused(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), os.fspath(src), os.fspath(dst))
+
+    monkeypatch.setattr(claim_module.os, "rename", refused)
+    assert Engine(settings).accept(path) is None
+    assert path.is_file() and list(elsewhere.iterdir()) == []

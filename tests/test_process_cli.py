@@ -136,3 +136,30 @@ def test_a_step_is_shown_as_integers_whatever_the_server_reports(value: object, 
     elif "/" in shown:
         done, of = map(int, shown.split("/"))
         assert 0 <= done <= of
+
+
+@pytest.mark.parametrize("name", ["job.json", "new\nline.yaml", "tab\there.yaml"])
+def test_a_file_done_under_a_safe_name_is_reported_done_not_as_not_processed(
+        project: Path, comfy: ComfyTestServer, name: str) -> None:
+    """The engine names a file by its safe name (``_job.json``, ``new_line.yaml``); the summary must
+    still match it to the file it was given, not count it as swapped away and exit 1."""
+    text = '{"params": {"width": 8}}\n' if name.endswith(".json") else "params: {width: 8}\n"
+    (project / name).write_text(text)
+    result = run_cli("--server", comfy.url, "--default-template", "invert", "process", name, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not processed" not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_render_refuses_what_is_not_a_regular_file_and_never_blocks_or_reads_without_end(project: Path) -> None:
+    """Like process: a FIFO blocked 'hotfolder render' forever and /dev/zero was read until memory ran out."""
+    os.mkfifo(project / "pipe.yaml")
+    (project / "big.yaml").write_bytes(b"params: {width: 8}\n" + b"#" * 2048)
+    runner = CliRunner()
+    for target, why in ((project / "pipe.yaml", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                        (project / "big.yaml", "over the limit")):
+        result = runner.invoke(cli, ["--server", "http://127.0.0.1:9", "--inbox", str(project / "inbox"),
+                                     "--outbox", str(project / "outbox"), "render", str(target)],
+                               env={"HOTFOLDER_MAX_FILE_SIZE": "1024"}, catch_exceptions=False)
+        assert result.exit_code == 1, (target, result.output)
+        assert why in result.output and "Traceback" not in result.output, (target, result.output)

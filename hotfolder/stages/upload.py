@@ -40,6 +40,7 @@ from typing import Any
 from hotfolder import failpoints
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import AddressError, ScenarioError
+from hotfolder.fsguard import at_path
 from hotfolder.paths import NotRegular, fd_path, open_regular, write_all
 from hotfolder.record import COPY_PREFIX
 from hotfolder.stages import inject
@@ -184,15 +185,21 @@ def _read(fd: int, suffix: str, copy_dir: Path | None, label: str, resolved: Pat
     size = 0
     out, tmp = (None, None) if copy_dir is None else tempfile.mkstemp(prefix=f".{COPY_PREFIX}", dir=copy_dir)
     try:
-        try:
-            while chunk := os.read(fd, _READ_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if out is not None:
+        while True:
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except OSError as err:
+                raise ScenarioError(f"{label} cannot be read ({str(resolved)!r}): {err.strerror or err}.",
+                                    hint="Check the file's permissions.", where=fields) from err
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                # A write refused here is the job folder's filesystem (a full inbox), not the input's
+                # fault: it stays an OSError, which pauses intake (hotfolder.fsguard), naming the copy.
+                with at_path(tmp):
                     write_all(out, chunk)
-        except OSError as err:
-            raise ScenarioError(f"{label} cannot be read ({str(resolved)!r}): {err.strerror or err}.",
-                                hint="Check the file's permissions.", where=fields) from err
         sha = digest.hexdigest()
         if out is None:
             return sha, size, None
