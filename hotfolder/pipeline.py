@@ -67,6 +67,7 @@ from hotfolder.record import (
     read_file,
     write_json_private,
 )
+from hotfolder.redact import redact_data
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ MAX_DOWNLOAD_ERRORS = 5
 OUTPUT_WAIT = 1.0  # seconds a finished job may wait for an output worker before another one starts
 OUTPUT_IDLE = 60.0  # seconds without work after which an output worker beyond a server's first stops
 PREPARE_THREADS = 2  # threads that parse and render claimed files (two: one slow file never stops intake)
+RENDER_TIMEOUTS_PER_FILE = 2  # jobs of one file over render_timeout before the rest of that file is refused
 
 
 @dataclass
@@ -493,14 +495,24 @@ class Engine:
         source = _Memo(lambda: self._object_info_source(include_down=False))
         read_inputs: dict[tuple[int, ...], Any] = {}  # the file's input files, each read once
         jobs = []
+        timed_out = 0  # jobs of this file over render_timeout: past RENDER_TIMEOUTS_PER_FILE, the rest is refused
         for spec in specs:
             if self._cancel_renders.is_set():
                 raise budgets.RenderCancelled("stopping")
             job = JobState(index=spec.index, name=spec.name, spec=spec.to_dict())
             jobs.append(job)
             try:
+                if timed_out >= RENDER_TIMEOUTS_PER_FILE:
+                    raise budgets.exceeded(
+                        TemplateError, f"Job {spec.name!r} was not rendered: {timed_out} earlier jobs of "
+                        f"{record.input_name!r} took longer than render_timeout, and the rest of the file is refused "
+                        "so that it cannot hold up the other files", key="render_timeout",
+                        limit=self.settings.render_timeout, where={"template": spec.template or ""},
+                        hint="Check the values that make the template's loops large in this file's jobs.")
                 self._render_into(record, job, spec, templates, source, defer=True, read_inputs=read_inputs)
             except HotfolderError as err:
+                if err.where.get("limit") == "render_timeout" and timed_out < RENDER_TIMEOUTS_PER_FILE:
+                    timed_out += 1
                 err.where.setdefault("file", record.input_name)
                 err.where.setdefault("job", spec.name)
                 job.state, job.error = "failed", err.to_dict()
@@ -1106,7 +1118,7 @@ class Engine:
             "node_seconds": ex.get("node_seconds") or {},
             "cached_nodes": ex.get("cached_nodes") or [],
             "outputs": job.outputs,
-            "ui_values": ex.get("ui_values") or {},
+            "ui_values": redact_data(ex.get("ui_values") or {}),  # the server's text (a node may show a header)
             "attempts": record.attempts + 1,
             "submissions": job.submissions,
             "resubmissions": job.resubmissions,

@@ -447,3 +447,22 @@ def test_a_template_building_something_huge_is_refused_before_it_is_built(source
         assert err.where["job"] == "j" and err.where["file"] == "s.yaml"
     else:
         assert EXPRESSIONS[source] is None, source
+
+
+def test_a_file_whose_jobs_keep_running_out_of_render_time_is_refused_after_two(project: Path, comfy) -> None:
+    # 40 jobs x render_timeout each would hold a prepare thread 40 times as long: after two, the rest is refused
+    write_templates(project)
+    (project / "hotfolder.toml").write_text(toml({"render_timeout": 0.3}))
+    proc = start_daemon(project, comfy.url)
+    try:
+        for name in ("slow1.yaml", "slow2.yaml"):
+            (project / "inbox" / name).write_text("template: loop\nrepeat: 40\nparams: {n: 100000, m: 100000}\n")
+        wait_until(lambda: not (project / "inbox" / "slow2.yaml").exists(), message="claimed")
+        (project / "inbox" / "normal.yaml").write_text("params: {width: 8}\n")
+        wait_until(lambda: settled(project, ["slow1.yaml", "slow2.yaml", "normal.yaml"]), timeout=60,
+                   message="all archived")
+    finally:
+        log = stop(proc)
+    assert (project / "inbox" / "done" / "normal.yaml").exists(), log[-3000:]
+    assert log.count("took longer than 0.3 s") == 4, log[-3000:]  # two per slow file
+    assert log.count("was not rendered: 2 earlier jobs") == 76, log[-3000:]

@@ -36,7 +36,7 @@ from hotfolder.log import configure_logging
 from hotfolder.pipeline import _JobLog
 from hotfolder.redact import MASK, escape_control, redact_data, redact_text, redact_url
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, make_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -369,3 +369,17 @@ def test_no_credential_in_any_file_log_or_command_output(proxy: EchoProxy, tmp_p
     assert "127.0.0.1" in check.output and "127.0.0.1" in status.output
     sidecar: dict[str, Any] = json.loads((project / "outbox" / "ok" / "ok.json").read_text())
     assert sidecar["server"].startswith(proxy.url)
+
+
+def test_a_credential_a_node_shows_is_redacted_in_the_sidecars_ui_values(project: Path, comfy: ComfyTestServer) -> None:
+    from hotfolder.daemon import run_daemon
+
+    (project / "templates" / "shows.json").write_text(json.dumps({
+        "1": {"class_type": "PreviewAny", "inputs": {"source": "{{ shown }}"}}}))
+    (project / "inbox" / "s.yaml").write_text(
+        'template: shows\nparams: {shown: "Authorization: Bearer SECRETsk-live-123"}\n')
+    counts = run_daemon(make_settings(project, comfy.url), once=True)
+    assert counts["files_done"] == 1
+    sidecar = json.loads((project / "outbox" / "s" / "s.json").read_text(encoding="utf-8"))
+    shown = json.dumps(sidecar["ui_values"])
+    assert "Authorization" in shown and "SECRETsk-live-123" not in shown, shown
