@@ -383,3 +383,15 @@ def test_a_credential_a_node_shows_is_redacted_in_the_sidecars_ui_values(project
     sidecar = json.loads((project / "outbox" / "s" / "s.json").read_text(encoding="utf-8"))
     shown = json.dumps(sidecar["ui_values"])
     assert "Authorization" in shown and "SECRETsk-live-123" not in shown, shown
+
+
+def test_a_file_named_like_a_credential_is_still_named_in_its_error_file(project: Path, comfy: ComfyTestServer) -> None:
+    from hotfolder.daemon import run_daemon
+
+    (project / "inbox" / "api_key=night.yaml").write_text("template: no-such-template\n")
+    counts = run_daemon(make_settings(project, comfy.url), once=True)
+    assert counts["files_failed"] == 1
+    failed = project / "inbox" / "failed"
+    assert (failed / "api_key=night.yaml").is_file()
+    error = json.loads((failed / "api_key=night.yaml.error.json").read_text(encoding="utf-8"))
+    assert error["original_name"] == error["archived_as"] == "api_key=night.yaml", error

@@ -44,8 +44,20 @@ def plan_archive_name(record: FileRecord, folder: Path, *, failed: bool,
             taken.add(name)
 
 
+_NAME_FIELDS = ("file", "original_name", "archived_as")  # file names the user chose: shown as they are
+
+
 def _write_error(folder: Path, name: str, error: dict[str, Any], *, replace: bool = True) -> None:
-    write_json_atomic(folder / f"{name}.error.json", redact_data(dict(error, archived_as=name)), replace=replace)
+    """The error document, redacted, except the names of the file it describes (a file called
+    ``api_key=night.yaml`` is a name, not a credential, and the document must name the file beside it)."""
+    doc = redact_data(dict(error, archived_as=name))
+    for key in _NAME_FIELDS:
+        if key in error or key == "archived_as":
+            doc[key] = name if key == "archived_as" else error[key]
+    where = error.get("where")
+    if isinstance(where, dict) and isinstance(doc.get("where"), dict) and "file" in where:
+        doc["where"]["file"] = where["file"]
+    write_json_atomic(folder / f"{name}.error.json", doc, replace=replace)
 
 
 def archive_input(record: FileRecord, *, folder: Path, name: str, error: dict[str, Any] | None) -> Path | None:
