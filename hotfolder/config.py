@@ -217,7 +217,18 @@ LIMITS: dict[str, tuple[float, bool, float]] = {
     "max_parse_attempts": (1, True, 1_000_000),
     "max_file_size": (1, True, 2**63 - 1),
     "metrics_port": (0, True, 65535),
+    # the budgets (hotfolder.budgets)
+    "render_timeout": (0, False, MAX_SECONDS),
+    "max_render_size": (1, True, 2**63 - 1),
+    "max_scenario_lines": (1, True, 2**63 - 1),
+    "max_jobs_per_file": (1, True, 2**63 - 1),
+    "max_scenario_depth": (1, True, 1_000_000),
+    "max_response_size": (1, True, 2**63 - 1),
+    "max_download_size": (1, True, 2**63 - 1),
+    "max_ws_message_size": (1, True, 2**63 - 1),
 }
+_COUNTS = {"queue_depth", "output_workers", "max_parse_attempts", "metrics_port", "max_scenario_lines",
+           "max_jobs_per_file", "max_scenario_depth"}
 
 _EXPECTED: dict[Any, str] = {
     Path: "a path", bool: "true or false", int: "a whole number", float: "a finite number",
@@ -234,8 +245,8 @@ def _in_limits(key: str, number: Any, origin: str) -> Any:
     low, inclusive, high = LIMITS[key]
     if low <= number <= high and (inclusive or number > low):
         return number
-    unit = "" if key in {"queue_depth", "output_workers", "max_parse_attempts", "metrics_port"} else (
-        " bytes" if key == "max_file_size" else " days" if key.startswith("retention_") else " seconds")
+    unit = "" if key in _COUNTS else " characters" if key == "max_render_size" else (
+        " bytes" if key.endswith("_size") else " days" if key.startswith("retention_") else " seconds")
     if number > high:
         rule = f"must be at most {high:g}{unit}"
     elif low == 0:

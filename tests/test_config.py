@@ -262,3 +262,12 @@ def test_any_value_of_any_key_is_taken_or_a_config_error_naming_it(tmp_path: Pat
         _load_one(tmp_path, key, value, source)
     except ConfigError as err:
         assert _names(err, key) or "Server" in str(err), str(err)
+
+
+@pytest.mark.parametrize("key, value", [("render_timeout", 1e300), ("render_timeout", 0), ("max_scenario_depth", 0),
+                                        ("max_download_size", -1)])
+def test_budget_keys_are_range_checked_like_the_others(key: str, value: float, tmp_path: Path) -> None:
+    (tmp_path / "hotfolder.toml").write_text(f"{key} = {value!r}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "hotfolder.toml", env={}, cwd=tmp_path)
+    assert caught.value.where["key"] == key and "hotfolder.toml" in str(caught.value), caught.value
