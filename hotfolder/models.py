@@ -55,15 +55,3 @@ class JobSpec:
             line=data.get("line"),
             options=dict(data.get("options") or {}),
         )
-
-
-@dataclass
-class RenderedJob:
-    """A job whose workflow is ready to submit."""
-
-    spec: JobSpec
-    template_name: str
-    template_path: Path
-    template_sha256: str
-    workflow: dict[str, Any]
-    params: dict[str, Any]

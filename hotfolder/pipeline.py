@@ -72,7 +72,6 @@ from hotfolder.stages import archive, claim, download, parse, publish, render, s
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("watch", "claim", "parse", "render", "inject", "submit", "track", "download", "publish", "archive")
 MAX_RESUBMISSIONS = 5
 MAX_DOWNLOAD_ERRORS = 5
 OUTPUT_WAIT = 1.0  # seconds a finished job may wait for an output worker before another one starts

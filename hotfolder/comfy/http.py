@@ -590,6 +590,3 @@ def _quote(text: str, limit: int = 200) -> str:
     the request's Authorization header), then shortened and quoted."""
     return repr(redact_text(text.strip())[:limit])
 
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False)

@@ -194,10 +194,6 @@ class EventStream:
         if not self._thread.is_alive():
             self._close()  # never started, or gone: nobody else uses the socket
 
-    def kick(self) -> None:
-        """Drop the current socket so the thread reconnects (used when it seems silent)."""
-        self._interrupt()
-
     def _interrupt(self) -> None:
         """Wake the reader thread out of ``recv`` by shutting the socket down; the reader then closes it
         itself. Only that thread reads, writes or closes the socket: a TLS connection used by two

@@ -94,23 +94,14 @@ def _kind(key: str, filename: str) -> str:
     return key.rstrip("s") or "file"
 
 
-def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path,
-                     done: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Download ``refs`` into ``staging``; return one sidecar entry per file, in order.
-
-    ``done`` maps ``node/type/subfolder/filename`` keys to entries already downloaded (after a restart),
-    so a resumed download does not fetch those again.
-    """
+def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path) -> list[dict[str, Any]]:
+    """Download ``refs`` into ``staging`` (an empty folder: a download cut off starts over); return one
+    sidecar entry per file, in order."""
     own_dir(staging, levels=2)  # outbox/.hotfolder-staging/<job>: never written through a symlink
-    done = dict(done or {})
-    taken = {entry["file"] for entry in done.values()}
+    taken: set[str] = set()
     entries = []
     base = os.fspath(staging)
     for ref in refs:
-        key = f"{ref.node}/{ref.type}/{ref.subfolder}/{ref.filename}"
-        if key in done and (staging / done[key]["file"]).is_file():
-            entries.append(done[key])
-            continue
         local = unique_name(staging, safe_filename(ref.filename, fallback="output"), taken)
         taken.add(local)
         part = os.path.join(base, f".{local}.part")
