@@ -200,14 +200,6 @@ def get(srv: ComfyTestServer, path: str, **kwargs: Any) -> requests.Response:
     return requests.get(srv.url + path, timeout=TIMEOUT, **kwargs)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def strip_tracebacks(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: strip_tracebacks(v) for k, v in value.items() if k != "traceback"}

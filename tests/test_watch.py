@@ -22,6 +22,7 @@ from hotfolder import paths as hotfolder_paths
 from hotfolder import watch
 from hotfolder.errors import ConfigError
 from hotfolder.watch import Intake, is_candidate
+from tests.conftest import wait_until
 
 MakeIntake = Callable[..., Intake]
 
@@ -65,15 +66,6 @@ class Handoffs:
         except queue.Empty:
             return
         pytest.fail(f"unexpected handoff: {item[0].name!r}")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        tick.wait(0.01)
 
 
 class SlowWriter(threading.Thread):
