@@ -336,6 +336,25 @@ def fd_path(fd: int) -> str | None:
 
 # -- hotfolder's own folders ----------------------------------------------------------------------
 
+_WAITING = "files wait in inbox/.hotfolder/ meanwhile and are taken up again at the next start."
+
+
+def _not_own(folder: Path, st: os.stat_result, uid: int | None) -> tuple[str, str] | None:
+    """Why ``folder`` (lstat ``st``) is not a folder of hotfolder's own, and how to fix it; None if it is."""
+    if stat.S_ISLNK(st.st_mode):
+        return (f"is a symlink (to {display_name(os.readlink(folder))!r}), not a folder of hotfolder's own; "
+                "hotfolder does not write through it.",
+                f"Remove the symlink (hotfolder makes the folder again); {_WAITING}")
+    if not stat.S_ISDIR(st.st_mode):
+        return ("is not a folder; hotfolder does not write there.",
+                f"Move that file away (hotfolder makes the folder); {_WAITING}")
+    if uid is not None and st.st_uid != uid:
+        return (f"belongs to user id {st.st_uid}, not to hotfolder's ({uid}); hotfolder writes only into "
+                "folders of its own.",
+                "Give the folder to the user hotfolder runs as (chown), or remove it (hotfolder makes it again).")
+    return None
+
+
 def own_dir(path: str | os.PathLike[str], *, levels: int = 1) -> None:
     """Make sure the last ``levels`` components of ``path`` are hotfolder's own folders: real
     directories (not symlinks, checked with ``lstat``) owned by this process's user. Missing ones are
@@ -354,24 +373,7 @@ def own_dir(path: str | os.PathLike[str], *, levels: int = 1) -> None:
             except FileExistsError:
                 pass  # made by another thread or daemon meanwhile: checked below like any other
             st = os.lstat(folder)
-        if stat.S_ISLNK(st.st_mode):
-            target = display_name(os.readlink(folder))
-            raise UnsafeFolder(
-                f"{display_name(str(folder))!r} is a symlink (to {target!r}), not a folder of hotfolder's own; "
-                "hotfolder does not write through it.",
-                hint="Remove the symlink (hotfolder makes the folder again); files wait in inbox/.hotfolder/ "
-                     "meanwhile and are taken up again at the next start.",
-                where={"folder": display_name(str(folder))})
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafeFolder(
-                f"{display_name(str(folder))!r} is not a folder; hotfolder does not write there.",
-                hint="Move that file away (hotfolder makes the folder); files wait in inbox/.hotfolder/ "
-                     "meanwhile and are taken up again at the next start.",
-                where={"folder": display_name(str(folder))})
-        if uid is not None and st.st_uid != uid:
-            raise UnsafeFolder(
-                f"{display_name(str(folder))!r} belongs to user id {st.st_uid}, not to hotfolder's ({uid}); "
-                "hotfolder writes only into folders of its own.",
-                hint="Give the folder to the user hotfolder runs as (chown), or remove it (hotfolder makes it "
-                     "again).",
-                where={"folder": display_name(str(folder))})
+        problem = _not_own(folder, st, uid)
+        if problem is not None:
+            shown = display_name(str(folder))
+            raise UnsafeFolder(f"{shown!r} {problem[0]}", hint=problem[1], where={"folder": shown})

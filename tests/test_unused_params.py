@@ -42,11 +42,9 @@ TWO_SAMPLERS: dict[str, Any] = {
 
 
 @pytest.fixture
-def templates(tmp_path: Path) -> Path:
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    for path in EXAMPLES.iterdir():
-        shutil.copy(path, folder / path.name)
+def templates(project: Path) -> Path:
+    """The project's templates (the shipped examples, tests/conftest.py) and a two-sampler workflow."""
+    folder = project / "templates"
     (folder / "sdxl.json").write_text(json.dumps(TWO_SAMPLERS))
     return folder
 

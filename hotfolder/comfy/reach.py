@@ -85,12 +85,6 @@ def explain(err: BaseException, url: str) -> tuple[str, str]:
     return f"{type(err).__name__}", FIX_ADDRESS
 
 
-def server_label(url: str) -> str:
-    """``url`` as the lines name the server, through the one redaction function (no userinfo; credential-like
-    query values masked)."""
-    return redact_url(url)
-
-
 class Reachability:
     """One server's answering state; :meth:`down` and :meth:`up` log a line when it changes.
 
@@ -98,7 +92,7 @@ class Reachability:
     """
 
     def __init__(self, display_url: str, *, waiting: str = "Jobs wait until it answers; hotfolder keeps trying.") -> None:
-        self.display_url = server_label(display_url)
+        self.display_url = redact_url(display_url)
         self.waiting = waiting
         self._lock = threading.Lock()
         self.answering: bool | None = None  # None: not known yet
