@@ -17,11 +17,12 @@ from typing import Any
 
 import click
 
-from hotfolder import __version__, daemon, pipeline, plugins, service, setup, status, validate
+from hotfolder import __version__, daemon, events, plugins, project, service, status, validate
 from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
+from hotfolder.stages import prepare
 from hotfolder.stages.claim import job_folder_name
 
 
@@ -210,7 +211,7 @@ class _Display:
                 self._draw()
                 click.echo(file=self.stream)
 
-    def event(self, event: pipeline.Event) -> None:
+    def event(self, event: events.Event) -> None:
         with self.lock:
             where = f"{event.file} {event.job}" if event.job else event.file
             if event.kind == "rendered":
@@ -319,9 +320,9 @@ def render(app: App, file: Path, job_index: int | None, check_: bool) -> None:
     server (hotfolder/<hash>.<ext>); they are uploaded only when the job runs.
     """
     settings = app.settings()
-    source = pipeline.FirstServer(settings)
+    source = prepare.FirstServer(settings)
     try:
-        jobs = pipeline.render_file_jobs(settings, file, hooks=app.hooks(settings), object_info=source)
+        jobs = prepare.render_file_jobs(settings, file, hooks=app.hooks(settings), object_info=source)
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if job_index is not None:
@@ -334,7 +335,7 @@ def render(app: App, file: Path, job_index: int | None, check_: bool) -> None:
         sys.exit(_check_rendered(jobs, source))
 
 
-def _check_rendered(jobs: list[pipeline.Rendered], source: pipeline.FirstServer) -> int:
+def _check_rendered(jobs: list[prepare.Rendered], source: prepare.FirstServer) -> int:
     """Validate rendered jobs against the first server that answers; report on stderr; the exit status."""
     found = source()
     if found is None:
@@ -376,7 +377,7 @@ def check(app: App) -> None:
     except HotfolderError as err:
         hooks = None
         click.echo(redact_text(f"FAIL plugins: {err}"), err=True)
-    results = setup.check_setup(settings, hooks=hooks)
+    results = project.check_setup(settings, hooks=hooks)
     for result in results:
         mark = "ok  " if result.ok else "FAIL"
         click.echo(redact_text(f"{mark} {result.what}: {result.message}"))
@@ -457,7 +458,7 @@ def systemd_unit(app: App, user: str, group: str | None) -> None:
 @click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 def init(directory: Path) -> None:
     """Create inbox/, outbox/, templates/, plugins/, a hotfolder.toml and example templates in DIRECTORY."""
-    made = setup.init_project(directory)
+    made = project.init_project(directory)
     for path in made:
         click.echo(f"created {path}")
     if not made:

@@ -26,8 +26,9 @@ from typing import Any
 from hotfolder import fsguard, housekeeping, plugins, service, status, watch
 from hotfolder.config import Settings, with_changes
 from hotfolder.errors import HotfolderError, filesystem_error
+from hotfolder.events import Event
 from hotfolder.paths import UnsafeFolder, own_dir
-from hotfolder.pipeline import Engine, Event
+from hotfolder.pipeline import Engine
 
 logger = logging.getLogger(__name__)
 

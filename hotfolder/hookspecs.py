@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     import jinja2
 
     from hotfolder.config import Settings
-    from hotfolder.models import JobSpec
-    from hotfolder.pipeline import Event
+    from hotfolder.events import Event
     from hotfolder.plugins import StagedJob
+    from hotfolder.spec import JobSpec
     from hotfolder.stages.render import Template
 
 __all__ = [
@@ -245,7 +245,7 @@ def register_postprocessors(register: RegisterPostprocessor) -> None:
 def track_event(event: Event, settings: Settings | None) -> None:
     """Every stage: be told what happened to a file or a job (notifications, metrics, copies).
 
-    Called on the pipeline's thread for each :class:`~hotfolder.pipeline.Event`: ``event.kind`` is one
+    Called on the pipeline's thread for each :class:`~hotfolder.events.Event`: ``event.kind`` is one
     of ``claimed``, ``rendered``, ``submitted``, ``progress``, ``published`` (the job finished and its
     folder is in the outbox; ``event.detail["path"]``), ``failed`` (``event.detail["error"]``; a job's
     failure has ``event.job``, a whole file's has ``event.job is None``) and ``archived`` (the input

@@ -113,7 +113,7 @@ class Metrics:
         self.observe(event)
 
     def observe(self, event: Any) -> None:
-        """Take one ``pipeline.Event``."""
+        """Take one ``events.Event``."""
         kind, job_id, job = event.kind, event.job_id, event.job
         detail: dict[str, Any] = event.detail or {}
         now = self.clock()

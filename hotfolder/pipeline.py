@@ -41,8 +41,7 @@ from typing import Any
 
 from hotfolder import __version__, budgets, failpoints, fsguard, plugins, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
-from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.config import ServerConfig, Settings
+from hotfolder.config import Settings
 from hotfolder.errors import (
     FilesystemError,
     HotfolderError,
@@ -55,9 +54,9 @@ from hotfolder.errors import (
     TemplateError,
     filesystem_error,
 )
+from hotfolder.events import Event, JobLog
 from hotfolder.lease import Lease
-from hotfolder.models import JobSpec
-from hotfolder.paths import UnsafeFolder, display_name, open_regular, own_dir, rename_noreplace, safe_filename
+from hotfolder.paths import UnsafeFolder, display_name, own_dir, rename_noreplace, safe_filename
 from hotfolder.record import (
     RECORD_NAME,
     FileRecord,
@@ -68,7 +67,15 @@ from hotfolder.record import (
     write_json_private,
 )
 from hotfolder.redact import redact_data
+from hotfolder.spec import JobSpec
 from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
+from hotfolder.stages.prepare import (
+    _Memo,
+    chosen_postprocess,
+    inputs_base,
+    render_job,
+    template_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,33 +85,6 @@ OUTPUT_WAIT = 1.0  # seconds a finished job may wait for an output worker before
 OUTPUT_IDLE = 60.0  # seconds without work after which an output worker beyond a server's first stops
 PREPARE_THREADS = 2  # threads that parse and render claimed files (two: one slow file never stops intake)
 RENDER_TIMEOUTS_PER_FILE = 2  # jobs of one file over render_timeout before the rest of that file is refused
-
-
-@dataclass
-class Event:
-    """Something that happened to a file or job, for progress displays and logs."""
-
-    kind: str  # claimed, rendered, waiting, submitted, progress, published, failed, archived
-    file: str
-    job_id: str
-    job: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-class _JobLog(logging.LoggerAdapter):
-    """Prefixes job log lines with ``[file job]`` and passes both as fields for JSON logs."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**dict(self.extra), **kwargs.get("extra", {})}
-        return msg, kwargs
-
-    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(level):
-            msg, kwargs = self.process(msg, kwargs)
-            prefix = f"[{self.extra['file']} {self.extra['job']}] "
-            if args:  # the prefix becomes part of a %-format: a '%' in a file name must stay a '%'
-                prefix = prefix.replace("%", "%%")
-            self.logger.log(level, prefix + str(msg), *args, **kwargs)
 
 
 class Engine:
@@ -806,7 +786,7 @@ class Engine:
     def _run_job(self, record: FileRecord, job: JobState) -> _Finished:
         """Submit the job (or attach to its prompt) and follow it to its end, holding one of the server's
         in-flight places meanwhile; what is left (outputs) is handed on."""
-        log = _JobLog(logger, {"file": record.input_name, "job": job.name})
+        log = JobLog(logger, {"file": record.input_name, "job": job.name})
         if job.state == "unrendered":
             self._render_later(record, job, log)
         rendered = json.loads(read_file(record.workflow_path(job.index)))
@@ -1330,182 +1310,6 @@ class _Finished:
     log: logging.LoggerAdapter
     fresh: bool = False  # downloaded by this process, and no publish tried since
     since: float = field(default_factory=time.monotonic)  # when it was handed on
-
-
-@dataclass
-class Rendered:
-    """One job rendered: the workflow to submit (input files under their server names), the resolved
-    params, the template, the input files and the scenario fields of the workflow's inputs."""
-
-    spec: JobSpec
-    workflow: dict[str, Any]
-    params: dict[str, Any]
-    template: render.Template
-    inputs: list[upload.InputFile]
-    fields: dict[str, str]
-
-
-def inputs_base(settings: Settings, record: FileRecord) -> Path:
-    """The folder a claimed file's ``inputs:`` paths are relative to: the one it was dropped into."""
-    return Path(record.original_path).parent if record.original_path else settings.inbox
-
-
-def input_roots(settings: Settings) -> list[Path]:
-    """The folders ``inputs:`` files may come from: the inbox, and ``inputs_root`` if set."""
-    return [settings.inbox] + ([settings.inputs_root] if settings.inputs_root is not None else [])
-
-
-def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template],
-               hooks: plugins.Hooks | None = None, *, base: Path | None = None,
-               object_info: render.ObjectInfoSource | None = None,
-               cache: render.TemplateCache | None = None, copy_dir: Path | None = None,
-               read_inputs: dict[tuple[int, ...], Any] | None = None,
-               cancel: threading.Event | None = None) -> Rendered:
-    """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
-
-    With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
-    anything is submitted. ``inputs:`` paths are relative to ``base`` (default: the inbox); each file
-    is found, checked and hashed, and its node input set to the name it will have on the server; with
-    ``copy_dir`` (the job folder) a private copy is taken to upload from (``read_inputs``: what the
-    file's earlier jobs read, see :func:`hotfolder.stages.upload.resolve_inputs`).
-    ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`);
-    ``cache`` keeps templates loaded across files while they are unchanged. The template renders under
-    the settings' render budget (``cancel`` set: it gives up with :class:`hotfolder.budgets.RenderCancelled`)."""
-    name = spec.template or settings.default_template
-    where = {"file": spec.source.name, "job": spec.name}
-    if not name:
-        raise TemplateError(
-            f"Job {spec.name!r} names no template and no default_template is configured.",
-            hint="Add 'template: <name>' to the scenario or default_template to hotfolder.toml.", where=where,
-        )
-    if hooks is not None:
-        plugins.parse_postprocess(hooks, chosen_postprocess(settings, spec.to_dict()))
-    inputs = upload.resolve_inputs(spec.inputs, base=base or settings.inbox, roots=input_roots(settings), where=where,
-                                   copy_dir=copy_dir, cache=read_inputs)
-    if name not in templates:
-        if cache is not None:
-            templates[name] = cache.get(settings.templates, name, hooks=hooks, object_info=object_info)
-        else:
-            templates[name] = render.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
-    template = templates[name]
-    budget = budgets.RenderBudget(budgets.Limits.from_settings(settings), cancel=cancel)
-    workflow, params = render.render_workflow(template, spec, hooks=hooks, budget=budget)
-    upload.inject_inputs(workflow, inputs, where={**where, "template": template.name})
-    return Rendered(spec=spec, workflow=workflow, params=params, template=template, inputs=inputs,
-                    fields=validate.scenario_fields(template, spec, workflow))
-
-
-def template_record(rendered: Rendered) -> dict[str, Any]:
-    """What the job record and the sidecar say about the template a job used."""
-    template = rendered.template
-    out: dict[str, Any] = {
-        "name": template.name, "file": template.path.name, "sha256": template.sha256,
-        "sidecar_sha256": template.sidecar.sha256 if template.sidecar else None,
-        "format": template.source_format,
-        "fields": rendered.fields,
-    }
-    if template.roles:
-        out["roles"] = dict(template.roles)
-    if template.conversion is not None:
-        out["conversion"] = template.conversion
-    return out
-
-
-def chosen_postprocess(settings: Settings, spec: dict[str, Any]) -> Any:
-    """The job's ``postprocess:`` if its scenario has one, else ``postprocess`` from hotfolder.toml."""
-    options = spec.get("options") or {}
-    return options["postprocess"] if "postprocess" in options else settings.postprocess
-
-
-def render_file(settings: Settings, path: Path, hooks: plugins.Hooks | None = None,
-                object_info: render.ObjectInfoSource | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
-    """What ``hotfolder render`` prints: each job of ``path`` with the workflow it would submit."""
-    return [(job.spec, job.workflow) for job in render_file_jobs(settings, path, hooks, object_info=object_info)]
-
-
-def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None = None, *,
-                     object_info: render.ObjectInfoSource | None = None) -> list[Rendered]:
-    """Every job of scenario ``path``, rendered as the daemon would before routing (input files under
-    the names they will get on the server; nothing is uploaded)."""
-    # Like the daemon's intake: opened without following a link or blocking (a FIFO, a device), regular
-    # files only, and no larger than max_file_size (/dev/zero read until memory ran out).
-    try:
-        fd, st = open_regular(path)
-    except OSError as err:
-        raise ScenarioError(f"Cannot read scenario file {str(path)!r}: {err.strerror}.", where={"file": str(path)}) from err
-    try:
-        if st.st_size > settings.max_file_size:
-            raise ScenarioError(
-                f"Scenario file {str(path)!r} is {st.st_size} bytes, over the limit of {settings.max_file_size} bytes.",
-                hint="Split it into smaller files, or raise max_file_size in hotfolder.toml.", where={"file": str(path)})
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks,
-                                 limits=budgets.Limits.from_settings(settings))
-    templates: dict[str, render.Template] = {}
-    base = path.absolute().parent
-    read_inputs: dict[tuple[int, ...], Any] = {}  # each input file read once for all the file's jobs
-    return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info, read_inputs=read_inputs)
-            for spec in specs]
-
-
-class FirstServer:
-    """The ``/object_info`` of the first configured server that answers, read once on first use (for
-    ``hotfolder render`` and ``check``, which have no daemon). Call it for ``(object_info, key)`` or None;
-    afterwards :attr:`url` is the server that answered and :attr:`errors` why the others did not."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url: str | None = None
-        self.info: Mapping[str, Any] | None = None
-        self.errors: list[str] = []
-        self._tried = False
-        self._lock = threading.Lock()
-
-    def __call__(self) -> tuple[Mapping[str, Any], Hashable] | None:
-        with self._lock:
-            if not self._tried:
-                self._tried = True
-                for server in self.settings.servers:
-                    try:
-                        self.info = fetch_object_info(self.settings, server)
-                    except HotfolderError as err:
-                        self.errors.append(err.message)
-                        continue
-                    self.url = server.display_url
-                    break
-            return None if self.info is None else (self.info, (self.url, 1))
-
-
-def fetch_object_info(settings: Settings, server: ServerConfig) -> dict[str, Any]:
-    """``GET /object_info`` from one server, with the configured credentials and timeouts."""
-    http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
-                     connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
-                     max_response_size=settings.max_response_size)
-    try:
-        return http.object_info()
-    finally:
-        http.close()
-
-
-class _Memo:
-    """Calls ``fn`` until it gives None once, then gives None without calling (one unreachable-server
-    wait per scenario file, not one per job)."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-        self.failed = False
-
-    def __call__(self) -> Any:
-        if self.failed:
-            return None
-        result = self.fn()
-        self.failed = result is None
-        return result
 
 
 def _mark_used(client: ComfyClient, name: str) -> bool:

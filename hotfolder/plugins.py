@@ -60,8 +60,8 @@ if TYPE_CHECKING:
     import jinja2
 
     from hotfolder.config import Settings
-    from hotfolder.models import JobSpec
-    from hotfolder.pipeline import Event
+    from hotfolder.events import Event
+    from hotfolder.spec import JobSpec
     from hotfolder.stages.render import Template
 
 __all__ = [

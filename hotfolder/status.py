@@ -115,7 +115,7 @@ class StatusBoard:
     # -- feeding ---------------------------------------------------------------------------------
 
     def __call__(self, event: Any) -> None:
-        """Engine listener: takes a ``pipeline.Event`` (kind, file, job_id, job, detail)."""
+        """Engine listener: takes a ``events.Event`` (kind, file, job_id, job, detail)."""
         self.observe(event)
 
     def observe(self, event: Any) -> None:

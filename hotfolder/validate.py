@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 from hotfolder.errors import AddressError, TemplateError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from hotfolder.models import JobSpec
+    from hotfolder.spec import JobSpec
     from hotfolder.stages.render import Template
 
 logger = logging.getLogger(__name__)

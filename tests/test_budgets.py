@@ -22,13 +22,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hotfolder import budgets, daemon, pipeline, validate
+from hotfolder import budgets, daemon, validate
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.comfy.ws import OP_TEXT, FrameReader, MessageTooLarge
 from hotfolder.errors import OutputError, ScenarioError, ServerError, TemplateError
-from hotfolder.models import JobSpec
 from hotfolder.pipeline import Engine
-from hotfolder.stages import parse, render, upload
+from hotfolder.spec import JobSpec
+from hotfolder.stages import parse, prepare, render, upload
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import encode_png
 from tests.conftest import make_settings, wait_until
@@ -196,7 +196,7 @@ def test_one_input_file_and_one_template_are_read_once_per_batch_not_once_per_ro
     if hasattr(validate, "_template_fields"):
         validate._template_fields.cache_clear()
     settings = make_settings(project, "http://127.0.0.1:9", inputs_root=str(project))
-    jobs = pipeline.render_file(settings, project / "batch.yaml")
+    jobs = prepare.render_file(settings, project / "batch.yaml")
     assert len(jobs) == 50 and len({job[1]["1"]["inputs"]["image"] for job in jobs}) == 1
     assert len(hashed) == 1, hashed  # read and hashed once for the file, not once per job
     assert len(parsed) == 1, len(parsed)  # the template's text parsed once, not once per job

@@ -29,8 +29,8 @@ from PIL import Image, features
 from hotfolder import plugins
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import PluginError, PromptRejected, ScenarioError, TemplateError
-from hotfolder.models import JobSpec
-from hotfolder.pipeline import Event
+from hotfolder.events import Event
+from hotfolder.spec import JobSpec
 from hotfolder.stages import download, parse, publish, render
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import EXAMPLES, wait_until

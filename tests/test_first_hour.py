@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from hotfolder.comfy.reach import Reachability
 from hotfolder.errors import ServerError, ServerUnavailable
-from hotfolder.models import JobSpec
+from hotfolder.spec import JobSpec
 from hotfolder.stages import render
 from hotfolder.testing import ComfyTestServer, png
 from tests.conftest import EXAMPLES, ROOT, run_cli, wait_until

@@ -11,7 +11,7 @@ import pytest
 
 from hotfolder import metrics as metrics_module
 from hotfolder.errors import ConfigError
-from hotfolder.pipeline import Event
+from hotfolder.events import Event
 from hotfolder.status import StatusBoard
 
 pytest.importorskip("prometheus_client")

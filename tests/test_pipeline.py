@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hotfolder import daemon
-from hotfolder.pipeline import Engine, Event
+from hotfolder.events import Event
+from hotfolder.pipeline import Engine
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import make_settings, wait_until
 

@@ -22,8 +22,8 @@ import pytest
 from hotfolder import plugins
 from hotfolder.config import Settings
 from hotfolder.errors import PluginError, ScenarioError, TemplateError
-from hotfolder.models import JobSpec
-from hotfolder.pipeline import Event
+from hotfolder.events import Event
+from hotfolder.spec import JobSpec
 from hotfolder.stages import parse, render
 from tests.conftest import EXAMPLES
 

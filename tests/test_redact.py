@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from hotfolder import daemon
 from hotfolder.cli import cli
 from hotfolder.config import load_settings
+from hotfolder.events import JobLog as _JobLog
 from hotfolder.log import configure_logging
-from hotfolder.pipeline import _JobLog
 from hotfolder.redact import MASK, escape_control, redact_data, redact_text, redact_url
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import EXAMPLES, make_settings

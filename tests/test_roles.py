@@ -253,7 +253,7 @@ def plain_export(mapping: dict[str, str]) -> dict[str, Any]:
 
 def render_plain(tmp_path: Path, workflow: dict[str, Any], params: dict[str, Any], sidecar: str | None = None,
                  **spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    from hotfolder.models import JobSpec
+    from hotfolder.spec import JobSpec
     from hotfolder.stages import render
 
     (tmp_path / "plain.json").write_text(json.dumps(workflow))
@@ -286,7 +286,7 @@ def test_a_plain_export_is_filled_by_role_names_whatever_its_node_ids(tmp_path: 
 
 def test_roles_are_the_template_parameters_and_map_problems_to_scenario_fields(tmp_path: Path) -> None:
     from hotfolder import validate
-    from hotfolder.models import JobSpec
+    from hotfolder.spec import JobSpec
     from hotfolder.stages import render
 
     (tmp_path / "plain.json").write_text(json.dumps(plain_export({str(i): str(i + 100) for i in range(3, 10)})))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hotfolder.errors import HotfolderError
-from hotfolder.pipeline import Event
+from hotfolder.events import Event
 from hotfolder.status import (
     FAILURE_WINDOW,
     StatusBoard,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from hotfolder import daemon, pipeline
+from hotfolder import daemon
 from hotfolder.errors import TemplateError
-from hotfolder.stages import render
+from hotfolder.stages import prepare, render
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png
 from tests.conftest import make_settings, run_cli, wait_until
@@ -87,12 +87,12 @@ def test_the_real_ui_fixtures_convert_and_validate_in_the_daemon_path(project: P
     comfy.set_models("checkpoints", ["tiny_sd15_random.safetensors", "sd_xl_base_1.0.safetensors",
                                      "sd_xl_refiner_1.0.safetensors"])
     settings = make_settings(project, comfy.url)
-    source = pipeline.FirstServer(settings)
+    source = prepare.FirstServer(settings)
     for name in ("txt2img_features", "sdxl_simple_example"):
         (project / "templates" / f"{name}.json").write_bytes((FIXTURES / f"{name}.json").read_bytes())
         template = render.load_template(project / "templates", name, object_info=source)
         assert template.source_format == "ui"
-        rendered = pipeline.render_file_jobs(settings, _scenario(project, name), object_info=source)[0]
+        rendered = prepare.render_file_jobs(settings, _scenario(project, name), object_info=source)[0]
         problems = [p for p in validate_errors(rendered.workflow, source)]
         assert problems == [], (name, [p.describe() for p in problems])
 
@@ -103,7 +103,7 @@ def _scenario(project: Path, template: str) -> Path:
     return path
 
 
-def validate_errors(workflow: dict[str, Any], source: pipeline.FirstServer) -> list:
+def validate_errors(workflow: dict[str, Any], source: prepare.FirstServer) -> list:
     from hotfolder import validate
 
     found = source()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from hotfolder import daemon
 from hotfolder.errors import ScenarioError, TemplateError
-from hotfolder.models import JobSpec
+from hotfolder.spec import JobSpec
 from hotfolder.stages import parse, render
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import EXAMPLES, make_settings

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hotfolder.errors import TemplateError
-from hotfolder.models import JobSpec
+from hotfolder.spec import JobSpec
 from hotfolder.stages import render
 from hotfolder.validate import (
     ObjectInfoCache,

@@ -1,7 +1,7 @@
 """Stage 3 of 10: parse. Turn one claimed scenario file into the jobs it describes.
 
 :func:`parse_scenario` takes the bytes of a scenario file (already claimed into hotfolder's private
-folder, under its original name) and returns one :class:`~hotfolder.models.JobSpec` per job, with
+folder, under its original name) and returns one :class:`~hotfolder.spec.JobSpec` per job, with
 ``index`` 1..N and every ``random`` seed already drawn. Anything wrong with the file is a
 :class:`~hotfolder.errors.ScenarioError` whose ``where`` names the ``file`` and, when known, the
 ``line``, ``column`` and ``key``; no yaml, json, toml or csv exception escapes.
@@ -83,8 +83,8 @@ import yaml
 
 from hotfolder import budgets
 from hotfolder.errors import ScenarioError
-from hotfolder.models import JobSpec
 from hotfolder.paths import is_unsafe_char
+from hotfolder.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 

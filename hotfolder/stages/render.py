@@ -1,7 +1,7 @@
 """Stage 4 of 10: render. Fill a workflow template with one job's parameters.
 
 :func:`load_template` finds and checks a template in the templates folder; :func:`render_workflow`
-turns it plus a :class:`~hotfolder.models.JobSpec` into an API-format workflow (a new dict) and the
+turns it plus a :class:`~hotfolder.spec.JobSpec` into an API-format workflow (a new dict) and the
 resolved parameters. Every failure is a :class:`~hotfolder.errors.TemplateError` (or its subclass
 :class:`~hotfolder.errors.AddressError`) whose ``where`` holds ``template`` and, as far as known,
 ``file`` and ``job`` (the scenario), ``variable``, ``node``, ``input``, ``line`` and ``column``.
@@ -71,7 +71,7 @@ Rendering one job
     2. Render the template (above) and check the result is an API workflow.
     3. Every sidecar (or role) parameter with ``input`` addresses and a value sets those node inputs.
     4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are set afterwards by
-       :func:`hotfolder.pipeline.render_job`; see :mod:`hotfolder.stages.upload`.)
+       :func:`hotfolder.stages.prepare.render_job`; see :mod:`hotfolder.stages.upload`.)
 
 The resolved parameters (including drawn seeds) are returned next to the workflow, for the sidecar.
 
@@ -116,8 +116,8 @@ from markupsafe import Markup
 
 from hotfolder import budgets, convert, roles
 from hotfolder.errors import AddressError, PluginError, TemplateError
-from hotfolder.models import JobSpec
 from hotfolder.paths import display_name, fits
+from hotfolder.spec import JobSpec
 from hotfolder.stages import inject
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hotfolder.errors import ScenarioError
-from hotfolder.models import JobSpec
+from hotfolder.spec import JobSpec
 from hotfolder.stages import parse
 
 

@@ -12,7 +12,7 @@ import jinja2.sandbox
 import pytest
 
 from hotfolder.errors import AddressError, TemplateError
-from hotfolder.models import JobSpec
+from hotfolder.spec import JobSpec
 from hotfolder.stages import render
 
 TXT2IMG: dict[str, Any] = {

@@ -13,7 +13,7 @@ from hotfolder.comfy import reach
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import CONFIG_NAME, DEFAULT_SERVER, Settings
 from hotfolder.errors import HotfolderError, ServerUnavailable, TemplateError
-from hotfolder.models import JobSpec
+from hotfolder.spec import JobSpec
 from hotfolder.stages import render
 
 EXAMPLES = "examples"
