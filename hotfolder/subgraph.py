@@ -61,8 +61,10 @@ def has_subgraphs(ui: Mapping[str, Any]) -> bool:
     """Whether ``ui`` uses a subgraph (an instance of one of its ``definitions.subgraphs``)."""
     definitions = subgraph_definitions(ui)
     nodes = ui.get("nodes")
-    return bool(definitions) and isinstance(nodes, list) and any(
-        isinstance(n, Mapping) and str(n.get("type")) in definitions for n in nodes
+    return (
+        bool(definitions)
+        and isinstance(nodes, list)
+        and any(isinstance(n, Mapping) and str(n.get("type")) in definitions for n in nodes)
     )
 
 
@@ -344,9 +346,7 @@ def _parse_link(raw: Any) -> tuple[Any, _Link] | None:
     return None
 
 
-def _instance_input(
-    instance: Mapping[str, Any], definition: Mapping[str, Any], slot: int
-) -> Mapping[str, Any] | None:
+def _instance_input(instance: Mapping[str, Any], definition: Mapping[str, Any], slot: int) -> Mapping[str, Any] | None:
     """The saved input of ``instance`` for subgraph input ``slot`` (matched by name, as saved files may
     list only some of the inputs)."""
     declared = definition.get("inputs") or []
