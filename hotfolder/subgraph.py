@@ -381,7 +381,8 @@ def _promoted_value(instance: Mapping[str, Any], definition: Mapping[str, Any], 
     """The instance's own value for widget-backed subgraph input ``slot``, boxed; None if it has none.
 
     The frontend saves an instance's ``widgets_values`` positionally, one per widget-backed subgraph
-    input in definition order; an empty list means every widget shows its inner node's value.
+    input in definition order; an empty list, or None at a position, means the inner node's value
+    (ComfyUI_frontend docs/adr/0009: host values are a sparse overlay over the inner defaults).
     """
     values = instance.get("widgets_values")
     if not isinstance(values, list) or not values:
@@ -390,6 +391,6 @@ def _promoted_value(instance: Mapping[str, Any], definition: Mapping[str, Any], 
     if slot not in order:
         return None
     position = order.index(slot)
-    if position >= len(values) or len(values) != len(order):
-        return None
+    if len(values) != len(order) or values[position] is None:
+        return None  # not saved positionally, or a hole the frontend leaves for "the inner value"
     return (values[position],)

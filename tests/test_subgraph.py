@@ -217,6 +217,7 @@ def test_a_value_promoted_onto_the_instance_overrides_the_inner_widget() -> None
 
 def test_without_a_saved_instance_value_the_inner_widget_value_is_used() -> None:
     assert api(promoted([]))["10:4"]["inputs"]["width"] == 8
+    assert api(promoted([None]))["10:4"]["inputs"]["width"] == 8
 
 
 def test_a_link_into_the_instance_input_wins_over_its_promoted_value() -> None:
