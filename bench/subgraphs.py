@@ -1,17 +1,21 @@
 """Measure subgraph flattening on the official UI workflows (comfyui-workflow-templates-json).
 
     python bench/subgraphs.py [--catalogue hotfolder/testing/object_info_2026.json] [--examples 3]
+                              [--comfy-cli PYTHON]
 
 Flattens every UI workflow of the installed package with hotfolder.subgraph, then converts the result
 with hotfolder.convert against the node catalogue, and prints one table: how many workflows contain
-subgraphs, how many flatten, how many convert, and the refusals by construct (with examples). It
-measures; nothing is asserted.
+subgraphs, how many flatten, how many convert, and the refusals by construct (with examples). With
+``--comfy-cli`` (a Python that has comfy-cli installed, e.g. a throwaway venv: it is not a project
+dependency) the subgraph workflows are also converted by comfy-cli's ``convert_ui_to_api`` and compared
+node for node. It measures; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections import Counter, defaultdict
 from importlib import resources
@@ -54,6 +58,8 @@ def measure(catalogue: dict[str, Any]) -> dict[str, Any]:
     """Counts over the official workflows: totals, flattening, conversion and refusals by construct."""
     counts: Counter[str] = Counter()
     refusals: dict[tuple[bool, str], list[str]] = defaultdict(list)
+    flat_ids: dict[str, set[str]] = {}
+    converted: dict[str, dict[str, Any]] = {}
     for name, ui in official_workflows():
         with_subgraphs = has_subgraphs(ui)
         counts["workflows"] += 1
@@ -65,20 +71,98 @@ def measure(catalogue: dict[str, Any]) -> dict[str, Any]:
             refusals[(with_subgraphs, "flatten")].append(f"{name}: {error.args[0]}")
             continue
         counts["flattened" + (" (subgraphs)" if with_subgraphs else "")] += 1
+        if with_subgraphs:
+            flat_ids[name] = _live_ids(flat, set(subgraph_definitions(ui)))
         try:
-            convert_ui_workflow(flat, catalogue, name=name)
+            workflow = convert_ui_workflow(flat, catalogue, name=name).workflow
         except ConversionError as error:
             construct = str(error.where.get("construct", "?"))
             refusals[(with_subgraphs, construct)].append(f"{name}: {error.where.get('class_type')}")
             continue
         counts["converted" + (" (subgraphs)" if with_subgraphs else " (plain)")] += 1
-    return {"counts": counts, "refusals": refusals}
+        if with_subgraphs:
+            converted[name] = workflow
+    return {"counts": counts, "refusals": refusals, "flat_ids": flat_ids, "converted": converted}
+
+
+_VIRTUAL = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
+
+
+def _live_ids(flat: dict[str, Any], instance_types: set[str]) -> set[str]:
+    """Ids of the flattened nodes that become API nodes (not virtual, muted, bypassed or a kept instance)."""
+    return {
+        str(n["id"]) for n in flat["nodes"]
+        if n["type"] not in _VIRTUAL | instance_types and n.get("mode", 0) not in (2, 4)
+    }  # fmt: skip
+
+
+_COMFY_CLI = """
+import json, logging, pathlib, sys
+logging.disable(logging.CRITICAL)
+from comfy_cli.workflow_to_api import convert_ui_to_api
+info = json.loads(pathlib.Path(sys.argv[1]).read_text())
+out = {}
+for path in sorted(pathlib.Path(sys.argv[2]).glob("*.json")):
+    ui = json.loads(path.read_text())
+    if isinstance(ui, dict) and ((ui.get("definitions") or {}).get("subgraphs")):
+        try:
+            out[path.name] = convert_ui_to_api(ui, info)
+        except Exception as error:
+            out[path.name] = {"__error__": repr(error)[:300]}
+print(json.dumps(out))
+"""
+
+
+def comfy_cli_exports(python: str, catalogue: Path) -> dict[str, Any]:
+    """comfy-cli's API export of every official subgraph workflow, run in ``python`` (a separate venv)."""
+    import comfyui_workflow_templates_json as package
+
+    folder = str(resources.files(package) / "templates")
+    done = subprocess.run([python, "-c", _COMFY_CLI, str(catalogue), folder], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def _plain(value: Any) -> Any:
+    return value["__value__"] if isinstance(value, dict) and "__value__" in value else value
+
+
+def compare(result: dict[str, Any], theirs: dict[str, Any], catalogue: dict[str, Any]) -> tuple[Counter[str], list[str]]:
+    """Counts of agreement with comfy-cli, and the differences that are not widget handling."""
+    counts: Counter[str] = Counter()
+    other: list[str] = []
+    for name, ids in result["flat_ids"].items():
+        export = theirs.get(name, {"__error__": "missing"})
+        if "__error__" in export:
+            counts["comfy-cli failed"] += 1
+            continue
+        counts["same node ids" if ids == set(export) else "different node ids"] += 1
+        ours = result["converted"].get(name)
+        if ours is None or set(ours) != set(export):
+            continue
+        counts["both converted"] += 1
+        kinds = set()
+        for node_id, node in ours.items():
+            mine = {k: _plain(v) for k, v in node["inputs"].items()}
+            cli = {k: _plain(v) for k, v in export[node_id]["inputs"].items()}
+            dynamic = "COMFY_DYNAMICCOMBO_V3" in json.dumps(catalogue[node["class_type"]].get("input"))
+            for key in sorted(set(mine) | set(cli)):
+                a, b = mine.get(key, "<absent>"), cli.get(key, "<absent>")
+                if a == b:
+                    continue
+                if dynamic or "." in key or "<absent>" in (a, b) and not isinstance(a, list) and not isinstance(b, list):
+                    kinds.add("widget")
+                else:
+                    kinds.add("other")
+                    other.append(f"{name} node {node_id} ({node['class_type']}) {key}: {a!r} vs comfy-cli {b!r}")
+        counts["identical" if not kinds else "differ in " + " and ".join(sorted(kinds))] += 1
+    return counts, other
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE, help="an /object_info JSON file")
     parser.add_argument("--examples", type=int, default=3, help="examples shown per refusal kind")
+    parser.add_argument("--comfy-cli", metavar="PYTHON", help="a Python with comfy-cli installed, to compare")
     args = parser.parse_args(argv)
     catalogue = json.loads(args.catalogue.read_text(encoding="utf-8"))
     result = measure(catalogue)
@@ -99,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'refused: ' + construct:<44} {len(left):>15} {len(right):>8} {len(left) + len(right):>5}")
         for example in left[: args.examples] + right[: args.examples]:
             print(f"    e.g. {example}")
+    if args.comfy_cli:
+        agreement, other = compare(result, comfy_cli_exports(args.comfy_cli, args.catalogue), catalogue)
+        print("compared with comfy-cli's convert_ui_to_api (subgraph workflows):")
+        for label, number in sorted(agreement.items()):
+            print(f"  {label:<42} {number:>15}")
+        for line in other[: 4 * args.examples]:
+            print(f"    {line}")
     return 0
 
 
