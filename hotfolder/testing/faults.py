@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .server import ComfyTestServer
+from typing import Any
 
 __all__ = ["PROMPT_ID", "Faults"]
 
@@ -48,10 +46,15 @@ def _check_count(count: int | None) -> None:
 
 
 class Faults:
-    """Scripted failures of the test server. See the package docstring for examples."""
+    """Scripted failures of the test server. See the package docstring for examples.
 
-    def __init__(self, server: ComfyTestServer) -> None:
-        self._server = server
+    ``drop_websockets`` aborts the running server's sockets now; ``changed`` tells it that the settings
+    it polls on its own (the periodic dropping) changed. Both do nothing while the server is stopped.
+    """
+
+    def __init__(self, *, drop_websockets: Callable[[], None], changed: Callable[[], None]) -> None:
+        self._drop_now = drop_websockets
+        self._changed = changed
         self._lock = threading.Lock()
         self._post_status: _Counted | None = None
         self._post_body: tuple[str | bytes, str] | None = None
@@ -137,13 +140,13 @@ class Faults:
 
     def drop_websockets(self) -> None:
         """Abort every WebSocket connection now: no close frame, the client sees the connection lost."""
-        self._server._drop_websockets()
+        self._drop_now()
 
     def drop_websockets_every(self, seconds: float | None) -> None:
         """Abort every WebSocket connection every ``seconds`` (``0``/``None`` stops it)."""
         with self._lock:
             self._drop_interval = max(0.0, float(seconds or 0.0))
-        self._server._faults_changed()
+        self._changed()
 
     def silence_websockets(self, silent: bool = True) -> None:
         """While silenced, sockets stay open but receive no frames at all."""
@@ -195,7 +198,7 @@ class Faults:
             self._node_failures.clear()
             self._node_delays.clear()
             self._oversize.clear()
-        self._server._faults_changed()
+        self._changed()
 
     # -- consumption (server side) ----------------------------------------------------------------
 
