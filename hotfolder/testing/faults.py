@@ -64,6 +64,7 @@ class Faults:
         self._post_hang: _Counted | None = None
         self._view_status: _Counted | None = None
         self._view_skip = 0
+        self._view_body: _Scripted | None = None
         self._history_delay = 0.0
         self._drop_interval = 0.0
         self._silenced = False
@@ -129,6 +130,13 @@ class Faults:
             self._view_status = _Counted(status, count)
             self._view_skip = skip
 
+    def view_body(self, data: bytes, count: int | None = 1) -> None:
+        """The next ``count`` ``GET /view`` answer 200 with ``data``, whatever file they ask for, even a
+        name ComfyUI refuses (``../x``, an absolute path): a hostile or broken server."""
+        _check_count(count)
+        with self._lock:
+            self._view_body = _Scripted(bytes(data), count)
+
     def history_delay(self, seconds: float) -> None:
         """Write each history entry ``seconds`` after ``execution_success``/``execution_error`` (0 turns it off).
 
@@ -192,7 +200,7 @@ class Faults:
         with self._lock:
             self._post_status = self._post_hang = self._view_status = None
             self._post_body = None
-            self._history_entry = self._ws_frames = self._object_info = None
+            self._history_entry = self._ws_frames = self._object_info = self._view_body = None
             self._history_delay = self._drop_interval = 0.0
             self._silenced = False
             self._node_failures.clear()
@@ -257,6 +265,12 @@ class Faults:
                 return None
             value, self._view_status = self._take(self._view_status)
         return None if value is None else int(value)
+
+    def take_view_body(self) -> bytes | None:
+        """The bytes this ``GET /view`` answers instead of a file (see :meth:`view_body`), or None."""
+        with self._lock:
+            found, value, self._view_body = self._take_scripted(self._view_body)
+        return value if found else None
 
     def take_oversize(self, route: str) -> tuple[int, bool] | None:
         """(extra bytes, chunked) for this answer of ``route``, or None."""

@@ -241,6 +241,9 @@ class Routes:
         oversize = self.faults.take_oversize("view")
         if oversize is not None:
             return await _answer(request, bytes(oversize[0]), "image/png", chunked=oversize[1])
+        body = self.faults.take_view_body()
+        if body is not None:
+            return web.Response(body=body, content_type="application/octet-stream")
         query = request.query
         if "filename" not in query:
             return web.Response(status=404)
