@@ -118,9 +118,6 @@ class Runtime:
         else:
             self.sockets.drop_every(self.faults.drop_interval)
 
-    def abort_websockets(self) -> None:
-        self.sockets.abort_all()
-
     # -- the prompt worker ------------------------------------------------------------------------
 
     def queue_updated(self) -> None:

@@ -18,6 +18,7 @@ import ssl
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,7 +68,7 @@ class ComfyTestServer:
         self._requested_port = port
         self.port = port
         base: Path | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., ComfyTestServer] | None = None
         if output_dir is None or input_dir is None or temp_dir is None:
             base = Path(tempfile.mkdtemp(prefix="hotfolder-testing-"))
             self._finalizer = weakref.finalize(self, shutil.rmtree, str(base), ignore_errors=True)
@@ -260,18 +261,19 @@ class ComfyTestServer:
 
     # -- hooks for Faults -------------------------------------------------------------------------
 
-    def _call_in_loop(self, name: str) -> None:
+    def _call_in_loop(self, action: Callable[[Runtime], None]) -> None:
+        """Run ``action(runtime)`` in the server's event loop and wait for it; nothing while stopped."""
         loop, runtime = self._loop, self._runtime
         if loop is None or runtime is None or not self.running:
             return
 
         async def call() -> None:
-            getattr(runtime, name)()
+            action(runtime)
 
         asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
 
     def _drop_websockets(self) -> None:
-        self._call_in_loop("abort_websockets")
+        self._call_in_loop(lambda runtime: runtime.sockets.abort_all())
 
     def _faults_changed(self) -> None:
-        self._call_in_loop("configure_dropper")
+        self._call_in_loop(Runtime.configure_dropper)
