@@ -31,8 +31,9 @@ taken by the settle rule only, so a file is handed over between ``settle_seconds
 ``settle_seconds + poll_interval`` after its last write.
 
 Threads: watchdog's own threads run the observer; its handler only records events. One settle thread owns
-all state, does every ``lstat``, and calls ``on_ready(path)``. It sleeps on a :class:`threading.Condition`
-until an event arrives, a settle deadline or the next poll is due, or :meth:`Intake.stop` is called.
+all state (the settle clocks in :class:`hotfolder.settle.Settling`), does every ``lstat``, and calls
+``on_ready(path)``. It sleeps on a :class:`threading.Condition` until an event arrives, a settle deadline
+or the next poll is due, or :meth:`Intake.stop` is called.
 
 watchdog is imported here and nowhere else in hotfolder (STYLE A3).
 """
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import heapq
 import logging
 import os
 import stat
@@ -49,7 +49,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Self
+from typing import TYPE_CHECKING, Self
 
 from watchdog.events import (
     FileClosedEvent,
@@ -64,6 +64,7 @@ from watchdog.observers import Observer
 
 from hotfolder.errors import ConfigError
 from hotfolder.paths import open_for_writing
+from hotfolder.settle import Settling, Sig, file_sig
 
 if TYPE_CHECKING:
     import types
@@ -79,9 +80,6 @@ MARKER_SUFFIX = ".ready"
 """Suffix of the marker files used with ``ready_marker=True``."""
 
 DEFAULT_POLL_INTERVAL = 1.0
-# A file being written on this machine (inotify saw it) is taken at its close-after-write event; only a
-# writer silent this long without closing falls back to the settle rule.
-CLOSE_GRACE = 60.0
 """Seconds between scans when ``use_observer=False`` and no ``poll_interval`` is given."""
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", "~", ".swp", MARKER_SUFFIX)
@@ -123,31 +121,11 @@ class _Kind(enum.Enum):
     GONE = "gone"  # deleted or moved out: forget it, if it is really gone
 
 
-class _Sig(NamedTuple):
-    """Identity and state of a regular file: a change in any field is a change of the file."""
-
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A file waiting for its size and mtime to stay unchanged for ``settle_seconds``."""
-
-    sig: _Sig
-    since: float  # monotonic time the current sig was first seen
-    token: int  # identifies the one live heap entry for this file
-    reoffer_before: float | None  # from an explicit scan: hand again even if handed before this time
-    local_writer: bool = False  # inotify saw it being written here: its close event says when it is done
-
-
 @dataclass(slots=True)
 class _Handed:
     """In-flight guard: what was handed over, and when. Cleared when the file disappears."""
 
-    sig: _Sig
+    sig: Sig
     at: float
 
 
@@ -264,11 +242,9 @@ class Intake:
         self._busy = False  # the settle thread is working on a batch (and may be calling on_ready)
 
         # Owned by the settle thread alone:
-        self._pending: dict[str, _Pending] = {}
+        self._settling = Settling(self.settle_seconds)
         self._handed: dict[str, _Handed] = {}
         self._writing: set[str] = set()  # complete by the rules above, but still open for writing
-        self._deadlines: list[tuple[float, int, str]] = []  # heap of (deadline, token, name)
-        self._next_token = 0
 
         self._observer: BaseObserver | None = None
         self._close_events = False  # the observer reports close-after-write (inotify)
@@ -353,7 +329,7 @@ class Intake:
         """
         with self._cond:
             backlog = len(self._events) + len(self._scan_requests) + int(self._busy)
-        return len(self._pending) + backlog  # len() of a dict is atomic; _pending is the settle thread's
+        return len(self._settling) + backlog  # _settling is the settle thread's; its len() is atomic
 
     def wait_scanned(self, timeout: float | None = None) -> bool:
         """Block until the startup scan has handed over (or started settling) every file present."""
@@ -461,16 +437,9 @@ class Intake:
         return next_poll
 
     def _next_wakeup(self, next_poll: float | None) -> float | None:
-        """Earliest monotonic time something is due, dropping heap entries that no longer count."""
-        heap = self._deadlines
-        while heap and self._stale(heap[0]):
-            heapq.heappop(heap)
-        times = [t for t in (heap[0][0] if heap else None, next_poll) if t is not None]
+        """Earliest monotonic time something is due: a settle deadline or the next periodic scan."""
+        times = [t for t in (self._settling.next_deadline(), next_poll) if t is not None]
         return min(times) if times else None
-
-    def _stale(self, item: tuple[float, int, str]) -> bool:
-        entry = self._pending.get(item[2])
-        return entry is None or entry.token != item[1]
 
     def _apply_events(self, events: Iterable[tuple[str, _Kind]], batch_start: float) -> None:
         # Fold each name's events in order: the last close or move-in must come after the last change.
@@ -503,60 +472,22 @@ class Intake:
             self._forget(name)
             return
         if touch.complete:
-            self._pending.pop(name, None)
+            self._settling.drop(name)
             self._offer(name, sig, reoffer_before=None, why="closed or moved in")
-        elif touch.changed or name in self._pending:
-            self._track(name, sig, reoffer_before=None, local_writer=touch.changed and self._close_events)
-
-    def _quiet_needed(self, entry: _Pending) -> float:
-        """How long a pending file must stay unchanged. A file inotify saw being written on this machine
-        gets its close-after-write event when the writer is done; a writer that pauses longer than
-        ``settle_seconds`` (a slow copy) must not lose that race, so the settle rule then only applies
-        after :data:`CLOSE_GRACE` (a writer that never closes, or a filesystem that reports no close)."""
-        if entry.local_writer:
-            return max(self.settle_seconds, CLOSE_GRACE)
-        return self.settle_seconds
-
-    def _track(self, name: str, sig: _Sig, *, reoffer_before: float | None, local_writer: bool = False) -> None:
-        """Start or continue the settle clock for ``name``."""
-        now = time.monotonic()
-        entry = self._pending.get(name)
-        if entry is None:
-            entry = _Pending(sig=sig, since=now, token=self._new_token(), reoffer_before=reoffer_before,
-                             local_writer=local_writer)
-            self._pending[name] = entry
-            heapq.heappush(self._deadlines, (now + self._quiet_needed(entry), entry.token, name))
-        elif local_writer and not entry.local_writer:
-            entry.local_writer = True
-            entry.sig, entry.since = sig, now
-        elif entry.sig != sig:
-            # The existing heap entry fires at the old deadline and moves itself on (see _check_due).
-            entry.sig = sig
-            entry.since = now
+        elif touch.changed or name in self._settling:
+            self._settling.track(name, sig, reoffer_before=None, local_writer=touch.changed and self._close_events)
 
     def _check_due(self) -> None:
-        heap = self._deadlines
-        while heap and not self._stopping:
-            deadline, token, name = heap[0]
-            now = time.monotonic()
-            if deadline > now:
+        """Hand over the files that settled; forget the ones that went away meanwhile."""
+        while not self._stopping:
+            due = self._settling.pop_due(self._lstat)
+            if due is None:
                 return
-            heapq.heappop(heap)
-            entry = self._pending.get(name)
-            if entry is None or entry.token != token:
-                continue
-            sig = self._lstat(name)
+            name, sig, reoffer_before = due
             if sig is None:
                 self._forget(name)
-            elif sig != entry.sig:
-                entry.sig, entry.since, entry.token = sig, now, self._new_token()
-                heapq.heappush(heap, (now + self._quiet_needed(entry), entry.token, name))
-            elif now - entry.since >= self._quiet_needed(entry):
-                del self._pending[name]
-                self._offer(name, sig, reoffer_before=entry.reoffer_before, why="settled")
             else:
-                entry.token = self._new_token()
-                heapq.heappush(heap, (entry.since + self._quiet_needed(entry), entry.token, name))
+                self._offer(name, sig, reoffer_before=reoffer_before, why="settled")
 
     def _scan(self, mode: _Scan, *, requested_at: float | None) -> None:
         listing = self._list_inbox()
@@ -569,7 +500,7 @@ class Intake:
         for name, sig in files:
             if self._stopping:
                 return
-            if name in self._pending or self.ready_marker:
+            if name in self._settling or self.ready_marker:
                 continue  # settling already; or, with markers, taken only when its marker exists (below)
             handed = self._handed.get(name)
             if handed is not None and handed.sig == sig and (reoffer_before is None or handed.at >= reoffer_before):
@@ -577,13 +508,13 @@ class Intake:
             if mode is _Scan.EXPLICIT and now_ns - sig.mtime_ns >= settle_ns:
                 self._offer(name, sig, reoffer_before=reoffer_before, why="found, unchanged for a while")
             else:
-                self._track(name, sig, reoffer_before=reoffer_before)
+                self._settling.track(name, sig, reoffer_before=reoffer_before)
         for marker in markers:
             if self._stopping:
                 return
             self._marker_seen(marker, reoffer_before=reoffer_before)
 
-    def _list_inbox(self) -> tuple[list[tuple[str, _Sig]], list[str]] | None:
+    def _list_inbox(self) -> tuple[list[tuple[str, Sig]], list[str]] | None:
         """Candidate regular files (oldest first: handed over in the order they were dropped) and markers.
 
         Also forgets every name that is no longer there. None if the inbox cannot be read.
@@ -594,9 +525,9 @@ class Intake:
             logger.error("Cannot scan inbox %r: %s", str(self.inbox), err)  # noqa: TRY400 - no traceback needed
             return None
         present = set(names)
-        for name in [n for n in (*self._handed, *self._pending) if n not in present]:
+        for name in [n for n in (*self._handed, *self._settling.names()) if n not in present]:
             self._forget(name)
-        files: list[tuple[str, _Sig]] = []
+        files: list[tuple[str, Sig]] = []
         markers: list[str] = []
         for name in names:
             if self.ready_marker and name.endswith(MARKER_SUFFIX):
@@ -614,10 +545,10 @@ class Intake:
         sig = self._lstat(name)
         if sig is None:
             return  # a marker without its file is left alone
-        self._pending.pop(name, None)
+        self._settling.drop(name)
         self._offer(name, sig, reoffer_before=reoffer_before, why="marker")
 
-    def _offer(self, name: str, sig: _Sig, *, reoffer_before: float | None, why: str) -> None:
+    def _offer(self, name: str, sig: Sig, *, reoffer_before: float | None, why: str) -> None:
         """Hand ``name`` over unless it is in flight already (or, in marker mode, has no marker yet)."""
         handed = self._handed.get(name)
         if handed is not None and handed.sig == sig and (reoffer_before is None or handed.at >= reoffer_before):
@@ -634,7 +565,7 @@ class Intake:
             if name not in self._writing:
                 self._writing.add(name)
                 logger.info("Not taking %r yet: a program still has it open for writing", name)
-            self._track(name, sig, reoffer_before=reoffer_before)
+            self._settling.track(name, sig, reoffer_before=reoffer_before)
             return
         self._writing.discard(name)
         self._handed[name] = _Handed(sig=sig, at=time.monotonic())
@@ -653,22 +584,11 @@ class Intake:
 
     def _forget(self, name: str) -> None:
         self._writing.discard(name)
-        self._pending.pop(name, None)
+        self._settling.drop(name)
         self._handed.pop(name, None)
 
-    def _lstat(self, name: str) -> _Sig | None:
-        """The file's signature, or None if it is missing or not a regular file (symlinks not followed)."""
-        try:
-            st = os.lstat(self.inbox / name)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        return _Sig(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def _new_token(self) -> int:
-        self._next_token += 1
-        return self._next_token
+    def _lstat(self, name: str) -> Sig | None:
+        return file_sig(self.inbox / name)
 
 
 def _exists(path: Path) -> bool:

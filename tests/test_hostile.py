@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.errors import OutputError
 from hotfolder.paths import safe_filename
 from hotfolder.stages.download import OutputRef, download_outputs
 from hotfolder.testing import ComfyTestServer
@@ -100,13 +99,21 @@ def test_at_least_30_bad_and_hostile_inputs_end_as_promised(project: Path, comfy
 
 
 def test_a_server_output_entry_with_a_path_escape_cannot_write_outside_staging(comfy: ComfyTestServer, tmp_path: Path) -> None:
+    # A hostile server that really serves escaping names (ComfyUI itself would answer 400/403): only
+    # hotfolder's own naming keeps every file inside the job's staging folder.
     staging = tmp_path / "outbox" / ".hotfolder-staging" / "job"
+    comfy.faults.view_body(b"hostile bytes", count=None)
+    refs = [
+        OutputRef("9", "images", "x.png", "../../", "output"),
+        OutputRef("9", "images", "./../../../escaped.png", "", "output"),
+        OutputRef("9", "images", "../../../etc/passwd", "", "output"),
+    ]
     http = ComfyHTTP(comfy.url)
     try:
-        with pytest.raises(OutputError, match="HTTP 40"):
-            download_outputs(http, [OutputRef("9", "images", "x.png", "../../", "output")], staging)
-        with pytest.raises(OutputError, match="HTTP 40"):
-            download_outputs(http, [OutputRef("9", "images", "../../../etc/passwd", "", "output")], staging)
+        entries = download_outputs(http, refs, staging)
     finally:
         http.close()
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert [r.query["filename"] for r in comfy.requests if r.path == "/view"] == [ref.filename for ref in refs]
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(staging / entry["file"] for entry in entries) and len(written) == len(refs)
+    assert all(path.read_bytes() == b"hostile bytes" for path in written)

@@ -1162,6 +1162,14 @@ def test_fault_view_status_fails_the_next_downloads(srv: ComfyTestServer) -> Non
     assert [get(srv, "/view", params=params).status_code for _ in range(4)] == [200, 200, 503, 200]
 
 
+def test_fault_view_body_serves_any_name_even_one_comfyui_refuses(srv: ComfyTestServer) -> None:
+    hostile = {"filename": "../../../etc/passwd", "type": "output"}
+    assert get(srv, "/view", params=hostile).status_code == 400  # ComfyUI's own answer
+    srv.faults.view_body(b"served", count=2)
+    results = [get(srv, "/view", params=hostile) for _ in range(3)]
+    assert [(r.status_code, r.content) for r in results] == [(200, b"served"), (200, b"served"), (400, b"")]
+
+
 def test_fault_history_delay_writes_history_after_the_prompt_ends(
     srv: ComfyTestServer, connect: Callable[..., WSClient]
 ) -> None:

@@ -100,6 +100,7 @@ Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
     srv.faults.post_hang(seconds=30)              # next POST /prompt: queued, answer delayed
     srv.faults.view_status(500, count=2)          # next two /view fail
     srv.faults.view_status(500, skip=1)           # the /view after the next one fails
+    srv.faults.view_body(b"x", count=None)        # every /view answers these bytes, whatever name it asks for
     srv.faults.history_delay(2.0)                 # history written 2 s after the prompt ends
     srv.faults.oversize("history", 10**6)         # next /history/{id} carries 1 MB more (chunked=True: no length)
     srv.faults.oversize("view", 10**6, count=None)  # every /view answers 1 MB instead of the file

@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .nodes import EXECUTABLE_NODES, IMAGE_FILE_NODES, NodeCatalog, NodeResult, file_fingerprint, resolve_annotated_file
+from .catalog import IMAGE_FILE_NODES, NodeCatalog
+from .folders import file_fingerprint, resolve_annotated_file
+from .nodes import EXECUTABLE_NODES
+from .values import NodeResult
 
 __all__ = [
     "BINARY_PREVIEW_IMAGE",
@@ -343,7 +346,7 @@ class _PromptRun:
 
 
 class _NodeRun:
-    """The :class:`~hotfolder.testing.nodes.NodeContext` handed to a running node."""
+    """The :class:`~hotfolder.testing.values.NodeContext` handed to a running node."""
 
     def __init__(self, host: ExecutionHost, run: _PromptRun, node_id: str) -> None:
         self._host = host

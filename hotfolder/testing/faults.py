@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .server import ComfyTestServer
+from typing import Any
 
 __all__ = ["PROMPT_ID", "Faults"]
 
@@ -48,10 +46,15 @@ def _check_count(count: int | None) -> None:
 
 
 class Faults:
-    """Scripted failures of the test server. See the package docstring for examples."""
+    """Scripted failures of the test server. See the package docstring for examples.
 
-    def __init__(self, server: ComfyTestServer) -> None:
-        self._server = server
+    ``drop_websockets`` aborts the running server's sockets now; ``changed`` tells it that the settings
+    it polls on its own (the periodic dropping) changed. Both do nothing while the server is stopped.
+    """
+
+    def __init__(self, *, drop_websockets: Callable[[], None], changed: Callable[[], None]) -> None:
+        self._drop_now = drop_websockets
+        self._changed = changed
         self._lock = threading.Lock()
         self._post_status: _Counted | None = None
         self._post_body: tuple[str | bytes, str] | None = None
@@ -61,6 +64,7 @@ class Faults:
         self._post_hang: _Counted | None = None
         self._view_status: _Counted | None = None
         self._view_skip = 0
+        self._view_body: _Scripted | None = None
         self._history_delay = 0.0
         self._drop_interval = 0.0
         self._silenced = False
@@ -126,6 +130,13 @@ class Faults:
             self._view_status = _Counted(status, count)
             self._view_skip = skip
 
+    def view_body(self, data: bytes, count: int | None = 1) -> None:
+        """The next ``count`` ``GET /view`` answer 200 with ``data``, whatever file they ask for, even a
+        name ComfyUI refuses (``../x``, an absolute path): a hostile or broken server."""
+        _check_count(count)
+        with self._lock:
+            self._view_body = _Scripted(bytes(data), count)
+
     def history_delay(self, seconds: float) -> None:
         """Write each history entry ``seconds`` after ``execution_success``/``execution_error`` (0 turns it off).
 
@@ -137,13 +148,13 @@ class Faults:
 
     def drop_websockets(self) -> None:
         """Abort every WebSocket connection now: no close frame, the client sees the connection lost."""
-        self._server._drop_websockets()
+        self._drop_now()
 
     def drop_websockets_every(self, seconds: float | None) -> None:
         """Abort every WebSocket connection every ``seconds`` (``0``/``None`` stops it)."""
         with self._lock:
             self._drop_interval = max(0.0, float(seconds or 0.0))
-        self._server._faults_changed()
+        self._changed()
 
     def silence_websockets(self, silent: bool = True) -> None:
         """While silenced, sockets stay open but receive no frames at all."""
@@ -189,13 +200,13 @@ class Faults:
         with self._lock:
             self._post_status = self._post_hang = self._view_status = None
             self._post_body = None
-            self._history_entry = self._ws_frames = self._object_info = None
+            self._history_entry = self._ws_frames = self._object_info = self._view_body = None
             self._history_delay = self._drop_interval = 0.0
             self._silenced = False
             self._node_failures.clear()
             self._node_delays.clear()
             self._oversize.clear()
-        self._server._faults_changed()
+        self._changed()
 
     # -- consumption (server side) ----------------------------------------------------------------
 
@@ -254,6 +265,12 @@ class Faults:
                 return None
             value, self._view_status = self._take(self._view_status)
         return None if value is None else int(value)
+
+    def take_view_body(self) -> bytes | None:
+        """The bytes this ``GET /view`` answers instead of a file (see :meth:`view_body`), or None."""
+        with self._lock:
+            found, value, self._view_body = self._take_scripted(self._view_body)
+        return value if found else None
 
     def take_oversize(self, route: str) -> tuple[int, bool] | None:
         """(extra bytes, chunked) for this answer of ``route``, or None."""

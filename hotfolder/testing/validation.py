@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .nodes import IMAGE_FILE_NODES, NodeCatalog, resolve_annotated_file
+from .catalog import IMAGE_FILE_NODES, NodeCatalog
+from .folders import resolve_annotated_file
 
 __all__ = ["ValidationResult", "validate_node_input", "validate_prompt"]
 

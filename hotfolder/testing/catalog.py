@@ -1,0 +1,160 @@
+"""The node catalogue of the test server: the ``/object_info`` answer, and what validation checks against.
+
+The catalogue is the complete ``/object_info`` answer of a real ComfyUI 0.3.64 (496 core classes,
+shipped as ``object_info_core.json``) plus ``TestSleep`` from ComfyUI's test node pack. The model lists
+are honest: every checkpoint offered (:data:`~hotfolder.testing.standins.STAND_IN_CHECKPOINTS`) and
+``pixel_space`` for ``VAELoader`` run; the other model folders are empty. Which snapshot is loaded is the
+protocol profile's choice (:attr:`~hotfolder.testing.profile.Profile.object_info`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.resources
+import json
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any
+
+from .standins import STAND_IN_CHECKPOINTS
+
+__all__ = ["CORE_OBJECT_INFO", "IMAGE_FILE_NODES", "NodeCatalog"]
+
+#: The ``/object_info`` snapshot of ComfyUI 0.3.64 shipped with the package.
+CORE_OBJECT_INFO = "object_info_core.json"
+
+#: The ``TestSleep`` node of ComfyUI's test pack (``tests/execution/testing_nodes``), as /object_info shows it.
+TEST_SLEEP_INFO: dict[str, Any] = {
+    "input": {
+        "required": {
+            "value": ["*", {}],
+            "seconds": [
+                "FLOAT",
+                {
+                    "default": 1.0,
+                    "min": 0.0,
+                    "max": 9999.0,
+                    "step": 0.01,
+                    "tooltip": "The amount of time to sleep in seconds.",
+                },
+            ],
+        },
+        "hidden": {"unique_id": "UNIQUE_ID"},
+    },
+    "input_order": {"required": ["value", "seconds"], "hidden": ["unique_id"]},
+    "output": ["*"],
+    "output_is_list": [False],
+    "output_name": ["*"],
+    "name": "TestSleep",
+    "display_name": "Test Sleep",
+    "description": "",
+    "python_module": "custom_nodes.testing-pack",
+    "category": "_for_testing",
+    "output_node": False,
+}
+
+#: Nodes whose image input is checked by a custom validation (ComfyUI's ``VALIDATE_INPUTS``).
+IMAGE_FILE_NODES = frozenset({"LoadImage", "LoadImageMask", "LoadImageOutput"})
+
+@functools.cache
+def _load_object_info(resource: str) -> dict[str, Any]:
+    text = importlib.resources.files(__package__).joinpath(resource).read_text("utf-8")
+    info: dict[str, Any] = json.loads(text)
+    return info
+
+
+def _is_image_name(name: str) -> bool:
+    kind, _ = mimetypes.guess_type(name)
+    return kind is not None and kind.startswith("image/")
+
+
+# Loader inputs that list a model folder's files, for ComfyTestServer.set_models.
+MODEL_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "checkpoints": (("CheckpointLoaderSimple", "ckpt_name"), ("CheckpointLoader", "ckpt_name"),
+                    ("ImageOnlyCheckpointLoader", "ckpt_name"), ("unCLIPCheckpointLoader", "ckpt_name"),
+                    ("CreateHookModelAsLora", "ckpt_name"), ("CreateHookModelAsLoraModelOnly", "ckpt_name")),
+    "loras": (("LoraLoader", "lora_name"), ("LoraLoaderModelOnly", "lora_name")),
+    "vae": (("VAELoader", "vae_name"),),
+}
+
+
+class NodeCatalog:
+    """The node classes this server knows, with ComfyUI's ``/object_info`` entries.
+
+    Entries are shared and must be treated as read-only. ``LoadImage``'s file list is the only live
+    part: :meth:`object_info` fills it from the input directory at request time, like ComfyUI.
+    """
+
+    def __init__(self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO) -> None:
+        self._input_dir = input_dir
+        self._classes: dict[str, dict[str, Any]] = {**_load_object_info(object_info), "TestSleep": TEST_SLEEP_INFO}
+        self._json_cache: tuple[tuple[str, ...], bytes] | None = None
+        self.set_models("checkpoints", list(STAND_IN_CHECKPOINTS))  # the models the stand-in loaders run
+
+    def __contains__(self, class_type: object) -> bool:
+        return class_type in self._classes
+
+    def get(self, class_type: Any) -> dict[str, Any] | None:
+        """Return the entry of ``class_type``, or ``None``. An unhashable name raises ``TypeError``."""
+        return self._classes.get(class_type)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def _input_files(self) -> list[str]:
+        try:
+            names = os.listdir(self._input_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.isfile(os.path.join(self._input_dir, n)))
+
+    def _with_live_lists(self, files: list[str], classes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        images = [f for f in files if _is_image_name(f)]
+        out = dict(classes)
+        for class_type, names in (("LoadImage", images), ("LoadImageMask", files)):
+            if class_type in out:
+                entry = copy.deepcopy(out[class_type])
+                entry["input"]["required"]["image"][0] = names
+                out[class_type] = entry
+        return out
+
+    def set_models(self, folder: str, names: list[str]) -> None:
+        """Replace the file list of a model folder (``checkpoints``, ``loras``) in every loader that
+        offers it, as if the server had those files."""
+        for class_type, input_name in MODEL_INPUTS.get(folder, ()):
+            entry = self._classes.get(class_type)
+            if entry is None:
+                continue
+            entry = copy.deepcopy(entry)
+            for section in entry["input"].values():
+                if isinstance(section, dict) and input_name in section:
+                    spec = section[input_name]
+                    if spec and isinstance(spec[0], list):
+                        spec[0] = list(names)
+                    elif len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
+                        spec[1]["options"] = list(names)
+            self._classes[class_type] = entry
+        self._json_cache = None
+
+    def object_info(self) -> dict[str, Any]:
+        """The full ``GET /object_info`` answer (a new dict; entries other than LoadImage are shared)."""
+        return self._with_live_lists(self._input_files(), self._classes)
+
+    def object_info_json(self) -> bytes:
+        """``GET /object_info`` serialised, cached until the input directory listing changes."""
+        files = self._input_files()
+        key = tuple(files)
+        if self._json_cache is None or self._json_cache[0] != key:
+            body = json.dumps(self._with_live_lists(files, self._classes)).encode("utf-8")
+            self._json_cache = (key, body)
+        return self._json_cache[1]
+
+    def one(self, class_type: str) -> dict[str, Any]:
+        """``GET /object_info/{class}``: ``{class: info}`` or ``{}``."""
+        if class_type not in self._classes:
+            return {}
+        live = self._with_live_lists(self._input_files(), {class_type: self._classes[class_type]})
+        return {class_type: live[class_type]}
+
