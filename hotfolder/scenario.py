@@ -392,7 +392,6 @@ def _type_error(path: Path, key: str, expected: str, value: Any, line: int | Non
     )
 
 
-
 def describe(value: Any) -> str:
     """What ``value`` is, for an error message: ``a list``, ``a number (3)``, ``nothing (null)``, ..."""
     if value is None:

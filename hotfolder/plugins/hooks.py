@@ -44,7 +44,6 @@ class ScenarioKey:
     check: Callable[[Any], Any] | None = None
 
 
-
 def _guard_check(check: Callable[..., Any] | None, what: str, plugin: str) -> Callable[..., Any] | None:
     """Let ``ValueError``/``TypeError`` through (the user's input is wrong); anything else is the
     plugin's bug and becomes a :class:`PluginError` naming it."""
@@ -325,7 +324,6 @@ def _blame(caller: Any, err: BaseException) -> str | None:
             return name
         tb = tb.tb_next
     return None
-
 
 
 def load_hooks(settings: Settings, *, load_entrypoints: bool = True, blocked: Iterable[str] = ()) -> Hooks:

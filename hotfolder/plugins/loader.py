@@ -416,8 +416,6 @@ def list_plugins(pm: PluginManager, all: bool = False, hook: str | None = None) 
     return sorted(out, key=lambda e: e["name"])
 
 
-
-
 def iter_hookimpls(pm: PluginManager) -> Iterator[tuple[str, Any]]:
     """Every registered hook implementation as ``(hook name, HookImpl)`` (for tests and ``check``)."""
     for name in hook_names(pm):

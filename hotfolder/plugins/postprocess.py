@@ -35,7 +35,6 @@ class Postprocessor:
     check: Callable[[dict[str, Any]], Any] | None = None
 
 
-
 class HasPostprocessors(Protocol):
     """What choosing and running post-processors needs: the registered ones by name (:class:`Hooks`)."""
 

@@ -239,7 +239,6 @@ def _decode(path: Path, data: bytes) -> str:
     return text
 
 
-
 # --------------------------------------------------------------------------------------------------
 # names, seeds, JobSpecs
 
