@@ -31,20 +31,20 @@ The user guide, with an example per hook, is ``docs/plugins.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+from hotfolder.plugin_api import RegisterPostprocessor, RegisterScenarioKey
 
 if TYPE_CHECKING:
     import jinja2
 
     from hotfolder.config import Settings
     from hotfolder.events import Event
-    from hotfolder.plugins import StagedJob
+    from hotfolder.plugin_api import TemplateInfo
     from hotfolder.spec import JobSpec
-    from hotfolder.stages.render import Template
 
 __all__ = [
     "PROJECT",
@@ -57,41 +57,6 @@ __all__ = [
 PROJECT = "hotfolder"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class RegisterScenarioKey(Protocol):
-    """The ``register`` callback of :func:`register_scenario_keys`."""
-
-    def __call__(self, name: str, *, description: str = "", check: Callable[[Any], Any] | None = None) -> None:
-        """Allow the key ``name`` in scenario files (top level, ``jobs:`` entries and ``.jsonl`` lines).
-
-        :param name: the key, e.g. ``"loras"``; it must not be a built-in key or another plugin's.
-        :param description: one line for ``hotfolder plugins`` and error hints.
-        :param check: called at parse time with the key's value (plain JSON data); raise ``ValueError``
-            with a message to reject it (the scenario fails with that message), return ``None`` to keep
-            the value or return a replacement (a normalised form) to keep instead.
-        """
-
-
-class RegisterPostprocessor(Protocol):
-    """The ``register`` callback of :func:`register_postprocessors`."""
-
-    def __call__(
-        self,
-        name: str,
-        function: Callable[[StagedJob], None],
-        *,
-        description: str = "",
-        check: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> None:
-        """Offer the post-processor ``name``; scenarios and ``hotfolder.toml`` choose it by that name.
-
-        :param function: called as ``function(job)`` with a :class:`~hotfolder.plugins.StagedJob`.
-        :param description: one line for ``hotfolder plugins``.
-        :param check: called with the options when a scenario or the config chooses this
-            post-processor, before anything is submitted; raise ``ValueError`` to reject them, return
-            ``None`` to keep them or a replacement mapping (defaults filled in).
-        """
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +115,7 @@ def register_scenario_keys(register: RegisterScenarioKey) -> None:
     and handed to the rest of the pipeline as ``spec.options[name]``; jobs without the key have no entry.
 
     :param register: call ``register(name, description=..., check=...)`` once per key
-        (:class:`RegisterScenarioKey`).
+        (:class:`~hotfolder.plugin_api.RegisterScenarioKey`).
 
     Called once when the plugins are loaded. An exception, or a key that is built in or registered by
     another plugin, stops hotfolder from starting.
@@ -196,7 +161,7 @@ def prepare_template_context(context: dict[str, Any], spec: JobSpec) -> None:
 
 
 @hookspec
-def prepare_workflow(workflow: dict[str, Any], spec: JobSpec, template: Template) -> None:
+def prepare_workflow(workflow: dict[str, Any], spec: JobSpec, template: TemplateInfo) -> None:
     """Inject stage: change one job's API workflow just before it is submitted (an injector).
 
     Called once per job after the template is rendered, the template sidecar's inputs are set and the
@@ -207,7 +172,7 @@ def prepare_workflow(workflow: dict[str, Any], spec: JobSpec, template: Template
     :param workflow: the API-format workflow (node id -> ``{"class_type", "inputs", "_meta"}``), in
         place. Add nodes with new string ids; a link is ``[node_id, output_slot]``.
     :param spec: the job (read-only); your scenario keys are in ``spec.options``.
-    :param template: the :class:`~hotfolder.stages.render.Template` it came from (``name``, ``path``).
+    :param template: the template it came from (:class:`~hotfolder.plugin_api.TemplateInfo`: ``name``, ``path``).
 
     The return value is ignored. An exception fails the job: raise
     :class:`~hotfolder.errors.TemplateError` (or ``ScenarioError``) with a hint for a problem the user
@@ -230,7 +195,7 @@ def register_postprocessors(register: RegisterPostprocessor) -> None:
     ``postprocess`` in ``hotfolder.toml``.
 
     :param register: call ``register(name, function, description=..., check=...)`` once per
-        post-processor (:class:`RegisterPostprocessor`).
+        post-processor (:class:`~hotfolder.plugin_api.RegisterPostprocessor`).
 
     Called once when the plugins are loaded; an exception or a duplicate name stops hotfolder from
     starting. An exception raised by a post-processor **fails the job** (nothing is published).

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hotfolder.default_plugins import scenario_formats
 from hotfolder.errors import ScenarioError
 from hotfolder.spec import JobSpec
 from hotfolder.stages import parse
@@ -531,7 +532,7 @@ def test_parse_scenario_formats_registry_can_be_extended(monkeypatch: pytest.Mon
     def parse_ini(path: Path, text: str) -> list[tuple[dict[str, Any], int | None]]:
         return [({"params": {"prompt": line}}, n) for n, line in enumerate(text.splitlines(), 1)]
 
-    monkeypatch.setitem(parse.FORMATS, ".prompts", parse_ini)
+    monkeypatch.setitem(scenario_formats.FORMATS, ".prompts", parse_ini)
     jobs = run("x.prompts", "a\nb\n")
     assert [(j.params, j.line) for j in jobs] == [({"prompt": "a"}, 1), ({"prompt": "b"}, 2)]
 
