@@ -55,6 +55,7 @@ import pluggy
 from hotfolder import fsguard, hookspecs
 from hotfolder.errors import HotfolderError, PluginError, filesystem_error
 from hotfolder.paths import safe_filename, unique_name
+from hotfolder.templates.convert import Conversion
 
 if TYPE_CHECKING:
     import jinja2
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from hotfolder.config import Settings
     from hotfolder.events import Event
     from hotfolder.spec import JobSpec
-    from hotfolder.stages.render import Template
+    from hotfolder.templates.load import Template
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -85,7 +86,8 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hotfolder"
 #: Built-in plugins, registered like third-party ones (``hotfolder plugins --all`` lists them).
-DEFAULT_PLUGINS: tuple[str, ...] = ("hotfolder.default_plugins.scenario_formats",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("hotfolder.default_plugins.scenario_formats",
+                                     "hotfolder.default_plugins.ui_workflows")
 #: Local plugin files are imported under this private package name, as ``<prefix>.<stem>``.
 LOCAL_MODULE_PREFIX = "hotfolder._local_plugins"
 LOAD_ENV = "HOTFOLDER_LOAD_PLUGINS"
@@ -595,6 +597,21 @@ class Hooks:
     def prepare_template_context(self, *, context: dict[str, Any], spec: JobSpec) -> None:
         """Let plugins change one job's template variables in place."""
         self._call("prepare_template_context", context=context, spec=spec)
+
+    def parse_workflow(self, *, data: Any, name: str,
+                       object_info: Callable[[], Mapping[str, Any]]) -> Conversion | None:
+        """The API workflow the first plugin that reads a (non-API) template's format makes of it, or ``None``."""
+        found = self._call("parse_workflow", data=data, name=name, object_info=object_info)
+        if found is None or isinstance(found, Conversion):
+            return found
+        if isinstance(found, dict):
+            return Conversion(workflow=found, source_format="plugin")
+        raise PluginError(
+            f"A parse_workflow plugin returned {type(found).__name__} for template {name!r}, not an API "
+            "workflow (a dict) or a Conversion.",
+            hint=self._impls_hint("parse_workflow"),
+            where={"template": name, "hook": "parse_workflow"},
+        )
 
     # -- inject ----------------------------------------------------------------------------------
 
