@@ -14,7 +14,7 @@ import pytest
 from hotfolder.errors import AddressError, TemplateError
 from hotfolder.spec import JobSpec
 from hotfolder.templates import load, render
-from hotfolder.templates.cache import make_environment
+from hotfolder.templates.cache import compiler_for, make_environment
 from hotfolder.templates.sidecar import MISSING, ParamSpec
 
 TXT2IMG: dict[str, Any] = {
@@ -784,3 +784,15 @@ def test_template_cache_reuses_an_unchanged_template_and_reloads_every_kind_of_e
         cache.get(tmp_path, "t")  # a deleted template is not served from memory
     with pytest.raises(TemplateError, match="plain file name"):
         cache.get(tmp_path, "../t")
+
+
+def test_loading_and_rendering_share_one_compile_cache(templates: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = compiler_for(None).env(json_output=False)
+    compiled: list[str] = []
+    real = env.compile_expression
+    monkeypatch.setattr(env, "compile_expression", lambda source, **kw: compiled.append(source) or real(source, **kw))
+    write(templates, "once.json", json.dumps({"1": {"class_type": "X", "inputs": {"n": "{{ n * 7919 }}"}}}))
+    template = load.load_template(templates, "once")
+    for n in range(3):
+        assert render.render_workflow(template, job({"n": n}))[0]["1"]["inputs"]["n"] == n * 7919
+    assert compiled == ["n * 7919"]  # compiled when the template was loaded, never again

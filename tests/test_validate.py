@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.object_info import ObjectInfoCache
+from hotfolder.comfy.object_info import ObjectInfoCache, StopAfterNone
 from hotfolder.errors import TemplateError
 from hotfolder.spec import JobSpec
 from hotfolder.templates import load, render
@@ -536,3 +536,17 @@ def test_validate_with_refresh_rechecks_with_fresh_data_when_a_model_might_be_ne
     clock.now += 5
     workflow["3"]["inputs"]["steps"] = "many"
     assert kinds(validate_with_refresh(cache, workflow)) == [("invalid_value", "3", "steps")] and server.calls == 2
+
+
+def test_stop_after_none_asks_until_the_first_none_and_keeps_nothing() -> None:
+    answers = iter([({"A": {}}, 1), ({"B": {}}, 2), None, ({"C": {}}, 3)])
+    asked: list[int] = []
+
+    def source() -> Any:
+        asked.append(1)
+        return next(answers)
+
+    once = StopAfterNone(source)
+    assert [once(), once()] == [({"A": {}}, 1), ({"B": {}}, 2)]  # not a cache: each call asks again
+    assert once() is None and once() is None  # after the first None, no more waits on that server
+    assert len(asked) == 3
