@@ -111,6 +111,8 @@ def test_manager_loads_builtins_then_local_files_and_lists_them(pm: plugins.Plug
     assert {e["name"] for e in everything} == {ALL_HOOKS, *plugins.DEFAULT_PLUGINS}
     builtin = next(e for e in everything if e["name"] == "hotfolder.default_plugins.scenario_formats")
     assert builtin["hooks"] == ["parse_scenario_file"]
+    converter = next(e for e in everything if e["name"] == "hotfolder.default_plugins.ui_workflows")
+    assert converter["hooks"] == ["parse_workflow"]
     assert json.loads(json.dumps(everything)) == everything
 
 
