@@ -3,8 +3,8 @@
     python bench/subgraphs.py [--catalogue hotfolder/testing/object_info_2026.json] [--examples 3]
                               [--comfy-cli PYTHON]
 
-Flattens every UI workflow of the installed package with hotfolder.subgraph, then converts the result
-with hotfolder.convert against the node catalogue, and prints one table: how many workflows contain
+Flattens every UI workflow of the installed package with hotfolder.templates.subgraph, then converts the result
+with hotfolder.templates.convert against the node catalogue, and prints one table: how many workflows contain
 subgraphs, how many flatten, how many convert, and the refusals by construct (with examples). With
 ``--comfy-cli`` (a Python that has comfy-cli installed, e.g. a throwaway venv: it is not a project
 dependency) the subgraph workflows are also converted by comfy-cli's ``convert_ui_to_api`` and compared
@@ -25,8 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hotfolder.convert import ConversionError, convert_ui_workflow, is_ui_workflow  # noqa: E402
-from hotfolder.subgraph import SubgraphError, flatten_subgraphs, has_subgraphs, subgraph_definitions  # noqa: E402
+from hotfolder.templates.convert import ConversionError, convert_ui_workflow, is_ui_workflow  # noqa: E402
+from hotfolder.templates.subgraph import SubgraphError, flatten_subgraphs, has_subgraphs, subgraph_definitions  # noqa: E402
 
 DEFAULT_CATALOGUE = ROOT / "hotfolder" / "testing" / "object_info_2026.json"
 

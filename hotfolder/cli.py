@@ -17,13 +17,15 @@ from typing import Any
 
 import click
 
-from hotfolder import __version__, daemon, events, plugins, project, service, status, validate
+from hotfolder import __version__, daemon, events, plugins, project, service, status
+from hotfolder.comfy.object_info import FirstServer
 from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
-from hotfolder.stages import prepare
 from hotfolder.stages.claim import job_folder_name
+from hotfolder.templates import prepare, validate
+from hotfolder.templates.problems import ERROR, ValidationError
 
 
 @dataclass
@@ -320,7 +322,7 @@ def render(app: App, file: Path, job_index: int | None, check_: bool) -> None:
     server (hotfolder/<hash>.<ext>); they are uploaded only when the job runs.
     """
     settings = app.settings()
-    source = prepare.FirstServer(settings)
+    source = FirstServer(settings)
     try:
         jobs = prepare.render_file_jobs(settings, file, hooks=app.hooks(settings), object_info=source)
     except HotfolderError as err:
@@ -335,7 +337,7 @@ def render(app: App, file: Path, job_index: int | None, check_: bool) -> None:
         sys.exit(_check_rendered(jobs, source))
 
 
-def _check_rendered(jobs: list[prepare.Rendered], source: prepare.FirstServer) -> int:
+def _check_rendered(jobs: list[prepare.Rendered], source: FirstServer) -> int:
     """Validate rendered jobs against the first server that answers; report on stderr; the exit status."""
     found = source()
     if found is None:
@@ -348,10 +350,10 @@ def _check_rendered(jobs: list[prepare.Rendered], source: prepare.FirstServer) -
         subject = f"Job {job.spec.name!r} (template {job.template.name!r})"
         problems = validate.validate_workflow(job.workflow, info, scenario_fields=job.fields,
                                               known_files=[item.name for item in job.inputs], warnings=True)
-        errors = [p for p in problems if p.severity == validate.ERROR]
+        errors = [p for p in problems if p.severity == ERROR]
         if errors:
             invalid += 1
-            click.echo("FAIL " + str(validate.ValidationError.from_problems(problems, subject=subject, server=source.url)),
+            click.echo("FAIL " + str(ValidationError.from_problems(problems, subject=subject, server=source.url)),
                        err=True)
             continue
         click.echo(f"ok   {subject}: ComfyUI at {source.url} would accept it", err=True)

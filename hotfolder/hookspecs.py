@@ -31,6 +31,7 @@ The user guide, with an example per hook, is ``docs/plugins.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from hotfolder.events import Event
     from hotfolder.plugin_api import TemplateInfo
     from hotfolder.spec import JobSpec
+    from hotfolder.templates.convert import Conversion
 
 __all__ = [
     "PROJECT",
@@ -225,4 +227,38 @@ def track_event(event: Event, settings: Settings | None) -> None:
     The return value is ignored. Implementations are called one by one; an exception is logged with
     the plugin's name and never reaches the job (a broken notifier cannot lose a result). Wrappers are
     not allowed on this hook.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 4: render, when a template is loaded (appended here; its place in pipeline order is before
+# prepare_jinja2_environment)
+
+
+@hookspec(firstresult=True)
+def parse_workflow(data: Any, name: str, object_info: Callable[[], Mapping[str, Any]]) -> Conversion | dict[str, Any] | None:
+    """Render stage, when a template is loaded: turn a ``.json`` template that is not in API format into
+    an API workflow. Stops at the first non-None result.
+
+    Called when a template is loaded (again after it changes) and its JSON is not an API workflow (an
+    object of nodes, each with ``class_type`` and ``inputs``). The built-in converter of ComfyUI UI
+    workflows (``nodes``/``links``, what the plain Save button writes;
+    :mod:`hotfolder.default_plugins.ui_workflows`) is a ``trylast`` implementation, so a plugin can read
+    another format or take over UI workflows. The result is then checked and rendered like any
+    ``.json`` template (its Jinja strings included).
+
+    :param data: the template's parsed JSON (read-only).
+    :param name: the template's name, for messages (``where={"template": name}``).
+    :param object_info: call it for the ``/object_info`` of a server that answers (a mapping, shared:
+        don't change it); call it only if you need it. When no server answers it raises
+        :class:`~hotfolder.templates.load.ObjectInfoUnavailable`: let that through (the daemon keeps the
+        job until a server answers).
+    :return: ``None`` if the data is not in your format; otherwise the API workflow (a dict; the job
+        record then says ``"format": "plugin"``), or a
+        :class:`~hotfolder.templates.convert.Conversion` (the workflow with notes for the job record:
+        ``warnings``, ``dropped``, ``controls``, ``source_format``).
+
+    An exception fails the job: raise :class:`~hotfolder.errors.TemplateError` (e.g.
+    :class:`~hotfolder.templates.convert.ConversionError`) for data you cannot convert faithfully;
+    anything else is reported as a ``PluginError`` naming your plugin.
     """

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder import __version__, budgets, failpoints, fsguard, plugins, validate
+from hotfolder import __version__, budgets, failpoints, fsguard, plugins
 from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
+from hotfolder.comfy.object_info import ObjectInfoCache, StopAfterNone
 from hotfolder.config import Settings
 from hotfolder.errors import (
     FilesystemError,
@@ -68,14 +69,15 @@ from hotfolder.record import (
 )
 from hotfolder.redact import redact_data
 from hotfolder.spec import JobSpec
-from hotfolder.stages import archive, claim, download, parse, publish, render, submit, track, upload
-from hotfolder.stages.prepare import (
-    _Memo,
+from hotfolder.stages import archive, claim, download, parse, publish, submit, track, upload
+from hotfolder.templates import load, validate
+from hotfolder.templates.prepare import (
     chosen_postprocess,
     inputs_base,
     render_job,
     template_record,
 )
+from hotfolder.templates.problems import ERROR, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class Engine:
             for server in settings.servers
         ]
         self._inflight = {c.name: threading.Semaphore(settings.queue_depth) for c in self.clients}
-        self._object_info = {c.name: validate.ObjectInfoCache(c.http.object_info, name=c.display_url)
+        self._object_info = {c.name: ObjectInfoCache(c.http.object_info, name=c.display_url)
                              for c in self.clients}
         self._load = {c.name: 0 for c in self.clients}
         self._uploaded: dict[str, dict[str, str]] = {c.name: {} for c in self.clients}  # sha256 -> name
@@ -160,7 +162,7 @@ class Engine:
     def hooks(self, hooks: plugins.Hooks | None) -> None:
         """New plugins (SIGHUP) may compile templates differently: templates are loaded again."""
         self._hooks = hooks
-        self._template_cache = render.TemplateCache()
+        self._template_cache = load.TemplateCache()
 
     def start(self) -> None:
         """Take this instance's lease (ConfigError if another live daemon holds it) and start working.
@@ -470,8 +472,8 @@ class Engine:
         specs = parse.parse_scenario(path, read_file(path), default_template=self.settings.default_template,
                                      hooks=self.hooks, limits=budgets.Limits.from_settings(self.settings))
         failpoints.hit("mid_parse")
-        templates: dict[str, render.Template] = {}
-        source = _Memo(lambda: self._object_info_source(include_down=False))
+        templates: dict[str, load.Template] = {}
+        source = StopAfterNone(lambda: self._object_info_source(include_down=False))
         read_inputs: dict[tuple[int, ...], Any] = {}  # the file's input files, each read once
         jobs = []
         timed_out = 0  # jobs of this file over render_timeout: past RENDER_TIMEOUTS_PER_FILE, the rest is refused
@@ -506,7 +508,7 @@ class Engine:
         record.save(durable=False)  # redone after a power cut, never repeated outside
         self._emit(Event("rendered", record.input_name, record.job_id, detail={"jobs": len(jobs)}))
 
-    def _render_into(self, record: FileRecord, job: JobState, spec: JobSpec, templates: dict[str, render.Template],
+    def _render_into(self, record: FileRecord, job: JobState, spec: JobSpec, templates: dict[str, load.Template],
                      source: Callable[[], tuple[Mapping[str, Any], Hashable] | None], *, defer: bool,
                      read_inputs: dict[tuple[int, ...], Any] | None = None) -> None:
         """Render ``spec`` into ``job``: its workflow file, template, params and inputs. With ``defer``,
@@ -516,7 +518,7 @@ class Engine:
                                   base=inputs_base(self.settings, record), object_info=source,
                                   cache=self._template_cache, copy_dir=record.folder, read_inputs=read_inputs,
                                   cancel=self._cancel_renders)
-        except render.ObjectInfoUnavailable:
+        except load.ObjectInfoUnavailable:
             if not defer:
                 raise
             job.state = "unrendered"
@@ -539,7 +541,7 @@ class Engine:
             try:
                 self._render_into(record, job, spec, {}, lambda: self._object_info_source(include_down=True),
                                   defer=False)
-            except render.ObjectInfoUnavailable:
+            except load.ObjectInfoUnavailable:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -763,11 +765,12 @@ class Engine:
         known = [item["name"] for item in job.inputs]  # uploaded right before submitting, under these names
         for client in candidates:
             try:
-                problems = self._object_info[client.name].validate(workflow, scenario_fields=fields, known_files=known)
+                problems = validate.validate_with_refresh(self._object_info[client.name], workflow, scenario_fields=fields,
+                                                           known_files=known)
             except HotfolderError:
                 capable.append(client)
                 continue
-            errors = [p for p in problems if p.severity == validate.ERROR]
+            errors = [p for p in problems if p.severity == ERROR]
             if errors:
                 refused.append((client, errors))
             else:
@@ -775,7 +778,7 @@ class Engine:
         if capable:
             return capable
         client, errors = refused[0]
-        err = validate.ValidationError.from_problems(
+        err = ValidationError.from_problems(
             errors, subject=f"Job {job.name!r} (template {(job.template or {}).get('name')!r})",
             server=client.display_url,
         )

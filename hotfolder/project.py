@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotfolder import validate
 from hotfolder.comfy import reach
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.config import CONFIG_NAME, DEFAULT_SERVER, Settings
 from hotfolder.errors import HotfolderError, ServerUnavailable, TemplateError
 from hotfolder.spec import JobSpec
-from hotfolder.stages import render
+from hotfolder.templates import load, params, render, validate
+from hotfolder.templates.problems import ERROR, Problem, ValidationError
 
 EXAMPLES = "examples"
 
@@ -91,18 +91,18 @@ def check_template(settings: Settings, name: str, servers: list[tuple[str, Mappi
     """Load, render with defaults and validate template ``name`` against ``servers`` ((url, object_info)
     pairs; none: load and render only). See :func:`check_setup`."""
     what = f"template {name}"
-    source: render.ObjectInfoSource | None = None
+    source: load.ObjectInfoSource | None = None
     if servers:
         first_url, first_info = servers[0]
         source = lambda: (first_info, (first_url, "check"))  # noqa: E731
     try:
-        template = render.load_template(settings.templates, name, hooks=hooks, object_info=source)
-    except render.ObjectInfoUnavailable:
+        template = load.load_template(settings.templates, name, hooks=hooks, object_info=source)
+    except load.ObjectInfoUnavailable:
         return Check(what, True, "a ComfyUI UI workflow: it is converted to API format with a server's "
                                  "/object_info, and no server answers now, so it is not checked further")
     except HotfolderError as err:
         return Check(what, False, str(err))
-    missing = render.required_variables(template, hooks=hooks)
+    missing = params.required_variables(template, hooks=hooks)
     placeholders = {variable: _placeholder(template, variable) for variable in sorted(missing)}
     spec = JobSpec(index=1, name="check", source=Path("check"), template=name, params=placeholders)
     notes: list[str] = []
@@ -123,17 +123,17 @@ def check_template(settings: Settings, name: str, servers: list[tuple[str, Mappi
     summary = f"valid, {len(workflow)} nodes"
     if not servers:
         return Check(what, True, "; ".join([summary + " (not validated: no server reachable)", *notes]))
-    fields = validate.scenario_fields(template, spec, workflow)
+    fields = params.scenario_fields(template, spec, workflow)
     filled = {f"params.{variable}" for variable in placeholders}
-    refusals: list[tuple[str, list[validate.Problem]]] = []
+    refusals: list[tuple[str, list[Problem]]] = []
     for url, info in servers:
         problems = [p for p in validate.validate_workflow(workflow, info, scenario_fields=fields)
-                    if p.severity == validate.ERROR and not _filled_by(p, filled)]
+                    if p.severity == ERROR and not _filled_by(p, filled)]
         if problems:
             refusals.append((url, problems))
     if len(refusals) == len(servers):
         url, problems = refusals[0]
-        err = validate.ValidationError.from_problems(problems, subject=f"Template {name!r} with its defaults", server=url)
+        err = ValidationError.from_problems(problems, subject=f"Template {name!r} with its defaults", server=url)
         message = err.message
         if len(refusals) > 1:
             message += "\n(The other servers refuse it too: " + ", ".join(u for u, _ in refusals[1:]) + ".)"
@@ -145,14 +145,14 @@ def check_template(settings: Settings, name: str, servers: list[tuple[str, Mappi
     return Check(what, True, "; ".join([summary, *notes]))
 
 
-def _placeholder(template: render.Template, variable: str) -> Any:
+def _placeholder(template: load.Template, variable: str) -> Any:
     """A stand-in value for a parameter without a default: typed if the sidecar declares a type."""
     param = template.params.get(variable)
     kind = param.type if param is not None else "any"
     return {"int": 0, "float": 0.0, "bool": False}.get(kind, "")
 
 
-def _filled_by(problem: validate.Problem, filled: set[str]) -> bool:
+def _filled_by(problem: Problem, filled: set[str]) -> bool:
     return bool(problem.field) and any(part.strip() in filled for part in (problem.field or "").split(","))
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from hotfolder import get_plugin_logger, hookimpl
 from hotfolder.errors import TemplateError
-from hotfolder.stages import inject
+from hotfolder.templates import inject
 
 logger = get_plugin_logger(__name__)
 

@@ -22,13 +22,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hotfolder import budgets, daemon, validate
+from hotfolder import budgets, daemon
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.comfy.ws import OP_TEXT, FrameReader, MessageTooLarge
 from hotfolder.errors import OutputError, ScenarioError, ServerError, TemplateError
 from hotfolder.pipeline import Engine
 from hotfolder.spec import JobSpec
-from hotfolder.stages import parse, prepare, render, upload
+from hotfolder.stages import parse, upload
+from hotfolder.templates import load, prepare, render
+from hotfolder.templates import params as template_params
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import encode_png
 from tests.conftest import make_settings, wait_until
@@ -192,9 +194,8 @@ def test_one_input_file_and_one_template_are_read_once_per_batch_not_once_per_ro
             parsed.append(len(text))
             return json.loads(text, *args, **kwargs)
 
-    monkeypatch.setattr(validate, "json", CountingJson())
-    if hasattr(validate, "_template_fields"):
-        validate._template_fields.cache_clear()
+    monkeypatch.setattr(template_params, "json", CountingJson())
+    template_params._template_fields.cache_clear()
     settings = make_settings(project, "http://127.0.0.1:9", inputs_root=str(project))
     jobs = prepare.render_file(settings, project / "batch.yaml")
     assert len(jobs) == 50 and len({job[1]["1"]["inputs"]["image"] for job in jobs}) == 1
@@ -266,7 +267,7 @@ def test_scenario_budgets_hold_around_each_limit(kind: str, offset: int, far: bo
 
 
 def _render(source: str, n: int, limits: budgets.Limits = SMALL) -> Any:
-    template = render.Template(name="t", path=Path("t.json"), text=json.dumps({"1": {**EMPTY, "_meta": {"title": source}},
+    template = load.Template(name="t", path=Path("t.json"), text=json.dumps({"1": {**EMPTY, "_meta": {"title": source}},
                                                                               **SAVE}), kind="json", sha256="0")
     spec = JobSpec(index=1, name="j", source=Path("s.yaml"), params={"n": n})
     return render.render_workflow(template, spec, budget=budgets.RenderBudget(limits))
@@ -435,7 +436,7 @@ EXPRESSIONS: dict[str, str | None] = {
 
 @pytest.mark.parametrize("source", list(EXPRESSIONS))
 def test_a_template_building_something_huge_is_refused_before_it_is_built(source: str) -> None:
-    template = render.Template(name="t", path=Path("t.json"), kind="json", sha256="0",
+    template = load.Template(name="t", path=Path("t.json"), kind="json", sha256="0",
                                text=json.dumps({"1": {**EMPTY, "_meta": {"title": source}}, **SAVE}))
     values = {"big": 10**9, "seed": 4294967295, "d": {}}
     spec = JobSpec(index=1, name="j", source=Path("s.yaml"), params={k: v for k, v in values.items() if k in source},

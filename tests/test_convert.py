@@ -10,17 +10,11 @@ from typing import Any
 
 import pytest
 
-from hotfolder.convert import ConversionError, convert_ui_workflow, is_ui_workflow, ui_to_api
 from hotfolder.errors import TemplateError
-from hotfolder.validate import (
-    LINK_BAD_SLOT,
-    NOT_IN_LIST,
-    Problem,
-    declared_inputs,
-    input_spec,
-    is_file_choice,
-    validate_workflow,
-)
+from hotfolder.templates.convert import ConversionError, convert_ui_workflow, is_ui_workflow, ui_to_api
+from hotfolder.templates.nodes import declared_inputs, input_spec, is_file_choice
+from hotfolder.templates.problems import LINK_BAD_SLOT, NOT_IN_LIST, Problem
+from hotfolder.templates.validate import validate_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECT_INFO: dict[str, Any] = json.loads((ROOT / "hotfolder" / "testing" / "object_info_core.json").read_text())

@@ -31,7 +31,8 @@ from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import PluginError, PromptRejected, ScenarioError, TemplateError
 from hotfolder.events import Event
 from hotfolder.spec import JobSpec
-from hotfolder.stages import download, parse, publish, render
+from hotfolder.stages import download, parse, publish
+from hotfolder.templates import load, render
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import EXAMPLES, wait_until
 from tests.test_plugins import minimal_settings
@@ -85,7 +86,7 @@ def run_job(server: ComfyTestServer, tmp_path: Path, hooks: plugins.Hooks, scena
             *, name: str = "job", job_key: str | None = None) -> StagedRun:
     """Parse, render (with the plugins), submit, wait, download: a finished job in its staging folder."""
     (spec,) = parse.parse_scenario(Path(f"{name}.yaml"), scenario, default_template="invert", hooks=hooks)
-    template = render.load_template(EXAMPLES, spec.template or "invert", hooks=hooks)
+    template = load.load_template(EXAMPLES, spec.template or "invert", hooks=hooks)
     workflow, params = render.render_workflow(template, spec, hooks=hooks)
     http = ComfyHTTP(server.url)
     prompt_id = str(uuid.uuid4())
@@ -133,7 +134,7 @@ loras:
 
 def render_loras(hooks: plugins.Hooks, templates: Path, scenario: bytes = LORA_SCENARIO) -> dict[str, Any]:
     (spec,) = parse.parse_scenario(Path("lora.yaml"), scenario, hooks=hooks)
-    template = render.load_template(templates, spec.template or "txt2img", hooks=hooks)
+    template = load.load_template(templates, spec.template or "txt2img", hooks=hooks)
     return render.render_workflow(template, spec, hooks=hooks)[0]
 
 
@@ -253,7 +254,7 @@ def test_lora_stack_workflow_is_accepted_by_a_real_comfyui(hooks: plugins.Hooks,
             "loras": [{"name": lora_files[0], "strength": 0.5}, {"name": lora_files[-1], "strength_model": 0.2}],
         }).encode()
         (spec,) = parse.parse_scenario(Path("real.json"), scenario, hooks=hooks)
-        workflow, _ = render.render_workflow(render.load_template(templates, "txt2img", hooks=hooks), spec, hooks=hooks)
+        workflow, _ = render.render_workflow(load.load_template(templates, "txt2img", hooks=hooks), spec, hooks=hooks)
         prompt_id = str(uuid.uuid4())
         answer = http.post_prompt(workflow, prompt_id=prompt_id, client_id="hotfolder-lora-check")
         assert not answer.get("node_errors"), answer

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hotfolder.comfy.reach import Reachability
 from hotfolder.errors import ServerError, ServerUnavailable
 from hotfolder.spec import JobSpec
-from hotfolder.stages import render
+from hotfolder.templates import load, render
 from hotfolder.testing import ComfyTestServer, png
 from tests.conftest import EXAMPLES, ROOT, run_cli, wait_until
 
@@ -296,7 +296,7 @@ def test_the_stand_in_lists_only_models_it_can_execute(comfy: ComfyTestServer) -
 
 
 def test_the_stand_in_runs_the_shipped_txt2img_template_with_its_defaults(comfy: ComfyTestServer) -> None:
-    template = render.load_template(EXAMPLES, "txt2img")
+    template = load.load_template(EXAMPLES, "txt2img")
     images = []
     for seed in (1, 2):
         spec = JobSpec(index=1, name="fox", source=Path("fox.yaml"), template="txt2img",

@@ -15,14 +15,16 @@ import pytest
 
 from hotfolder import hookspecs, pipeline, plugins
 from hotfolder.errors import ScenarioError
-from hotfolder.stages import parse, render
+from hotfolder.stages import parse
+from hotfolder.templates import load, render
 from tests.conftest import EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "plugins.md"
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
 
-#: The hooks in pipeline order, as hookspecs.py and docs/plugins.md present them.
+#: The hooks in the order hookspecs.py and docs/plugins.md present them: pipeline order, then
+#: parse_workflow (render stage, when a template is loaded), appended last.
 PIPELINE_ORDER = [
     "check_settings",
     "parse_scenario_file",
@@ -32,6 +34,7 @@ PIPELINE_ORDER = [
     "prepare_workflow",
     "register_postprocessors",
     "track_event",
+    "parse_workflow",
 ]
 
 
@@ -181,7 +184,7 @@ def tutorial_hooks(project: Path, source: str) -> plugins.Hooks:
 
 def render_one(hooks: plugins.Hooks, project: Path, scenario: bytes) -> dict[str, Any]:
     (spec,) = parse.parse_scenario(Path("red-fox.yaml"), scenario, hooks=hooks)
-    template = render.load_template(project / "templates", "invert", hooks=hooks)
+    template = load.load_template(project / "templates", "invert", hooks=hooks)
     return render.render_workflow(template, spec, hooks=hooks)[0]
 
 

@@ -24,7 +24,8 @@ from hotfolder.config import Settings
 from hotfolder.errors import PluginError, ScenarioError, TemplateError
 from hotfolder.events import Event
 from hotfolder.spec import JobSpec
-from hotfolder.stages import parse, render
+from hotfolder.stages import parse
+from hotfolder.templates import load, render
 from tests.conftest import EXAMPLES
 
 TESTS = Path(__file__).resolve().parent
@@ -110,6 +111,8 @@ def test_manager_loads_builtins_then_local_files_and_lists_them(pm: plugins.Plug
     assert {e["name"] for e in everything} == {ALL_HOOKS, *plugins.DEFAULT_PLUGINS}
     builtin = next(e for e in everything if e["name"] == "hotfolder.default_plugins.scenario_formats")
     assert builtin["hooks"] == ["parse_scenario_file"]
+    converter = next(e for e in everything if e["name"] == "hotfolder.default_plugins.ui_workflows")
+    assert converter["hooks"] == ["parse_workflow"]
     assert json.loads(json.dumps(everything)) == everything
 
 
@@ -229,7 +232,7 @@ def test_wrappers_are_allowed_on_stage_hooks(tmp_path: Path, templates: Path) ->
     """)
     pm = plugins.get_plugin_manager(plugins_dir=tmp_path)
     hooks = plugins.Hooks(pm)
-    template = render.load_template(templates, "invert", hooks=hooks)
+    template = load.load_template(templates, "invert", hooks=hooks)
     render.render_workflow(template, spec(), hooks=hooks)
     assert pm.get_plugin("plugins/timing.py").SEEN == [3]
 
@@ -272,7 +275,7 @@ def test_a_packaged_plugin_is_discovered_through_its_entry_point(
     }
     (templates / "f.json").write_text('{"1": {"class_type": "X", "inputs": {"v": "{{ 7 | fake }}"}}}')
     hooks = plugins.Hooks(pm)
-    workflow, _ = render.render_workflow(render.load_template(templates, "f", hooks=hooks), spec(), hooks=hooks)
+    workflow, _ = render.render_workflow(load.load_template(templates, "f", hooks=hooks), spec(), hooks=hooks)
     assert workflow["1"]["inputs"]["v"] == "fake:7"
 
 
@@ -496,20 +499,20 @@ def test_hook_prepare_jinja2_environment(pm: plugins.PluginManager, hooks: plugi
         '{"1": {"class_type": "X", "inputs": {"text": {{ prompt | shout }}, "g": {{ plugin_greeting }}}}}')
     job = spec(params={"prompt": "fox"}, options={"style": "quiet"})
     for name in ("leaf", "whole"):
-        template = render.load_template(templates, name, hooks=hooks)
+        template = load.load_template(templates, name, hooks=hooks)
         workflow, _ = render.render_workflow(template, job, hooks=hooks)
         assert workflow["1"]["inputs"] == {"text": "FOX!", "g": "hello from all_hooks"}
     assert len(calls(pm, "prepare_jinja2_environment")) == 2  # one per environment, made once
     # without the plugin the filter does not exist: a clear template error at load time
     with pytest.raises(TemplateError, match="No filter named 'shout'"):
-        render.load_template(templates, "leaf")
+        load.load_template(templates, "leaf")
 
 
 def test_hook_prepare_template_context(pm: plugins.PluginManager, hooks: plugins.Hooks, templates: Path) -> None:
     (templates / "ctx.json").write_text(json.dumps({
         "1": {"class_type": "X", "inputs": {"text": "{{ prompt }}", "style": "{{ style }}", "n": "{{ n }}"}},
     }))
-    template = render.load_template(templates, "ctx", hooks=hooks)
+    template = load.load_template(templates, "ctx", hooks=hooks)
     workflow, params = render.render_workflow(
         template, spec("loud-job", params={"prompt": "a fox", "n": 3}, options={"style": "loud"}), hooks=hooks)
     assert workflow["1"]["inputs"] == {"text": "A FOX", "style": "loud", "n": 3}
@@ -520,7 +523,7 @@ def test_hook_prepare_template_context(pm: plugins.PluginManager, hooks: plugins
 
 
 def test_hook_prepare_workflow(pm: plugins.PluginManager, hooks: plugins.Hooks, templates: Path) -> None:
-    template = render.load_template(templates, "invert", hooks=hooks)
+    template = load.load_template(templates, "invert", hooks=hooks)
     workflow, _ = render.render_workflow(template, spec("w", set={"Invert.image": ["1", 0]}), hooks=hooks)
     assert {node["_meta"]["all_hooks"] for node in workflow.values()} == {"invert"}
     assert calls(pm, "prepare_workflow") == [("w", "invert")]
@@ -542,7 +545,7 @@ def test_prepare_workflow_failures_fail_the_job_naming_the_plugin(tmp_path: Path
                 workflow["99"] = "not a node"
     """)
     hooks = plugins.Hooks(plugins.get_plugin_manager(plugins_dir=tmp_path))
-    template = render.load_template(templates, "invert", hooks=hooks)
+    template = load.load_template(templates, "invert", hooks=hooks)
     with pytest.raises(PluginError) as crash:
         render.render_workflow(template, spec(params={"mode": "crash"}, options={"allow_unused": ["mode"]}), hooks=hooks)
     assert crash.value.message == "Plugin 'plugins/breaker.py' failed in hook 'prepare_workflow': KeyError: 'no-such-param'"
@@ -554,6 +557,53 @@ def test_prepare_workflow_failures_fail_the_job_naming_the_plugin(tmp_path: Path
     with pytest.raises(PluginError, match="no longer an API workflow after the plugins' prepare_workflow") as broken:
         render.render_workflow(template, spec(params={"mode": "break"}, options={"allow_unused": ["mode"]}), hooks=hooks)
     assert broken.value.where["node"] == "99"
+
+
+def test_hook_parse_workflow(pm: plugins.PluginManager, hooks: plugins.Hooks, templates: Path) -> None:
+    # a plugin's own format: converted when the template is loaded, then rendered like any .json template
+    (templates / "mine.json").write_text(json.dumps(
+        {"all_hooks": [["EmptyImage", {"width": "{{ size }}"}], ["SaveImage", {"images": ["1", 0]}]]}))
+    template = load.load_template(templates, "mine", hooks=hooks)
+    assert (template.source_format, template.conversion["from"]) == ("plugin", "plugin")
+    workflow, _ = render.render_workflow(template, spec(params={"size": 64}), hooks=hooks)
+    assert (workflow["1"]["class_type"], workflow["1"]["inputs"]) == ("EmptyImage", {"width": 64})
+    # an API template is never offered to the hook
+    load.load_template(templates, "invert", hooks=hooks)
+    assert calls(pm, "parse_workflow") == ["mine"]
+    # a format nobody reads: the same error as without plugins
+    (templates / "odd.json").write_text(json.dumps({"1": {"class_type": "X"}}))
+    for with_hooks in (hooks, None):
+        with pytest.raises(TemplateError, match="node '1' has no 'inputs' object"):
+            load.load_template(templates, "odd", hooks=with_hooks)
+    # the built-in UI converter answers last, through the same hook, as it converts without plugins
+    (templates / "ui.json").write_bytes((TESTS / "data" / "ui_workflows" / "txt2img_features.json").read_bytes())
+    info = json.loads((TESTS.parent / "hotfolder" / "testing" / "object_info_core.json").read_text())
+    converted = load.load_template(templates, "ui", hooks=hooks, object_info=info)
+    assert converted.source_format == "ui" and calls(pm, "parse_workflow")[-1] == "ui"
+    assert converted.text == load.load_template(templates, "ui", object_info=info).text
+    with pytest.raises(load.ObjectInfoUnavailable):  # no server: the job waits for one
+        load.load_template(templates, "ui", hooks=hooks)
+    blocked = plugins.Hooks(plugins.get_plugin_manager(blocked=["hotfolder.default_plugins.ui_workflows"]))
+    with pytest.raises(TemplateError, match="is a ComfyUI UI workflow, not API format"):
+        load.load_template(templates, "ui", hooks=blocked, object_info=info)
+
+
+def test_hook_parse_workflow_results_are_checked(tmp_path: Path, templates: Path) -> None:
+    write_plugin(tmp_path, "odd.py", """
+        from hotfolder import hookimpl
+
+        @hookimpl
+        def parse_workflow(data):
+            return data.get("answer")
+    """)
+    hooks = plugins.Hooks(plugins.get_plugin_manager(plugins_dir=tmp_path))
+    (templates / "str.json").write_text(json.dumps({"answer": "a workflow"}))
+    with pytest.raises(PluginError, match="returned str for template 'str', not an API workflow") as info:
+        load.load_template(templates, "str", hooks=hooks)
+    assert "plugins/odd.py" in (info.value.hint or "")
+    (templates / "bad.json").write_text(json.dumps({"answer": {"1": "not a node"}}))
+    with pytest.raises(TemplateError, match="node '1' is a JSON str, not a node object"):
+        load.load_template(templates, "bad", hooks=hooks)
 
 
 def test_hook_register_postprocessors(pm: plugins.PluginManager, hooks: plugins.Hooks, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from hotfolder.convert import convert_ui_workflow, is_ui_workflow
-from hotfolder.roles import ROLES, find_roles
+from hotfolder.templates.convert import convert_ui_workflow, is_ui_workflow
+from hotfolder.templates.roles import ROLES, find_roles
 
 ROOT = Path(__file__).resolve().parent.parent
 TXT2IMG: dict[str, Any] = json.loads((ROOT / "templates" / "txt2img.json").read_text())
@@ -254,12 +254,12 @@ def plain_export(mapping: dict[str, str]) -> dict[str, Any]:
 def render_plain(tmp_path: Path, workflow: dict[str, Any], params: dict[str, Any], sidecar: str | None = None,
                  **spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from hotfolder.spec import JobSpec
-    from hotfolder.stages import render
+    from hotfolder.templates import load, render
 
     (tmp_path / "plain.json").write_text(json.dumps(workflow))
     if sidecar is not None:
         (tmp_path / "plain.toml").write_text(sidecar)
-    template = render.load_template(tmp_path, "plain")
+    template = load.load_template(tmp_path, "plain")
     job = JobSpec(index=1, name="job", source=Path("s.yaml"), template="plain", params=params, **spec)
     return render.render_workflow(template, job)
 
@@ -285,17 +285,17 @@ def test_a_plain_export_is_filled_by_role_names_whatever_its_node_ids(tmp_path: 
 
 
 def test_roles_are_the_template_parameters_and_map_problems_to_scenario_fields(tmp_path: Path) -> None:
-    from hotfolder import validate
     from hotfolder.spec import JobSpec
-    from hotfolder.stages import render
+    from hotfolder.templates import load, render, validate
+    from hotfolder.templates.params import scenario_fields
 
     (tmp_path / "plain.json").write_text(json.dumps(plain_export({str(i): str(i + 100) for i in range(3, 10)})))
-    template = render.load_template(tmp_path, "plain")
+    template = load.load_template(tmp_path, "plain")
     assert template.roles["prompt"] == "106.text" and template.sidecar is None
     assert set(template.params) == set(EXPECTED_TXT2IMG)
     job = JobSpec(index=1, name="job", source=Path("s.yaml"), template="plain", params={"sampler": "eulr"})
     workflow, _ = render.render_workflow(template, job)
-    fields = validate.scenario_fields(template, job, workflow)
+    fields = scenario_fields(template, job, workflow)
     assert fields == {"103.sampler_name": "params.sampler"}  # only what the job set
     problems = validate.validate_workflow(workflow, OBJECT_INFO, scenario_fields=fields)
     sampler = next(p for p in problems if p.input == "sampler_name")
@@ -316,9 +316,9 @@ def test_a_sidecar_wins_over_roles(tmp_path: Path) -> None:
 
 
 def test_a_template_with_jinja_gets_no_roles(tmp_path: Path) -> None:
-    from hotfolder.stages import render
+    from hotfolder.templates import load
 
     workflow = plain_export({str(i): str(i) for i in range(3, 10)})
     workflow["6"]["inputs"]["text"] = "{{ subject }} in the snow"
     (tmp_path / "jinja.json").write_text(json.dumps(workflow))
-    assert render.load_template(tmp_path, "jinja").roles == {}
+    assert load.load_template(tmp_path, "jinja").roles == {}

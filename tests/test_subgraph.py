@@ -1,4 +1,4 @@
-"""hotfolder.subgraph: UI workflows with subgraphs flattened as the frontend queues them, then converted.
+"""hotfolder.templates.subgraph: UI workflows with subgraphs flattened as the frontend queues them, then converted.
 
 Small hand-written workflows check each rule (ids, promoted values, muted and bypassed nodes, the -10 and
 -20 boundaries); the official templates package checks that every real subgraph workflow flattens.
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from hotfolder.convert import convert_ui_workflow, is_ui_workflow, ui_to_api
 from hotfolder.errors import TemplateError
-from hotfolder.subgraph import SubgraphError, flatten_subgraphs, has_subgraphs
+from hotfolder.templates.convert import convert_ui_workflow, is_ui_workflow, ui_to_api
+from hotfolder.templates.subgraph import SubgraphError, flatten_subgraphs, has_subgraphs
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE: dict[str, Any] = json.loads(
@@ -349,7 +349,7 @@ def test_every_official_subgraph_workflow_flattens_and_most_then_convert() -> No
     """214 of the 644 official UI workflows contain subgraphs; all flatten, none is then refused for a
     subgraph, and at least 100 convert against the 2026 catalogue (the rest need node classes or
     DynamicCombo handling the catalogue or converter lack; bench/subgraphs.py prints the table)."""
-    from hotfolder.convert import ConversionError
+    from hotfolder.templates.convert import ConversionError
 
     workflows = [(name, ui) for name, ui in _official() if has_subgraphs(ui)]
     assert len(workflows) >= 200

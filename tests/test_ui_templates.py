@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from hotfolder import daemon
+from hotfolder.comfy import object_info
 from hotfolder.errors import TemplateError
-from hotfolder.stages import prepare, render
+from hotfolder.templates import load, prepare
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png
 from tests.conftest import make_settings, run_cli, wait_until
@@ -87,10 +88,10 @@ def test_the_real_ui_fixtures_convert_and_validate_in_the_daemon_path(project: P
     comfy.set_models("checkpoints", ["tiny_sd15_random.safetensors", "sd_xl_base_1.0.safetensors",
                                      "sd_xl_refiner_1.0.safetensors"])
     settings = make_settings(project, comfy.url)
-    source = prepare.FirstServer(settings)
+    source = object_info.FirstServer(settings)
     for name in ("txt2img_features", "sdxl_simple_example"):
         (project / "templates" / f"{name}.json").write_bytes((FIXTURES / f"{name}.json").read_bytes())
-        template = render.load_template(project / "templates", name, object_info=source)
+        template = load.load_template(project / "templates", name, object_info=source)
         assert template.source_format == "ui"
         rendered = prepare.render_file_jobs(settings, _scenario(project, name), object_info=source)[0]
         problems = [p for p in validate_errors(rendered.workflow, source)]
@@ -103,12 +104,12 @@ def _scenario(project: Path, template: str) -> Path:
     return path
 
 
-def validate_errors(workflow: dict[str, Any], source: prepare.FirstServer) -> list:
-    from hotfolder import validate
+def validate_errors(workflow: dict[str, Any], source: object_info.FirstServer) -> list:
+    from hotfolder.templates import problems, validate
 
     found = source()
     assert found is not None
-    return [p for p in validate.validate_workflow(workflow, found[0]) if p.severity == validate.ERROR]
+    return [p for p in validate.validate_workflow(workflow, found[0]) if p.severity == problems.ERROR]
 
 
 def test_render_converts_with_a_reachable_server_and_explains_without_one(ui_project: Path, comfy: ComfyTestServer) -> None:
@@ -123,7 +124,7 @@ def test_render_converts_with_a_reachable_server_and_explains_without_one(ui_pro
     assert "is a ComfyUI UI workflow" in offline.stderr and "no server answered" in offline.stderr
     assert "Export (API)" in offline.stderr
     with pytest.raises(TemplateError, match="UI workflow"):
-        render.load_template(project / "templates", "ui_invert")  # no object_info given at all
+        load.load_template(project / "templates", "ui_invert")  # no object_info given at all
 
 
 def test_a_ui_template_waits_for_a_server_instead_of_failing(ui_project: Path) -> None:

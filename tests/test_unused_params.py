@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from hotfolder import daemon
 from hotfolder.errors import ScenarioError, TemplateError
 from hotfolder.spec import JobSpec
-from hotfolder.stages import parse, render
+from hotfolder.stages import parse
+from hotfolder.templates import load, render
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import EXAMPLES, make_settings
 
@@ -51,7 +52,7 @@ def templates(project: Path) -> Path:
 
 def render_params(templates: Path, name: str, params: dict[str, Any], *, allow: list[str] | None = None,
                   source: str = "s.yaml") -> tuple[dict[str, Any], dict[str, Any]]:
-    template = render.load_template(templates, name)
+    template = load.load_template(templates, name)
     spec = JobSpec(index=1, name="j", source=Path(source), template=name, params=params,
                    options={"allow_unused": allow} if allow is not None else {})
     return render.render_workflow(template, spec)
@@ -179,7 +180,7 @@ def test_generated_params_fail_exactly_when_an_unknown_key_is_not_opted_out(
     name, params, allowed = job
     document = {"template": name, "params": params, **({"allow_unused": allowed} if allowed else {})}
     (spec,) = parse.parse_scenario(Path("gen.json"), json.dumps(document).encode())
-    template = render.load_template(generated_dir, name)
+    template = load.load_template(generated_dir, name)
     missing = [key for key in params if key not in KNOWN[name] and key not in allowed]
     if not missing:
         workflow, resolved = render.render_workflow(template, spec)

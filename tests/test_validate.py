@@ -10,20 +10,14 @@ from typing import Any
 
 import pytest
 
+from hotfolder.comfy.object_info import ObjectInfoCache, StopAfterNone
 from hotfolder.errors import TemplateError
 from hotfolder.spec import JobSpec
-from hotfolder.stages import render
-from hotfolder.validate import (
-    ObjectInfoCache,
-    Problem,
-    ValidationError,
-    combo_options,
-    models_in,
-    models_used,
-    scenario_fields,
-    types_match,
-    validate_workflow,
-)
+from hotfolder.templates import load, render
+from hotfolder.templates.nodes import combo_options, models_in, models_used, types_match
+from hotfolder.templates.params import scenario_fields
+from hotfolder.templates.problems import Problem, ValidationError
+from hotfolder.templates.validate import validate_with_refresh, validate_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -39,7 +33,7 @@ def rendered(
     name: str, params: dict[str, Any] | None = None, set_: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Render a shipped template for one job; return the workflow and its scenario field map."""
-    template = render.load_template(TEMPLATES, name)
+    template = load.load_template(TEMPLATES, name)
     spec = job(params, set_)
     workflow, _ = render.render_workflow(template, spec)
     return workflow, scenario_fields(template, spec, workflow)
@@ -526,19 +520,33 @@ def test_concurrent_callers_share_one_fetch() -> None:
     assert len(calls) == 1 and len(results) == 8 and all(r is results[0] for r in results)
 
 
-def test_cache_validate_rechecks_with_fresh_data_when_a_model_might_be_new() -> None:
+def test_validate_with_refresh_rechecks_with_fresh_data_when_a_model_might_be_new() -> None:
     old = copy.deepcopy(OBJECT_INFO)
     old["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = []
     server, clock = FakeServer(old), Clock()
     cache = ObjectInfoCache(server, max_age=600, min_refresh_interval=5, clock=clock)
     workflow = txt2img()
-    assert kinds(cache.validate(workflow)) == [("not_in_list", "4", "ckpt_name")]  # copy too new to refresh
+    assert kinds(validate_with_refresh(cache, workflow)) == [("not_in_list", "4", "ckpt_name")]  # copy too new to refresh
     assert server.calls == 1
     server.info = OBJECT_INFO  # the model was added on the server
     clock.now += 5
-    assert cache.validate(workflow) == []
+    assert validate_with_refresh(cache, workflow) == []
     assert server.calls == 2 and cache.version == 2
     # a problem a refresh cannot fix does not refetch
     clock.now += 5
     workflow["3"]["inputs"]["steps"] = "many"
-    assert kinds(cache.validate(workflow)) == [("invalid_value", "3", "steps")] and server.calls == 2
+    assert kinds(validate_with_refresh(cache, workflow)) == [("invalid_value", "3", "steps")] and server.calls == 2
+
+
+def test_stop_after_none_asks_until_the_first_none_and_keeps_nothing() -> None:
+    answers = iter([({"A": {}}, 1), ({"B": {}}, 2), None, ({"C": {}}, 3)])
+    asked: list[int] = []
+
+    def source() -> Any:
+        asked.append(1)
+        return next(answers)
+
+    once = StopAfterNone(source)
+    assert [once(), once()] == [({"A": {}}, 1), ({"B": {}}, 2)]  # not a cache: each call asks again
+    assert once() is None and once() is None  # after the first None, no more waits on that server
+    assert len(asked) == 3

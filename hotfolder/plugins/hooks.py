@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from hotfolder import fsguard
 from hotfolder.errors import HotfolderError, PluginError, filesystem_error
 from hotfolder.plugins.loader import DISABLE_ENV, PluginManager, error_location, get_plugin_manager, short_repr
 from hotfolder.plugins.postprocess import Postprocessor, parse_postprocess
+from hotfolder.templates.convert import Conversion
 
 if TYPE_CHECKING:
     import jinja2
@@ -192,6 +193,21 @@ class Hooks:
     def prepare_template_context(self, *, context: dict[str, Any], spec: JobSpec) -> None:
         """Let plugins change one job's template variables in place."""
         self._call("prepare_template_context", context=context, spec=spec)
+
+    def parse_workflow(self, *, data: Any, name: str,
+                       object_info: Callable[[], Mapping[str, Any]]) -> Conversion | None:
+        """The API workflow the first plugin that reads a (non-API) template's format makes of it, or ``None``."""
+        found = self._call("parse_workflow", data=data, name=name, object_info=object_info)
+        if found is None or isinstance(found, Conversion):
+            return found
+        if isinstance(found, dict):
+            return Conversion(workflow=found, source_format="plugin")
+        raise PluginError(
+            f"A parse_workflow plugin returned {type(found).__name__} for template {name!r}, not an API "
+            "workflow (a dict) or a Conversion.",
+            hint=self._impls_hint("parse_workflow"),
+            where={"template": name, "hook": "parse_workflow"},
+        )
 
     # -- inject ----------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ ENTRY_POINT_GROUP = "hotfolder"
 #: Built-in plugins, registered like third-party ones (``hotfolder plugins --all`` lists them).
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "hotfolder.default_plugins.scenario_formats",
+    "hotfolder.default_plugins.ui_workflows",
 )
 LOAD_ENV = "HOTFOLDER_LOAD_PLUGINS"
 DISABLE_ENV = "HOTFOLDER_DISABLE_PLUGINS"

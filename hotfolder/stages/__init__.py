@@ -6,8 +6,10 @@ workers); this list follows it, and each module's docstring opens with its numbe
 1. intake (``hotfolder/watch.py``, outside this package: a long-lived watcher, not a per-file step)
 2. ``claim``: take a complete inbox file by one atomic rename into its own job folder
 3. ``parse``: turn the claimed scenario file into ``JobSpec`` objects (``parse_scenario``)
-4. ``render``: fill a workflow template for one job (``load_template``, ``render_workflow``)
-5. ``inject``: set node inputs by ``<node>.<input>`` address (``set_input``, ``apply_overrides``)
+4. render (``hotfolder.templates``, outside this package): fill a workflow template for one job
+   (``load.load_template``, ``render.render_workflow``, ``prepare.render_job``)
+5. inject (``hotfolder.templates.inject``): set node inputs by ``<node>.<input>`` address (``set_input``,
+   ``apply_overrides``), done while rendering
 6. ``submit``: POST the workflow under hotfolder's own prompt_id
 7. ``track``: follow the prompt until ComfyUI has finished and recorded it
 8. ``download``: stream the outputs into staging

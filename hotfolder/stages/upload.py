@@ -43,7 +43,7 @@ from hotfolder.errors import AddressError, ScenarioError
 from hotfolder.fsguard import at_path
 from hotfolder.paths import NotRegular, fd_path, open_regular, write_all
 from hotfolder.record import COPY_PREFIX
-from hotfolder.stages import inject
+from hotfolder.templates import inject
 
 #: The subfolder of ComfyUI's input folder that uploads go to.
 UPLOAD_SUBFOLDER = "hotfolder"

@@ -65,6 +65,15 @@ def prepare_template_context(context: dict[str, Any], spec: Any) -> None:
 
 
 @hookimpl
+def parse_workflow(data: Any, name: str, object_info: Any) -> dict[str, Any] | None:
+    """A ``{"all_hooks": [[class_type, inputs], ...]}`` template: node ids are the positions from 1."""
+    CALLS.append(("parse_workflow", name))
+    if not (isinstance(data, dict) and isinstance(data.get("all_hooks"), list)):
+        return None
+    return {str(i): {"class_type": c, "inputs": inputs} for i, (c, inputs) in enumerate(data["all_hooks"], start=1)}
+
+
+@hookimpl
 def prepare_workflow(workflow: dict[str, Any], spec: Any, template: Any) -> None:
     CALLS.append(("prepare_workflow", (spec.name, template.name)))
     for node in workflow.values():

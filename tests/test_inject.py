@@ -1,4 +1,4 @@
-"""Tests for stage 5, inject: hotfolder.stages.inject."""
+"""Tests for setting node inputs by address: hotfolder.templates.inject."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hotfolder.errors import AddressError, TemplateError
-from hotfolder.stages import inject
+from hotfolder.templates import inject
 
 WORKFLOW: dict[str, Any] = {
     "3": {

@@ -4,7 +4,7 @@ A UI workflow saved by a 2025-2026 frontend may keep reusable pieces in ``defini
 whose ``type`` is a definition's ``id`` is an *instance* of it. Inside a definition, links from node
 ``-10`` come from the instance's inputs and links into node ``-20`` go to its outputs.
 :func:`flatten_subgraphs` returns an equivalent UI workflow without subgraphs, which
-:mod:`hotfolder.convert` can turn into API format:
+:mod:`hotfolder.templates.convert` can turn into API format:
 
 * every node inside an instance gets the id ``"<instance>:<inner>"`` (nested: ``"a:b:c"``), the
   frontend's execution id (``ExecutableNodeDTO.id``);

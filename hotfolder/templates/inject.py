@@ -1,4 +1,4 @@
-"""Stage 5 of 10: inject. Set node inputs in an API-format workflow, addressed as ``<node>.<input>``.
+"""Setting node inputs in an API-format workflow, addressed as ``<node>.<input>`` (the inject step of rendering).
 
 An address names one input of one node. It is split at its **last** dot, so titles may contain dots
 (``"SD v1.5 Loader.ckpt_name"`` is node ``"SD v1.5 Loader"``, input ``"ckpt_name"``). The node part is

@@ -38,12 +38,12 @@ values that do not fit the server's inputs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hotfolder.errors import TemplateError
-from hotfolder.validate import WIDGET_TYPES, combo_choices, declared_inputs, input_spec
+from hotfolder.templates.nodes import WIDGET_TYPES, combo_choices, declared_inputs, input_spec
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ __all__ = [
     "CONTROL_VALUES",
     "Conversion",
     "ConversionError",
+    "convert_if_ui",
     "convert_ui_workflow",
     "is_ui_workflow",
     "ui_to_api",
@@ -86,9 +87,9 @@ class ConversionError(TemplateError):
 
 @dataclass
 class Conversion:
-    """The result of :func:`convert_ui_workflow`.
+    """The result of :func:`convert_ui_workflow` (and of a ``parse_workflow`` plugin).
 
-    ``workflow`` is the API workflow. ``warnings`` are things the user may want to know (values
+    ``workflow`` is the API workflow; ``source_format`` what the template was (``"ui"``). ``warnings`` are things the user may want to know (values
     defaulted or ignored, inputs left unconnected by a bypass). ``controls`` maps
     ``"<node_id>.<input>"`` to its control_after_generate mode where that is not ``"fixed"``
     (``"randomize"``: the UI would draw a new seed per run; the saved value is used here).
@@ -100,11 +101,20 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)
     controls: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
+    source_format: str = "ui"
 
 
 def is_ui_workflow(data: Any) -> bool:
     """Whether ``data`` is a ComfyUI UI workflow (``nodes`` list and ``links``) rather than API format."""
     return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def convert_if_ui(data: Any, name: str, object_info: Callable[[], Mapping[str, Any]]) -> Conversion | None:
+    """:func:`convert_ui_workflow` for a UI workflow, calling ``object_info()`` for the server's catalogue;
+    ``None`` for anything else. The built-in ``parse_workflow`` (:mod:`hotfolder.default_plugins.ui_workflows`)."""
+    if not is_ui_workflow(data):
+        return None
+    return convert_ui_workflow(data, object_info(), name=name)
 
 
 def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any], *, name: str = "workflow") -> dict[str, Any]:

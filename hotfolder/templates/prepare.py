@@ -1,24 +1,24 @@
-"""Preparing a job without a daemon and before routing: render a scenario's jobs (stages render + inject),
-describe the template a job used, and read ``/object_info`` from the first server that answers (for
-``hotfolder render`` and ``check``)."""
+"""Preparing a job before routing, with or without a daemon: render a scenario's jobs (template, params,
+node inputs and input files; for the daemon and for ``hotfolder render`` and ``check``) and describe the
+template a job used."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotfolder import budgets, plugins, validate
-from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.config import ServerConfig, Settings
-from hotfolder.errors import HotfolderError, ScenarioError, TemplateError
+from hotfolder import budgets, plugins
+from hotfolder.config import Settings
+from hotfolder.errors import ScenarioError, TemplateError
 from hotfolder.paths import open_regular
 from hotfolder.record import FileRecord
 from hotfolder.spec import JobSpec
-from hotfolder.stages import parse, render, upload
+from hotfolder.stages import parse, upload
+from hotfolder.templates import load, render
+from hotfolder.templates.params import scenario_fields
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Rendered:
     spec: JobSpec
     workflow: dict[str, Any]
     params: dict[str, Any]
-    template: render.Template
+    template: load.Template
     inputs: list[upload.InputFile]
     fields: dict[str, str]
 
@@ -44,20 +44,20 @@ def input_roots(settings: Settings) -> list[Path]:
     return [settings.inbox] + ([settings.inputs_root] if settings.inputs_root is not None else [])
 
 
-def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Template],
+def render_job(settings: Settings, spec: JobSpec, templates: dict[str, load.Template],
                hooks: plugins.Hooks | None = None, *, base: Path | None = None,
-               object_info: render.ObjectInfoSource | None = None,
-               cache: render.TemplateCache | None = None, copy_dir: Path | None = None,
+               object_info: load.ObjectInfoSource | None = None,
+               cache: load.TemplateCache | None = None, copy_dir: Path | None = None,
                read_inputs: dict[tuple[int, ...], Any] | None = None,
                cancel: threading.Event | None = None) -> Rendered:
-    """Render one job's workflow (stages render + inject); ``templates`` caches loaded templates by name.
+    """Render one job's workflow (template, node inputs); ``templates`` caches loaded templates by name.
 
     With ``hooks``, plugins take part and the job's choice of post-processors is checked now, before
     anything is submitted. ``inputs:`` paths are relative to ``base`` (default: the inbox); each file
     is found, checked and hashed, and its node input set to the name it will have on the server; with
     ``copy_dir`` (the job folder) a private copy is taken to upload from (``read_inputs``: what the
     file's earlier jobs read, see :func:`hotfolder.stages.upload.resolve_inputs`).
-    ``object_info`` converts a UI-format template (:func:`hotfolder.stages.render.load_template`);
+    ``object_info`` converts a UI-format template (:func:`hotfolder.templates.load.load_template`);
     ``cache`` keeps templates loaded across files while they are unchanged. The template renders under
     the settings' render budget (``cancel`` set: it gives up with :class:`hotfolder.budgets.RenderCancelled`)."""
     name = spec.template or settings.default_template
@@ -75,13 +75,13 @@ def render_job(settings: Settings, spec: JobSpec, templates: dict[str, render.Te
         if cache is not None:
             templates[name] = cache.get(settings.templates, name, hooks=hooks, object_info=object_info)
         else:
-            templates[name] = render.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
+            templates[name] = load.load_template(settings.templates, name, hooks=hooks, object_info=object_info)
     template = templates[name]
     budget = budgets.RenderBudget(budgets.Limits.from_settings(settings), cancel=cancel)
     workflow, params = render.render_workflow(template, spec, hooks=hooks, budget=budget)
     upload.inject_inputs(workflow, inputs, where={**where, "template": template.name})
     return Rendered(spec=spec, workflow=workflow, params=params, template=template, inputs=inputs,
-                    fields=validate.scenario_fields(template, spec, workflow))
+                    fields=scenario_fields(template, spec, workflow))
 
 
 def template_record(rendered: Rendered) -> dict[str, Any]:
@@ -107,13 +107,13 @@ def chosen_postprocess(settings: Settings, spec: dict[str, Any]) -> Any:
 
 
 def render_file(settings: Settings, path: Path, hooks: plugins.Hooks | None = None,
-                object_info: render.ObjectInfoSource | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
+                object_info: load.ObjectInfoSource | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
     """What ``hotfolder render`` prints: each job of ``path`` with the workflow it would submit."""
     return [(job.spec, job.workflow) for job in render_file_jobs(settings, path, hooks, object_info=object_info)]
 
 
 def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None = None, *,
-                     object_info: render.ObjectInfoSource | None = None) -> list[Rendered]:
+                     object_info: load.ObjectInfoSource | None = None) -> list[Rendered]:
     """Every job of scenario ``path``, rendered as the daemon would before routing (input files under
     the names they will get on the server; nothing is uploaded)."""
     # Like the daemon's intake: opened without following a link or blocking (a FIFO, a device), regular
@@ -135,65 +135,8 @@ def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None
         os.close(fd)
     specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks,
                                  limits=budgets.Limits.from_settings(settings))
-    templates: dict[str, render.Template] = {}
+    templates: dict[str, load.Template] = {}
     base = path.absolute().parent
     read_inputs: dict[tuple[int, ...], Any] = {}  # each input file read once for all the file's jobs
     return [render_job(settings, spec, templates, hooks, base=base, object_info=object_info, read_inputs=read_inputs)
             for spec in specs]
-
-
-class FirstServer:
-    """The ``/object_info`` of the first configured server that answers, read once on first use (for
-    ``hotfolder render`` and ``check``, which have no daemon). Call it for ``(object_info, key)`` or None;
-    afterwards :attr:`url` is the server that answered and :attr:`errors` why the others did not."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.url: str | None = None
-        self.info: Mapping[str, Any] | None = None
-        self.errors: list[str] = []
-        self._tried = False
-        self._lock = threading.Lock()
-
-    def __call__(self) -> tuple[Mapping[str, Any], Hashable] | None:
-        with self._lock:
-            if not self._tried:
-                self._tried = True
-                for server in self.settings.servers:
-                    try:
-                        self.info = fetch_object_info(self.settings, server)
-                    except HotfolderError as err:
-                        self.errors.append(err.message)
-                        continue
-                    self.url = server.display_url
-                    break
-            return None if self.info is None else (self.info, (self.url, 1))
-
-
-def fetch_object_info(settings: Settings, server: ServerConfig) -> dict[str, Any]:
-    """``GET /object_info`` from one server, with the configured credentials and timeouts."""
-    http = ComfyHTTP(server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
-                     connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
-                     max_response_size=settings.max_response_size)
-    try:
-        return http.object_info()
-    finally:
-        http.close()
-
-
-class _Memo:
-    """Calls ``fn`` until it gives None once, then gives None without calling (one unreachable-server
-    wait per scenario file, not one per job)."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-        self.failed = False
-
-    def __call__(self) -> Any:
-        if self.failed:
-            return None
-        result = self.fn()
-        self.failed = result is None
-        return result
-
-

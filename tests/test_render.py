@@ -1,4 +1,4 @@
-"""Tests for stage 4, render: hotfolder.stages.render."""
+"""Tests for loading and rendering templates: hotfolder.templates.load, sidecar and render."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 
 from hotfolder.errors import AddressError, TemplateError
 from hotfolder.spec import JobSpec
-from hotfolder.stages import render
+from hotfolder.templates import load, render
+from hotfolder.templates.cache import compiler_for, make_environment
+from hotfolder.templates.sidecar import MISSING, ParamSpec
 
 TXT2IMG: dict[str, Any] = {
     "3": {
@@ -94,7 +96,7 @@ def templates(tmp_path: Path) -> Path:
 def render_one(
     templates: Path, name: str, params: dict[str, Any] | None = None, **kwargs: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    return render.render_workflow(render.load_template(templates, name), job(params, **kwargs))
+    return render.render_workflow(load.load_template(templates, name), job(params, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def render_one(
 
 @pytest.mark.parametrize("name", ["txt2img", "txt2img.json", " txt2img "])
 def test_load_template_finds_json_by_name_with_or_without_extension(templates: Path, name: str) -> None:
-    template = render.load_template(templates, name)
+    template = load.load_template(templates, name)
     assert (template.name, template.kind, template.path) == ("txt2img", "json", templates / "txt2img.json")
     assert template.sha256 == hashlib.sha256((templates / "txt2img.json").read_bytes()).hexdigest()
     assert template.text == (templates / "txt2img.json").read_text()
@@ -112,19 +114,19 @@ def test_load_template_finds_json_by_name_with_or_without_extension(templates: P
 
 @pytest.mark.parametrize("name", ["loop", "loop.json.j2"])
 def test_load_template_finds_whole_file_jinja(templates: Path, name: str) -> None:
-    template = render.load_template(templates, name)
+    template = load.load_template(templates, name)
     assert (template.name, template.kind, template.path.name) == ("loop", "jinja", "loop.json.j2")
 
 
 def test_load_template_prefers_json_over_json_j2(templates: Path) -> None:
     write(templates, "txt2img.json.j2", LOOP_J2)
-    assert render.load_template(templates, "txt2img").kind == "json"
-    assert render.load_template(templates, "txt2img.json.j2").kind == "jinja"
+    assert load.load_template(templates, "txt2img").kind == "json"
+    assert load.load_template(templates, "txt2img.json.j2").kind == "jinja"
 
 
 def test_load_template_with_explicit_extension_looks_only_for_that_file(templates: Path) -> None:
     with pytest.raises(TemplateError):
-        render.load_template(templates, "loop.json")
+        load.load_template(templates, "loop.json")
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,7 @@ def test_load_template_with_explicit_extension_looks_only_for_that_file(template
 def test_load_template_refuses_names_that_could_leave_the_folder(templates: Path, name: str) -> None:
     write(templates.parent, "secret.json", PLAIN)
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, name)
+        load.load_template(templates, name)
     assert info.value.hint
 
 
@@ -141,28 +143,28 @@ def test_load_template_not_found_lists_the_available_templates(templates: Path) 
     write(templates, "notes.txt", "not a template")
     write(templates, ".hidden.json", PLAIN)
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "txt2im")
+        load.load_template(templates, "txt2im")
     err = info.value
     assert "'txt2im'" in err.message and "not found" in err.message
     assert err.hint == "Available templates: 'loop', 'plain', 'txt2img'."
     assert err.where == {"template": "txt2im"}
-    assert render.available_templates(templates) == ["loop", "plain", "txt2img"]
+    assert load.available_templates(templates) == ["loop", "plain", "txt2img"]
 
 
 def test_load_template_in_an_empty_or_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(TemplateError) as info:
-        render.load_template(tmp_path / "empty", "x")
+        load.load_template(tmp_path / "empty", "x")
     assert "no *.json" in (info.value.hint or "")
     with pytest.raises(TemplateError) as info:
-        render.load_template(tmp_path / "missing", "x")
+        load.load_template(tmp_path / "missing", "x")
     assert "does not exist" in (info.value.hint or "")
 
 
 def test_load_template_malformed_json_reports_line_and_column(templates: Path) -> None:
     write(templates, "bad.json", '{\n  "3": {"class_type": "KSampler", "inputs": {}},\n}\n')
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "bad")
+        load.load_template(templates, "bad")
     err = info.value
     assert (err.where["line"], err.where["column"]) == (3, 1)
     assert "'bad'" in err.message and "line 3, column 1" in err.message
@@ -179,7 +181,7 @@ def test_load_template_refuses_a_ui_format_workflow_with_export_directions(templ
     }
     write(templates, "ui.json", ui)
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "ui")
+        load.load_template(templates, "ui")
     err = info.value
     assert err.message == "Template 'ui' is a ComfyUI UI workflow, not API format"
     assert "Save (API Format)" in (err.hint or "") and "Export (API)" in (err.hint or "")
@@ -201,7 +203,7 @@ def test_load_template_refuses_non_api_nodes_naming_the_first_bad_node(
 ) -> None:
     write(templates, "bad.json", content)
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "bad")
+        load.load_template(templates, "bad")
     assert info.value.where["node"] == node
     assert f"node {node!r}" in info.value.message and problem in info.value.message
 
@@ -210,13 +212,13 @@ def test_load_template_refuses_non_api_nodes_naming_the_first_bad_node(
 def test_load_template_refuses_a_top_level_that_is_not_a_workflow(templates: Path, content: str) -> None:
     write(templates, "bad.json", content)
     with pytest.raises(TemplateError):
-        render.load_template(templates, "bad")
+        load.load_template(templates, "bad")
 
 
 def test_load_template_reports_a_jinja_syntax_error_in_a_json_string(templates: Path) -> None:
     write(templates, "bad.json", {"3": {"class_type": "KSampler", "inputs": {"seed": "{{ seed + }}"}}})
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "bad")
+        load.load_template(templates, "bad")
     err = info.value
     assert (err.where["node"], err.where["input"], err.where["template"]) == ("3", "seed", "bad")
     assert "syntax error" in err.message
@@ -225,7 +227,7 @@ def test_load_template_reports_a_jinja_syntax_error_in_a_json_string(templates: 
 def test_load_template_reports_a_jinja_syntax_error_in_a_j2_file_with_its_line(templates: Path) -> None:
     write(templates, "bad.json.j2", '{\n  "1": {"class_type": "X", "inputs": {}},\n  {% for x in %}\n}\n')
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "bad")
+        load.load_template(templates, "bad")
     assert info.value.where["line"] == 3
     assert "'bad'" in info.value.message and "line 3" in info.value.message
 
@@ -233,7 +235,7 @@ def test_load_template_reports_a_jinja_syntax_error_in_a_j2_file_with_its_line(t
 def test_load_template_refuses_invalid_utf8(templates: Path) -> None:
     write(templates, "bad.json", b'{"3": {"class_type": "K\xff", "inputs": {}}}')
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "bad")
+        load.load_template(templates, "bad")
     assert "UTF-8" in info.value.message
 
 
@@ -318,7 +320,7 @@ def test_render_workflow_renders_strings_in_lists_and_meta(templates: Path) -> N
 
 
 def test_render_workflow_returns_a_new_dict_each_time(templates: Path) -> None:
-    template = render.load_template(templates, "txt2img")
+    template = load.load_template(templates, "txt2img")
     first, _ = render.render_workflow(template, job({"seed": 1, "steps": 2, "prompt": "a"}))
     first["3"]["inputs"]["model"].append("mutated")
     first["4"]["inputs"]["ckpt_name"] = "mutated"
@@ -541,21 +543,21 @@ def sidecar(templates: Path) -> Path:
 
 
 def test_load_template_reads_the_sidecar(templates: Path, sidecar: Path) -> None:
-    template = render.load_template(templates, "plain")
+    template = load.load_template(templates, "plain")
     side = template.sidecar
     assert side is not None
     assert side.path == sidecar
     assert side.sha256 == hashlib.sha256(sidecar.read_bytes()).hexdigest()
     assert template.sha256 == hashlib.sha256((templates / "plain.json").read_bytes()).hexdigest()
     assert side.description == "Classic SD1.5 text to image"
-    assert side.params["prompt"] == render.ParamSpec(
+    assert side.params["prompt"] == ParamSpec(
         "prompt", "a red fox", "string", ["Positive.text"], "positive prompt"
     )
     assert side.params["seed"].default == "random"
-    assert side.params["cfg"].default is render.MISSING
+    assert side.params["cfg"].default is MISSING
     assert side.params["size"].inputs == ["5.width", "EmptyLatentImage.height"]
-    assert side.params["negative"] == render.ParamSpec("negative", render.MISSING, "any", ["Negative.text"], "")
-    assert repr(render.MISSING) == "MISSING"
+    assert side.params["negative"] == ParamSpec("negative", MISSING, "any", ["Negative.text"], "")
+    assert repr(MISSING) == "MISSING"
 
 
 def test_render_workflow_fills_a_plain_workflow_through_the_sidecar(templates: Path, sidecar: Path) -> None:
@@ -579,7 +581,7 @@ def test_render_workflow_fills_a_plain_workflow_through_the_sidecar(templates: P
 
 
 def test_render_workflow_draws_a_new_seed_per_job_for_a_random_default(templates: Path, sidecar: Path) -> None:
-    template = render.load_template(templates, "plain")
+    template = load.load_template(templates, "plain")
     seeds = {render.render_workflow(template, job())[1]["seed"] for _ in range(5)}
     assert len(seeds) == 5
 
@@ -705,7 +707,7 @@ def test_render_workflow_bad_set_address_lists_candidates(templates: Path) -> No
 def test_load_template_refuses_a_bad_sidecar(templates: Path, text: str, needle: str) -> None:
     write(templates, "plain.toml", text)
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "plain")
+        load.load_template(templates, "plain")
     assert needle in info.value.message
     assert "'plain.toml'" in info.value.message
     assert info.value.where["template"] == "plain"
@@ -714,14 +716,14 @@ def test_load_template_refuses_a_bad_sidecar(templates: Path, text: str, needle:
 def test_load_template_short_form_without_a_dot_hints_at_defaults(templates: Path) -> None:
     write(templates, "plain.toml", "[params]\nprompt = 'a red fox'\n")
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "plain")
+        load.load_template(templates, "plain")
     assert "[params.prompt]" in (info.value.hint or "")
 
 
 def test_load_template_invalid_sidecar_toml_reports_the_line(templates: Path) -> None:
     write(templates, "plain.toml", 'description = "x"\n[params.seed]\ndefault = \n')
     with pytest.raises(TemplateError) as info:
-        render.load_template(templates, "plain")
+        load.load_template(templates, "plain")
     assert info.value.where["line"] == 3
     assert "line 3" in info.value.message
 
@@ -731,11 +733,11 @@ def test_load_template_invalid_sidecar_toml_reports_the_line(templates: Path) ->
 
 
 def test_make_environment_is_sandboxed_and_strict() -> None:
-    env = render.make_environment()
+    env = make_environment()
     assert isinstance(env, jinja2.sandbox.SandboxedEnvironment)
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ x }}").render()
-    assert render.make_environment(json_output=True).from_string("{{ x }}").render(x='a"b') == '"a\\"b"'
+    assert make_environment(json_output=True).from_string("{{ x }}").render(x='a"b') == '"a\\"b"'
 
 
 def test_render_workflow_refuses_params_the_template_never_uses(templates: Path) -> None:
@@ -755,7 +757,7 @@ def test_render_workflow_error_to_dict_has_the_render_stage(templates: Path) -> 
 
 def test_template_cache_reuses_an_unchanged_template_and_reloads_every_kind_of_edit(tmp_path: Path) -> None:
     import os
-    cache = render.TemplateCache()
+    cache = load.TemplateCache()
     wf = tmp_path / "t.json"
     wf.write_text(json.dumps(TXT2IMG))
     first = cache.get(tmp_path, "t")
@@ -782,3 +784,15 @@ def test_template_cache_reuses_an_unchanged_template_and_reloads_every_kind_of_e
         cache.get(tmp_path, "t")  # a deleted template is not served from memory
     with pytest.raises(TemplateError, match="plain file name"):
         cache.get(tmp_path, "../t")
+
+
+def test_loading_and_rendering_share_one_compile_cache(templates: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = compiler_for(None).env(json_output=False)
+    compiled: list[str] = []
+    real = env.compile_expression
+    monkeypatch.setattr(env, "compile_expression", lambda source, **kw: compiled.append(source) or real(source, **kw))
+    write(templates, "once.json", json.dumps({"1": {"class_type": "X", "inputs": {"n": "{{ n * 7919 }}"}}}))
+    template = load.load_template(templates, "once")
+    for n in range(3):
+        assert render.render_workflow(template, job({"n": n}))[0]["1"]["inputs"]["n"] == n * 7919
+    assert compiled == ["n * 7919"]  # compiled when the template was loaded, never again
