@@ -3,7 +3,7 @@
 :func:`probe` reads them from the file's header and container structure, never decoding a frame:
 PNG IHDR (APNG acTL/fcTL), JPEG SOF, GIF screen descriptor and blocks, WebP VP8/VP8L/VP8X (ANIM/ANMF),
 ISO BMFF boxes (MP4, MOV, M4A, AVIF: mvhd, tkhd, mdhd, hdlr, stts, stsz, ispe), EBML (WebM, Matroska:
-Info and Tracks), WAV fmt/data, FLAC STREAMINFO, BMP. The server's ``metadata`` for the output entry
+Info and Tracks), WAV fmt/data, FLAC STREAMINFO, BMP; Ogg (Opus) and MP3 by format only. The server's ``metadata`` for the output entry
 (ComfyUI 0.4x: ``kind``, ``width``, ``height``, ``duration``, ``fps``, ``frame_count``) wins where it
 gives a sane value; the header fills the rest, and says whether a GIF, WebP or PNG is animated.
 
@@ -139,7 +139,7 @@ def _parse(src: _Source, f: MediaFacts) -> None:
     elif head.startswith(b"fLaC"):
         _flac(src, f)
     elif head.startswith(b"OggS"):
-        f.kind, f.format = "audio", "ogg"
+        f.kind, f.format = "audio", "opus" if src.peek(28, 8) == b"OpusHead" else "ogg"
     elif head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
         f.kind, f.format = "audio", "mp3"
     elif head.startswith(b"BM") and len(head) >= 2:
