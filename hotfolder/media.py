@@ -3,9 +3,10 @@
 :func:`probe` reads them from the file's header and container structure, never decoding a frame:
 PNG IHDR (APNG acTL/fcTL), JPEG SOF, GIF screen descriptor and blocks, WebP VP8/VP8L/VP8X (ANIM/ANMF),
 ISO BMFF boxes (MP4, MOV, M4A, AVIF: mvhd, tkhd, mdhd, hdlr, stts, stsz, ispe), EBML (WebM, Matroska:
-Info and Tracks), WAV fmt/data, FLAC STREAMINFO, BMP; Ogg (Opus) and MP3 by format only. The server's ``metadata`` for the output entry
-(ComfyUI 0.4x: ``kind``, ``width``, ``height``, ``duration``, ``fps``, ``frame_count``) wins where it
-gives a sane value; the header fills the rest, and says whether a GIF, WebP or PNG is animated.
+Info and Tracks), WAV fmt/data, FLAC STREAMINFO, BMP; Ogg (Opus) and MP3 by format only. The
+server's ``metadata`` for the output entry (ComfyUI 0.4x: ``kind``, ``width``, ``height``, ``duration``,
+``fps``, ``frame_count``) wins where it gives a sane value; the header fills the rest, and says whether
+a GIF, WebP or PNG is animated.
 
 The walkers are written here because no small, kept, pure-Python library reads these facts:
 pymediainfo needs libmediainfo, PyAV needs FFmpeg's libraries, hachoir (2.8 MB) gives no frame rate
