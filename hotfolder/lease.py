@@ -119,7 +119,7 @@ class Lease:
 
     def orphaned_instances(self) -> list[str]:
         """Instance folders in the state dir whose daemon is gone (not ours)."""
-        out = []
+        out: list[str] = []
         if not self.state_dir.is_dir():
             return out
         for entry in sorted(self.state_dir.iterdir()):

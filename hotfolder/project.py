@@ -133,11 +133,11 @@ def check_template(settings: Settings, name: str, servers: list[tuple[str, Mappi
             refusals.append((url, problems))
     if len(refusals) == len(servers):
         url, problems = refusals[0]
-        err = ValidationError.from_problems(problems, subject=f"Template {name!r} with its defaults", server=url)
-        message = err.message
+        refused = ValidationError.from_problems(problems, subject=f"Template {name!r} with its defaults", server=url)
+        message = refused.message
         if len(refusals) > 1:
             message += "\n(The other servers refuse it too: " + ", ".join(u for u, _ in refusals[1:]) + ".)"
-        return Check(what, False, f"{message}\nHint: {err.hint}")
+        return Check(what, False, f"{message}\nHint: {refused.hint}")
     accepted = len(servers) - len(refusals)
     summary += f", accepted by {accepted} of {len(servers)} server(s)" if len(servers) > 1 else f", accepted by {servers[0][0]}"
     for url, problems in refusals:

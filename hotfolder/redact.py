@@ -74,7 +74,8 @@ def redact_url(url: Any) -> str:
     """``url`` without userinfo, with credential-like parameter values and any fragment replaced by ``***``. Never
     raises: a malformed URL is redacted as well as its parts can be told apart."""
     url = str(url)
-    start = _START.match(url).end()  # type: ignore[union-attr] - it matches the empty string
+    found = _START.match(url)
+    start = found.end() if found else 0  # it always matches (the empty string at least)
     rest = url[start:]  # from the authority on, after "scheme://" if any ("http:/u:pw@h" and "u:pw@h" too)
     end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
     at = rest.rfind("@", 0, end)
