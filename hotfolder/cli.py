@@ -126,9 +126,9 @@ def process(app: App, files: tuple[Path, ...]) -> None:
             raise click.ClickException(str(err)) from err
     failed = 0
     for event in results:
-        if event.detail.get("failed"):
+        if event.failed:
             failed += 1
-            error = event.detail.get("error") or {}
+            error = event.error or {}
             click.echo(f"FAILED {event.file}: {error.get('message')}", err=True)
             if error.get("hint"):
                 click.echo(f"  Hint: {error['hint']}", err=True)
@@ -194,7 +194,7 @@ class _Display:
         self._handlers: list[logging.Handler] = []
 
     def __enter__(self) -> _Display:
-        logging.getLogger("hotfolder.pipeline").addFilter(_reported_failure)
+        logging.getLogger("hotfolder.engine").addFilter(_reported_failure)
         if self.live:
             root = logging.getLogger("hotfolder")
             self._handlers = root.handlers[:]
@@ -203,7 +203,7 @@ class _Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        logging.getLogger("hotfolder.pipeline").removeFilter(_reported_failure)
+        logging.getLogger("hotfolder.engine").removeFilter(_reported_failure)
         if self.live:
             logging.getLogger("hotfolder").handlers[:] = self._handlers
             with self.lock:
@@ -214,24 +214,24 @@ class _Display:
     def event(self, event: events.Event) -> None:
         with self.lock:
             where = f"{event.file} {event.job}" if event.job else event.file
-            if event.kind == "rendered":
+            if isinstance(event, events.Rendered):
                 self.rendered.add(event.job_id)
-                self._count(total=event.detail.get("jobs", 0))
-            elif event.kind == "failed":
+                self._count(total=event.jobs)
+            elif isinstance(event, events.Failed):
                 self.failed += 1
                 if event.job is None and event.job_id not in self.rendered:  # the file itself: one unit
                     self._count(total=1)
                 self._count(done=1)
-                message = str((event.detail.get("error") or {}).get("message") or "failed").split("\n", 1)[0]
+                message = str((event.error or {}).get("message") or "failed").split("\n", 1)[0]
                 self._line(f"failed   {where}: {message}", always=True)
-            elif event.kind == "published":
+            elif isinstance(event, events.Published):
                 self._count(done=1)
                 self.bar.current_item = None
-                self._line(f"done     {where} -> {event.detail.get('path')}")
-            elif event.kind == "submitted":
-                self._line(f"started  {where} on {event.detail.get('server')}")
-            elif event.kind == "progress" and event.detail.get("max"):
-                self.bar.current_item = f"{where}: node {event.detail.get('node')} {_step(event.detail)}"
+                self._line(f"done     {where} -> {event.path}")
+            elif isinstance(event, events.Submitted):
+                self._line(f"started  {where} on {event.server}")
+            elif isinstance(event, events.Progress) and event.max:
+                self.bar.current_item = f"{where}: node {event.node} {_step(event.detail)}"
             else:
                 return
             self._draw()

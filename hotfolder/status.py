@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotfolder import events
 from hotfolder.errors import HotfolderError
 from hotfolder.paths import UnsafeFolder, own_dir
 from hotfolder.record import write_json_atomic
@@ -114,29 +115,29 @@ class StatusBoard:
 
     # -- feeding ---------------------------------------------------------------------------------
 
-    def __call__(self, event: Any) -> None:
-        """Engine listener: takes a ``events.Event`` (kind, file, job_id, job, detail)."""
+    def __call__(self, event: events.Event) -> None:
+        """Engine listener: takes an :mod:`hotfolder.events` event."""
         self.observe(event)
 
-    def observe(self, event: Any) -> None:
+    def observe(self, event: events.Event) -> None:
         kind, name, job_id, job = event.kind, event.file, event.job_id, event.job
-        detail: dict[str, Any] = event.detail or {}
         now = self.clock()
         with self._lock:
             self.version += 1
             record = self._files.get(job_id)
             if record is None and kind != "archived":
                 record = self._files[job_id] = _File(name, job_id, now)
-            if kind == "rendered" and record is not None:
-                record.jobs = int(detail.get("jobs", 0))
+            if isinstance(event, events.Rendered) and record is not None:
+                record.jobs = int(event.jobs)
             elif kind == "resumed" and record is not None:
                 # optional event: a file resumed after a restart, with its pending job count
+                detail = event.detail
                 if "jobs" in detail:
                     record.jobs = int(detail["jobs"])
                 for done in detail.get("finished", ()):
                     record.started.add(str(done))
                 record.seen_submit = True
-            elif kind == "submitted" and job and record is not None:
+            elif isinstance(event, events.Submitted) and job and record is not None:
                 record.started.add(job)
                 record.seen_submit = True
                 entry = self._jobs.get((job_id, job))
@@ -144,9 +145,9 @@ class StatusBoard:
                     entry = self._jobs[(job_id, job)] = _Job(name, job, job_id, now)
                 else:  # submitted again (resubmission or another server): starts over
                     entry.since, entry.state, entry.node, entry.value, entry.max = now, "queued", None, None, None
-                entry.server = self._server_name(detail.get("server"))
-                entry.prompt_id = detail.get("prompt_id")
-            elif kind == "progress" and job:
+                entry.server = self._server_name(event.server)
+                entry.prompt_id = event.prompt_id
+            elif isinstance(event, events.Progress) and job:
                 entry = self._jobs.get((job_id, job))
                 if entry is None:  # progress without a submitted event (attached after a restart)
                     entry = self._jobs[(job_id, job)] = _Job(name, job, job_id, now)
@@ -154,17 +155,17 @@ class StatusBoard:
                         record.started.add(job)
                         record.seen_submit = True
                 entry.state = "running"
-                entry.node = None if detail.get("node") is None else str(detail.get("node"))
-                entry.value = detail.get("value")
-                entry.max = detail.get("max")
+                entry.node = None if event.node is None else str(event.node)
+                entry.value = event.value
+                entry.max = event.max
                 entry.progress_at = now
-            elif kind == "published" and job:
+            elif isinstance(event, events.Published) and job:
                 self._jobs.pop((job_id, job), None)
                 if record is not None:
                     record.started.add(job)
                 self.counts["published"] += 1
-            elif kind == "failed":
-                error = detail.get("error") or {}
+            elif isinstance(event, events.Failed):
+                error = event.error or {}
                 message = error.get("message") if isinstance(error, dict) else str(error)
                 self._failures.insert(0, {"file": name, "job": job, "job_id": job_id,
                                           "message": message or "failed", "time": iso(now), "at": now})
@@ -176,13 +177,13 @@ class StatusBoard:
                     self.counts["failed"] += 1
                 elif record is not None:  # the whole file failed (unreadable, ...): nothing of it waits
                     record.jobs, record.started = 0, set()
-            elif kind == "archived":
-                if detail.get("failed"):
-                    self._failures_from_archive(name, job_id, detail.get("error") or {}, now)
+            elif isinstance(event, events.Archived):
+                if event.failed:
+                    self._failures_from_archive(name, job_id, event.error or {}, now)
                 self._files.pop(job_id, None)
                 for key in [k for k in self._jobs if k[0] == job_id]:
                     del self._jobs[key]
-                self.counts["files_failed" if detail.get("failed") else "files_done"] += 1
+                self.counts["files_failed" if event.failed else "files_done"] += 1
 
     def _failures_from_archive(self, name: str, job_id: str, error: dict[str, Any], now: float) -> None:
         """Failures that had no ``failed`` event (a job whose workflow did not render) are listed in the
