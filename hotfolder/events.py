@@ -69,8 +69,8 @@ class Progress(Event):
 
     kind: ClassVar[str] = "progress"
     node: str | None
-    value: int | None
-    max: int | None
+    value: float | None
+    max: float | None
 
     @property
     def detail(self) -> dict[str, Any]:
@@ -133,13 +133,14 @@ class JobLog(logging.LoggerAdapter):
     """Prefixes job log lines with ``[file job]`` and passes both as fields for JSON logs."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**dict(self.extra), **kwargs.get("extra", {})}
+        kwargs["extra"] = {**dict(self.extra or {}), **kwargs.get("extra", {})}
         return msg, kwargs
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(level):
             msg, kwargs = self.process(msg, kwargs)
-            prefix = f"[{self.extra['file']} {self.extra['job']}] "
+            extra = self.extra or {}
+            prefix = f"[{extra['file']} {extra['job']}] "
             if args:  # the prefix becomes part of a %-format: a '%' in a file name must stay a '%'
                 prefix = prefix.replace("%", "%%")
             self.logger.log(level, prefix + str(msg), *args, **kwargs)

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from hotfolder import documents, fsguard
 from hotfolder.comfy.client import Cancelled
+from hotfolder.config import Settings
 from hotfolder.engine.core import Core, logger
 from hotfolder.errors import HotfolderError, ServerError, filesystem_error
 from hotfolder.events import Archived, Failed
@@ -25,7 +26,11 @@ class Endings:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.settings = core.settings
+
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings now (a reload may change them)."""
+        return self.core.settings
 
     def at_boundary(self, record: FileRecord, job: JobState, step: Callable[[], T | None]) -> T | None:
         """Run one part of a job at the job boundary: a HotfolderError fails the job, an OSError too (with

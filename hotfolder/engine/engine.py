@@ -32,7 +32,6 @@ class Engine:
 
     def __init__(self, settings: Settings, *, listeners: list[Callable[[Event], None]] | None = None,
                  hooks: plugins.Hooks | None = None) -> None:
-        self.settings = settings
         self.listeners = list(listeners or [])
         core = self._core = Core(settings, self.listeners, hooks)
         self._router = Router(core)
@@ -47,6 +46,15 @@ class Engine:
         self.guard = core.guard
         self.counts = core.counts
         self.workers = self._scheduler.workers
+
+    @property
+    def settings(self) -> Settings:
+        return self._core.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """Reloaded settings (SIGHUP; the keys daemon.RELOADABLE allows) apply from now on."""
+        self._core.settings = settings
 
     @property
     def hooks(self) -> plugins.Hooks | None:
@@ -164,7 +172,7 @@ class Engine:
         """On a job worker: run the job up to its hand-off (see :func:`run_job`)."""
         core = self._core
         ctx = JobContext(record=record, job=job, log=JobLog(logger, {"file": record.input_name, "job": job.name}),
-                         settings=self.settings, get_hooks=lambda: core.hooks, stop=core.stop, emit=core.emit,
+                         get_settings=lambda: core.settings, get_hooks=lambda: core.hooks, stop=core.stop, emit=core.emit,
                          count=core.count, wait_for_server=self._router.wait_for_server, uploads=self._router.uploads)
 
         def first_half() -> Outputs:

@@ -20,6 +20,7 @@ from typing import Any
 
 from hotfolder import budgets, failpoints, fsguard
 from hotfolder.comfy.client import Cancelled
+from hotfolder.config import Settings
 from hotfolder.engine.core import Core, logger
 from hotfolder.engine.ending import Endings
 from hotfolder.engine.routing import Router
@@ -44,10 +45,14 @@ class Intake:
 
     def __init__(self, core: Core, router: Router, endings: Endings, scheduler: Scheduler) -> None:
         self.core, self.router, self.endings, self.scheduler = core, router, endings, scheduler
-        self.settings = core.settings
         self._to_prepare: list[tuple[FileRecord, bool]] = []  # claimed files waiting for a prepare thread
         self._preparers = 0  # prepare threads started
         self.template_cache = render.TemplateCache()
+
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings now (a reload may change them)."""
+        return self.core.settings
 
     def start(self) -> None:
         for i in range(PREPARE_THREADS):

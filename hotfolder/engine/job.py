@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ class Outputs:
     since: float = field(default_factory=time.monotonic)  # when it was handed on
 
 
-def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None) -> Iterator[Outputs]:
+def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None) -> Generator[Outputs, None, None]:
     """Run one job's steps in order. Without ``outputs`` (on a job worker): up to the prompt's end,
     then yield the hand-off. With them (on an output worker): the rest. Either part can be run again
     from its start (a full disk stopped it): every step skips what the job's state says is done."""

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from hotfolder import fsguard
+from hotfolder.config import Settings
 from hotfolder.engine.core import Core, logger
 from hotfolder.engine.intake import Intake
 from hotfolder.errors import filesystem_error
@@ -23,9 +24,14 @@ class Recovery:
 
     def __init__(self, core: Core, intake: Intake) -> None:
         self.core, self.intake = core, intake
-        self.settings = settings = core.settings
+        settings = core.settings
         self.lease = Lease(settings.state_dir, settings.instance_id, timeout=settings.lease_timeout)
         self.lease_pending = False  # the lease could not be written (read-only or full inbox at start)
+
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings now (a reload may change them)."""
+        return self.core.settings
 
     def take_lease(self) -> None:
         """Take this instance's lease (ConfigError if another live daemon holds it). On a full or

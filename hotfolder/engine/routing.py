@@ -10,6 +10,7 @@ from typing import Any
 
 from hotfolder import budgets, validate
 from hotfolder.comfy.client import Cancelled, ComfyClient
+from hotfolder.config import Settings
 from hotfolder.engine.core import Core, logger
 from hotfolder.errors import HotfolderError, ServerError
 from hotfolder.record import JobState
@@ -39,7 +40,7 @@ class Router:
     /object_info (cached) and what was uploaded to each."""
 
     def __init__(self, core: Core) -> None:
-        settings = self.settings = core.settings
+        settings = core.settings
         self.core = core
         self.clients = [
             ComfyClient(
@@ -58,6 +59,11 @@ class Router:
             for client in self.clients:
                 client.reach.waiting = (f"Its jobs wait until it answers, or move to another server after "
                                         f"lost_grace = {settings.lost_grace:g} s; hotfolder keeps trying.")
+
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings now (a reload may change them)."""
+        return self.core.settings
 
     def is_down(self, name: str) -> bool:
         """Whether the server did not answer last time (called with or without the lock)."""

@@ -30,13 +30,17 @@ class JobContext:
     record: FileRecord
     job: JobState
     log: JobLog
-    settings: Settings
+    get_settings: Callable[[], Settings]  # the settings now (a reload may change some)
     get_hooks: Callable[[], Any]  # the plugins' hooks now (plugins.Hooks | None; a reload may change them)
     stop: threading.Event
     emit: Callable[[Event], None]
     count: Callable[[str], None]
     wait_for_server: Callable[..., None]
     uploads: Any  # stages.upload.Uploads
+
+    @property
+    def settings(self) -> Settings:
+        return self.get_settings()
 
     @property
     def hooks(self) -> Any:

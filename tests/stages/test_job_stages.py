@@ -45,7 +45,7 @@ def job_context(project: Path, comfy: ComfyTestServer, events: list[Event], coun
         raise AssertionError(f"the test server went away: {client.display_url}")
 
     return JobContext(record=record, job=job, log=JobLog(logging.getLogger("test"), {"file": "fox.yaml", "job": "fox"}),
-                      settings=settings, get_hooks=lambda: None, stop=threading.Event(), emit=events.append,
+                      get_settings=lambda: settings, get_hooks=lambda: None, stop=threading.Event(), emit=events.append,
                       count=lambda name: counts.__setitem__(name, counts.get(name, 0) + 1),
                       wait_for_server=unexpected_wait, uploads=Uploads([]))
 
