@@ -24,6 +24,8 @@ from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
 from hotfolder.stages import prepare
 from hotfolder.stages.claim import job_folder_name
+from hotfolder.status_file import read_all_status
+from hotfolder.status_report import format_status, status_problem
 
 
 @dataclass
@@ -413,7 +415,7 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
     is shown, or the only daemon there is."""
     settings = app.settings()
     try:
-        found = redact_data(status.read_all_status(settings.state_dir))  # files of older versions too
+        found = redact_data(read_all_status(settings.state_dir))  # files of older versions too
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if not found:
@@ -433,8 +435,8 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
     if as_json:
         click.echo(json.dumps(chosen if all_ else chosen[0], indent=2, ensure_ascii=False))
     else:
-        click.echo("\n\n".join(status.format_status(snapshot) for snapshot in chosen))
-    if any(status.status_problem(snapshot) for snapshot in chosen):
+        click.echo("\n\n".join(format_status(snapshot) for snapshot in chosen))
+    if any(status_problem(snapshot) for snapshot in chosen):
         sys.exit(1)
 
 

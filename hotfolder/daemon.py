@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import fsguard, housekeeping, plugins, service, status, watch
+from hotfolder import fsguard, housekeeping, plugins, service, status, status_file, watch
 from hotfolder.config import Settings, with_changes
 from hotfolder.engine import Engine
 from hotfolder.errors import HotfolderError, filesystem_error
@@ -126,7 +126,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         engine.listeners.append(collector)
         metrics_server = metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, metrics=collector)
         logger.info("Metrics on %s", metrics_server.url)
-    writer = status.StatusWriter(board, status.status_path(settings.state_dir, settings.instance_id), interval=settings.status_interval,
+    writer = status_file.StatusWriter(board, status_file.status_path(settings.state_dir, settings.instance_id), interval=settings.status_interval,
                                  on_write=lambda snap: notifier.status(snap.get("summary", "")))
     heartbeat = service.Heartbeat(notifier)
     ready: queue.Queue[Path] = queue.Queue()

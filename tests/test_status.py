@@ -14,16 +14,9 @@ import pytest
 
 from hotfolder.errors import HotfolderError
 from hotfolder.events import Archived, Claimed, Event, Failed, Progress, Published, Rendered, Submitted
-from hotfolder.status import (
-    FAILURE_WINDOW,
-    StatusBoard,
-    StatusWriter,
-    format_status,
-    read_all_status,
-    read_status,
-    status_path,
-    status_problem,
-)
+from hotfolder.status import FAILURE_WINDOW, StatusBoard
+from hotfolder.status_file import StatusWriter, read_all_status, read_status, status_path
+from hotfolder.status_report import format_status, status_problem
 from tests.conftest import wait_until
 
 
