@@ -50,9 +50,10 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=300)
     args = parser.parse_args()
 
-    from hotfolder import cli, pipeline
+    from hotfolder import cli, record
     from hotfolder.comfy import client, http, ws
-    from hotfolder.stages import archive, claim, parse, publish
+    from hotfolder.engine import ending, engine, intake, routing
+    from hotfolder.stages import archive, claim, download, parse, publish, submit
 
     root = Path(tempfile.mkdtemp(prefix="hotfolder-stagecost-"))
     server = subprocess.Popen([sys.executable, "-m", "hotfolder.testing", "--port", "0", "--output-dir",
@@ -70,21 +71,21 @@ def main() -> int:
             files.append(str(path))
         acc: collections.Counter[str] = collections.Counter()
         timers = [
-            (pipeline.Engine, "accept", "accept (main thread)"), (claim, "claim_file", "  claim"),
-            (parse, "parse_scenario", "  parse"), (pipeline, "render_job", "  render"),
-            (pipeline.Engine, "_run_job", "run_job (job workers)"), (pipeline.Engine, "_capable", "  validate"),
-            (pipeline.Engine, "_submit", "  submit"), (http.ComfyHTTP, "post_prompt", "    POST /prompt"),
-            (pipeline.Engine, "_finish", "finish (output workers)"),
-            (pipeline.Engine, "_download", "  download"), (http.ComfyHTTP, "download", "    GET /view"),
-            (pipeline.Engine, "_publish", "  publish"), (publish, "publish_folder", "    publish_folder"),
-            (pipeline.Engine, "_archive", "  archive"), (archive, "archive_input", "    archive_input"),
+            (intake.Intake, "accept", "accept (main thread)"), (claim, "claim_file", "  claim"),
+            (parse, "parse_scenario", "  parse"), (intake, "render_job", "  render"),
+            (engine.Engine, "_submit_side", "run_job to the hand-off (job workers)"),
+            (routing.Router, "_capable", "  validate"),
+            (submit, "submit_job", "  submit"), (http.ComfyHTTP, "post_prompt", "    POST /prompt"),
+            (engine.Engine, "_output_side", "run_job from the hand-off (output workers)"),
+            (download, "download_job", "  download"), (http.ComfyHTTP, "download", "    GET /view"),
+            (publish, "publish_job", "  publish"), (publish, "publish_folder", "    publish_folder"),
+            (ending.Endings, "archive", "  archive"), (archive, "archive_input", "    archive_input"),
             (ws.EventStream, "_run", "websocket thread"), (client.ComfyClient, "_on_message", "  routing"),
-            (pipeline.FileRecord, "save", "record saves (all threads)"),
+            (record.FileRecord, "save", "record saves (all threads)"),
             (logging.Logger, "_log", "logging (all threads)"),
         ]
         for owner, name, key in timers:
             _timed(owner, name, key, acc)
-        pipeline.claim.claim_file = claim.claim_file
         os.chdir(root / "project")
         # one warm-up file (imports, first connection, /object_info), then the measured ones
         for batch, _measure in ((files[:1], False), (files[1:], True)):

@@ -24,6 +24,8 @@ from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
 from hotfolder.stages.claim import job_folder_name
+from hotfolder.status_file import read_all_status
+from hotfolder.status_report import format_status, status_problem
 from hotfolder.templates import prepare, validate
 from hotfolder.templates.problems import ERROR, ValidationError
 
@@ -128,9 +130,9 @@ def process(app: App, files: tuple[Path, ...]) -> None:
             raise click.ClickException(str(err)) from err
     failed = 0
     for event in results:
-        if event.detail.get("failed"):
+        if event.failed:
             failed += 1
-            error = event.detail.get("error") or {}
+            error = event.error or {}
             click.echo(f"FAILED {event.file}: {error.get('message')}", err=True)
             if error.get("hint"):
                 click.echo(f"  Hint: {error['hint']}", err=True)
@@ -196,7 +198,7 @@ class _Display:
         self._handlers: list[logging.Handler] = []
 
     def __enter__(self) -> _Display:
-        logging.getLogger("hotfolder.pipeline").addFilter(_reported_failure)
+        logging.getLogger("hotfolder.engine").addFilter(_reported_failure)
         if self.live:
             root = logging.getLogger("hotfolder")
             self._handlers = root.handlers[:]
@@ -205,7 +207,7 @@ class _Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        logging.getLogger("hotfolder.pipeline").removeFilter(_reported_failure)
+        logging.getLogger("hotfolder.engine").removeFilter(_reported_failure)
         if self.live:
             logging.getLogger("hotfolder").handlers[:] = self._handlers
             with self.lock:
@@ -216,24 +218,24 @@ class _Display:
     def event(self, event: events.Event) -> None:
         with self.lock:
             where = f"{event.file} {event.job}" if event.job else event.file
-            if event.kind == "rendered":
+            if isinstance(event, events.Rendered):
                 self.rendered.add(event.job_id)
-                self._count(total=event.detail.get("jobs", 0))
-            elif event.kind == "failed":
+                self._count(total=event.jobs)
+            elif isinstance(event, events.Failed):
                 self.failed += 1
                 if event.job is None and event.job_id not in self.rendered:  # the file itself: one unit
                     self._count(total=1)
                 self._count(done=1)
-                message = str((event.detail.get("error") or {}).get("message") or "failed").split("\n", 1)[0]
+                message = str((event.error or {}).get("message") or "failed").split("\n", 1)[0]
                 self._line(f"failed   {where}: {message}", always=True)
-            elif event.kind == "published":
+            elif isinstance(event, events.Published):
                 self._count(done=1)
                 self.bar.current_item = None
-                self._line(f"done     {where} -> {event.detail.get('path')}")
-            elif event.kind == "submitted":
-                self._line(f"started  {where} on {event.detail.get('server')}")
-            elif event.kind == "progress" and event.detail.get("max"):
-                self.bar.current_item = f"{where}: node {event.detail.get('node')} {_step(event.detail)}"
+                self._line(f"done     {where} -> {event.path}")
+            elif isinstance(event, events.Submitted):
+                self._line(f"started  {where} on {event.server}")
+            elif isinstance(event, events.Progress) and event.max:
+                self.bar.current_item = f"{where}: node {event.node} {_step(event.detail)}"
             else:
                 return
             self._draw()
@@ -415,7 +417,7 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
     is shown, or the only daemon there is."""
     settings = app.settings()
     try:
-        found = redact_data(status.read_all_status(settings.state_dir))  # files of older versions too
+        found = redact_data(read_all_status(settings.state_dir))  # files of older versions too
     except HotfolderError as err:
         raise click.ClickException(str(err)) from err
     if not found:
@@ -435,8 +437,8 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
     if as_json:
         click.echo(json.dumps(chosen if all_ else chosen[0], indent=2, ensure_ascii=False))
     else:
-        click.echo("\n\n".join(status.format_status(snapshot) for snapshot in chosen))
-    if any(status.status_problem(snapshot) for snapshot in chosen):
+        click.echo("\n\n".join(format_status(snapshot) for snapshot in chosen))
+    if any(status_problem(snapshot) for snapshot in chosen):
         sys.exit(1)
 
 

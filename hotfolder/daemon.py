@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import fsguard, housekeeping, plugins, service, status, watch
+from hotfolder import fsguard, housekeeping, plugins, service, status, status_file, watch
 from hotfolder.config import Settings, with_changes
+from hotfolder.engine import Engine
 from hotfolder.errors import HotfolderError, filesystem_error
-from hotfolder.events import Event
+from hotfolder.events import Archived
 from hotfolder.paths import UnsafeFolder, own_dir
-from hotfolder.pipeline import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         engine.listeners.append(collector)
         metrics_server = metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, metrics=collector)
         logger.info("Metrics on %s", metrics_server.url)
-    writer = status.StatusWriter(board, status.status_path(settings.state_dir, settings.instance_id), interval=settings.status_interval,
+    writer = status_file.StatusWriter(board, status_file.status_path(settings.state_dir, settings.instance_id), interval=settings.status_interval,
                                  on_write=lambda snap: notifier.status(snap.get("summary", "")))
     heartbeat = service.Heartbeat(notifier)
     ready: queue.Queue[Path] = queue.Queue()
@@ -313,14 +313,14 @@ class _Retention:
 
 
 def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any] | None = None,
-                  hooks: plugins.Hooks | None = None) -> list[Event]:
+                  hooks: plugins.Hooks | None = None) -> list[Archived]:
     """Run scenario files now, in the foreground, leaving them where they are. Returns the 'archived'
     events, one per file, in completion order."""
     ensure_folders(settings)
     # its own instance: runs beside a daemon on the same inbox; if it is killed, the daemon adopts its jobs
     settings = with_changes(settings, instance_id=f"{settings.instance_id}.process-{os.getpid()}")
-    done: list[Event] = []
-    engine = Engine(settings, listeners=[*(listeners or []), lambda e: done.append(e) if e.kind == "archived" else None],
+    done: list[Archived] = []
+    engine = Engine(settings, listeners=[*(listeners or []), lambda e: done.append(e) if isinstance(e, Archived) else None],
                     hooks=hooks)
     engine.start()
     try:

@@ -212,15 +212,18 @@ def register_postprocessors(register: RegisterPostprocessor) -> None:
 def track_event(event: Event, settings: Settings | None) -> None:
     """Every stage: be told what happened to a file or a job (notifications, metrics, copies).
 
-    Called on the pipeline's thread for each :class:`~hotfolder.events.Event`: ``event.kind`` is one
-    of ``claimed``, ``rendered``, ``submitted``, ``progress``, ``published`` (the job finished and its
-    folder is in the outbox; ``event.detail["path"]``), ``failed`` (``event.detail["error"]``; a job's
-    failure has ``event.job``, a whole file's has ``event.job is None``) and ``archived`` (the input
-    went to ``done/`` or ``failed/``), plus any kind a later version adds: ignore kinds you don't know.
+    Called on the engine's thread for each event, one frozen dataclass per kind from
+    :mod:`hotfolder.events`, all with ``kind``, ``file``, ``job_id`` and ``job``: ``Claimed``,
+    ``Rendered`` (``jobs``), ``Submitted`` (``prompt_id``, ``server``), ``Progress`` (``node``,
+    ``value``, ``max``), ``Resubmitted``, ``Published`` (the job finished and its folder is in the
+    outbox: ``path``), ``Failed`` (``error``; a job's failure has ``event.job``, a whole file's has
+    ``event.job is None``) and ``Archived`` (the input went to ``done/`` or ``failed/``: ``failed``,
+    ``path``, ``error``), plus any kind a later version adds: ignore kinds you don't know.
+    ``event.detail`` gives the kind's own fields as a dict.
     ``progress`` comes many times a second, so return quickly; do slow work (network) on your own
     thread.
 
-    :param event: the event (``kind``, ``file``, ``job_id``, ``job``, ``detail``); don't change it.
+    :param event: the event (``kind``, ``file``, ``job_id``, ``job`` and its kind's fields); frozen.
     :param settings: hotfolder's settings, or ``None`` when running without them; read your own
         options with ``hotfolder.plugins.plugin_config(settings, "<name>")``.
 

@@ -37,6 +37,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from hotfolder import events
 from hotfolder.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -109,35 +110,34 @@ class Metrics:
 
     # -- feeding ---------------------------------------------------------------------------------
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: events.Event) -> None:
         self.observe(event)
 
-    def observe(self, event: Any) -> None:
-        """Take one ``events.Event``."""
+    def observe(self, event: events.Event) -> None:
+        """Take one :mod:`hotfolder.events` event."""
         kind, job_id, job = event.kind, event.job_id, event.job
-        detail: dict[str, Any] = event.detail or {}
         now = self.clock()
         key = (job_id, job or "")
         with self._lock:
-            if kind == "claimed":
+            if isinstance(event, events.Claimed):
                 self._claimed[job_id] = now
-            elif kind == "rendered":
+            elif isinstance(event, events.Rendered):
                 self._rendered[job_id] = now
                 if job_id in self._claimed:
                     self.stage_seconds.labels("prepare").observe(now - self._claimed[job_id])
-            elif kind == "submitted" and job:
+            elif isinstance(event, events.Submitted) and job:
                 if key not in self._submitted and job_id in self._rendered:  # the first submission only
                     self.stage_seconds.labels("wait").observe(now - self._rendered[job_id])
                 self._submitted[key] = now
                 self._started.pop(key, None)
-            elif kind == "progress" and job:
+            elif isinstance(event, events.Progress) and job:
                 if key not in self._started:
                     self._started[key] = now
                     if key in self._submitted:
                         self.stage_seconds.labels("queued").observe(now - self._submitted[key])
-            elif kind == "resubmitted":
-                self.resubmissions.labels(str(detail.get("server") or "")).inc()
-            elif kind in {"published", "failed"} and job:
+            elif isinstance(event, events.Resubmitted):
+                self.resubmissions.labels(str(event.server or "")).inc()
+            elif isinstance(event, (events.Published, events.Failed)) and job:
                 outcome = kind
                 self._finished.add(key)
                 self.jobs.labels(outcome).inc()
@@ -147,11 +147,11 @@ class Metrics:
                 if kind == "published" and start is not None:
                     self.stage_seconds.labels("run").observe(now - start)
                 self._submitted.pop(key, None)
-            elif kind == "archived":
-                self.files.labels("failed" if detail.get("failed") else "done").inc()
+            elif isinstance(event, events.Archived):
+                self.files.labels("failed" if event.failed else "done").inc()
                 # jobs that failed without a "failed" event (their workflow did not render) are listed
                 # in the file's error document
-                error = detail.get("error") if isinstance(detail.get("error"), dict) else {}
+                error = event.error if isinstance(event.error, dict) else {}
                 for entry in error.get("jobs") or []:
                     if (isinstance(entry, dict) and entry.get("state") == "failed"
                             and (job_id, str(entry.get("name"))) not in self._finished):

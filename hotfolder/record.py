@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.paths import can_exchange, exchange, rename_noreplace, write_and_close
+from hotfolder.spec import JobSpec
 
 RECORD_NAME = "job.json"
 SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
@@ -138,7 +139,7 @@ class JobState:
     staging: str | None = None
     error: dict[str, Any] | None = None
     times: dict[str, str] = field(default_factory=dict)
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: JobSpec | None = None  # a dict only in the record's JSON
     template: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -214,7 +215,7 @@ class FileRecord:
             "parse_attempts": self.parse_attempts,
             "error": self.error,
             "jobs": [
-                {k: v for k, v in vars(job).items()} for job in self.jobs
+                {**vars(job), "spec": job.spec.to_dict() if job.spec is not None else {}} for job in self.jobs
             ],
         }
 
@@ -271,7 +272,8 @@ class FileRecord:
             archive_name=data.get("archive_name"), parse_attempts=data.get("parse_attempts", 0),
             error=data.get("error"),
         )
-        rec.jobs = [JobState(**job) for job in data.get("jobs", [])]
+        rec.jobs = [JobState(**{**job, "spec": JobSpec.from_dict(job["spec"]) if job.get("spec") else None})
+                    for job in data.get("jobs", [])]
         return rec
 
     def all_finished(self) -> bool:

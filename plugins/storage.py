@@ -79,7 +79,7 @@ def track_event(event, settings):
     if config is None:
         return
     destination, mode = config
-    source = Path(event.detail["path"])
+    source = Path(event.path)
     try:
         stored = store_folder(source, destination, name=event.job or source.name, move=mode == "move")
     except OSError as err:

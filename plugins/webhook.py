@@ -127,7 +127,7 @@ def summarize(event: Any) -> dict[str, Any]:
         "job": event.job,
     }
     if event.kind == "published":
-        folder = Path(event.detail["path"])
+        folder = Path(event.path)
         body["outbox"] = str(folder)
         sidecar = _read_sidecar(folder)
         body["prompt_id"] = sidecar.get("prompt_id")
@@ -138,7 +138,7 @@ def summarize(event: Any) -> dict[str, Any]:
             {k: out.get(k) for k in ("file", "kind", "size", "sha256")} for out in sidecar.get("outputs") or []
         ]
     elif event.kind == "failed":
-        error = event.detail.get("error") or {}
+        error = event.error or {}
         body["error"] = {k: error[k] for k in ("message", "hint", "stage", "error", "where") if k in error}
     else:
         body["detail"] = event.detail

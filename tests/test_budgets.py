@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from hotfolder import budgets, daemon
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.comfy.ws import OP_TEXT, FrameReader, MessageTooLarge
+from hotfolder.engine import Engine
 from hotfolder.errors import OutputError, ScenarioError, ServerError, TemplateError
-from hotfolder.pipeline import Engine
 from hotfolder.spec import JobSpec
 from hotfolder.stages import parse, upload
 from hotfolder.templates import load, prepare, render

@@ -29,7 +29,7 @@ from PIL import Image, features
 from hotfolder import plugins
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import PluginError, PromptRejected, ScenarioError, TemplateError
-from hotfolder.events import Event
+from hotfolder.events import Archived, Claimed, Event, Failed, Progress, Published, Submitted
 from hotfolder.spec import JobSpec
 from hotfolder.stages import download, parse, publish
 from hotfolder.templates import load, render
@@ -115,7 +115,7 @@ def published(server: ComfyTestServer, tmp_path: Path, hooks: plugins.Hooks, nam
 
 
 def published_event(folder: Path, job: str = "fox") -> Event:
-    return Event("published", f"{job}.yaml", "j-1", job, {"path": str(folder)})
+    return Published(file=f"{job}.yaml", job_id="j-1", job=job, path=str(folder))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -396,8 +396,9 @@ def test_storage_copies_each_published_job_atomically_and_never_overwrites(
     third = published(server, tmp_path, hooks, "fox")
     hooks.track_event(published_event(third))
     assert stored_files(nas / "fox-4") == stored_files(third)
-    for event_kind in ("claimed", "failed", "archived"):
-        hooks.track_event(Event(event_kind, "fox.yaml", "j", "fox", {}))
+    for other in (Claimed(file="fox.yaml", job_id="j", job="fox"), Failed(file="fox.yaml", job_id="j", job="fox", error={}),
+                  Archived(file="fox.yaml", job_id="j", job="fox", failed=False, path=None)):
+        hooks.track_event(other)
     assert sorted(p.name for p in nas.iterdir()) == [".hotfolder-staging", "fox", "fox-2", "fox-3", "fox-4"]
 
 
@@ -519,13 +520,15 @@ def test_webhook_posts_a_summary_of_each_finished_and_failed_job(
 ) -> None:
     folder = published(server, tmp_path, webhook_hooks, "fox")
     sidecar = json.loads((folder / "fox.json").read_text())
-    for kind in ("claimed", "submitted", "progress"):
-        webhook_hooks.track_event(Event(kind, "fox.yaml", "j-1", "fox", {}))
+    for other in (Claimed(file="fox.yaml", job_id="j-1", job="fox"),
+                  Submitted(file="fox.yaml", job_id="j-1", job="fox", prompt_id="p", server="s"),
+                  Progress(file="fox.yaml", job_id="j-1", job="fox", node="1", value=1, max=2)):
+        webhook_hooks.track_event(other)
     webhook_hooks.track_event(published_event(folder))
     error = {"stage": "submit", "error": "PromptRejected", "message": "width too small", "hint": "use 8+",
              "where": {"node": "1"}}
-    webhook_hooks.track_event(Event("failed", "bad.yaml", "j-2", "bad", {"error": error}))
-    webhook_hooks.track_event(Event("failed", "worse.yaml", "j-3", None, {"error": {"message": "not YAML"}}))
+    webhook_hooks.track_event(Failed(file="bad.yaml", job_id="j-2", job="bad", error=error))
+    webhook_hooks.track_event(Failed(file="worse.yaml", job_id="j-3", error={"message": "not YAML"}))
     wait_until(lambda: len(receiver.received) == 3, timeout=10, message="three webhook posts")
     finished, failed, file_failed = (r["json"] for r in receiver.received)
     assert receiver.received[0]["path"] == "/hooks/hotfolder"
@@ -548,7 +551,7 @@ def test_webhook_retries_server_errors_with_backoff(
     for status in (500, 503, 429):
         receiver.statuses.put(status)
     with caplog.at_level(logging.WARNING, logger="hotfolder.plugins"):
-        webhook_hooks.track_event(Event("failed", "a.yaml", "j", "a", {"error": {"message": "x"}}))
+        webhook_hooks.track_event(Failed(file="a.yaml", job_id="j", job="a", error={"message": "x"}))
         (sender,) = webhook_module(webhook_hooks).senders()
         assert sender.flush(10)
     assert [r["status"] for r in receiver.received] == [500, 503, 429, 200]
@@ -558,7 +561,7 @@ def test_webhook_retries_server_errors_with_backoff(
 
 def test_webhook_gives_up_on_a_client_error_at_once(receiver: Receiver, webhook_hooks: plugins.Hooks) -> None:
     receiver.statuses.put(404)
-    webhook_hooks.track_event(Event("failed", "a.yaml", "j", "a", {"error": {"message": "x"}}))
+    webhook_hooks.track_event(Failed(file="a.yaml", job_id="j", job="a", error={"message": "x"}))
     (sender,) = webhook_module(webhook_hooks).senders()
     assert sender.flush(10)
     assert len(receiver.received) == 1 and (sender.delivered, sender.given_up) == (0, 1)
@@ -573,7 +576,7 @@ def test_webhook_to_a_dead_url_never_fails_the_job(tmp_path: Path, caplog: pytes
     module = webhook_module(hooks)
     try:
         with caplog.at_level(logging.WARNING, logger="hotfolder.plugins"):
-            hooks.track_event(Event("failed", "a.yaml", "j", "a", {"error": {"message": "x"}}))  # returns at once
+            hooks.track_event(Failed(file="a.yaml", job_id="j", job="a", error={"message": "x"}))  # returns at once
             (sender,) = module.senders()
             assert sender.flush(10)
         assert (sender.delivered, sender.given_up) == (0, 1)
@@ -621,9 +624,9 @@ def test_job_spec_options_carry_plugin_keys_into_the_job_record(hooks: plugins.H
 def _integrated() -> bool:
     import inspect
 
-    from hotfolder import cli, config, pipeline
+    from hotfolder import cli, config, engine
 
-    return ("hooks" in inspect.signature(pipeline.Engine).parameters and "postprocess" in config.KEYS
+    return ("hooks" in inspect.signature(engine.Engine).parameters and "postprocess" in config.KEYS
             and "plugin_config" in config.KEYS and "plugins" in cli.cli.commands)
 
 

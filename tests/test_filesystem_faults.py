@@ -25,7 +25,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hotfolder import daemon, failpoints, fsguard, status
+from hotfolder import daemon, failpoints, fsguard, status_report
 from hotfolder.config import Settings
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import make_settings, wait_until
@@ -250,7 +250,7 @@ def test_full_outbox_keeps_the_render_staged_and_publishes_it_once_there_is_room
         assert len(staged) == 1, "the finished render is kept staged"
         assert where(project / "inbox", "fox.yaml") == ["claimed"]
         wait_until(lambda: "ENOSPC" in (status_file(settings).get("intake_paused") or ""), message="status")
-        assert "INTAKE PAUSED: outbox filesystem full (ENOSPC)" in status.format_status(status_file(settings))
+        assert "INTAKE PAUSED: outbox filesystem full (ENOSPC)" in status_report.format_status(status_file(settings))
         free(outbox)
         wait_until(lambda: archived(project / "inbox", ["fox.yaml"]), message="the publish after freeing space")
         assert thread.is_alive()

@@ -1,6 +1,6 @@
 """Generated scenario documents, template values and server answers, each fed to one running engine.
 
-Every test starts one test ComfyUI and one in-process :class:`~hotfolder.pipeline.Engine` and feeds it
+Every test starts one test ComfyUI and one in-process :class:`~hotfolder.engine.Engine` and feeds it
 many generated examples, one file at a time, exactly as the daemon's main loop does (``engine.accept``).
 On every example the promises are checked (:meth:`Harness.run`): ``accept`` returns (an exception there
 would end the daemon), the engine's threads live, the input ends in exactly one of ``inbox/done/`` and
@@ -30,7 +30,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hotfolder.pipeline import Engine
+from hotfolder.engine import Engine
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.faults import PROMPT_ID
 from tests.conftest import make_settings, wait_until
@@ -591,6 +591,6 @@ OBJECT_INFO = st.one_of(
 def test_generated_object_info_answers_end_as_promised(harness: Harness, answer: Any) -> None:
     harness.comfy.faults.object_info(answer)
     for client in harness.engine.clients:  # the engine keeps /object_info: make it ask again
-        harness.engine._object_info[client.name].invalidate()
+        harness.engine._router.object_info[client.name].invalidate()
     outcome = harness.run("info", ".json", json.dumps({"params": {"prompt": "i"}}).encode())
     _check_server_blamed(outcome, harness.comfy.url)

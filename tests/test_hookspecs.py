@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder import hookspecs, pipeline, plugins
+from hotfolder import engine, hookspecs, plugins
 from hotfolder.errors import ScenarioError
 from hotfolder.stages import parse
 from hotfolder.templates import load, render
@@ -236,7 +236,7 @@ def test_the_guides_unit_test_example_passes(project: Path) -> None:
     namespace["test_saved_images_are_named_after_the_job"]()
 
 
-ENGINE_HAS_HOOKS = "hooks" in inspect.signature(pipeline.Engine).parameters
+ENGINE_HAS_HOOKS = "hooks" in inspect.signature(engine.Engine).parameters
 
 
 @pytest.mark.skipif(not ENGINE_HAS_HOOKS, reason="runs once the pipeline calls plugins (Engine(hooks=...))")

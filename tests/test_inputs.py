@@ -12,8 +12,8 @@ import pytest
 
 from hotfolder import daemon
 from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.engine import Engine
 from hotfolder.errors import ScenarioError, UploadError
-from hotfolder.pipeline import Engine
 from hotfolder.templates import prepare
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png, encode_png

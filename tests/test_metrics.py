@@ -11,7 +11,7 @@ import pytest
 
 from hotfolder import metrics as metrics_module
 from hotfolder.errors import ConfigError
-from hotfolder.events import Event
+from hotfolder.events import Archived, Claimed, Event, Failed, Progress, Published, Rendered, Resubmitted, Submitted
 from hotfolder.status import StatusBoard
 
 pytest.importorskip("prometheus_client")
@@ -64,13 +64,13 @@ def test_metrics_endpoint_reports_jobs_durations_queues_and_servers(
         board(event)
         metrics(event)
 
-    emit(Event("claimed", "a.yaml", "J1"))
+    emit(Claimed(file="a.yaml", job_id="J1"))
     clock.now += 1
-    emit(Event("rendered", "a.yaml", "J1", detail={"jobs": 2}))
+    emit(Rendered(file="a.yaml", job_id="J1", jobs=2))
     clock.now += 2
-    emit(Event("submitted", "a.yaml", "J1", "a-001", {"server": "http://gpu1:8188", "prompt_id": "p"}))
+    emit(Submitted(file="a.yaml", job_id="J1", job="a-001", prompt_id="p", server="http://gpu1:8188"))
     clock.now += 3
-    emit(Event("progress", "a.yaml", "J1", "a-001", {"node": "3", "value": 1, "max": 10}))
+    emit(Progress(file="a.yaml", job_id="J1", job="a-001", node="3", value=1, max=10))
 
     live = scrape(server.url)
     assert live["hotfolder_jobs_waiting"] == 1
@@ -82,10 +82,10 @@ def test_metrics_endpoint_reports_jobs_durations_queues_and_servers(
     assert live['hotfolder_websocket_reconnects_total{server="gpu1"}'] == 0
 
     clock.now += 4
-    emit(Event("resubmitted", "a.yaml", "J1", "a-001", {"server": "gpu1"}))
-    emit(Event("published", "a.yaml", "J1", "a-001"))
-    emit(Event("failed", "a.yaml", "J1", "a-002", {"error": {"message": "bad"}}))
-    emit(Event("archived", "a.yaml", "J1", None, {"failed": True}))
+    emit(Resubmitted(file="a.yaml", job_id="J1", job="a-001", server="gpu1", prompt_id=None))
+    emit(Published(file="a.yaml", job_id="J1", job="a-001", path=""))
+    emit(Failed(file="a.yaml", job_id="J1", job="a-002", error={"message": "bad"}))
+    emit(Archived(file="a.yaml", job_id="J1", failed=True, path=None))
     reconnects["gpu1"] = 2
 
     done = scrape(server.url)
@@ -105,7 +105,7 @@ def test_metrics_endpoint_reports_jobs_durations_queues_and_servers(
 
 def test_metrics_registry_is_private_to_each_instance() -> None:
     first, second = Metrics(), Metrics()  # would clash on prometheus-client's global registry
-    first.observe(Event("published", "a.yaml", "J1", "a-001"))
+    first.observe(Published(file="a.yaml", job_id="J1", job="a-001", path=""))
     assert b'hotfolder_jobs_total{outcome="published"} 1.0' in first.exposition()
     assert b'hotfolder_jobs_total{outcome="published"} 0.0' in second.exposition()
     assert b"hotfolder_jobs_waiting" not in first.exposition()  # no board: no gauges

@@ -457,8 +457,8 @@ def test_a_file_that_can_neither_be_claimed_nor_moved_to_failed_leaves_no_error_
     x-2.yaml.error.json, ...) describing a file that is not there."""
     import errno
 
-    from hotfolder import pipeline as pipeline_module
-    from hotfolder.pipeline import Engine
+    from hotfolder.engine import Engine
+    from hotfolder.engine import intake as intake_module
     from hotfolder.stages import claim as claim_module
 
     settings = make_settings(project, "http://127.0.0.1:9")
@@ -472,7 +472,7 @@ def test_a_file_that_can_neither_be_claimed_nor_moved_to_failed_leaves_no_error_
 
     real_rename = os.rename
     monkeypatch.setattr(claim_module.os, "rename", refused)
-    monkeypatch.setattr(pipeline_module, "rename_noreplace", refused)
+    monkeypatch.setattr(intake_module, "rename_noreplace", refused)
     engine = Engine(settings)
     for _ in range(3):  # three rescans
         assert engine.accept(path) is None
@@ -487,7 +487,7 @@ def test_a_file_that_cannot_be_claimed_while_failed_is_a_symlink_is_reported_not
     must not raise out of accept into the daemon's 'this is a bug in hotfolder' line."""
     import errno
 
-    from hotfolder.pipeline import Engine
+    from hotfolder.engine import Engine
     from hotfolder.stages import claim as claim_module
 
     settings = make_settings(project, "http://127.0.0.1:9")

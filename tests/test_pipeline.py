@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hotfolder import daemon
+from hotfolder.engine import Engine
 from hotfolder.events import Event
-from hotfolder.pipeline import Engine
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import make_settings, wait_until
 

@@ -22,7 +22,7 @@ import pytest
 from hotfolder import plugins
 from hotfolder.config import Settings
 from hotfolder.errors import PluginError, ScenarioError, TemplateError
-from hotfolder.events import Event
+from hotfolder.events import Archived, Claimed, Failed, Progress, Published, Submitted
 from hotfolder.spec import JobSpec
 from hotfolder.stages import parse
 from hotfolder.templates import load, render
@@ -333,13 +333,13 @@ def test_trace_plugins_logs_every_hook_call(monkeypatch: pytest.MonkeyPatch, cap
     with caplog.at_level(logging.DEBUG, logger="hotfolder.plugins"):
         hooks = plugins.Hooks(pm)
         hooks.parse_scenario_file(path=Path("a.json"), text="{}")
-        hooks.track_event(Event("claimed", "a.json", "j1"))
+        hooks.track_event(Claimed(file="a.json", job_id="j1"))
     text = caplog.text
     assert "hook parse_scenario_file(path=PosixPath('a.json'), text='{}') -> plugins/all_hooks.py, " \
            "hotfolder.default_plugins.scenario_formats" in text
     assert "hook parse_scenario_file returned [({}, None)]" in text
     assert "hook register_postprocessors(register=" in text
-    assert "hook track_event(event=Event(kind='claimed'" in text
+    assert "hook track_event(event=Claimed(file='a.json'" in text
 
 
 def test_no_tracing_without_the_switch(caplog: pytest.LogCaptureFixture) -> None:
@@ -357,7 +357,7 @@ def test_importing_hotfolder_loads_no_plugins(tmp_path: Path) -> None:
         importlib.metadata.distributions = boom
         importlib.metadata.entry_points = boom
         pluggy.PluginManager.load_setuptools_entrypoints = boom
-        import hotfolder, hotfolder.plugins, hotfolder.pipeline, hotfolder.cli, hotfolder.daemon
+        import hotfolder, hotfolder.plugins, hotfolder.engine, hotfolder.cli, hotfolder.daemon
         assert hotfolder.hookimpl is hotfolder.hookspecs.hookimpl
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
@@ -709,8 +709,13 @@ def test_hook_track_event(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     settings = minimal_settings(tmp_path)
     hooks = plugins.Hooks(pm, settings)
     with caplog.at_level(logging.ERROR, logger="hotfolder.plugins"):
-        for kind in ("claimed", "submitted", "progress", "published", "failed", "archived"):
-            hooks.track_event(Event(kind, "a.yaml", "j1", "a", {}))
+        for event in (Claimed(file="a.yaml", job_id="j1", job="a"),
+                      Submitted(file="a.yaml", job_id="j1", job="a", prompt_id="p", server="s"),
+                      Progress(file="a.yaml", job_id="j1", job="a", node="1", value=1, max=2),
+                      Published(file="a.yaml", job_id="j1", job="a", path="/out/a"),
+                      Failed(file="a.yaml", job_id="j1", job="a", error={"message": "x"}),
+                      Archived(file="a.yaml", job_id="j1", job="a", failed=False, path=None)):
+            hooks.track_event(event)
     assert calls(pm, "track_event") == ["claimed", "submitted", "progress", "published", "failed", "archived"]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 6

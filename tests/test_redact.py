@@ -141,7 +141,7 @@ def test_redact_keeps_ordinary_text_and_names_alone() -> None:
 # -- one log record, one line ----------------------------------------------------------------------
 
 NAMES = st.text(st.characters(codec=None, categories=None), min_size=1, max_size=40) | st.sampled_from([
-    "a\nb.yaml", "x\r2026-12-03 09:00:00,000 ERROR   hotfolder.pipeline: forged.yaml", "\x1b[2J\x1b[31mred.yaml",
+    "a\nb.yaml", "x\r2026-12-03 09:00:00,000 ERROR   hotfolder.engine: forged.yaml", "\x1b[2J\x1b[31mred.yaml",
     "sep\u2028line\u2029para\x85nel.yaml", "rlo\u202egnp.yaml", "undecodable-\udcff.yaml", "tab\tvt\x0bff\x0c.yaml",
 ])
 
@@ -160,7 +160,7 @@ def _restore_logging() -> Iterator[None]:
 @example(name="0", job="%")  # found: the job-log prefix was part of the %-format
 def test_each_log_record_is_one_line_whatever_the_name(_restore_logging: None, name: str, job: str) -> None:
     assume(redact_text(name) == name)  # a name like "token=x" is shown redacted; compared exactly below
-    logger = logging.getLogger("hotfolder.pipeline")
+    logger = logging.getLogger("hotfolder.engine")
     for fmt in ("text", "json"):
         raw = io.BytesIO()
         stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")  # as a file or a pipe
@@ -184,7 +184,7 @@ def test_a_traceback_keeps_its_lines_indented(_restore_logging: None) -> None:
     out = io.StringIO()
     configure_logging(0, stream=out, journal=False)
     try:
-        raise RuntimeError("bad\n2026-12-03 09:00:00,000 INFO    hotfolder.pipeline: forged")
+        raise RuntimeError("bad\n2026-12-03 09:00:00,000 INFO    hotfolder.engine: forged")
     except RuntimeError:
         logging.getLogger("hotfolder.test").exception("failed for %s", "a\nb")
     first, *rest = out.getvalue().splitlines()

@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 
 from hotfolder.errors import HotfolderError
-from hotfolder.events import Event
-from hotfolder.status import (
-    FAILURE_WINDOW,
-    StatusBoard,
-    StatusWriter,
-    format_status,
-    read_all_status,
-    read_status,
-    status_path,
-    status_problem,
-)
+from hotfolder.events import Archived, Claimed, Event, Failed, Progress, Published, Rendered, Submitted
+from hotfolder.status import FAILURE_WINDOW, StatusBoard
+from hotfolder.status_file import StatusWriter, read_all_status, read_status, status_path
+from hotfolder.status_report import format_status, status_problem
 from tests.conftest import wait_until
 
 
@@ -47,11 +40,11 @@ def busy_board(clock: Clock) -> StatusBoard:
     board.server_state("gpu2", "http://gpu2:8188", up=False)
     board.set_state("running")
     feed(board,
-         Event("claimed", "a.yaml", "J1"),
-         Event("rendered", "a.yaml", "J1", detail={"jobs": 3}),
-         Event("submitted", "a.yaml", "J1", "a-001", {"prompt_id": "p1", "server": "http://gpu1:8188"}),
-         Event("progress", "a.yaml", "J1", "a-001", {"node": "3", "value": 5, "max": 20}),
-         Event("claimed", "b.csv", "J2"))
+         Claimed(file="a.yaml", job_id="J1"),
+         Rendered(file="a.yaml", job_id="J1", jobs=3),
+         Submitted(file="a.yaml", job_id="J1", job="a-001", prompt_id="p1", server="http://gpu1:8188"),
+         Progress(file="a.yaml", job_id="J1", job="a-001", node="3", value=5, max=20),
+         Claimed(file="b.csv", job_id="J2"))
     return board
 
 
@@ -74,19 +67,19 @@ def test_board_moves_jobs_through_publish_failure_and_archive() -> None:
     board = busy_board(clock)
     clock.now += 10
     feed(board,
-         Event("published", "a.yaml", "J1", "a-001", {"path": "/out/a-001"}),
-         Event("failed", "a.yaml", "J1", "a-002", {"error": {"message": "Node 6 input 'text' is missing."}}),
-         Event("submitted", "a.yaml", "J1", "a-003", {"prompt_id": "p3", "server": "gpu1"}))
+         Published(file="a.yaml", job_id="J1", job="a-001", path="/out/a-001"),
+         Failed(file="a.yaml", job_id="J1", job="a-002", error={"message": "Node 6 input 'text' is missing."}),
+         Submitted(file="a.yaml", job_id="J1", job="a-003", prompt_id="p3", server="gpu1"))
     snap = board.snapshot()
     assert [(j["job"], j["state"], j["percent"]) for j in snap["running"]] == [("a-003", "queued", None)]
     assert snap["waiting"] == 1
     assert snap["failures"] == [{"file": "a.yaml", "job": "a-002", "job_id": "J1",
                                  "message": "Node 6 input 'text' is missing.", "time": snap["updated"]}]
     feed(board,
-         Event("published", "a.yaml", "J1", "a-003"),
-         Event("archived", "a.yaml", "J1", None, {"failed": True}),
-         Event("failed", "b.csv", "J2", None, {"error": {"message": "not valid CSV"}}),
-         Event("archived", "b.csv", "J2", None, {"failed": True}))
+         Published(file="a.yaml", job_id="J1", job="a-003", path=""),
+         Archived(file="a.yaml", job_id="J1", failed=True, path=None),
+         Failed(file="b.csv", job_id="J2", error={"message": "not valid CSV"}),
+         Archived(file="b.csv", job_id="J2", failed=True, path=None))
     snap = board.snapshot()
     assert snap["running"] == [] and snap["waiting"] == 0
     assert snap["counts"] == {"published": 2, "failed": 1, "files_done": 0, "files_failed": 2}
@@ -98,9 +91,9 @@ def test_board_moves_jobs_through_publish_failure_and_archive() -> None:
 def test_board_forgets_failures_older_than_an_hour() -> None:
     clock = Clock()
     board = StatusBoard(clock=clock)
-    feed(board, Event("failed", "old.yaml", "J1", None, {"error": {"message": "old"}}))
+    feed(board, Failed(file="old.yaml", job_id="J1", error={"message": "old"}))
     clock.now += FAILURE_WINDOW - 1
-    feed(board, Event("failed", "new.yaml", "J2", None, {"error": {"message": "new"}}))
+    feed(board, Failed(file="new.yaml", job_id="J2", error={"message": "new"}))
     assert [f["file"] for f in board.snapshot()["failures"]] == ["new.yaml", "old.yaml"]
     clock.now += 2
     assert [f["file"] for f in board.snapshot()["failures"]] == ["new.yaml"]
@@ -108,8 +101,8 @@ def test_board_forgets_failures_older_than_an_hour() -> None:
 
 def test_board_handles_jobs_resumed_after_a_restart_without_claim_events() -> None:
     board = StatusBoard()
-    feed(board, Event("submitted", "r.yaml", "J9", "r-002", {"server": "http://gpu1:8188"}),
-         Event("progress", "r.yaml", "J9", "r-003", {"node": "7", "value": 1, "max": 4}))
+    feed(board, Submitted(file="r.yaml", job_id="J9", job="r-002", prompt_id=None, server="http://gpu1:8188"),
+         Progress(file="r.yaml", job_id="J9", job="r-003", node="7", value=1, max=4))
     snap = board.snapshot()
     assert [j["job"] for j in snap["running"]] == ["r-002", "r-003"]
     assert snap["waiting"] == 0
@@ -124,12 +117,12 @@ def test_board_is_consistent_under_concurrent_events_and_snapshots() -> None:
         try:
             for i in range(200):
                 job_id = f"J{n}-{i}"
-                feed(board, Event("claimed", f"{job_id}.yaml", job_id),
-                     Event("rendered", f"{job_id}.yaml", job_id, detail={"jobs": 1}),
-                     Event("submitted", f"{job_id}.yaml", job_id, "x", {"server": "s"}),
-                     Event("progress", f"{job_id}.yaml", job_id, "x", {"node": "1", "value": 1, "max": 2}),
-                     Event("published", f"{job_id}.yaml", job_id, "x"),
-                     Event("archived", f"{job_id}.yaml", job_id, None, {"failed": False}))
+                feed(board, Claimed(file=f"{job_id}.yaml", job_id=job_id),
+                     Rendered(file=f"{job_id}.yaml", job_id=job_id, jobs=1),
+                     Submitted(file=f"{job_id}.yaml", job_id=job_id, job="x", prompt_id=None, server="s"),
+                     Progress(file=f"{job_id}.yaml", job_id=job_id, job="x", node="1", value=1, max=2),
+                     Published(file=f"{job_id}.yaml", job_id=job_id, job="x", path=""),
+                     Archived(file=f"{job_id}.yaml", job_id=job_id, failed=False, path=None))
         except BaseException as err:  # noqa: BLE001 - reported by the assertion below
             errors.append(err)
 
@@ -157,7 +150,7 @@ def test_writer_writes_the_status_file_periodically_and_on_flush(tmp_path: Path)
     writer.start()
     try:
         wait_until(lambda: writer.writes >= 3, timeout=10, message="three periodic writes")
-        feed(board, Event("published", "a.yaml", "J1", "a-001"))
+        feed(board, Published(file="a.yaml", job_id="J1", job="a-001", path=""))
         assert writer.flush(timeout=10)
         data = read_status(tmp_path / ".hotfolder", "render1")
         assert data is not None
@@ -225,7 +218,7 @@ def test_each_daemon_on_an_inbox_has_its_own_status_file(tmp_path: Path) -> None
 def test_format_status_shows_progress_servers_and_failures() -> None:
     clock = Clock(time.time())
     board = busy_board(clock)
-    feed(board, Event("failed", "c.yaml", "J3", None, {"error": {"message": "Unknown template 'nope'."}}))
+    feed(board, Failed(file="c.yaml", job_id="J3", error={"message": "Unknown template 'nope'."}))
     snap = board.snapshot()
     snap["interval"] = 2.0
     clock.now += 75

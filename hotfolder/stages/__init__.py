@@ -1,7 +1,9 @@
-"""The per-file pipeline stages: one module per stage, each with a verb-phrase public function.
+"""The per-file pipeline stages: one module per stage, each with a verb-phrase public function. The
+stages a job runs take its :class:`~hotfolder.stages.context.JobContext` and own their retries, record
+writes and events.
 
-The order in which a job runs them is set by ``hotfolder.pipeline`` (``Engine._run_job`` and the output
-workers); this list follows it, and each module's docstring opens with its number ("Stage N of 10: ...").
+The order in which a job runs them is set by ``hotfolder.engine.job.run_job`` (claim, parse and render
+by ``hotfolder.engine.intake``); this list follows it, and each module's docstring opens with its number ("Stage N of 10: ...").
 
 1. intake (``hotfolder/watch.py``, outside this package: a long-lived watcher, not a per-file step)
 2. ``claim``: take a complete inbox file by one atomic rename into its own job folder

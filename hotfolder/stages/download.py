@@ -8,21 +8,58 @@ than output, temp or input) is the server's malformed answer: an :class:`OutputE
 sha256 computed on the way; nothing is held in memory. Local names are the server's base names made safe
 (:func:`hotfolder.paths.safe_filename`: never a path, bounded in bytes), with a suffix if two outputs
 share one; the server's name is kept in the entry (``server_filename``, as valid text).
+:func:`download_job` does it for a job, retrying a failed output and waiting while the server is away.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hotfolder import failpoints
+from hotfolder.comfy.client import ComfyClient, PromptResult
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.errors import OutputError
+from hotfolder.errors import OutputError, ServerUnavailable
 from hotfolder.fsguard import at_path
 from hotfolder.paths import display_name, own_dir, safe_filename, unique_name
+from hotfolder.stages.context import JobContext
+
+MAX_DOWNLOAD_ERRORS = 5
+
+
+def download_job(ctx: JobContext, client: ComfyClient, result: PromptResult) -> None:
+    """Download the outputs of the job's finished prompt into its staging folder; the job becomes
+    ``downloaded``. An output that fails is tried again (up to MAX_DOWNLOAD_ERRORS, not over a budget)."""
+    job, record, settings = ctx.job, ctx.record, ctx.settings
+    refs, values = list_outputs(result.outputs, include_temp=settings.download_temp, server=client.display_url)
+    job.execution["ui_values"] = values
+    staging = settings.staging_dir / f"{record.job_id}-{job.index:03d}"
+    job.staging = str(staging)
+    own_dir(settings.staging_dir)  # before anything is removed or written below it
+    errors = 0
+    while True:
+        # A download cut off (by a crash, a failed output, the server going away) starts over in an
+        # empty folder: what the cut-off try left must not be published beside its second copy.
+        if os.path.lexists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        try:
+            job.outputs = download_outputs(client.http, refs, staging)
+            break
+        except ServerUnavailable:
+            ctx.wait_for_server(client)
+        except OutputError as err:
+            errors += 1
+            if errors >= MAX_DOWNLOAD_ERRORS or "limit" in err.where:  # over a budget: trying again cannot help
+                raise
+            ctx.log.warning("%s; retrying", err.message)
+            ctx.pause(min(2.0 ** errors * 0.1, 5.0))
+    job.state = "downloaded"
+    ctx.save(durable=False)  # redone after a power cut, never repeated outside
+    ctx.log.debug("downloaded %d file(s)", len(job.outputs))  # the published line gives the count
 
 
 @dataclass

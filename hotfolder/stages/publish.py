@@ -4,7 +4,8 @@ Files are downloaded into ``outbox/.hotfolder-staging/<job>/`` (hidden, same fil
 ``<name>.json`` is written last, then the folder is renamed into place, so a consumer never sees a
 half-written result. A name that is taken gets a suffix (``red-fox-2``); nothing is ever overwritten,
 not even an output that has the sidecar's name (``red-fox.json`` from ComfyUI or a post-processor):
-then the folder and its sidecar take the next free suffix.
+then the folder and its sidecar take the next free suffix. :func:`publish_job` does it for a job,
+running its post-processors on the staging folder first.
 """
 
 from __future__ import annotations
@@ -14,10 +15,53 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hotfolder import failpoints
+from hotfolder import documents, failpoints, plugins
+from hotfolder.comfy.client import ComfyClient
+from hotfolder.errors import OutputError
+from hotfolder.events import Published
 from hotfolder.fsguard import at_path
 from hotfolder.paths import rename_noreplace, unique_name
 from hotfolder.record import fsync_dir, write_json_private
+from hotfolder.stages.context import JobContext
+
+
+def publish_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], *, fresh: bool = False) -> None:
+    """Post-process the job's staging folder and publish it; the job becomes ``published``. A run cut
+    off after the publish rename finds its result in the outbox instead. ``fresh``: the outputs were
+    downloaded by this process just now (not before a restart)."""
+    job, record, settings = ctx.job, ctx.record, ctx.settings
+    key = f"{record.job_id}/{job.index}"
+    staging = Path(job.staging or "")
+    # The publish rename moves the staging folder away: while it exists, nothing was published yet.
+    # Only a run cut off after that rename has to look through the outbox for its result.
+    staged = os.path.isdir(staging)
+    existing = None if staged else find_published(settings.outbox, job.name, key)
+    if existing is None:
+        if not staged:
+            raise OutputError(f"The staged outputs of job {job.name!r} are gone ({staging}).",
+                              hint="Move the input file back to inbox/ to run it again.")
+        sidecar = documents.sidecar(record, job, client, workflow)
+        if ctx.hooks is not None:
+            plugins.run_postprocessors(ctx.hooks, _postprocess(ctx), staging, sidecar)
+        existing = publish_folder(staging, settings.outbox, job.name, sidecar, fresh=fresh)
+    job.published = str(existing)
+    job.state = "published"
+    # Counted and told before the record is saved: a save that a full inbox stops is redone without
+    # the publish (the job is "published" in memory), so this is reached once.
+    ctx.count("published")
+    ctx.log.info("published %d file(s) as %s", len(job.outputs), existing)
+    ctx.emit(Published(file=record.input_name, job_id=record.job_id, job=job.name, path=str(existing)))
+    if not record.all_finished():
+        ctx.save(durable=False)  # redone after a power cut, never repeated outside
+    # else: the last job's state goes into the record with the archive name (archived next). Cut off
+    # before that, the job is "downloaded" with its staging folder gone, and this finds its result in
+    # the outbox instead of publishing it again.
+
+
+def _postprocess(ctx: JobContext) -> Any:
+    """The job's ``postprocess:`` if its scenario has one, else ``postprocess`` from hotfolder.toml."""
+    options = ctx.job.spec.options if ctx.job.spec is not None else {}
+    return options["postprocess"] if "postprocess" in options else ctx.settings.postprocess
 
 
 def publish_folder(staging: Path, outbox: Path, name: str, sidecar: dict[str, Any], *, fresh: bool = False) -> Path:

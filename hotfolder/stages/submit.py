@@ -1,6 +1,7 @@
 """Stage 6 of 10: submit. POST the rendered workflow under our own prompt_id.
 
-The prompt_id is chosen and recorded by the caller before this runs. A POST whose outcome is unknown
+:func:`submit_job` chooses the prompt_id and records it before the POST, waits while the server is
+away, and attaches to a prompt an earlier POST (cut off by a crash) already queued. A POST whose outcome is unknown
 (timeout, dropped connection, HTTP 500) is resolved by asking the server whether it has the prompt; only
 a prompt it provably does not have is sent again, under the same id. A 400 becomes a
 :class:`~hotfolder.errors.PromptRejected` whose ``details`` list each problem by node id, title, class and
@@ -9,10 +10,79 @@ input, in words a user can act on.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+import uuid
+from typing import Any, NamedTuple
 
+from hotfolder import failpoints
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.errors import OutcomeUnknown, PromptRejected
+from hotfolder.errors import OutcomeUnknown, PromptRejected, ServerUnavailable
+from hotfolder.events import Submitted
+from hotfolder.record import now_iso
+from hotfolder.stages.context import JobContext
+
+#: The job states in which a job still has to be submitted, or tracked to its end.
+SUBMITTABLE = frozenset({"pending", "submitting", "submitted"})
+
+
+class Queued(NamedTuple):
+    """What :func:`submit_job` did: ``fresh`` when its POST queued the prompt just now (its WebSocket
+    messages are all still to come); ``deadline`` (monotonic) for the job's end, from job_timeout."""
+
+    fresh: bool
+    deadline: float
+
+
+def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any]) -> Queued:
+    """Queue the job's prompt on ``client`` (or attach to it if an earlier POST got there); a job
+    already ``submitted`` is left as it is. Waits while the server is away (ctx.wait_for_server may
+    move the job instead); PromptRejected on a 400."""
+    job, record = ctx.job, ctx.record
+    if job.state not in {"pending", "submitting"}:
+        return Queued(False, time.monotonic() + ctx.settings.job_timeout)
+    if job.prompt_id is None:
+        job.prompt_id = str(uuid.uuid4())
+    elif job.state == "submitting" and job.submissions > 0:
+        # An earlier POST under this id may have reached the server (crash mid-POST): never run it twice.
+        where = _locate(ctx, client, job.prompt_id)
+        if where != "absent":
+            job.state = "submitted"
+            ctx.save(durable=False)  # redone after a power cut, never repeated outside
+            ctx.log.info("prompt %s is already on %s (%s); attaching to it", job.prompt_id, client.display_url, where)
+            return Queued(False, time.monotonic() + ctx.settings.job_timeout)
+    job.server = client.name
+    job.state = "submitting"
+    job.submissions += 1
+    job.times["submitted"] = now_iso()
+    ctx.save()  # the prompt_id is on disk before the POST
+    extra = {"extra_pnginfo": {"hotfolder": {"job": f"{record.job_id}/{job.index}", "file": record.input_name}}}
+    while True:
+        try:
+            client.wait_ws(2.0)
+            where = submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
+            failpoints.hit("after_post")
+            break
+        except ServerUnavailable:
+            ctx.wait_for_server(client, movable=True)
+        except OutcomeUnknown as err:
+            ctx.log.warning("%s; checking again before resubmitting", err.message)
+            ctx.pause(1.0)
+    # No record write here: nothing outside happens before the next one ("downloaded", before the
+    # publish). A record still saying "submitting" after a crash is looked up on the server first
+    # (_locate), so the prompt is attached to, never sent twice.
+    job.state = "submitted"
+    ctx.log.info("submitted to %s as prompt %s (%s)", client.display_url, job.prompt_id, where)
+    ctx.emit(Submitted(file=record.input_name, job_id=record.job_id, job=job.name,
+                       prompt_id=job.prompt_id, server=client.display_url))
+    return Queued(where == "queued", time.monotonic() + ctx.settings.job_timeout)
+
+
+def _locate(ctx: JobContext, client: ComfyClient, prompt_id: str) -> str:
+    while True:
+        try:
+            return client.locate(prompt_id)
+        except ServerUnavailable:
+            ctx.wait_for_server(client)
 
 
 def submit_prompt(client: ComfyClient, workflow: dict[str, Any], *, prompt_id: str,

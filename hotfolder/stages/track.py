@@ -3,6 +3,8 @@
 The waiting itself lives in :meth:`hotfolder.comfy.client.ComfyClient.wait` (WebSocket plus history
 polling). This stage turns the outcome into the job's terms: success, or an
 :class:`~hotfolder.errors.ExecutionFailed` that names the node (id, title, class) and the exception.
+:func:`track_job` also waits out a server that went away, tells when a prompt was lost (to be
+submitted again), interrupts a job over job_timeout, and records how the prompt ran.
 """
 
 from __future__ import annotations
@@ -11,10 +13,79 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hotfolder.comfy.client import ComfyClient, PromptResult, PromptWatch
-from hotfolder.errors import ExecutionFailed
+from hotfolder.comfy.client import ComfyClient, PromptLost, PromptResult, PromptWatch
+from hotfolder.errors import ExecutionFailed, JobTimeout, ServerError, ServerUnavailable
+from hotfolder.events import Progress, Resubmitted
+from hotfolder.record import now_iso
+from hotfolder.stages.context import JobContext
+from hotfolder.stages.submit import Queued
 
 MAX_INPUT_REPR = 200
+MAX_RESUBMISSIONS = 5
+
+
+def track_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], queued: Queued) -> PromptResult | None:
+    """Follow the job's prompt to its end and record how it ran (``job.execution``). None when the
+    server lost it (restarted): the job is ``submitting`` again, to be submitted under the same id.
+    Raises ExecutionFailed, JobTimeout (after interrupting it), or ServerError after too many losses."""
+    job, record = ctx.job, ctx.record
+    while True:
+        try:
+            result = track_prompt(client, job.prompt_id or "", workflow, deadline=queued.deadline, cancel=ctx.stop,
+                                  on_progress=lambda w: _progress(ctx, w), fresh=queued.fresh)
+        except PromptLost:
+            job.resubmissions += 1
+            if job.resubmissions > MAX_RESUBMISSIONS:
+                raise ServerError(
+                    f"Prompt {job.prompt_id} was lost by {client.display_url} {job.resubmissions} times.",
+                    hint="ComfyUI keeps restarting or something clears its queue; check its log.",
+                ) from None
+            ctx.log.warning("prompt %s vanished from %s (restart?); submitting it again with the same id",
+                            job.prompt_id, client.display_url)
+            ctx.emit(Resubmitted(file=record.input_name, job_id=record.job_id, job=job.name,
+                                 server=client.name, prompt_id=job.prompt_id))
+            job.state = "submitting"
+            ctx.save()
+            return None
+        except ServerUnavailable:
+            ctx.wait_for_server(client, movable=True)
+            queued = queued._replace(fresh=False)
+            continue
+        except TimeoutError:
+            _give_up(ctx, client)
+            raise JobTimeout(
+                f"Job did not finish within job_timeout = {ctx.settings.job_timeout:g} s on {client.display_url}; it was interrupted.",
+                hint="Raise job_timeout in hotfolder.toml if such jobs are expected to take longer.",
+            ) from None
+        finally:
+            client.forget(job.prompt_id or "")
+        job.times["finished"] = now_iso()
+        w = result.watch
+        job.execution = {
+            "started": now_iso(w.started) if w.started else None,
+            "node_seconds": dict(w.node_seconds),
+            "cached_nodes": list(w.cached),
+            "comfyui_version": client.comfyui_version(),
+            "ui_values": {},
+            "outputs": result.outputs,
+        }
+        return result
+
+
+def _progress(ctx: JobContext, watch: PromptWatch) -> None:
+    """A progress event (ComfyClient.wait calls this when the node or its progress changed)."""
+    p = watch.progress
+    ctx.emit(Progress(file=ctx.record.input_name, job_id=ctx.record.job_id, job=ctx.job.name,
+                      node=p.node, value=p.value, max=p.max))
+
+
+def _give_up(ctx: JobContext, client: ComfyClient) -> None:
+    ctx.log.error("job timed out; interrupting prompt %s", ctx.job.prompt_id)
+    try:
+        client.http.delete_pending(ctx.job.prompt_id or "")
+        client.http.interrupt(ctx.job.prompt_id or "")
+    except ServerError:
+        pass
 
 
 def track_prompt(client: ComfyClient, prompt_id: str, workflow: dict[str, Any], *, deadline: float,

@@ -30,19 +30,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from hotfolder import failpoints
+from hotfolder.comfy.client import ComfyClient
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.errors import AddressError, ScenarioError
+from hotfolder.errors import AddressError, ScenarioError, ServerUnavailable
 from hotfolder.fsguard import at_path
 from hotfolder.paths import NotRegular, fd_path, open_regular, write_all
 from hotfolder.record import COPY_PREFIX
+from hotfolder.stages.context import JobContext
 from hotfolder.templates import inject
 
 #: The subfolder of ComfyUI's input folder that uploads go to.
@@ -247,6 +251,74 @@ def upload_input(http: ComfyHTTP, item: InputFile, *, folder: Path | None = None
     name = answer["name"]
     folder = answer.get("subfolder") or ""
     return f"{folder}/{name}" if folder else name
+
+
+class Uploads:
+    """What this daemon uploaded to each server since it last came back (sha256 -> name on the
+    server), and one lock per server so that each content is uploaded there once at a time."""
+
+    def __init__(self, servers: list[str]) -> None:
+        self.known: dict[str, dict[str, str]] = {name: {} for name in servers}
+        self.locks = {name: threading.Lock() for name in servers}
+
+    def forget(self, server: str) -> None:
+        """The server came back: it may have restarted with an empty input folder."""
+        self.known[server].clear()
+
+
+def with_inputs(ctx: JobContext, client: ComfyClient, rendered: dict[str, Any]) -> dict[str, Any]:
+    """The workflow to submit to ``client``: ``rendered`` with the job's input files uploaded there
+    and their names set. A job already submitted keeps the names recorded when it was."""
+    job = ctx.job
+    if not job.inputs:
+        return rendered
+    items = [InputFile.from_dict(item) for item in job.inputs]
+    settled = job.state in {"submitted", "downloaded"} or (job.state == "submitting" and job.submissions > 0)
+    if not (settled and all(item.uploaded and item.server == client.display_url for item in items)):
+        for item in items:
+            item.uploaded = upload_once(ctx, client, item)
+            item.server = client.display_url
+        job.inputs = [item.to_dict() for item in items]
+        ctx.save()  # the names are on disk before the workflow using them is submitted
+    workflow = json.loads(json.dumps(rendered))
+    inject_inputs(workflow, items, where=ctx.where())
+    return workflow
+
+
+def upload_once(ctx: JobContext, client: ComfyClient, item: InputFile) -> str:
+    """Put ``item`` on ``client``'s server once: a content this daemon already uploaded there (since
+    the server last came back) is not sent again. Waits while the server is away."""
+    known = ctx.uploads.known[client.name]
+    while True:
+        with ctx.uploads.locks[client.name]:  # one upload of a content at a time per server
+            name = known.get(item.sha256)
+            if name is not None and _mark_used(client, name):
+                return name
+            try:
+                name = upload_input(client.http, item, folder=ctx.record.folder, where=ctx.where(client))
+            except ServerUnavailable:
+                name = None
+            if name is not None:
+                known[item.sha256] = name
+                _mark_used(client, name)
+                ctx.log.info("uploaded %s (%d bytes) to %s as %s", item.path, item.size, client.display_url, name)
+                return name
+        ctx.wait_for_server(client, movable=True)
+
+
+def _mark_used(client: ComfyClient, name: str) -> bool:
+    """For a server whose input folder is on this machine (``input_dir``): whether the uploaded file is
+    still there, touching it so that upload retention counts its age from its last use. ComfyUI does
+    not rewrite identical bytes, so the file's own time says when it was first uploaded. Other servers:
+    True (nothing to check)."""
+    if client.server.input_dir is None:
+        return True
+    local = client.server.input_dir / name
+    try:
+        os.utime(local)
+    except OSError:
+        return False  # deleted by retention (or by hand): upload it again
+    return True
 
 
 def _scenario(where: dict[str, Any]) -> str:

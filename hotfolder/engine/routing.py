@@ -1,0 +1,189 @@
+"""Routing: which server a job goes to (pins, labels, weights, capabilities), whether a server is up,
+waiting for one that is away, and failover to another once it has been away for ``lost_grace``."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any
+
+from hotfolder import budgets
+from hotfolder.comfy.client import Cancelled, ComfyClient
+from hotfolder.comfy.object_info import ObjectInfoCache
+from hotfolder.config import Settings
+from hotfolder.engine.core import Core, logger
+from hotfolder.errors import HotfolderError, ServerError
+from hotfolder.record import JobState
+from hotfolder.stages.context import JobContext
+from hotfolder.stages.upload import Uploads
+from hotfolder.templates import validate
+from hotfolder.templates.problems import ERROR, ValidationError
+
+
+class Failover(Exception):
+    """The job's server has been down too long while another is up: move the job."""
+
+
+def move_away(ctx: JobContext, client: ComfyClient) -> None:
+    """Take the job off ``client`` (down too long, see Failover): it is routed again, under the same
+    prompt id, and submitted again if it was."""
+    job = ctx.job
+    ctx.log.warning("%s has been down for over %g s; moving the job to another server (same prompt id)",
+                    client.display_url, ctx.settings.lost_grace)
+    if job.submissions:
+        job.resubmissions += 1
+    job.server = None
+    job.state = "submitting" if job.submissions else "pending"
+    ctx.save()
+
+
+class Router:
+    """The configured servers and what is known of them: load, who is down since when, their
+    /object_info (cached) and what was uploaded to each."""
+
+    def __init__(self, core: Core) -> None:
+        settings = core.settings
+        self.core = core
+        self.clients = [
+            ComfyClient(
+                server, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
+                poll_interval=settings.poll_interval, history_grace=settings.history_grace,
+                lost_grace=settings.lost_grace, limits=budgets.Limits.from_settings(settings),
+            )
+            for server in settings.servers
+        ]
+        self.object_info = {c.name: ObjectInfoCache(c.http.object_info, name=c.display_url)
+                            for c in self.clients}
+        self.uploads = Uploads([c.name for c in self.clients])
+        self._load = {c.name: 0 for c in self.clients}
+        self._down_since: dict[str, float] = {}
+        if len(self.clients) > 1:
+            for client in self.clients:
+                client.reach.waiting = (f"Its jobs wait until it answers, or move to another server after "
+                                        f"lost_grace = {settings.lost_grace:g} s; hotfolder keeps trying.")
+
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings now (a reload may change them)."""
+        return self.core.settings
+
+    def is_down(self, name: str) -> bool:
+        """Whether the server did not answer last time (called with or without the lock)."""
+        return name in self._down_since
+
+    def server_up(self, client: ComfyClient) -> bool:
+        """Whether the server answered last time hotfolder asked (and its WebSocket is connected)."""
+        with self.core.cond:
+            down = client.name in self._down_since
+        return not down and client.ws_connected
+
+    @contextlib.contextmanager
+    def using(self, client: ComfyClient) -> Iterator[None]:
+        """Count a job on ``client`` while the block runs (the load routing balances)."""
+        with self.core.cond:
+            self._load[client.name] += 1
+        try:
+            yield
+        finally:
+            with self.core.cond:
+                self._load[client.name] -= 1
+
+    def pick(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
+        """The server for this job: the one it was sent to, else the least loaded (by weight) of the
+        servers it may use (a scenario's `server:` or `label:` pins it) that are up."""
+        if job.server:
+            for client in self.clients:
+                if client.name == job.server:
+                    return client
+        options = job.spec.options if job.spec is not None else {}
+        candidates = [c for c in self.clients if _matches_pin(c, options.get("server"), options.get("label"))]
+        if not candidates:
+            raise ServerError(
+                f"No configured server matches the job's pin (server {options.get('server')!r}, label {options.get('label')!r}).",
+                hint="Configured: " + ", ".join(f"{c.name} {list(c.server.labels)}" for c in self.clients),
+            )
+        if self.settings.validate:
+            candidates = self._capable(job, workflow, candidates)
+        with self.core.cond:
+            up = [c for c in candidates if c.name not in self._down_since] or candidates
+            return min(up, key=lambda c: ((self._load[c.name] + 1) / c.server.weight, self._load[c.name]))
+
+    def _capable(self, job: JobState, workflow: dict[str, Any], candidates: list[ComfyClient]) -> list[ComfyClient]:
+        """The candidates whose /object_info has every node class, input value and model file the
+        workflow uses. A server whose /object_info cannot be read now stays a candidate (ComfyUI's own
+        validation still applies when it answers). None capable: ValidationError, before anything is queued."""
+        capable, refused = [], []
+        fields = (job.template or {}).get("fields") or {}
+        known = [item["name"] for item in job.inputs]  # uploaded right before submitting, under these names
+        for client in candidates:
+            try:
+                problems = validate.validate_with_refresh(self.object_info[client.name], workflow, scenario_fields=fields,
+                                                           known_files=known)
+            except HotfolderError:
+                capable.append(client)
+                continue
+            errors = [p for p in problems if p.severity == ERROR]
+            if errors:
+                refused.append((client, errors))
+            else:
+                capable.append(client)
+        if capable:
+            return capable
+        client, errors = refused[0]
+        err = ValidationError.from_problems(
+            errors, subject=f"Job {job.name!r} (template {(job.template or {}).get('name')!r})",
+            server=client.display_url,
+        )
+        if len(refused) > 1:
+            err.message += "\n(The other servers refuse it too: " + ", ".join(c.display_url for c, _ in refused[1:]) + ".)"
+        raise err
+
+    def object_info_source(self, *, include_down: bool) -> tuple[Mapping[str, Any], Hashable] | None:
+        """The /object_info of the first server that answers (a cached copy counts), with a version key
+        for caching conversions; None if none does. Servers known to be down are skipped unless
+        ``include_down``."""
+        with self.core.cond:
+            down = set(self._down_since)
+        for client in self.clients:
+            if client.name in down and not include_down:
+                continue
+            cache = self.object_info[client.name]
+            try:
+                info = cache.get()
+            except Exception as err:  # noqa: BLE001 - any failure means: not this server, now
+                logger.debug("No /object_info from %s: %s", client.display_url, err)
+                continue
+            return info, (client.display_url, cache.version)
+        return None
+
+    def wait_for_server(self, client: ComfyClient, *, movable: bool = False) -> None:
+        """Wait until ``client`` answers again. With ``movable``, raise Failover instead once it has been
+        down for ``lost_grace`` seconds while another server is up. Cancelled when stopping."""
+        stop = self.core.stop
+        delay = 0.25
+        while not stop.is_set():
+            try:
+                client.http.system_stats()
+                with self.core.cond:
+                    if self._down_since.pop(client.name, None) is not None:
+                        self.object_info[client.name].invalidate()  # it may have restarted with other nodes
+                        self.uploads.forget(client.name)  # ... or with an empty input folder
+                client.reach.up()  # logs "is back" if it was away
+                return
+            except ServerError as err:
+                with self.core.cond:
+                    since = self._down_since.setdefault(client.name, time.monotonic())
+                    others_up = any(c.name not in self._down_since for c in self.clients if c is not client)
+                client.reach.down(err)  # logs only when it stops answering, not per retry
+                if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
+                    raise Failover(client.name) from None
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+        raise Cancelled(client.name)
+
+
+def _matches_pin(client: ComfyClient, server: Any, label: Any) -> bool:
+    if server is not None and str(server) not in {client.name, client.display_url, client.server.url}:
+        return False
+    return label is None or str(label) in client.server.labels

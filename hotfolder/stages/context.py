@@ -1,0 +1,64 @@
+"""The job context: what a stage may do besides its own work, for one job.
+
+A stage gets a :class:`JobContext` and through it emits events, saves the job's record, waits for a
+server, honours a stop and logs with the job's prefix. The engine builds one per job; a test can build
+one with plain callables, so a stage can be run and read alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hotfolder.comfy.client import Cancelled, ComfyClient
+from hotfolder.config import Settings
+from hotfolder.events import Event, JobLog
+from hotfolder.record import FileRecord, JobState
+
+
+@dataclass
+class JobContext:
+    """One job and the engine services its stages use.
+
+    ``wait_for_server(client, movable=...)`` returns once the server answers (with ``movable``, it may
+    raise to move the job to another server instead); ``count(name)`` adds one to the engine's counts;
+    ``uploads`` remembers what each server already has (see :class:`hotfolder.stages.upload.Uploads`).
+    """
+
+    record: FileRecord
+    job: JobState
+    log: JobLog
+    get_settings: Callable[[], Settings]  # the settings now (a reload may change some)
+    get_hooks: Callable[[], Any]  # the plugins' hooks now (plugins.Hooks | None; a reload may change them)
+    stop: threading.Event
+    emit: Callable[[Event], None]
+    count: Callable[[str], None]
+    wait_for_server: Callable[..., None]
+    uploads: Any  # stages.upload.Uploads
+
+    @property
+    def settings(self) -> Settings:
+        return self.get_settings()
+
+    @property
+    def hooks(self) -> Any:
+        return self.get_hooks()
+
+    def save(self, *, durable: bool = True) -> None:
+        """Write the job's record (see :meth:`FileRecord.save`)."""
+        self.record.save(durable=durable)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``; raise Cancelled if the engine stops meanwhile (the job stays recorded)."""
+        self.stop.wait(seconds)
+        if self.stop.is_set():
+            raise Cancelled(self.job.name)
+
+    def where(self, client: ComfyClient | None = None) -> dict[str, Any]:
+        """The error location fields for this job (and the server)."""
+        out = {"file": self.record.input_name, "job": self.job.name}
+        if client is not None:
+            out["server"] = client.display_url
+        return out
