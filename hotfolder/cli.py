@@ -23,10 +23,11 @@ from hotfolder.config import Settings, load_settings
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
+from hotfolder.stages import prepare
 from hotfolder.stages.claim import job_folder_name
 from hotfolder.status_file import read_all_status
 from hotfolder.status_report import format_status, status_problem
-from hotfolder.templates import prepare, validate
+from hotfolder.templates import validate
 from hotfolder.templates.problems import ERROR, ValidationError
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotfolder import __version__
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.record import FileRecord, JobState, now_iso
 from hotfolder.redact import redact_data
+from hotfolder.version import __version__
 
 
 def sidecar(record: FileRecord, job: JobState, client: ComfyClient, workflow: dict[str, Any]) -> dict[str, Any]:

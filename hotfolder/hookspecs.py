@@ -44,9 +44,8 @@ if TYPE_CHECKING:
 
     from hotfolder.config import Settings
     from hotfolder.events import Event
-    from hotfolder.plugin_api import TemplateInfo
+    from hotfolder.plugin_api import Conversion, TemplateInfo
     from hotfolder.spec import JobSpec
-    from hotfolder.templates.convert import Conversion
 
 __all__ = [
     "PROJECT",
@@ -258,10 +257,10 @@ def parse_workflow(data: Any, name: str, object_info: Callable[[], Mapping[str, 
         job until a server answers).
     :return: ``None`` if the data is not in your format; otherwise the API workflow (a dict; the job
         record then says ``"format": "plugin"``), or a
-        :class:`~hotfolder.templates.convert.Conversion` (the workflow with notes for the job record:
+        :class:`~hotfolder.plugin_api.Conversion` (the workflow with notes for the job record:
         ``warnings``, ``dropped``, ``controls``, ``source_format``).
 
     An exception fails the job: raise :class:`~hotfolder.errors.TemplateError` (e.g.
-    :class:`~hotfolder.templates.convert.ConversionError`) for data you cannot convert faithfully;
+    :class:`~hotfolder.plugin_api.ConversionError`) for data you cannot convert faithfully;
     anything else is reported as a ``PluginError`` naming your plugin.
     """

@@ -20,6 +20,7 @@ from hotfolder.paths import safe_filename, unique_name
 
 __all__ = [
     "LOCAL_MODULE_PREFIX",
+    "Conversion",
     "RegisterPostprocessor",
     "RegisterScenarioKey",
     "StagedJob",
@@ -177,3 +178,23 @@ def get_plugin_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-
             name = name[len(prefix):]
             break
     return _PluginLogger(logging.getLogger(f"hotfolder.plugins.{name}"), {"plugin": name})
+
+
+@dataclass
+class Conversion:
+    """A template converted to API format: what the built-in UI converter
+    (:func:`hotfolder.templates.convert.convert_ui_workflow`) and a ``parse_workflow`` plugin give.
+
+    ``workflow`` is the API workflow; ``source_format`` what the template was (``"ui"``). ``warnings`` are things the user may want to know (values
+    defaulted or ignored, inputs left unconnected by a bypass). ``controls`` maps
+    ``"<node_id>.<input>"`` to its control_after_generate mode where that is not ``"fixed"``
+    (``"randomize"``: the UI would draw a new seed per run; the saved value is used here).
+    ``dropped`` lists the UI nodes that have no API node (notes, reroutes, primitives, muted and
+    bypassed nodes) as ``"<id> (<type>): <why>"``.
+    """
+
+    workflow: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    controls: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    source_format: str = "ui"

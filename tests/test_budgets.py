@@ -28,8 +28,8 @@ from hotfolder.comfy.ws import OP_TEXT, FrameReader, MessageTooLarge
 from hotfolder.engine import Engine
 from hotfolder.errors import OutputError, ScenarioError, ServerError, TemplateError
 from hotfolder.spec import JobSpec
-from hotfolder.stages import parse, upload
-from hotfolder.templates import load, prepare, render
+from hotfolder.stages import parse, prepare, upload
+from hotfolder.templates import load, render
 from hotfolder.templates import params as template_params
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import encode_png

@@ -14,7 +14,7 @@ from hotfolder import daemon
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.engine import Engine
 from hotfolder.errors import ScenarioError, UploadError
-from hotfolder.templates import prepare
+from hotfolder.stages import prepare
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png, encode_png
 from tests.conftest import make_settings, run_cli

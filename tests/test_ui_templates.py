@@ -13,7 +13,8 @@ import pytest
 from hotfolder import daemon
 from hotfolder.comfy import object_info
 from hotfolder.errors import TemplateError
-from hotfolder.templates import load, prepare
+from hotfolder.stages import prepare
+from hotfolder.templates import load
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png
 from tests.conftest import make_settings, run_cli, wait_until

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
-from hotfolder import __version__
 from hotfolder.budgets import DEFAULTS, exceeded
 from hotfolder.errors import (
     OutcomeUnknown,
@@ -52,6 +51,7 @@ from hotfolder.errors import (
 )
 from hotfolder.paths import open_regular, write_all
 from hotfolder.redact import redact_data, redact_text, redact_url
+from hotfolder.version import __version__
 
 logger = logging.getLogger(__name__)
 

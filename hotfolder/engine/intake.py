@@ -33,8 +33,8 @@ from hotfolder.record import FileRecord, JobState, now_iso, read_file, write_jso
 from hotfolder.spec import JobSpec
 from hotfolder.stages import archive, claim, parse
 from hotfolder.stages.context import JobContext
+from hotfolder.stages.prepare import inputs_base, render_job, template_record
 from hotfolder.templates import load
-from hotfolder.templates.prepare import inputs_base, render_job, template_record
 
 PREPARE_THREADS = 2  # threads that parse and render claimed files (two: one slow file never stops intake)
 RENDER_TIMEOUTS_PER_FILE = 2  # jobs of one file over render_timeout before the rest of that file is refused

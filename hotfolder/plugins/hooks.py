@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from hotfolder import fsguard
 from hotfolder.errors import HotfolderError, PluginError, filesystem_error
+from hotfolder.plugin_api import Conversion
 from hotfolder.plugins.loader import DISABLE_ENV, PluginManager, error_location, get_plugin_manager, short_repr
 from hotfolder.plugins.postprocess import Postprocessor, parse_postprocess
-from hotfolder.templates.convert import Conversion
 
 if TYPE_CHECKING:
     import jinja2

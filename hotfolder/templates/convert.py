@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hotfolder.errors import TemplateError
+from hotfolder.plugin_api import Conversion
 from hotfolder.templates.nodes import WIDGET_TYPES, combo_choices, declared_inputs, input_spec
 
 logger = logging.getLogger(__name__)
@@ -83,25 +84,6 @@ class ConversionError(TemplateError):
     """A UI workflow that cannot be converted faithfully; the message names the construct and node."""
 
     stage = "render"
-
-
-@dataclass
-class Conversion:
-    """The result of :func:`convert_ui_workflow` (and of a ``parse_workflow`` plugin).
-
-    ``workflow`` is the API workflow; ``source_format`` what the template was (``"ui"``). ``warnings`` are things the user may want to know (values
-    defaulted or ignored, inputs left unconnected by a bypass). ``controls`` maps
-    ``"<node_id>.<input>"`` to its control_after_generate mode where that is not ``"fixed"``
-    (``"randomize"``: the UI would draw a new seed per run; the saved value is used here).
-    ``dropped`` lists the UI nodes that have no API node (notes, reroutes, primitives, muted and
-    bypassed nodes) as ``"<id> (<type>): <why>"``.
-    """
-
-    workflow: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-    controls: dict[str, str] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)
-    source_format: str = "ui"
 
 
 def is_ui_workflow(data: Any) -> bool:

@@ -26,7 +26,7 @@ Rendering one job
     2. Render the template and check the result is an API workflow.
     3. Every sidecar (or role) parameter with ``input`` addresses and a value sets those node inputs.
     4. ``spec.set`` overrides are applied last. (``spec.inputs``, the file uploads, are set afterwards by
-       :func:`hotfolder.templates.prepare.render_job`; see :mod:`hotfolder.stages.upload`.)
+       :func:`hotfolder.stages.prepare.render_job`; see :mod:`hotfolder.stages.upload`.)
 
 Plugins (``hooks=``, in practice :class:`hotfolder.plugins.Hooks`)
     Templates compile in environments that ``hooks.prepare_jinja2_environment`` has prepared
