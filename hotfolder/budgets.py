@@ -290,7 +290,7 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-class _GuardedFilters(dict):  # type: ignore[type-arg]
+class _GuardedFilters(dict):
     """The environment's filters, each handed out with the budget's checks (plugins' filters too)."""
 
     def __getitem__(self, name: str) -> Any:
@@ -364,7 +364,7 @@ class BudgetedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
                   defer_init: bool = False) -> str:
         return super()._generate(_Guard().visit(source), name, filename, defer_init=defer_init)
 
-    def concat(self, pieces: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, pieces: Iterable[str]) -> str:
         """The output of a template, a macro or a block, checked piece by piece as it is joined."""
         budget = current()
         out: list[str] = []

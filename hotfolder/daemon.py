@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import fsguard, housekeeping, plugins, service, status, status_file, watch
+from hotfolder.comfy.client import ComfyClient
 from hotfolder.config import Settings, with_changes
 from hotfolder.engine import Engine
 from hotfolder.errors import HotfolderError, filesystem_error
@@ -122,7 +123,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         metrics.require()
         collector = metrics.Metrics(board=board)
         for client in engine.clients:
-            collector.watch_reconnects(client.name, lambda c=client: c.stream.reconnects)
+            collector.watch_reconnects(client.name, _reconnects_of(client))
         engine.listeners.append(collector)
         metrics_server = metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, metrics=collector)
         logger.info("Metrics on %s", metrics_server.url)
@@ -338,3 +339,8 @@ def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any]
     finally:
         engine.stop()
     return done
+
+
+def _reconnects_of(client: ComfyClient) -> Callable[[], int]:
+    """How many times ``client``'s WebSocket has reconnected, read when called (for the metrics)."""
+    return lambda: client.stream.reconnects

@@ -29,6 +29,7 @@ import re
 import stat
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 from hotfolder.errors import HotfolderError
 
@@ -174,7 +175,7 @@ def _split_ext(name: str) -> tuple[str, str]:
     return stem, ext
 
 
-_libc = None
+_libc: Any = None  # the C library once looked up (False: it has no renameat2)
 _RENAME_NOREPLACE = 1
 
 
@@ -189,7 +190,7 @@ def _renameat2():
     return _libc.renameat2 if _libc else None
 
 
-def rename_noreplace(src: Path, dst: Path) -> None:
+def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Rename ``src`` to ``dst``, failing with FileExistsError if ``dst`` exists (never replaces)."""
     fn = _renameat2()
     if fn is not None:

@@ -163,12 +163,12 @@ def plugin_config(settings: Any, name: str) -> dict[str, Any]:
 _PLUGIN_MODULE_PREFIXES = (f"{LOCAL_MODULE_PREFIX}.", "hotfolder.default_plugins.")
 
 
-class _PluginLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _PluginLogger(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{(self.extra or {}).get('plugin')}] {msg}", kwargs
 
 
-def get_plugin_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+def get_plugin_logger(name: str) -> logging.LoggerAdapter:
     """A logger for a plugin: ``hotfolder.plugins.<name>``, every line prefixed ``[<name>]``.
 
     Pass your module's ``__name__``; hotfolder's private prefix of local plugin modules is removed.

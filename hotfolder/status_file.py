@@ -40,7 +40,7 @@ class StatusWriter:
     once on :meth:`flush`. A failed write is logged (once until it works again), never raised."""
 
     def __init__(self, board: StatusBoard, path: Path, *, interval: float = 2.0,
-                 on_write: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_write: Callable[[dict[str, Any]], object] | None = None) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.board = board

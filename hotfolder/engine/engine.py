@@ -92,7 +92,7 @@ class Engine:
             client.close()
         self._recovery.release_lease()
 
-    def drain(self, budget: float, tick: Callable[[], None] | None = None) -> bool:
+    def drain(self, budget: float, tick: Callable[[], object] | None = None) -> bool:
         """Stop starting jobs and let the ones in flight finish for up to ``budget`` seconds (calling
         ``tick`` about once a second). Returns True if none is left running; the others stay recorded."""
         self._core.draining.set()

@@ -189,7 +189,7 @@ class Scheduler:
                     self.running -= 1
                     core.cond.notify_all()
 
-    def drain(self, budget: float, tick: Callable[[], None] | None = None) -> bool:
+    def drain(self, budget: float, tick: Callable[[], object] | None = None) -> bool:
         """Let the jobs in flight finish for up to ``budget`` seconds (calling ``tick`` about once a
         second; the caller has set ``draining``). True if none is left running."""
         core = self.core

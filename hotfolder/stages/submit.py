@@ -108,8 +108,9 @@ def _node(workflow: dict[str, Any], node_id: str) -> dict[str, Any]:
     node = workflow.get(node_id)
     if not isinstance(node, dict):
         return {"id": node_id, "title": None, "class_type": None}
-    meta = node.get("_meta") if isinstance(node.get("_meta"), dict) else {}
-    return {"id": node_id, "title": meta.get("title"), "class_type": node.get("class_type")}
+    meta = node.get("_meta")
+    title = meta.get("title") if isinstance(meta, dict) else None
+    return {"id": node_id, "title": title, "class_type": node.get("class_type")}
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -163,9 +164,9 @@ def explain_rejection(err: PromptRejected, workflow: dict[str, Any]) -> PromptRe
     if top.get("type") == "invalid_prompt":
         hint = ("A node class is missing on the server: install the custom node pack that provides it, "
                 "or change the template.")
-    where = dict(err.where)
+    location = dict(err.where)
     if problems:
         first = problems[0]
-        where.update({"node": first["node"], "input": first.get("input")})
-    return PromptRejected(message, hint=hint, where=where,
+        location.update({"node": first["node"], "input": first.get("input")})
+    return PromptRejected(message, hint=hint, where=location,
                           details={"error": top, "problems": problems})

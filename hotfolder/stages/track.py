@@ -115,8 +115,9 @@ def explain_failure(result: PromptResult, workflow: dict[str, Any], *, server: s
     data = result.error if isinstance(result.error, dict) else {}
     node_id = _text(data.get("node_id"))
     node = workflow.get(node_id) if node_id else None
-    meta = node.get("_meta") if isinstance(node, dict) and isinstance(node.get("_meta"), dict) else {}
-    where_node = {"id": node_id, "title": _text(meta.get("title")),
+    meta = node.get("_meta") if isinstance(node, dict) else None
+    title = meta.get("title") if isinstance(meta, dict) else None
+    where_node = {"id": node_id, "title": _text(title),
                   "class_type": _text(data.get("node_type")) or _text((node or {}).get("class_type"))}
     label = f"node {node_id}" if node_id else "an unknown node"
     if where_node["title"]:

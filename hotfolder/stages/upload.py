@@ -187,7 +187,10 @@ def _read(fd: int, suffix: str, copy_dir: Path | None, label: str, resolved: Pat
     """(sha256, size, name of the private copy or None): ``fd`` read once, hashed and copied on the way."""
     digest = hashlib.sha256()
     size = 0
-    out, tmp = (None, None) if copy_dir is None else tempfile.mkstemp(prefix=f".{COPY_PREFIX}", dir=copy_dir)
+    out: int | None = None
+    tmp: str | None = None
+    if copy_dir is not None:
+        out, tmp = tempfile.mkstemp(prefix=f".{COPY_PREFIX}", dir=copy_dir)
     try:
         while True:
             try:
@@ -199,7 +202,7 @@ def _read(fd: int, suffix: str, copy_dir: Path | None, label: str, resolved: Pat
                 break
             digest.update(chunk)
             size += len(chunk)
-            if out is not None:
+            if out is not None and tmp is not None:
                 # A write refused here is the job folder's filesystem (a full inbox), not the input's
                 # fault: it stays an OSError, which pauses intake (hotfolder.fsguard), naming the copy.
                 with at_path(tmp):
@@ -209,6 +212,7 @@ def _read(fd: int, suffix: str, copy_dir: Path | None, label: str, resolved: Pat
             return sha, size, None
         os.close(out)
         out = None
+        assert tmp is not None and copy_dir is not None  # both made with out
         copy = COPY_PREFIX + upload_name(sha, suffix).rpartition("/")[2]
         os.replace(tmp, os.path.join(copy_dir, copy))  # the same name holds the same bytes
         tmp = None
@@ -249,8 +253,8 @@ def upload_input(http: ComfyHTTP, item: InputFile, *, folder: Path | None = None
             where={**(where or {}), "address": item.address, "path": item.path},
         )
     name = answer["name"]
-    folder = answer.get("subfolder") or ""
-    return f"{folder}/{name}" if folder else name
+    subfolder = answer.get("subfolder") or ""
+    return f"{subfolder}/{name}" if subfolder else name
 
 
 class Uploads:
