@@ -224,6 +224,47 @@ def test_a_publish_cut_off_resumes_uploading_only_what_is_missing_or_differs(s3:
     assert objects == {**files, "f2.png": b"\xff" * 102, "job.json": objects["job.json"]}
 
 
+PUBLISHER = """
+import sys, threading
+from pathlib import Path
+from boto3.s3.transfer import TransferConfig
+from hotfolder.objectstore import MiB, ObjectStore
+
+def on_bytes(key, n):
+    if key.endswith("b-big.bin"):
+        print("mid-upload", flush=True)
+        threading.Event().wait()  # hold here until SIGKILLed
+
+config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=1)
+store = ObjectStore(sys.argv[1], transfer=config, on_bytes=on_bytes)
+store.publish(Path(sys.argv[2]), "job", {"job_key": "abc123/0"}, ["a-small.png", "b-big.bin", "c-small.png"])
+"""
+
+
+def test_a_publisher_sigkilled_mid_upload_is_resumed_without_sending_again_what_landed(s3: S3Server,
+                                                                                       tmp_path: Path) -> None:
+    files = {"a-small.png": b"a" * 100, "b-big.bin": os.urandom(12 * MiB), "c-small.png": b"c" * 100}
+    staging = stage(tmp_path, files)
+    url = dest()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(staging)], env=env, text=True,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "mid-upload\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    prefix = url[len(f"s3://{BUCKET}/"):] + "/job/"
+    assert set(listing(s3, prefix)) == {"a-small.png"}  # the big file's parts are no object; no sidecar
+    puts = Recorder()
+    result = ObjectStore(url, on_put=puts).publish(staging, "job", sidecar(), sorted(files))
+    assert result.kept == ("a-small.png",) and result.uploaded == ("b-big.bin", "c-small.png")
+    assert [k[len(prefix):] for k in puts.keys] == ["b-big.bin", "c-small.png", "job.json"]
+    objects = listing(s3, prefix)
+    assert {k: v for k, v in objects.items() if k != "job.json"} == files
+
+
 def test_a_folder_held_by_another_job_or_a_foreign_object_gets_a_suffix(s3: S3Server, tmp_path: Path) -> None:
     url = dest()
     staging = stage(tmp_path, {"a.png": b"a"})
