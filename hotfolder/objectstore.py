@@ -44,6 +44,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hotfolder.errors import ConfigError, OutputError, filesystem_error
+from hotfolder.record import json_bytes
 from hotfolder.redact import redact_text, redact_url
 
 SCHEME = "s3://"
@@ -51,8 +52,10 @@ MiB = 1024 * 1024
 META_JOB = "hotfolder-job"  # x-amz-meta-hotfolder-job: the job key (URL-quoted), who wrote the object
 META_SHA = "sha256"  # x-amz-meta-sha256: hex sha256 of the body (multipart ETags are not MD5s)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Worth a new try from the top: the store is busy or away, or changed under us (a restart lost a multipart
+# upload, an object listed a moment ago is gone): the next try lists the folder again.
 _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "NoSuchUpload",
-                    "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+                    "RequestTimeTooSkewed", "Throttling", "ThrottlingException", "NoSuchKey", "404"}
 _CREDENTIAL_HINT = ("Give hotfolder's environment AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN "
                     "for temporary credentials), or AWS_PROFILE naming a profile in ~/.aws/credentials, or run it "
                     "where an instance or task role applies.")
@@ -233,7 +236,7 @@ class ObjectStore:
         wanted = {self.destination.key(folder, rel) for rel in files}
         for key in sorted(set(listing) - wanted):  # left by an earlier try with other files: ours (see _claim)
             self._call("delete", key, name, lambda k=key: self.client.delete_object(Bucket=self.destination.bucket, Key=k))
-        body = json.dumps(dict(sidecar, published_as=folder), ensure_ascii=False, indent=2).encode("utf-8")
+        body = json_bytes(dict(sidecar, published_as=folder))  # the bytes a local outbox's sidecar has
         sidecar_key = self.destination.key(folder, f"{folder}.json")
         meta = {META_JOB: quote(job_key, safe=""), META_SHA: hashlib.sha256(body).hexdigest()}
         self._call("write", sidecar_key, name, lambda: self.client.put_object(
@@ -377,7 +380,12 @@ class ObjectStore:
                 return run()
             except (BotoConnectionError, HTTPClientError, ClientError) as err:
                 left = until - time.monotonic()
-                if left <= 0 or waiter.wait(min(0.25 * 2 ** n, 5.0, left)) or time.monotonic() >= until:
+                if left > 0 and waiter.wait(min(0.25 * 2 ** n, 5.0, left)):
+                    raise self._error("publish to", self.destination.key(job), job,
+                                      f"hotfolder is stopping; the store had not answered ({_brief(err)})",
+                                      "The job resumes where it stopped when hotfolder starts again.",
+                                      cls=ObjectStoreUnavailable) from None
+                if time.monotonic() >= until:
                     raise self._error("publish to", self.destination.key(job), job,
                                       f"the store did not answer within {self.deadline:g} s ({_brief(err)})",
                                       "Check that the store runs and that AWS_ENDPOINT_URL points at it; the job "

@@ -326,6 +326,12 @@ def test_a_store_that_stays_away_ends_in_a_clear_error_at_the_deadline(aws_env: 
     err = caught.value
     assert server.url in err.message and "within 1.5 s" in err.message and "AWS_ENDPOINT_URL" in (err.hint or "")
     assert err.where["bucket"] == BUCKET and err.where["job"] == "job"
+    stop = threading.Event()
+    stop.set()  # hotfolder shutting down: no waiting out the deadline
+    began = time.monotonic()
+    with pytest.raises(ObjectStoreUnavailable, match="stopping"):
+        ObjectStore(dest(), max_attempts=1, deadline=600).publish(tmp_path, "job", sidecar(), ["a.png"], stop=stop)
+    assert time.monotonic() - began < 10
 
 
 @pytest.fixture(scope="module")
