@@ -14,6 +14,7 @@ from hotfolder.errors import TemplateError
 from hotfolder.templates.convert import ConversionError, convert_ui_workflow, is_ui_workflow, ui_to_api
 from hotfolder.templates.nodes import declared_inputs, input_spec, is_file_choice
 from hotfolder.templates.problems import LINK_BAD_SLOT, NOT_IN_LIST, Problem
+from hotfolder.templates.subgraph import flatten_subgraphs, has_subgraphs
 from hotfolder.templates.validate import validate_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,18 +297,21 @@ def test_list_widget_values_are_wrapped_so_they_are_not_read_as_links() -> None:
 # what cannot be converted faithfully
 
 
-def test_subgraph_is_refused_naming_the_node() -> None:
+def test_a_subgraph_is_flattened_into_instance_colon_inner_nodes() -> None:
     ui = fixture("txt2img_features.json")
     uuid = "7f1c7c3e-9d1a-4a4e-8c66-3f5b2d6a9e10"
-    ui["definitions"] = {"subgraphs": [{"id": uuid, "name": "Upscale block", "nodes": [], "links": []}]}
-    ui["nodes"].append(ui_node(60, uuid, title="Upscale"))
-    with pytest.raises(ConversionError) as caught:
-        convert_ui_workflow(ui, OBJECT_INFO, name="mine")
-    err = caught.value
-    assert isinstance(err, TemplateError)
-    assert "subgraph" in err.message and "node 60" in err.message and "Upscale block" in err.message
-    assert err.where["node"] == "60" and err.where["template"] == "mine" and err.where["construct"] == "subgraph"
-    assert "Unpack Subgraph" in (err.hint or "")
+    inner = ui_node(3, "EmptyImage", [16, 8, 1, 0], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}])
+    ui["definitions"] = {"subgraphs": [{
+        "id": uuid, "name": "Image block", "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE"}],
+        "nodes": [inner], "links": [{"id": 1, "origin_id": 3, "origin_slot": 0, "target_id": -20,
+                                     "target_slot": 0, "type": "IMAGE"}]}]}  # fmt: skip
+    ui["nodes"].append(ui_node(60, uuid, title="Block", outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [90]}]))
+    ui["nodes"].append(ui_node(61, "SaveImage", ["sub"], inputs=[{"name": "images", "type": "IMAGE", "link": 90}]))
+    ui["links"].append([90, 60, 0, 61, 0, "IMAGE"])
+    workflow = convert_ui_workflow(ui, OBJECT_INFO, name="mine").workflow
+    assert workflow["60:3"]["inputs"] == {"width": 16, "height": 8, "batch_size": 1, "color": 0}
+    assert workflow["61"]["inputs"]["images"] == ["60:3", 0]
+    assert "60" not in workflow and list(workflow)[-1] == "60:3"
 
 
 def test_muted_subgraph_is_simply_dropped() -> None:
@@ -424,11 +428,9 @@ def _package_templates() -> Iterator[tuple[str, dict[str, Any]]]:
             yield entry.name, data
 
 
-def _convertible(ui: dict[str, Any]) -> bool:
-    """Node classes all on the test server, and no subgraphs (a construct hotfolder refuses)."""
-    if (ui.get("definitions") or {}).get("subgraphs"):
-        return False
-    return all(n.get("type") in OBJECT_INFO or n.get("type") in FRONTEND_ONLY for n in ui["nodes"])
+def _convertible(flat: dict[str, Any]) -> bool:
+    """Node classes all on the test server (``flat``: the workflow with its subgraphs flattened)."""
+    return all(n.get("type") in OBJECT_INFO or n.get("type") in FRONTEND_ONLY for n in flat["nodes"])
 
 
 def _literal_inputs_come_from_the_ui(ui: dict[str, Any], workflow: dict[str, Any], warnings: list[str]) -> None:
@@ -463,13 +465,24 @@ def test_real_ui_workflows_from_the_templates_package_convert_and_validate() -> 
     API nodes whose schema changed after the server's version (the templates are newer)."""
     converted: list[str] = []
     version_drift: list[str] = []
-    candidates = 0
+    candidates = subgraphs = 0
     for name, ui in _package_templates():
-        if not _convertible(ui):
+        flat = flatten_subgraphs(ui, name=name)
+        if not _convertible(flat):
             continue
         candidates += 1
-        result = convert_ui_workflow(ui, OBJECT_INFO, name=name)
-        _literal_inputs_come_from_the_ui(ui, result.workflow, result.warnings)
+        subgraphs += has_subgraphs(ui)
+        try:
+            result = convert_ui_workflow(ui, OBJECT_INFO, name=name)
+        except ConversionError as error:
+            # The server (0.3.64) predates these node revisions: a combo value (a newer model, a new
+            # method) it does not list. Non-API nodes only in workflows that use subgraphs.
+            culprit = str(error.where.get("class_type"))
+            assert OBJECT_INFO[culprit].get("api_node") is True or has_subgraphs(ui), (name, error.message)
+            assert error.where["construct"] == "widget values" and "choices of COMBO" in error.message, error.message
+            version_drift.append(name)
+            continue
+        _literal_inputs_come_from_the_ui(flat, result.workflow, result.warnings)
         problems = [p for p in validate_workflow(result.workflow, OBJECT_INFO) if not model_problem(p)]
         if not problems:
             converted.append(name)
@@ -482,7 +495,7 @@ def test_real_ui_workflows_from_the_templates_package_convert_and_validate() -> 
             assert OBJECT_INFO[culprit].get("api_node") is True, (name, problem.describe())
             assert problem.kind in (NOT_IN_LIST, LINK_BAD_SLOT), (name, problem.describe())
         version_drift.append(name)
-    assert candidates >= 80
+    assert candidates >= 80 and subgraphs >= 1, (candidates, subgraphs)
     assert len(converted) >= 70, (len(converted), version_drift)
     for expected in ("sdxl_simple_example.json", "hidream_e1_1.json", "flux_schnell.json", "image_to_video_wan.json"):
         assert expected in converted
