@@ -364,16 +364,16 @@ class _Converter:
         try:
             mapped = map_values(widgets, values, linked)
         except Mismatch as miss:
+            what = "hold a choice the server does not offer" if miss.unlisted else "do not line up with the server's inputs"
             raise self._error(
-                f"the widget values of {self._label(node)} do not line up with the server's inputs: "
-                f"value {miss.position} ({miss.value!r}) {miss.describe()} "
+                f"the widget values of {self._label(node)} {what}: value {miss.position} ({miss.value!r}) {miss.describe()} "
                 f"(inputs with widgets on the server: {', '.join(miss.shown)}; saved values: {values!r})",
                 "The workflow was saved with a different version of this node than the server has. "
                 "Open it in ComfyUI connected to this server (the node is updated), save it, and try "
                 "again. " + HOW_TO_EXPORT,
                 node,
                 input=miss.widget.name,
-                construct="widget values",
+                construct="combo choice" if miss.unlisted else "widget values",
             ) from None
         if mapped.extra and any(v not in (None, "") and not is_marker(v) for v in mapped.extra):
             self.result.warnings.append(

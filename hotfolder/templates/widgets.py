@@ -102,11 +102,20 @@ class Mismatch(Exception):
         self.widget = widget
         self.shown = shown  # names of the widgets the values were matched against
 
+    @property
+    def unlisted(self) -> bool:
+        """Whether the value is a scalar of the right kind that the combo just does not list (a newer option)."""
+        value, choices = self.value, self.widget.choices() or []
+        if isinstance(value, str):
+            return any(isinstance(c, str) for c in choices)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and any(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+
     def describe(self) -> str:
         """What was expected, for the converter's message."""
         widget, value = self.widget, self.value
         choices = widget.choices()
-        if choices and not isinstance(value, (list, dict)) and not isinstance(value, bool):
+        if choices and self.unlisted:
             near = closest(value, choices) if isinstance(value, str) else []
             listed = f"closest: {', '.join(map(repr, near))}" if near else _listing(choices)
             kind = "DynamicCombo" if widget.dynamic else "COMBO"
