@@ -548,6 +548,9 @@ def test_combos_whose_options_the_server_does_not_list_take_any_value() -> None:
     remote = ui_to_api(_one("LoadImageOutput", ["ComfyUI_00001_.png [output]", False, "refresh"]), CATALOGUE_2026)
     assert remote["1"]["inputs"]["image"] == "ComfyUI_00001_.png [output]"
     assert ui_to_api(_one("LoadImage", ["mine.png", "image"]), CATALOGUE_2026)["1"]["inputs"]["image"] == "mine.png"
+    info = copy.deepcopy(OBJECT_INFO)
+    info["SaveImage"]["input"]["required"]["filename_prefix"] = ["COMBO", {"options": []}]  # not a file choice
+    assert ui_to_api(_one("SaveImage", ["voice one"]), info)["1"]["inputs"]["filename_prefix"] == "voice one"
     # a model this server lacks is the validator's to name (with the closest files), not a misalignment
     ui = fixture("txt2img_features.json")
     node(ui, 4)["widgets_values"] = ["not_here.safetensors"]

@@ -272,7 +272,7 @@ def _is_control(widget: Widget, following: Any, next_widget: Widget | None) -> b
         return True
     # Older frontends gave every INT named seed/noise_seed a control widget; anything else with a
     # control word after it is taken as one only if the next widget cannot hold that word.
-    if widget.type == "INT" and widget.name.rpartition(".")[2] in _SEED_NAMES:
+    if widget.type == "INT" and widget.name in _SEED_NAMES:
         return True
     if widget.type not in ("INT", "FLOAT") and widget.choices() is None:
         return False
