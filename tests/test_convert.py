@@ -615,6 +615,12 @@ def test_missing_dynamic_combo_values_take_the_defaults_of_the_default_option() 
     assert any("no saved value for 'resize_type.height'" in w for w in result.warnings)
 
 
+def test_socketless_inputs_of_any_type_are_widgets() -> None:
+    assert ui_to_api(_one("ColorToRGBInt", ["#0a9299"]), CATALOGUE_2026)["1"]["inputs"] == {"color": "#0a9299"}
+    curve = {"points": [[0, 0], [0.4, 0.5], [1, 1]], "interpolation": "monotone_cubic"}
+    assert ui_to_api(_one("CurveEditor", [curve]), CATALOGUE_2026)["1"]["inputs"]["curve"] == curve
+
+
 def test_autogrow_entries_are_sockets_named_by_their_dotted_names() -> None:
     ui = _one("BatchImagesNode", (), inputs=[
         {"name": "images.image0", "type": "IMAGE", "link": 1}, {"name": "images.image1", "type": "IMAGE", "link": 2},

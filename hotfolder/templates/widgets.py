@@ -14,7 +14,8 @@ The rules are the frontend's (details in :mod:`hotfolder.templates.convert`):
   widgets right after the combo (Comfy-Org/ComfyUI_frontend
   ``src/core/graph/widgets/dynamicWidgets.ts``@5dcd3818); ComfyUI reads the dotted names back
   (``comfy_api/latest/_io.py``@04e2a914, ``get_finalized_class_inputs``);
-* ``advanced`` inputs are widgets like any other (the flag only folds them away in the UI);
+* ``advanced`` inputs are widgets like any other (the flag only folds them away in the UI), and so
+  are ``socketless`` inputs of any type (COLOR, CURVE: the flag hides the socket, not the widget);
 * a value must fit its widget: a number for INT/FLOAT, a bool for BOOLEAN, a string for STRING, and
   for a combo one of its choices. A combo whose choices are not known here (a ``remote`` combo, an
   empty list such as LoadImage's on a server without input files) takes any scalar, and so does a
@@ -141,6 +142,7 @@ def _widget(class_type: str, name: str, input_type: Any, options: Mapping[str, A
         return None
     browser = isinstance(input_type, str) and input_type in BROWSER_WIDGET_TYPES
     widget_type = isinstance(input_type, list) or input_type in WIDGET_TYPES or input_type == DYNAMIC_COMBO
+    widget_type = widget_type or bool(options.get("socketless"))  # COLOR, CURVE, ...: a widget, no socket
     if not (widget_type or browser):
         return None
     control = bool(options.get("control_after_generate"))
