@@ -607,6 +607,21 @@ def test_dynamic_combo_with_optional_sub_inputs_seed_and_advanced_inputs() -> No
                    "use_default_template": True}
 
 
+def test_a_primitive_that_sets_a_dynamic_combo_key_brings_that_options_sub_inputs() -> None:
+    """As the frontend: setting the key rebuilds the sub-widgets with their defaults."""
+    ui = _one("ResizeImageMaskNode", ["scale longer dimension", 2048, "area"],
+              inputs=[{"name": "resize_type", "type": "COMBO", "link": 1, "widget": {"name": "resize_type"}}])
+    ui["nodes"].append(ui_node(2, "PrimitiveNode", ["scale by multiplier"],
+                               outputs=[{"name": "COMBO", "type": "COMBO", "links": [1]}]))
+    ui["links"] = [[1, 2, 0, 1, 0, "COMBO"]]
+    result = convert_ui_workflow(ui, CATALOGUE_2026)
+    assert result.workflow["1"]["inputs"] == {"resize_type": "scale by multiplier", "resize_type.multiplier": 1.0,
+                                              "scale_method": "area"}
+    assert any("'resize_type.multiplier' belongs to the option" in w for w in result.warnings)
+    node(ui, 2)["widgets_values"] = ["scale longer dimension"]  # the same key: the saved values stay
+    assert ui_to_api(ui, CATALOGUE_2026)["1"]["inputs"]["resize_type.longer_size"] == 2048
+
+
 def test_missing_dynamic_combo_values_take_the_defaults_of_the_default_option() -> None:
     result = convert_ui_workflow(_one("ResizeImageMaskNode", []), CATALOGUE_2026)
     inputs = result.workflow["1"]["inputs"]

@@ -60,6 +60,7 @@ from hotfolder.templates.widgets import (
     map_named,
     map_values,
     node_widgets,
+    settle_dynamic,
     wrap,
 )
 
@@ -343,6 +344,11 @@ class _Converter:
                 inputs[input_name] = wrap(resolved.value)
             else:
                 inputs[input_name] = [resolved.node, resolved.slot]
+        for input_name, value in settle_dynamic(widgets, inputs, linked):
+            self.result.warnings.append(
+                f"{self._label(node)}: {input_name!r} belongs to the option its linked key chose; "
+                f"using the default {value!r}"
+            )
         title = node.get("title")
         if not isinstance(title, str) or not title:
             display = info.get("display_name")

@@ -42,7 +42,9 @@ from hotfolder.templates.nodes import (
     is_file_choice,
 )
 
-__all__ = ["CONTROL_VALUES", "Mapped", "Mismatch", "Widget", "map_named", "map_values", "node_widgets"]
+__all__ = [
+    "CONTROL_VALUES", "Mapped", "Mismatch", "Widget", "map_named", "map_values", "node_widgets", "settle_dynamic",
+]
 
 #: The values of the extra "control after generate" widget.
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
@@ -202,6 +204,40 @@ def map_values(widgets: list[Widget], values: list[Any], linked: set[str]) -> Ma
         index += 1
     mapped.extra = values[position:]
     return mapped
+
+
+def settle_dynamic(widgets: list[Widget], inputs: dict[str, Any], linked: set[str]) -> list[tuple[str, Any]]:
+    """Give each DynamicCombo the sub-inputs of its final key, once links have set the inputs; return defaults used.
+
+    A PrimitiveNode (or a value promoted onto a subgraph) may set a DynamicCombo's key to another
+    option than the one saved with the node. The frontend then rebuilds the sub-widgets with their
+    defaults (``dynamicComboWidget``'s value setter); so here the old option's sub-inputs go and the
+    new option's take their defaults. A key fed by a node output keeps the saved sub-inputs.
+    """
+    keep: set[str] = set()
+    owners: list[str] = []
+    used: list[tuple[str, Any]] = []
+    queue = list(widgets)
+    while queue:
+        widget = queue.pop(0)
+        keep.add(widget.name)
+        value = inputs.get(widget.name)
+        if widget.dynamic:
+            owners.append(widget.name + ".")
+            if isinstance(value, list):  # a link: the server gets the key at run time
+                keep.update(n for n in inputs if n.startswith(widget.name + "."))
+                continue
+            keep.update(n for n, *_ in dynamic_sub_inputs(widget.name, widget.options, value))
+        if widget.name in inputs:
+            queue[0:0] = widget.expand(value)
+        elif widget.name not in linked and not widget.browser:
+            mapped = Mapped()
+            queue[0:0] = _default(widget, mapped)
+            inputs.update(mapped.inputs)
+            used.extend(mapped.defaults)
+    for name in [n for n in inputs if n.startswith(tuple(owners)) and n not in keep]:
+        del inputs[name]
+    return used
 
 
 def _default(widget: Widget, mapped: Mapped) -> list[Widget]:
