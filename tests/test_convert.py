@@ -355,6 +355,14 @@ def test_browser_filled_input_is_refused() -> None:
         convert_ui_workflow(ui, OBJECT_INFO)
 
 
+def test_an_optional_browser_filled_input_is_left_out_even_with_a_default() -> None:
+    info = copy.deepcopy(OBJECT_INFO)
+    info["SaveImage"]["input"]["optional"] = {"snapshot": ["WEBCAM", {"default": "cam.png"}]}
+    ui = fixture("txt2img_features.json")
+    node(ui, 9)["widgets_values"] = ["out", "live"]
+    assert ui_to_api(ui, info)["9"]["inputs"] == {"filename_prefix": "out", "images": ["8", 0]}
+
+
 def test_widget_values_that_do_not_line_up_are_refused() -> None:
     ui = fixture("txt2img_features.json")
     node(ui, 3)["widgets_values"] = [1, "randomize", "euler", 20, 7.5, "normal", 1]  # a different node version
