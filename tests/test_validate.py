@@ -600,6 +600,19 @@ def test_autogrow_entries_are_checked_and_only_the_first_min_required() -> None:
     assert kinds(validate_workflow(wrong, CATALOGUE_2026)) == [("link_bad_slot", "2", "images.image1")]
 
 
+def test_autogrow_templates_with_several_inputs_name_each_by_input_and_ordinal() -> None:
+    from hotfolder.templates.nodes import autogrow_entries
+
+    options = {"template": {"input": {"required": {"image": ["IMAGE", {}], "mask": ["MASK", {}]}},
+                            "prefix": "ignored", "min": 1, "max": 2}}
+    assert [(n, c) for n, c, *_ in autogrow_entries("pairs", options)] == [
+        ("pairs.image0", "required"), ("pairs.mask0", "required"), ("pairs.image1", "optional"),
+        ("pairs.mask1", "optional")]
+    named = {"template": {"input": {"optional": {"value": ["*", {}]}}, "names": ["a", "b"], "min": 2}}
+    assert [(n, c) for n, c, *_ in autogrow_entries("values", named)] == [("values.a", "optional"),
+                                                                       ("values.b", "optional")]
+
+
 def test_remote_and_multiselect_v3_combos() -> None:
     workflow = {
         "1": {"class_type": "LoadImageOutput", "inputs": {"image": "anything.png [output]"}},

@@ -163,33 +163,37 @@ def dynamic_sub_inputs(name: str, options: Mapping[str, Any], key: Any) -> list[
 def autogrow_entries(name: str, options: Mapping[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
     """``[(dotted name, category, type, config)]`` of every socket Autogrow input ``name`` may grow.
 
-    Entries are ``<name>.<prefix><i>`` (``i`` below ``max``) or ``<name>.<n>`` for ``n`` in ``names``;
-    the first ``min`` are required when the template input is (ComfyUI ``_io.py``@04e2a914, Autogrow).
+    Entry ``i`` of a template with one input is ``<name>.<prefix><i>`` (``i`` below ``max``), or
+    ``<name>.<names[i]>``; with several template inputs each is ``<name>.<input><i>``. Entries below
+    ``min`` are required where the template input is (ComfyUI_frontend ``dynamicWidgets.ts``@5dcd3818,
+    ``autogrowOrdinalToName``/``addAutogrowGroup``; ComfyUI ``_io.py``@04e2a914, Autogrow).
     """
     template = options.get("template")
     if not isinstance(template, Mapping) or not isinstance(template.get("input"), Mapping):
         return []
-    spec: tuple[str, Any] | None = None
-    for category in ("required", "optional"):
-        group = template["input"].get(category)
-        if isinstance(group, Mapping) and group:
-            spec = (category, next(iter(group.values())))
-            break
-    if spec is None:
-        return []
-    input_type, extra = _split_config(spec[1])
-    names = template.get("names")
-    if isinstance(names, list):
-        entries = [str(n) for n in names]
-    else:
-        limit = template.get("max")
-        count = limit if isinstance(limit, int) and 0 <= limit <= 1000 else 100
-        entries = [f"{template.get('prefix') or ''}{i}" for i in range(count)]
-    least = template.get("min") if isinstance(template.get("min"), int) else 0
-    return [
-        (f"{name}.{entry}", "required" if i < least and spec[0] == "required" else "optional", input_type, extra)
-        for i, entry in enumerate(entries)
+    specs = [
+        (category, key, *_split_config(config))
+        for category in ("required", "optional")
+        if isinstance(template["input"].get(category), Mapping)
+        for key, config in template["input"][category].items()
     ]
+    names = template.get("names")
+    limit = template.get("max")
+    if isinstance(names, list):
+        count = len(names)
+    else:
+        count = limit if isinstance(limit, int) and 0 <= limit <= 1000 else 100
+    least = template.get("min") if isinstance(template.get("min"), int) else 0
+    out = []
+    for ordinal in range(count):
+        for category, key, input_type, extra in specs:
+            if isinstance(names, list):
+                base = str(names[ordinal])
+            else:
+                base = f"{template.get('prefix') or '' if len(specs) == 1 else key}{ordinal}"
+            required = ordinal < least and category == "required"
+            out.append((f"{name}.{base}", "required" if required else "optional", input_type, extra))
+    return out
 
 
 def expanded_inputs(class_info: Mapping[str, Any], values: Mapping[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
