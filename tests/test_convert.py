@@ -630,6 +630,21 @@ def test_a_primitive_that_sets_a_dynamic_combo_key_brings_that_options_sub_input
     assert ui_to_api(ui, CATALOGUE_2026)["1"]["inputs"]["resize_type.longer_size"] == 2048
 
 
+def test_autogrow_sockets_inside_a_dynamic_combo_option_stay_linked() -> None:
+    """GPT Image's model option holds an Autogrow of images: model.images.image_1, ... (found against comfy-cli)."""
+    spec = CATALOGUE_2026["OpenAIGPTImageNodeV2"]["input"]["required"]["model"]
+    option = spec[1]["options"][0]
+    assert any(s[0] == "COMFY_AUTOGROW_V3" for g in option["inputs"].values() for s in g.values())
+    names = [n for g in option["inputs"].values() for n, s in g.items() if s[0] == "COMFY_AUTOGROW_V3"]
+    info = {"Probe": {"input": {"required": {"model": spec}}, "input_order": {"required": ["model"]}, "output": []}}
+    entry = f"model.{names[0]}.image_1"
+    defaults = convert_ui_workflow(_one("Probe", [option["key"]]), info).workflow["1"]["inputs"]
+    ui = _one("Probe", [defaults[k] for k in defaults], inputs=[{"name": entry, "type": "IMAGE", "link": 1}])
+    ui["nodes"].append(ui_node(2, "EmptyImage", [8, 8, 1, 0], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}]))
+    ui["links"] = [[1, 2, 0, 1, 0, "IMAGE"]]
+    assert ui_to_api(ui, {**CATALOGUE_2026, **info})["1"]["inputs"][entry] == ["2", 0]
+
+
 def test_missing_dynamic_combo_values_take_the_defaults_of_the_default_option() -> None:
     result = convert_ui_workflow(_one("ResizeImageMaskNode", []), CATALOGUE_2026)
     inputs = result.workflow["1"]["inputs"]

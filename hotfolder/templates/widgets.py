@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hotfolder.templates.nodes import (
+    AUTOGROW,
     DYNAMIC_COMBO,
     UPLOAD_FLAGS,
     WIDGET_TYPES,
@@ -227,7 +228,10 @@ def settle_dynamic(widgets: list[Widget], inputs: dict[str, Any], linked: set[st
             if isinstance(value, list):  # a link: the server gets the key at run time
                 keep.update(n for n in inputs if n.startswith(widget.name + "."))
                 continue
-            keep.update(n for n, *_ in dynamic_sub_inputs(widget.name, widget.options, value))
+            for sub, _category, sub_type, _options in dynamic_sub_inputs(widget.name, widget.options, value):
+                keep.add(sub)
+                if sub_type == AUTOGROW:  # its entries: <combo>.<sub>.<entry>
+                    keep.update(n for n in inputs if n.startswith(sub + "."))
         if widget.name in inputs:
             queue[0:0] = widget.expand(value)
         elif widget.name not in linked and not widget.browser:
