@@ -3,12 +3,13 @@
     python bench/subgraphs.py [--catalogue hotfolder/testing/object_info_2026.json] [--examples 3]
                               [--comfy-cli PYTHON]
 
-Flattens every UI workflow of the installed package with hotfolder.templates.subgraph, then converts the result
-with hotfolder.templates.convert against the node catalogue, and prints one table: how many workflows contain
-subgraphs, how many flatten, how many convert, and the refusals by construct (with examples). With
-``--comfy-cli`` (a Python that has comfy-cli installed, e.g. a throwaway venv: it is not a project
-dependency) the subgraph workflows are also converted by comfy-cli's ``convert_ui_to_api`` and compared
-node for node. It measures; nothing is asserted.
+Flattens every UI workflow of the installed package with hotfolder.templates.subgraph and converts it with
+hotfolder.templates.convert (which flattens by itself) against the node catalogue, and prints one table: how
+many workflows contain subgraphs, how many flatten, how many convert, and the refusals by construct (with
+examples: workflow, node, class, input). With ``--comfy-cli`` (a Python that has comfy-cli installed, e.g. a
+throwaway venv: it is not a project dependency) every UI workflow is also converted by comfy-cli's
+``convert_ui_to_api``, and those both convert are compared node for node (class, every input, every link);
+the differing inputs are listed by class and input. It measures; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -74,14 +75,17 @@ def measure(catalogue: dict[str, Any]) -> dict[str, Any]:
         if with_subgraphs:
             flat_ids[name] = _live_ids(flat, set(subgraph_definitions(ui)))
         try:
-            workflow = convert_ui_workflow(flat, catalogue, name=name).workflow
+            workflow = convert_ui_workflow(ui, catalogue, name=name).workflow
         except ConversionError as error:
             construct = str(error.where.get("construct", "?"))
-            refusals[(with_subgraphs, construct)].append(f"{name}: {error.where.get('class_type')}")
+            where = error.where
+            refusals[(with_subgraphs, construct)].append(
+                f"{name}: node {where.get('node')} ({where.get('class_type')})"
+                + (f" input {where['input']!r}" if where.get("input") else "")
+            )
             continue
         counts["converted" + (" (subgraphs)" if with_subgraphs else " (plain)")] += 1
-        if with_subgraphs:
-            converted[name] = workflow
+        converted[name] = workflow
     return {"counts": counts, "refusals": refusals, "flat_ids": flat_ids, "converted": converted}
 
 
@@ -104,7 +108,7 @@ info = json.loads(pathlib.Path(sys.argv[1]).read_text())
 out = {}
 for path in sorted(pathlib.Path(sys.argv[2]).glob("*.json")):
     ui = json.loads(path.read_text())
-    if isinstance(ui, dict) and ((ui.get("definitions") or {}).get("subgraphs")):
+    if isinstance(ui, dict) and isinstance(ui.get("nodes"), list) and "links" in ui:
         try:
             out[path.name] = convert_ui_to_api(ui, info)
         except Exception as error:
@@ -114,7 +118,7 @@ print(json.dumps(out))
 
 
 def comfy_cli_exports(python: str, catalogue: Path) -> dict[str, Any]:
-    """comfy-cli's API export of every official subgraph workflow, run in ``python`` (a separate venv)."""
+    """comfy-cli's API export of every official UI workflow, run in ``python`` (a separate venv)."""
     import comfyui_workflow_templates_json as package
 
     folder = str(resources.files(package) / "templates")
@@ -126,36 +130,40 @@ def _plain(value: Any) -> Any:
     return value["__value__"] if isinstance(value, dict) and "__value__" in value else value
 
 
-def compare(result: dict[str, Any], theirs: dict[str, Any], catalogue: dict[str, Any]) -> tuple[Counter[str], list[str]]:
-    """Counts of agreement with comfy-cli, and the differences that are not widget handling."""
+def compare(result: dict[str, Any], theirs: dict[str, Any]) -> tuple[Counter[str], Counter[tuple[str, str]], dict]:
+    """Agreement with comfy-cli: counts, the differing inputs by (class, input), and one example of each."""
     counts: Counter[str] = Counter()
-    other: list[str] = []
+    differing: Counter[tuple[str, str]] = Counter()
+    examples: dict[tuple[str, str], str] = {}
     for name, ids in result["flat_ids"].items():
+        export = theirs.get(name, {"__error__": "missing"})
+        if "__error__" not in export:
+            counts["subgraph workflows: same API node ids"] += ids == set(export)
+    for name, ours in result["converted"].items():
         export = theirs.get(name, {"__error__": "missing"})
         if "__error__" in export:
             counts["comfy-cli failed"] += 1
             continue
-        counts["same node ids" if ids == set(export) else "different node ids"] += 1
-        ours = result["converted"].get(name)
-        if ours is None or set(ours) != set(export):
-            continue
         counts["both converted"] += 1
-        kinds = set()
+        if set(ours) != set(export):
+            counts["different node ids"] += 1
+            continue
+        same = True
         for node_id, node in ours.items():
+            if node["class_type"] != export[node_id].get("class_type"):
+                same = False
+                differing[(node["class_type"], "class_type")] += 1
+                continue
             mine = {k: _plain(v) for k, v in node["inputs"].items()}
             cli = {k: _plain(v) for k, v in export[node_id]["inputs"].items()}
-            dynamic = "COMFY_DYNAMICCOMBO_V3" in json.dumps(catalogue[node["class_type"]].get("input"))
             for key in sorted(set(mine) | set(cli)):
                 a, b = mine.get(key, "<absent>"), cli.get(key, "<absent>")
-                if a == b:
-                    continue
-                if dynamic or "." in key or "<absent>" in (a, b) and not isinstance(a, list) and not isinstance(b, list):
-                    kinds.add("widget")
-                else:
-                    kinds.add("other")
-                    other.append(f"{name} node {node_id} ({node['class_type']}) {key}: {a!r} vs comfy-cli {b!r}")
-        counts["identical" if not kinds else "differ in " + " and ".join(sorted(kinds))] += 1
-    return counts, other
+                if a != b:
+                    same = False
+                    differing[(node["class_type"], key)] += 1
+                    examples.setdefault((node["class_type"], key), f"{name} node {node_id}: {a!r:.60} vs comfy-cli {b!r:.60}")
+        counts["identical node for node" if same else "differing"] += 1
+    return counts, differing, examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         for example in left[: args.examples] + right[: args.examples]:
             print(f"    e.g. {example}")
     if args.comfy_cli:
-        agreement, other = compare(result, comfy_cli_exports(args.comfy_cli, args.catalogue), catalogue)
-        print("compared with comfy-cli's convert_ui_to_api (subgraph workflows):")
+        agreement, differing, examples = compare(result, comfy_cli_exports(args.comfy_cli, args.catalogue))
+        print("compared with comfy-cli's convert_ui_to_api:")
         for label, number in sorted(agreement.items()):
             print(f"  {label:<42} {number:>15}")
-        for line in other[: 4 * args.examples]:
-            print(f"    {line}")
+        print("  differing inputs (class, input: nodes):")
+        for (class_type, key), number in differing.most_common():
+            print(f"    {class_type}.{key}: {number}  e.g. {examples[(class_type, key)]}")
     return 0
 
 

@@ -14,6 +14,7 @@ as in the local outbox. docs/s3.md says more and shows a MinIO setup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mimetypes
@@ -235,7 +236,7 @@ class ObjectStore:
             uploaded.append(rel)
         wanted = {self.destination.key(folder, rel) for rel in files}
         for key in sorted(set(listing) - wanted):  # left by an earlier try with other files: ours (see _claim)
-            self._call("delete", key, name, lambda k=key: self.client.delete_object(Bucket=self.destination.bucket, Key=k))
+            self._call("delete", key, name, functools.partial(self.client.delete_object, Bucket=self.destination.bucket, Key=key))
         body = json_bytes(dict(sidecar, published_as=folder))  # the bytes a local outbox's sidecar has
         sidecar_key = self.destination.key(folder, f"{folder}.json")
         meta = {META_JOB: quote(job_key, safe=""), META_SHA: hashlib.sha256(body).hexdigest()}

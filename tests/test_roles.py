@@ -205,6 +205,17 @@ def test_converted_ui_workflows_keep_their_roles() -> None:
     assert roles.roles["width"] == "5.width"
 
 
+def test_roles_are_found_inside_subgraphs_through_their_flattened_ids() -> None:
+    """An official workflow whose sampler, prompt and latent sit in a subgraph (instance 57)."""
+    package = pytest.importorskip("comfyui_workflow_templates_json")
+    from importlib import resources
+
+    ui = json.loads((resources.files(package) / "templates" / "image_z_image_turbo.json").read_text(encoding="utf-8"))
+    roles = find_roles(convert_ui_workflow(ui, OBJECT_INFO).workflow).roles
+    assert roles["prompt"] == "57:27.text" and roles["seed"] == "57:3.seed" and roles["width"] == "57:13.width"
+    assert roles["prefix"] == "9.filename_prefix"
+
+
 def test_real_single_sampler_workflows_have_prompt_and_seed() -> None:
     package = pytest.importorskip("comfyui_workflow_templates_json")
     from importlib import resources

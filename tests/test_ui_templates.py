@@ -161,3 +161,64 @@ def test_a_ui_template_waits_for_a_server_instead_of_failing(ui_project: Path) -
             later.stop()
     finally:
         thread.join(60)
+
+
+#: UI_INVERT with ImageInvert and SaveImage inside a subgraph (instance 20): the save's filename_prefix
+#: is promoted onto the instance, whose own value ("from_instance") overrides the inner one ("inner").
+SUBGRAPH_ID = "5b0c3a52-1f7e-4c0e-9d0b-2d7a3c1e9f10"
+UI_SUBGRAPH: dict[str, Any] = {
+    "nodes": [
+        UI_INVERT["nodes"][0],
+        {"id": 20, "type": SUBGRAPH_ID, "mode": 0, "title": "Invert and save",
+         "inputs": [{"name": "image", "type": "IMAGE", "link": 1},
+                    {"name": "prefix", "type": "STRING", "link": None, "widget": {"name": "prefix"}}],
+         "outputs": [], "widgets_values": ["from_instance"]},
+    ],
+    "links": [[1, 10, 0, 20, 0, "IMAGE"]],
+    "definitions": {"subgraphs": [{
+        "id": SUBGRAPH_ID, "name": "Invert and save", "version": 1,
+        "inputNode": {"id": -10}, "outputNode": {"id": -20},
+        "inputs": [{"name": "image", "type": "IMAGE", "linkIds": [1]},
+                   {"name": "prefix", "type": "STRING", "linkIds": [3]}],
+        "outputs": [],
+        "nodes": [
+            {"id": 5, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}], "widgets_values": []},
+            {"id": 6, "type": "SaveImage", "mode": 0, "title": "Inner result",
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 2},
+                        {"name": "filename_prefix", "type": "STRING", "link": 3,
+                         "widget": {"name": "filename_prefix"}}],
+             "outputs": [], "widgets_values": ["inner"]},
+        ],
+        "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 5, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 2, "origin_id": 5, "origin_slot": 0, "target_id": 6, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 3, "origin_id": -10, "origin_slot": 1, "target_id": 6, "target_slot": 1, "type": "STRING"}],
+    }]},
+    "version": 0.4,
+}
+
+
+def test_a_ui_template_with_a_subgraph_renders_and_runs_through_the_flattened_ids(
+    project: Path, comfy: ComfyTestServer
+) -> None:
+    (project / "templates" / "ui_sub.json").write_text(json.dumps(UI_SUBGRAPH, indent=1))
+    # the promoted value lands on the inner input; a set: address reaches an inner node by its flat id
+    (project / "plain.yaml").write_text("template: ui_sub\nset: {'20:5.image': ['10', 0]}\n")
+    result = run_cli("--server", comfy.url, "render", "plain.yaml", cwd=project)
+    assert result.returncode == 0, result.stderr
+    workflow = json.loads(result.stdout)
+    assert set(workflow) == {"10", "20:5", "20:6"}
+    assert workflow["20:6"] == {"inputs": {"filename_prefix": "from_instance", "images": ["20:5", 0]},
+                                "class_type": "SaveImage", "_meta": {"title": "Inner result"}}
+    assert workflow["20:5"]["inputs"] == {"image": ["10", 0]}
+    # the prefix role is found inside the subgraph; a title reaches an inner node too
+    (project / "inbox" / "sub.yaml").write_text(
+        "template: ui_sub\nparams: {prefix: from_role}\nset: {'Inner result.filename_prefix': by_title}\n")
+    counts = daemon.run_daemon(make_settings(project, comfy.url), once=True)
+    assert counts["published"] == 1 and counts["failed"] == 0
+    (sent,) = prompts(comfy)
+    assert sent["20:6"]["inputs"] == {"filename_prefix": "by_title", "images": ["20:5", 0]}
+    sidecar = json.loads((project / "outbox" / "sub" / "sub.json").read_text())
+    assert sidecar["template"]["roles"]["prefix"] == "20:6.filename_prefix"
+    assert any("20:promoted1 (PrimitiveNode)" in d for d in sidecar["template"]["conversion"]["dropped"])
+    assert list((project / "outbox" / "sub").glob("by_title_*.png"))

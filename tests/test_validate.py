@@ -550,3 +550,80 @@ def test_stop_after_none_asks_until_the_first_none_and_keeps_nothing() -> None:
     assert [once(), once()] == [({"A": {}}, 1), ({"B": {}}, 2)]  # not a cache: each call asks again
     assert once() is None and once() is None  # after the first None, no more waits on that server
     assert len(asked) == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# the 2026 /object_info: V3 combos, DynamicCombo and Autogrow inputs
+
+CATALOGUE_2026: dict[str, Any] = json.loads((ROOT / "hotfolder" / "testing" / "object_info_2026.json").read_text())
+
+
+def resize(**inputs: Any) -> dict[str, Any]:
+    """EmptyImage 1 -> ResizeImageMaskNode 2 (``inputs`` added) -> SaveImage 3."""
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ResizeImageMaskNode", "inputs": {"input": ["1", 0], "scale_method": "area", **inputs}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+    }
+
+
+def test_dynamic_combo_keys_and_the_chosen_options_dotted_inputs_are_checked() -> None:
+    good = resize(**{"resize_type": "scale longer dimension", "resize_type.longer_size": 1024})
+    assert validate_workflow(good, CATALOGUE_2026) == []
+    bad_key = resize(**{"resize_type": "scale sideways"})
+    (problem,) = validate_workflow(bad_key, CATALOGUE_2026)
+    assert (problem.kind, problem.input) == ("not_in_list", "resize_type") and problem.suggestions
+    too_big = resize(**{"resize_type": "scale longer dimension", "resize_type.longer_size": 99999})
+    assert kinds(validate_workflow(too_big, CATALOGUE_2026)) == [("above_max", "2", "resize_type.longer_size")]
+    missing = resize(**{"resize_type": "scale dimensions", "resize_type.width": 64})
+    assert kinds(validate_workflow(missing, CATALOGUE_2026)) == [
+        ("missing_input", "2", "resize_type.height"), ("missing_input", "2", "resize_type.crop")]
+    linked = resize(**{"resize_type": "match size", "resize_type.match": ["1", 0], "resize_type.crop": "center"})
+    assert validate_workflow(linked, CATALOGUE_2026) == []
+    # an input of an option that is not chosen does nothing: named when the scenario set it
+    other = resize(**{"resize_type": "scale by multiplier", "resize_type.multiplier": 2.0, "resize_type.width": 5})
+    problems = validate_workflow(other, CATALOGUE_2026, scenario_fields={"2.resize_type.width": "set.2.resize_type.width"})
+    assert kinds(problems) == [("unknown_input", "2", "resize_type.width")]
+
+
+def test_autogrow_entries_are_checked_and_only_the_first_min_required() -> None:
+    def batch(**inputs: Any) -> dict[str, Any]:
+        return {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "BatchImagesNode", "inputs": inputs},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+        }
+
+    assert validate_workflow(batch(**{"images.image0": ["1", 0], "images.image1": ["1", 0]}), CATALOGUE_2026) == []
+    assert kinds(validate_workflow(batch(), CATALOGUE_2026)) == [("missing_input", "2", "images.image0")]
+    wrong = batch(**{"images.image0": ["1", 0], "images.image1": ["1", 3]})
+    assert kinds(validate_workflow(wrong, CATALOGUE_2026)) == [("link_bad_slot", "2", "images.image1")]
+
+
+def test_autogrow_templates_with_several_inputs_name_each_by_input_and_ordinal() -> None:
+    from hotfolder.templates.nodes import autogrow_entries
+
+    options = {"template": {"input": {"required": {"image": ["IMAGE", {}], "mask": ["MASK", {}]}},
+                            "prefix": "ignored", "min": 1, "max": 2}}
+    assert [(n, c) for n, c, *_ in autogrow_entries("pairs", options)] == [
+        ("pairs.image0", "required"), ("pairs.mask0", "required"), ("pairs.image1", "optional"),
+        ("pairs.mask1", "optional")]
+    named = {"template": {"input": {"optional": {"value": ["*", {}]}}, "names": ["a", "b"], "min": 2}}
+    assert [(n, c) for n, c, *_ in autogrow_entries("values", named)] == [("values.a", "optional"),
+                                                                       ("values.b", "optional")]
+
+
+def test_remote_and_multiselect_v3_combos() -> None:
+    workflow = {
+        "1": {"class_type": "LoadImageOutput", "inputs": {"image": "anything.png [output]"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    assert validate_workflow(workflow, CATALOGUE_2026) == []
+    info = copy.deepcopy(OBJECT_INFO)
+    info["SaveImage"]["input"]["required"]["filename_prefix"] = ["COMBO", {"options": ["a", "b"], "multiselect": True}]
+    workflow, _ = rendered("invert")
+    save = next(n for n in workflow.values() if n["class_type"] == "SaveImage")
+    save["inputs"]["filename_prefix"] = {"__value__": ["a", "b"]}
+    assert validate_workflow(workflow, info) == []
+    save["inputs"]["filename_prefix"] = {"__value__": ["a", "c"]}
+    assert [p.kind for p in validate_workflow(workflow, info)] == ["not_in_list"]

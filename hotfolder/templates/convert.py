@@ -9,16 +9,23 @@ of its widgets in the order the frontend created them. A link is
 
 The conversion follows what the frontend's ``graphToPrompt`` does when you press Queue:
 
-* **Widget values to input names.** The widgets of a node are its INT, FLOAT, STRING, BOOLEAN and
-  combo inputs (both combo formats), required then optional, in the server's ``input_order``;
-  ``forceInput`` inputs have no widget, and inputs of other types are sockets. An input with
+* **Subgraphs** are flattened first (:func:`hotfolder.templates.subgraph.flatten_subgraphs`): inner
+  nodes get the frontend's execution ids ``"<instance>:<inner>"`` (nested ``"a:b:c"``), values
+  promoted onto an instance reach the inner inputs through ``"<instance>:promotedN"`` PrimitiveNodes
+  (listed under ``dropped``, like any PrimitiveNode).
+* **Widget values to input names** (:mod:`hotfolder.templates.widgets`). The widgets of a node are its
+  INT, FLOAT, STRING, BOOLEAN, combo (both formats) and DynamicCombo inputs, required then optional,
+  in the server's ``input_order``; a DynamicCombo's chosen option adds its widgets right after it,
+  named ``<input>.<sub>``. ``forceInput`` inputs have no widget; Autogrow entries and inputs of other
+  types are sockets. An input with
   ``control_after_generate`` (seeds) is followed by an extra value (``"fixed"``, ``"increment"``,
   ``"decrement"``, ``"randomize"``) that is not an input; it is recognised by the flag, or by the
   word after a seed-like INT in workflows saved by older frontends. File inputs with an upload
   button (LoadImage) may be followed by the button's value (``"image"``). Values left over at the
   end belong to UI-only widgets (previews) and are ignored; missing values take the input's default,
-  as the frontend does. A value whose type does not fit its input means the node's widgets do not
-  line up with the server's version of the node: that is a :class:`ConversionError`.
+  as the frontend does. A value that does not fit its input (a string for an INT, a combo value that
+  is not one of the listed choices) means the node's widgets do not line up with the server's
+  version of the node: that is a :class:`ConversionError`.
 * **Links** are resolved through the ``links`` table. A linked input overrides the widget value.
 * **Reroute** nodes are followed to their source.
 * **PrimitiveNode** values are pushed into the widgets they are linked to.
@@ -30,7 +37,7 @@ The conversion follows what the frontend's ``graphToPrompt`` does when you press
 * Groups are ignored, Note and MarkdownNote nodes dropped.
 
 What cannot be converted faithfully is a :class:`ConversionError` that names the construct and the
-node: group nodes and subgraphs (``definitions.subgraphs``), classes the server does not have,
+node: group nodes, subgraphs that are damaged (:class:`~hotfolder.templates.subgraph.SubgraphError`), classes the server does not have,
 inputs filled by the browser (webcam capture, audio recording, 3D viewer), broken links, and widget
 values that do not fit the server's inputs.
 """
@@ -44,7 +51,19 @@ from typing import Any
 
 from hotfolder.errors import TemplateError
 from hotfolder.plugin_api import Conversion
-from hotfolder.templates.nodes import WIDGET_TYPES, combo_choices, declared_inputs, input_spec
+from hotfolder.templates.nodes import input_spec
+from hotfolder.templates.subgraph import flatten_subgraphs
+from hotfolder.templates.widgets import (
+    CONTROL_VALUES,
+    Mismatch,
+    Widget,
+    is_marker,
+    map_named,
+    map_values,
+    node_widgets,
+    settle_dynamic,
+    wrap,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +80,10 @@ __all__ = [
 MUTED = 2
 BYPASSED = 4
 
-#: The values of the extra "control after generate" widget.
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 #: Frontend-only nodes: no class on the server.
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 REROUTE_TYPES = frozenset({"Reroute"})
 PRIMITIVE_TYPES = frozenset({"PrimitiveNode"})
-#: Input types whose widget value the browser produces when queueing; not convertible from the file.
-BROWSER_WIDGET_TYPES = frozenset({"WEBCAM", "AUDIO_RECORD", "LOAD_3D", "LOAD_3D_ANIMATION"})
-_UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "file_upload")
-#: Values of upload-button and similar widgets that follow a file input.
-_UPLOAD_MARKERS = frozenset({"image", "upload", "upload3dmodel", "uploadExtraResources", "clear"})
-_SEED_NAMES = frozenset({"seed", "noise_seed"})
 
 HOW_TO_EXPORT = (
     "Or export the API format directly: in ComfyUI's settings enable 'Dev mode Options', then use "
@@ -142,16 +153,6 @@ class _Source:
     slot: int
 
 
-@dataclass(frozen=True)
-class _Widget:
-    name: str
-    type: Any
-    options: dict[str, Any]
-    control: bool  # followed by a control_after_generate value
-    upload: bool  # followed by an upload button value
-    browser: bool  # filled by the browser
-
-
 class _Converter:
     def __init__(self, ui: Mapping[str, Any], object_info: Mapping[str, Any], name: str) -> None:
         self.ui = ui
@@ -186,6 +187,7 @@ class _Converter:
                 "it is not a UI workflow (an object with 'nodes' and 'links')",
                 "Pass the file ComfyUI's Save button writes, or use an API-format workflow as it is.",
             )
+        self.ui = flatten_subgraphs(self.ui, name=self.name)
         self._index()
         self._refuse_unsupported()
         for node_id, node in self.nodes.items():
@@ -244,12 +246,6 @@ class _Converter:
             self.links[link.id] = link
 
     def _refuse_unsupported(self) -> None:
-        subgraphs: dict[str, str] = {}
-        definitions = self.ui.get("definitions")
-        if isinstance(definitions, Mapping) and isinstance(definitions.get("subgraphs"), list):
-            for subgraph in definitions["subgraphs"]:
-                if isinstance(subgraph, Mapping) and "id" in subgraph:
-                    subgraphs[str(subgraph["id"])] = str(subgraph.get("name") or subgraph["id"])
         extra = self.ui.get("extra")
         group_nodes = extra.get("groupNodes") if isinstance(extra, Mapping) else None
         unknown: list[Mapping[str, Any]] = []
@@ -258,14 +254,6 @@ class _Converter:
             mode = node.get("mode", 0)
             if mode == MUTED:
                 continue
-            if kind in subgraphs:
-                raise self._error(
-                    f"{self._label(node)} is a subgraph ({subgraphs[kind]!r}); hotfolder cannot convert subgraphs",
-                    "In ComfyUI, right-click the subgraph node and choose 'Unpack Subgraph', save, and try "
-                    "again. " + HOW_TO_EXPORT,
-                    node,
-                    construct="subgraph",
-                )
             if kind.startswith(("workflow>", "workflow/")) or (
                 isinstance(group_nodes, Mapping) and kind in group_nodes
             ):
@@ -298,16 +286,19 @@ class _Converter:
         info: Mapping[str, Any] = self.info[class_type]
         inputs: dict[str, Any] = {}
         linked = self._linked_widget_names(node)
-        widgets = _widgets(class_type, info)
+        widgets = node_widgets(class_type, info)
         values = node.get("widgets_values")
         if isinstance(values, Mapping):
-            for widget in widgets:
-                if widget.name in values:
-                    inputs[widget.name] = _wrap(values[widget.name])
-                elif widget.name not in linked:
-                    self._default(node_id, node, widget, inputs)
+            mapped = map_named(widgets, values, linked)
         else:
-            self._map_widget_values(node_id, node, widgets, list(values or []), inputs, linked)
+            mapped = self._map_widget_values(node, widgets, list(values or []), linked)
+        inputs.update(mapped.inputs)
+        for input_name, mode in mapped.controls.items():
+            self.result.controls[f"{node_id}.{input_name}"] = mode
+        for input_name, value in mapped.defaults:
+            self.result.warnings.append(
+                f"{self._label(node)}: no saved value for {input_name!r}; using the default {value!r}"
+            )
         for widget in widgets:
             if widget.browser and widget.name not in linked:
                 spec = input_spec(info, widget.name)
@@ -325,16 +316,21 @@ class _Converter:
         for slot, socket in enumerate(node.get("inputs") or []):
             if not isinstance(socket, Mapping):
                 continue
-            input_name = _socket_name(socket)
-            if input_name is None:
+            socket_name = _socket_name(socket)
+            if socket_name is None:
                 continue
             resolved = self._resolve_input(node, slot, set())
             if resolved is None:
                 continue
             if isinstance(resolved, _Value):
-                inputs[input_name] = _wrap(resolved.value)
+                inputs[socket_name] = wrap(resolved.value)
             else:
-                inputs[input_name] = [resolved.node, resolved.slot]
+                inputs[socket_name] = [resolved.node, resolved.slot]
+        for input_name, value in settle_dynamic(widgets, inputs, linked):
+            self.result.warnings.append(
+                f"{self._label(node)}: {input_name!r} belongs to the option its linked key chose; "
+                f"using the default {value!r}"
+            )
         title = node.get("title")
         if not isinstance(title, str) or not title:
             display = info.get("display_name")
@@ -351,87 +347,28 @@ class _Converter:
         return names
 
     def _map_widget_values(
-        self,
-        node_id: str,
-        node: Mapping[str, Any],
-        widgets: list[_Widget],
-        values: list[Any],
-        inputs: dict[str, Any],
-        linked: set[str],
-    ) -> None:
-        position = 0
-        for index, widget in enumerate(widgets):
-            if position >= len(values):
-                for rest in widgets[index:]:
-                    if rest.name not in linked and not rest.browser:
-                        self._default(node_id, node, rest, inputs)
-                return
-            value = values[position]
-            position += 1
-            if not widget.browser and not _fits(value, widget):
-                expected = widget.type if isinstance(widget.type, str) else "COMBO"
-                shown = ", ".join(w.name for w in widgets)
-                raise self._error(
-                    f"the widget values of {self._label(node)} do not line up with the server's inputs: "
-                    f"value {position - 1} ({value!r}) should be {expected} input {widget.name!r} "
-                    f"(inputs with widgets on the server: {shown}; saved values: {values!r})",
-                    "The workflow was saved with a different version of this node than the server has. "
-                    "Open it in ComfyUI connected to this server (the node is updated), save it, and try "
-                    "again. " + HOW_TO_EXPORT,
-                    node,
-                    input=widget.name,
-                    construct="widget values",
-                )
-            inputs[widget.name] = _wrap(value)
-            if position < len(values):
-                following = values[position]
-                next_widget = widgets[index + 1] if index + 1 < len(widgets) else None
-                if self._is_control(widget, following, next_widget):
-                    position += 1
-                    if following != "fixed":
-                        self.result.controls[f"{node_id}.{widget.name}"] = following
-            if widget.upload:
-                remaining = len(widgets) - index - 1
-                while position < len(values) and _is_marker(values[position]) and len(values) - position > remaining:
-                    position += 1
-        extra = values[position:]
-        if extra and any(v not in (None, "") and not _is_marker(v) for v in extra):
+        self, node: Mapping[str, Any], widgets: list[Widget], values: list[Any], linked: set[str]
+    ) -> Any:
+        try:
+            mapped = map_values(widgets, values, linked)
+        except Mismatch as miss:
+            what = "hold a choice the server does not offer" if miss.unlisted else "do not line up with the server's inputs"
+            raise self._error(
+                f"the widget values of {self._label(node)} {what}: value {miss.position} ({miss.value!r}) {miss.describe()} "
+                f"(inputs with widgets on the server: {', '.join(miss.shown)}; saved values: {values!r})",
+                "The workflow was saved with a different version of this node than the server has. "
+                "Open it in ComfyUI connected to this server (the node is updated), save it, and try "
+                "again. " + HOW_TO_EXPORT,
+                node,
+                input=miss.widget.name,
+                construct="combo choice" if miss.unlisted else "widget values",
+            ) from None
+        if mapped.extra and any(v not in (None, "") and not is_marker(v) for v in mapped.extra):
             self.result.warnings.append(
-                f"{self._label(node)}: {len(extra)} widget value(s) after the known inputs ignored "
-                f"(UI-only widgets): {extra!r}"
+                f"{self._label(node)}: {len(mapped.extra)} widget value(s) after the known inputs ignored "
+                f"(UI-only widgets): {mapped.extra!r}"
             )
-
-    @staticmethod
-    def _is_control(widget: _Widget, following: Any, next_widget: _Widget | None) -> bool:
-        if not isinstance(following, str) or following not in CONTROL_VALUES:
-            return False
-        if widget.control:
-            return True
-        # Older frontends gave every INT named seed/noise_seed a control widget; anything else with a
-        # control word after it is taken as one only if the next widget cannot hold that word.
-        if widget.type == "INT" and widget.name in _SEED_NAMES:
-            return True
-        if widget.type not in ("INT", "FLOAT") and not isinstance(widget.type, list) and widget.type != "COMBO":
-            return False
-        if next_widget is None:
-            return True
-        if next_widget.type == "STRING":
-            return False
-        choices = combo_choices(next_widget.type, next_widget.options)
-        return not (choices is not None and following in choices)
-
-    def _default(self, node_id: str, node: Mapping[str, Any], widget: _Widget, inputs: dict[str, Any]) -> None:
-        if "default" in widget.options:
-            value = widget.options["default"]
-        else:
-            choices = combo_choices(widget.type, widget.options)
-            if not choices:
-                return
-            value = choices[0]
-        inputs[widget.name] = _wrap(value)
-        self.result.warnings.append(
-            f"{self._label(node)}: no saved value for {widget.name!r}; using the default {value!r}"
-        )
+        return mapped
 
     # ---- links
 
@@ -528,59 +465,10 @@ def _parse_link(raw: Any) -> _Link | None:
     return None
 
 
-def _widgets(class_type: str, info: Mapping[str, Any]) -> list[_Widget]:
-    out: list[_Widget] = []
-    for name, _category in declared_inputs(info):
-        spec = input_spec(info, name)
-        if spec is None:
-            continue
-        input_type, _, options = spec
-        if options.get("forceInput"):
-            continue
-        browser = isinstance(input_type, str) and input_type in BROWSER_WIDGET_TYPES
-        if not (isinstance(input_type, list) or input_type in WIDGET_TYPES or browser):
-            continue
-        control = bool(options.get("control_after_generate"))
-        upload = any(options.get(flag) for flag in _UPLOAD_FLAGS)
-        out.append(_Widget(name, input_type, options, control, upload, browser))
-    return out
 
 
-def _fits(value: Any, widget: _Widget) -> bool:
-    """Whether a saved widget value can belong to ``widget`` (detects values that do not line up)."""
-    kind = widget.type
-    if kind in ("INT", "FLOAT"):
-        if isinstance(value, bool):
-            return False
-        if isinstance(value, (int, float)):
-            return True
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                return False
-            return True
-        return False
-    if kind == "BOOLEAN":
-        return isinstance(value, bool)
-    if kind == "STRING":
-        return isinstance(value, str)
-    choices = combo_choices(kind, widget.options)
-    if choices is None:
-        return True
-    if isinstance(value, list):
-        return bool(widget.options.get("multiselect"))
-    if value is None or isinstance(value, Mapping):
-        return False
-    if isinstance(value, bool):
-        return value in choices
-    if isinstance(value, (int, float)):
-        return any(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices) or not choices
-    return True
 
 
-def _is_marker(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, str) and value in _UPLOAD_MARKERS)
 
 
 def _bypass_slot(node: Mapping[str, Any], slot: int, wanted: Any) -> int:
@@ -624,9 +512,6 @@ def _socket_name(socket: Mapping[str, Any]) -> str | None:
     return widget_name if isinstance(widget_name, str) else None
 
 
-def _wrap(value: Any) -> Any:
-    """A list widget value is sent as ``{"__value__": [...]}`` so it is not read as a link."""
-    return {"__value__": value} if isinstance(value, list) else value
 
 
 def _sorted_ids(ids: Any) -> list[str]:

@@ -4,6 +4,14 @@ The helpers the validator (:mod:`hotfolder.templates.validate`) and the UI conve
 (:mod:`hotfolder.templates.convert`) share, and ComfyUI's rule for which output may feed which input
 (:func:`types_match`). A class's entry is ``{"input": {"required": {...}, "optional": {...},
 "hidden": {...}}, "input_order": {...}, "output": [...], "output_node": bool, ...}`` (PROTOCOL.md §2).
+
+Newer servers (V3 nodes, docs/comfy-protocol/AFTER-0.3.64-evidence.md §5-§7) add two kinds of input
+whose values sit under dotted names in an API prompt (:func:`expanded_inputs`): a DynamicCombo
+(``["COMFY_DYNAMICCOMBO_V3", {"options": [{"key": k, "inputs": {"required": ..., "optional": ...}}]}]``)
+holds the chosen key under its own name and the chosen option's inputs under ``<name>.<sub>``; an
+Autogrow input (``["COMFY_AUTOGROW_V3", {"template": {"input": ..., "prefix": p, "min": m, "max": M}}]``
+or ``"names": [...]`` instead of ``prefix``/``max``) is a row of sockets ``<name>.<p0>`` ... of which
+the first ``min`` are required.
 """
 
 from __future__ import annotations
@@ -15,6 +23,11 @@ from typing import Any
 
 #: Types that hold a literal value in the UI (a widget); anything else is normally linked.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+#: V3 input types whose values the API prompt holds under dotted names.
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+AUTOGROW = "COMFY_AUTOGROW_V3"
+#: Deepest DynamicCombo nesting followed (a catalogue is data from the network).
+_MAX_NESTING = 16
 #: Input config flags that mark a file choice the user can upload to.
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 
@@ -115,6 +128,104 @@ def combo_choices(input_type: Any, options: Mapping[str, Any]) -> list[Any] | No
         choices = options.get("options")
         return list(choices) if isinstance(choices, (list, tuple)) else []
     return None
+
+
+def dynamic_keys(options: Mapping[str, Any]) -> list[Any]:
+    """The option keys of a DynamicCombo input (its config dict ``options``), in order."""
+    listed = options.get("options")
+    if not isinstance(listed, list):
+        return []
+    return [o.get("key") for o in listed if isinstance(o, Mapping) and "key" in o]
+
+
+def dynamic_sub_inputs(name: str, options: Mapping[str, Any], key: Any) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """``[(dotted name, category, type, config)]`` of DynamicCombo ``name``'s option ``key`` (empty if unknown).
+
+    Required then optional, in the option's order, named ``<name>.<sub>`` (ComfyUI_frontend
+    ``dynamicWidgets.ts``@5dcd3818: ``${widget.name}.${key}``; ComfyUI ``_io.py``@04e2a914).
+    """
+    listed = options.get("options")
+    chosen = next(
+        (o for o in listed or [] if isinstance(o, Mapping) and o.get("key") == key and not isinstance(key, bool)), None
+    ) if isinstance(listed, list) else None  # fmt: skip
+    inputs = chosen.get("inputs") if chosen is not None else None
+    out: list[tuple[str, str, Any, dict[str, Any]]] = []
+    if not isinstance(inputs, Mapping):
+        return out
+    for category in ("required", "optional"):
+        group = inputs.get(category)
+        for sub, config in (group.items() if isinstance(group, Mapping) else ()):
+            input_type, extra = _split_config(config)
+            out.append((f"{name}.{sub}", category, input_type, extra))
+    return out
+
+
+def autogrow_entries(name: str, options: Mapping[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """``[(dotted name, category, type, config)]`` of every socket Autogrow input ``name`` may grow.
+
+    Entry ``i`` of a template with one input is ``<name>.<prefix><i>`` (``i`` below ``max``), or
+    ``<name>.<names[i]>``; with several template inputs each is ``<name>.<input><i>``. Entries below
+    ``min`` are required where the template input is (ComfyUI_frontend ``dynamicWidgets.ts``@5dcd3818,
+    ``autogrowOrdinalToName``/``addAutogrowGroup``; ComfyUI ``_io.py``@04e2a914, Autogrow).
+    """
+    template = options.get("template")
+    if not isinstance(template, Mapping) or not isinstance(template.get("input"), Mapping):
+        return []
+    specs = [
+        (category, key, *_split_config(config))
+        for category in ("required", "optional")
+        if isinstance(template["input"].get(category), Mapping)
+        for key, config in template["input"][category].items()
+    ]
+    names = template.get("names")
+    limit = template.get("max")
+    if isinstance(names, list):
+        count = len(names)
+    else:
+        count = limit if isinstance(limit, int) and 0 <= limit <= 1000 else 100
+    minimum = template.get("min")
+    least = minimum if isinstance(minimum, int) else 0
+    out = []
+    for ordinal in range(count):
+        for category, key, input_type, extra in specs:
+            if isinstance(names, list):
+                base = str(names[ordinal])
+            else:
+                base = f"{template.get('prefix') or '' if len(specs) == 1 else key}{ordinal}"
+            required = ordinal < least and category == "required"
+            out.append((f"{name}.{base}", "required" if required else "optional", input_type, extra))
+    return out
+
+
+def expanded_inputs(class_info: Mapping[str, Any], values: Mapping[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """``[(name, category, type, config)]`` of the inputs an API node of this class has, given its ``values``.
+
+    :func:`declared_inputs` with each DynamicCombo followed by the inputs of the option chosen in
+    ``values`` (recursively) and each Autogrow input replaced by its entries.
+    """
+    out: list[tuple[str, str, Any, dict[str, Any]]] = []
+    pending: list[tuple[str, str, Any, dict[str, Any], int]] = []
+    for name, category in declared_inputs(class_info):
+        spec = input_spec(class_info, name)
+        if spec is not None:
+            pending.append((name, category, spec[0], spec[2], 0))
+    while pending:
+        name, category, input_type, options, depth = pending.pop(0)
+        if input_type == AUTOGROW:
+            out.extend(autogrow_entries(name, options))
+            continue
+        out.append((name, category, input_type, options))
+        if input_type == DYNAMIC_COMBO and depth < _MAX_NESTING:
+            subs = dynamic_sub_inputs(name, options, values.get(name))
+            pending[0:0] = [(n, c if category == "required" else "optional", t, o, depth + 1) for n, c, t, o in subs]
+    return out
+
+
+def _split_config(config: Any) -> tuple[Any, dict[str, Any]]:
+    if isinstance(config, (list, tuple)) and config:
+        extra = config[1] if len(config) > 1 and isinstance(config[1], Mapping) else {}
+        return config[0], dict(extra)
+    return config, {}
 
 
 def combo_options(object_info: Mapping[str, Any], class_type: str, input_name: str) -> list[Any] | None:

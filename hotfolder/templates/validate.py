@@ -11,7 +11,12 @@
   STRING and ``bool()`` for BOOLEAN (these never fail);
 * a literal below ``min`` or above ``max`` (links are not range-checked, as in ComfyUI);
 * a combo value that is not one of the choices, for both combo formats
-  (``[["a", "b"], {...}]`` and ``["COMBO", {"options": [...]}]``), with the closest valid choices;
+  (``[["a", "b"], {...}]`` and ``["COMBO", {"options": [...]}]``, also ``multiselect`` lists; a
+  ``remote`` combo, whose choices the browser fetches, is not checked), with the closest valid choices;
+* the V3 inputs of newer servers (:func:`hotfolder.templates.nodes.expanded_inputs`): a DynamicCombo
+  value must be one of its option keys, and the chosen option's inputs (``<input>.<sub>``) are
+  checked like any other; an Autogrow input is its entries (``<input>.<entry>``), the first ``min``
+  of them required;
 * a link (``["4", 0]``) that is not ``[node_id, slot]``, names a node that is not in the workflow,
   a slot the node does not have, or an output whose type does not fit the input (``*`` fits
   anything; a combo output, whose type is a list of choices, fits a combo input);
@@ -45,12 +50,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hotfolder.templates.nodes import (
+    DYNAMIC_COMBO,
     MODEL_FOLDER,
     UPLOAD_FLAGS,
     closest,
     combo_choices,
-    declared_inputs,
-    input_spec,
+    dynamic_keys,
+    expanded_inputs,
     is_file_choice,
     types_match,
 )
@@ -248,11 +254,8 @@ class _Validator:
         info = self._class_info(node_id)
         assert info is not None
         class_type = node["class_type"]
-        declared = declared_inputs(info)
-        for name, category in declared:
-            spec = input_spec(info, name)
-            assert spec is not None
-            input_type, _, options = spec
+        declared = expanded_inputs(info, {k: _plain(v) for k, v in inputs.items()})
+        for name, category, input_type, options in declared:
             if name not in inputs:
                 if category == "required":
                     self._add(
@@ -267,7 +270,7 @@ class _Validator:
                 self._check_link(node_id, name, value, input_type)
             else:
                 self._check_literal(node_id, class_type, name, value, input_type, options)
-        known = {name for name, _ in declared}
+        known = {name for name, *_ in declared}
         hidden = info.get("input", {}).get("hidden") if isinstance(info.get("input"), Mapping) else None
         if isinstance(hidden, Mapping):
             known.update(hidden)
@@ -397,7 +400,7 @@ class _Validator:
                 suggestions=[options["max"]],
             )
             return
-        choices = combo_choices(input_type, options)
+        choices = dynamic_keys(options) if input_type == DYNAMIC_COMBO else combo_choices(input_type, options)
         if choices is None or options.get("remote"):
             return
         values = list(value) if options.get("multiselect") and isinstance(value, list) else [value]
@@ -477,6 +480,10 @@ def _plain_type(kind: str) -> bool:
         "CLIP_VISION_OUTPUT", "STYLE_MODEL", "UPSCALE_MODEL", "GLIGEN", "SAMPLER", "SIGMAS", "NOISE",
         "GUIDER", "AUDIO", "VIDEO",
     }  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    return value["__value__"] if isinstance(value, Mapping) and "__value__" in value else value
 
 
 def _link_target(value: Any) -> str | None:
