@@ -26,7 +26,7 @@ from typing import Any
 from .catalog import NodeCatalog
 from .faults import Faults
 from .middleware import RecordedRequest
-from .profile import DEFAULT_PROFILE
+from .profile import DEFAULT_PROFILE, PROFILES, Profile
 from .runtime import Runtime
 
 __all__ = ["COMFYUI_VERSION", "ComfyTestServer", "RecordedRequest"]
@@ -51,6 +51,7 @@ class ComfyTestServer:
     ``output_dir=None`` gives the server a private temporary folder (``output/``, ``input/``,
     ``temp/``), removed when the server object is garbage collected. ``input_dir`` and ``temp_dir``
     default to siblings in that private folder as well. The temp folder is wiped at every start.
+    ``comfyui`` names the protocol profile played: ``"0.3"`` (the default) or ``"0.4x"``.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class ComfyTestServer:
         input_dir: str | os.PathLike[str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        comfyui: str = DEFAULT_PROFILE.name,
     ) -> None:
         self.host = host
         self.ssl_context = ssl_context
@@ -75,13 +77,16 @@ class ComfyTestServer:
         self.output_dir = self._prepare_dir(output_dir, base, "output")
         self.input_dir = self._prepare_dir(input_dir, base, "input")
         self.temp_dir = self._prepare_dir(temp_dir, base, "temp")
-        self._profile = DEFAULT_PROFILE
+        if comfyui not in PROFILES:
+            raise ValueError(f"unknown ComfyUI profile {comfyui!r}; choose one of: {', '.join(PROFILES)}")
+        self._profile = PROFILES[comfyui]
         self.faults = Faults(drop_websockets=self._drop_websockets, changed=self._faults_changed)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._executed: list[str] = []
-        self._catalog = NodeCatalog(input_dir=self.input_dir, object_info=self._profile.object_info)
+        self._catalog = NodeCatalog(input_dir=self.input_dir, object_info=self._profile.object_info,
+                                    test_pack=self._profile.test_pack)
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -194,6 +199,11 @@ class ComfyTestServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<ComfyTestServer {self.url} {state}>"
+
+    @property
+    def profile(self) -> Profile:
+        """The protocol profile this server plays (:data:`~hotfolder.testing.profile.PROFILES`)."""
+        return self._profile
 
     # -- inspection -------------------------------------------------------------------------------
 
