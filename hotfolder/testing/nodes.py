@@ -5,7 +5,7 @@ ComfyUI, but only these execute: ``EmptyImage``, ``ImageInvert``, ``SaveImage``,
 ``PreviewAny``, ``LoadImage`` (also ``LoadImageOutput``), ``TestSleep`` and the ``Primitive*`` nodes
 (``PrimitiveInt``, ``PrimitiveFloat``, ``PrimitiveString``, ``PrimitiveStringMultiline``,
 ``PrimitiveBoolean``); the weightless stand-ins of :mod:`~hotfolder.testing.standins`; and the video nodes of
-:mod:`~hotfolder.testing.video` (``CreateVideo``, ``SaveVideo``, ``SaveWEBM``, ``SaveAnimatedWEBP``,
+:mod:`~hotfolder.testing.video` (``ImageBatch``, ``CreateVideo``, ``SaveVideo``, ``SaveWEBM``, ``SaveAnimatedWEBP``,
 ``VHS_VideoCombine``). Any other class
 fails at run time with an ``execution_error`` (``NotImplementedError``), the way a node that crashes would.
 

@@ -1,6 +1,6 @@
 """Video and animation nodes of the test server: real small mp4, mkv, webm, GIF and animated WebP files.
 
-``CreateVideo`` turns an image batch into a video value; ``SaveVideo`` (0.4x catalogue: ``format`` and
+``ImageBatch`` joins two batches (animations need frames that differ); ``CreateVideo`` turns an image batch into a video value; ``SaveVideo`` (0.4x catalogue: ``format`` and
 ``codec`` DynamicCombos, ``format.codec.encoding.crf``) and ``SaveWEBM`` encode it with the ``ffmpeg``
 binary of the ``imageio-ffmpeg`` wheel; ``SaveAnimatedWEBP`` writes through Pillow; ``VHS_VideoCombine``
 stands for the VideoHelperSuite custom node (GIF and WebP through Pillow, mp4 and webm through ffmpeg).
@@ -99,6 +99,14 @@ def _check_frames(images: Any) -> ImageBatch:
     if not isinstance(images, ImageBatch) or not images.frames:
         raise ValueError(f"expected a non-empty image batch, got {images!r}")
     return images
+
+
+async def image_batch(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """ImageBatch: ``image1``'s frames then ``image2``'s (same size only: the test server does not rescale)."""
+    first, second = _check_frames(inputs["image1"]), _check_frames(inputs["image2"])
+    if (first.width, first.height) != (second.width, second.height):
+        raise ValueError("ImageBatch on the test server needs two batches of the same size")
+    return NodeResult((ImageBatch(first.width, first.height, first.frames + second.frames),))
 
 
 async def create_video(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
@@ -217,6 +225,7 @@ VHS_VIDEO_COMBINE_INFO: dict[str, Any] = {
 
 #: class_type -> implementation of the video nodes.
 VIDEO_NODES = {
+    "ImageBatch": image_batch,
     "CreateVideo": create_video,
     "SaveVideo": save_video,
     "SaveWEBM": save_webm,
