@@ -36,7 +36,7 @@ def server() -> Iterator[ComfyTestServer]:
 
 @pytest.fixture
 def old_server() -> Iterator[ComfyTestServer]:
-    with ComfyTestServer() as srv:
+    with ComfyTestServer(comfyui="0.3") as srv:
         yield srv
 
 
@@ -108,8 +108,16 @@ def test_an_unknown_profile_is_refused_with_the_choices():
         ComfyTestServer(comfyui="0.5")
 
 
+def test_the_environment_picks_the_profile_of_a_server_not_given_one(monkeypatch):
+    monkeypatch.delenv("HOTFOLDER_TESTING_COMFYUI", raising=False)
+    assert ComfyTestServer().profile.name == "0.3"
+    monkeypatch.setenv("HOTFOLDER_TESTING_COMFYUI", "0.4x")
+    assert ComfyTestServer().profile.name == "0.4x"
+    assert ComfyTestServer(comfyui="0.3").profile.name == "0.3"
+
+
 def test_the_command_line_plays_the_profile_it_is_given():
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOTFOLDER_TESTING_COMFYUI": "0.3"}
     proc = subprocess.Popen([sys.executable, "-m", "hotfolder.testing", "--port", "0", "--comfyui", "0.4x"],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -29,9 +29,12 @@ from .middleware import RecordedRequest
 from .profile import DEFAULT_PROFILE, PROFILES, Profile
 from .runtime import Runtime
 
-__all__ = ["COMFYUI_VERSION", "ComfyTestServer", "RecordedRequest"]
+__all__ = ["COMFYUI_VERSION", "PROFILE_ENV", "ComfyTestServer", "RecordedRequest"]
 
 logger = logging.getLogger(__name__)
+
+#: The environment variable that picks the profile of a server not given one (a whole test run on 0.4x).
+PROFILE_ENV = "HOTFOLDER_TESTING_COMFYUI"
 
 #: Reported as ``system.comfyui_version`` by ``GET /system_stats``.
 COMFYUI_VERSION = DEFAULT_PROFILE.comfyui_version
@@ -51,7 +54,8 @@ class ComfyTestServer:
     ``output_dir=None`` gives the server a private temporary folder (``output/``, ``input/``,
     ``temp/``), removed when the server object is garbage collected. ``input_dir`` and ``temp_dir``
     default to siblings in that private folder as well. The temp folder is wiped at every start.
-    ``comfyui`` names the protocol profile played: ``"0.3"`` (the default) or ``"0.4x"``.
+    ``comfyui`` names the protocol profile played: ``"0.3"`` or ``"0.4x"``; ``None`` takes the
+    ``HOTFOLDER_TESTING_COMFYUI`` environment variable, else ``"0.3"``.
     """
 
     def __init__(
@@ -63,7 +67,7 @@ class ComfyTestServer:
         input_dir: str | os.PathLike[str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        comfyui: str = DEFAULT_PROFILE.name,
+        comfyui: str | None = None,
     ) -> None:
         self.host = host
         self.ssl_context = ssl_context
@@ -77,8 +81,10 @@ class ComfyTestServer:
         self.output_dir = self._prepare_dir(output_dir, base, "output")
         self.input_dir = self._prepare_dir(input_dir, base, "input")
         self.temp_dir = self._prepare_dir(temp_dir, base, "temp")
+        comfyui = comfyui or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE.name
         if comfyui not in PROFILES:
-            raise ValueError(f"unknown ComfyUI profile {comfyui!r}; choose one of: {', '.join(PROFILES)}")
+            raise ValueError(f"unknown ComfyUI profile {comfyui!r} (argument comfyui= or ${PROFILE_ENV}); "
+                             f"choose one of: {', '.join(PROFILES)}")
         self._profile = PROFILES[comfyui]
         self.faults = Faults(drop_websockets=self._drop_websockets, changed=self._faults_changed)
         self._lock = threading.RLock()
