@@ -1,7 +1,8 @@
 """A ComfyUI test server: test hotfolder (and hotfolder plugins) against real sockets, without a GPU.
 
 ``hotfolder.testing`` runs a small aiohttp server that speaks ComfyUI's HTTP and WebSocket protocol
-the way ComfyUI 0.3.64 does (message shapes, message order, error bodies, quirks), but executes only a
+the way ComfyUI 0.3.64 does (message shapes, message order, error bodies, quirks), or with
+``comfyui="0.4x"`` the way 2026 releases do (see "Protocol profiles" below), but executes only a
 handful of model-free nodes. Your code talks to it with the same ``requests`` and ``websocket-client``
 calls it uses against a real ComfyUI. Nothing is mocked. Install it with the ``testing`` extra
 (``pip install 'hotfolder[testing]'``), which brings in aiohttp; without it, importing the server
@@ -61,7 +62,23 @@ model nodes (stand-ins)     ``CheckpointLoaderSimple`` and the other checkpoint 
                             ``v1-5-pruned-emaonly.safetensors`` (``set_models`` changes the list)
 ==========================  =================================================================
 
+The video nodes write real files: ``ImageBatch`` joins two batches, ``CreateVideo`` makes a video of
+images and fps, ``SaveVideo`` writes ``{prefix}_{counter:05}_.mp4`` (mkv, webm) through the ffmpeg of
+``imageio-ffmpeg``, ``SaveWEBM`` a webm, ``SaveAnimatedWEBP`` an animated WebP through Pillow (all
+answer ``images`` + ``animated: [true]``); on 0.4x, ``VHS_VideoCombine`` writes GIF, WebP, mp4 or webm
+and answers VideoHelperSuite's ``gifs`` entries.
+
 Keep images tiny (8x8 to 64x64): the nodes are pure Python.
+
+Protocol profiles
+-----------------
+``ComfyTestServer(comfyui="0.3")`` (the default; ``None`` reads ``$HOTFOLDER_TESTING_COMFYUI``) plays
+ComfyUI 0.3.64; ``comfyui="0.4x"`` (``python -m hotfolder.testing --comfyui 0.4x``) adds the jobs API
+(``GET /api/jobs``, ``GET /api/jobs/{id}``, ``POST /api/jobs/{id}/cancel``, ``POST /api/jobs/cancel``),
+refuses a ``prompt_id`` that is not a canonical lowercase UUID (400 ``invalid_prompt_id``), serves the
+2026 node catalogue (V3 combos, a DynamicCombo ``SaveVideo`` with dotted sub-inputs), puts asset ``id``
+/ ``preview_id`` on output entries and broadcasts ``assets.seed.*`` messages after ``/object_info``.
+docs/comfy-protocol/PROFILES.md lists each behaviour with its ComfyUI source.
 
 What is faithful
 ----------------
@@ -84,9 +101,10 @@ What is faithful
 
 Python API
 ----------
-``ComfyTestServer(host="127.0.0.1", port=0, output_dir=None, *, input_dir=None, temp_dir=None)``
+``ComfyTestServer(host="127.0.0.1", port=0, output_dir=None, *, input_dir=None, temp_dir=None,
+comfyui=None)``
 
-* ``start()`` / ``stop()`` / ``restart()`` / context manager; ``url``, ``port``, ``running``;
+* ``start()`` / ``stop()`` / ``restart()`` / context manager; ``url``, ``port``, ``running``, ``profile``;
   ``output_dir``, ``input_dir``, ``temp_dir`` (``Path``).
 * ``requests``: every :class:`RecordedRequest` (``method``, ``path``, ``query``, ``json``, ``time``,
   ``headers``; dict-style access works too); ``clear_requests()``.

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=None, help="output folder (default: a private temp folder)")
     parser.add_argument("--input-dir", default=None, help="input folder for uploads and LoadImage")
     parser.add_argument("--temp-dir", default=None, help="temp folder for PreviewImage (wiped at start)")
+    parser.add_argument("--comfyui", default=None, choices=("0.3", "0.4x"),
+                        help="protocol profile: the ComfyUI version to play (default: $HOTFOLDER_TESTING_COMFYUI, "
+                             "else 0.3)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests and errors to stderr")
     return parser
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=args.output_dir,
         input_dir=args.input_dir,
         temp_dir=args.temp_dir,
+        comfyui=args.comfyui,
     )
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if SIGINT came in ignored
 

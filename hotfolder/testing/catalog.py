@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from .standins import STAND_IN_CHECKPOINTS
+from .video import VHS_VIDEO_COMBINE_INFO
 
-__all__ = ["CORE_OBJECT_INFO", "IMAGE_FILE_NODES", "NodeCatalog"]
+__all__ = ["CORE_OBJECT_INFO", "IMAGE_FILE_NODES", "OBJECT_INFO_2026", "NodeCatalog", "expand_dynamic_inputs"]
 
 #: The ``/object_info`` snapshot of ComfyUI 0.3.64 shipped with the package.
 CORE_OBJECT_INFO = "object_info_core.json"
+#: A trimmed ``/object_info`` of a 2026 ComfyUI (the 0.4x profile's; see object_info_2026.SOURCE.md).
+OBJECT_INFO_2026 = "object_info_2026.json"
 
 #: The ``TestSleep`` node of ComfyUI's test pack (``tests/execution/testing_nodes``), as /object_info shows it.
 TEST_SLEEP_INFO: dict[str, Any] = {
@@ -55,8 +58,57 @@ TEST_SLEEP_INFO: dict[str, Any] = {
     "output_node": False,
 }
 
+#: Classes a profile may add to its catalogue, as if the server had these custom node packs installed:
+#: ComfyUI's test pack, and (0.4x) a stand-in for VideoHelperSuite's VHS_VideoCombine.
+TEST_PACK: dict[str, dict[str, Any]] = {"TestSleep": TEST_SLEEP_INFO, "VHS_VideoCombine": VHS_VIDEO_COMBINE_INFO}
+
 #: Nodes whose image input is checked by a custom validation (ComfyUI's ``VALIDATE_INPUTS``).
 IMAGE_FILE_NODES = frozenset({"LoadImage", "LoadImageMask", "LoadImageOutput"})
+
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+
+
+def expand_dynamic_inputs(info: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with the sub-inputs of every DynamicCombo's chosen option added under dotted names.
+
+    A DynamicCombo input (``["COMFY_DYNAMICCOMBO_V3", {"options": [{"key", "inputs"}]}]``) takes one of
+    its keys; the inputs of that option are then expected as ``<name>.<sub>`` (nested: ``a.b.c``) with
+    their own required/optional status (comfy_api/latest/_io.py@04e2a914 ``DynamicCombo``,
+    ``get_finalized_class_inputs``; AFTER-0.3.64-evidence.md section 6). An unknown key adds nothing.
+    Classes without a DynamicCombo are returned as they are.
+    """
+    sections = info.get("input") or {}
+    if not any(_is_dynamic(spec) for c in ("required", "optional") for spec in (sections.get(c) or {}).values()):
+        return info
+    expanded: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
+    order: dict[str, list[str]] = {"required": [], "optional": []}
+
+    def add(category: str, name: str, spec: Any) -> None:
+        expanded[category][name] = spec
+        order[category].append(name)
+        if not _is_dynamic(spec):
+            return
+        chosen = next((o for o in spec[1].get("options", []) if o.get("key") == inputs.get(name)), None)
+        for sub_category in ("required", "optional"):
+            for sub_name, sub_spec in ((chosen or {}).get("inputs", {}).get(sub_category) or {}).items():
+                add(sub_category, f"{name}.{sub_name}", sub_spec)
+
+    listed = info.get("input_order") or {}
+    for category in ("required", "optional"):
+        section = sections.get(category) or {}
+        for name in listed.get(category) or list(section):
+            if name in section:
+                add(category, name, section[name])
+    hidden = sections.get("hidden")
+    if hidden:
+        expanded["hidden"] = hidden
+        order["hidden"] = list(listed.get("hidden") or hidden)
+    return {**info, "input": expanded, "input_order": order}
+
+
+def _is_dynamic(spec: Any) -> bool:
+    return isinstance(spec, list) and len(spec) > 1 and spec[0] == DYNAMIC_COMBO and isinstance(spec[1], dict)
+
 
 @functools.cache
 def _load_object_info(resource: str) -> dict[str, Any]:
@@ -87,9 +139,12 @@ class NodeCatalog:
     part: :meth:`object_info` fills it from the input directory at request time, like ComfyUI.
     """
 
-    def __init__(self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO) -> None:
+    def __init__(
+        self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO, test_pack: tuple[str, ...] = ("TestSleep",)
+    ) -> None:
         self._input_dir = input_dir
-        self._classes: dict[str, dict[str, Any]] = {**_load_object_info(object_info), "TestSleep": TEST_SLEEP_INFO}
+        self._classes: dict[str, dict[str, Any]] = {**_load_object_info(object_info),
+                                                    **{name: TEST_PACK[name] for name in test_pack}}
         self._json_cache: tuple[tuple[str, ...], bytes] | None = None
         self.set_models("checkpoints", list(STAND_IN_CHECKPOINTS))  # the models the stand-in loaders run
 

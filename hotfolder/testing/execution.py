@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .catalog import IMAGE_FILE_NODES, NodeCatalog
+from .catalog import IMAGE_FILE_NODES, NodeCatalog, expand_dynamic_inputs
 from .folders import file_fingerprint, resolve_annotated_file
 from .nodes import EXECUTABLE_NODES
 from .values import NodeResult
@@ -176,7 +176,7 @@ def compute_cache_keys(prompt: dict[str, Any], catalog: NodeCatalog, dirs: dict[
                 )
                 parts.append(fingerprint or uuid.uuid4().hex)  # unreadable file: never cached
             hidden = (info.get("input") or {}).get("hidden") or {}
-            if "UNIQUE_ID" in hidden.values():
+            if any(v in ("UNIQUE_ID", ["UNIQUE_ID"]) for v in hidden.values()):
                 parts.append(["UNIQUE_ID", node_id])
             for name in sorted(inputs):
                 value = inputs[name]
@@ -384,6 +384,8 @@ class PromptExecutor:
         self.host = host
         self.catalog = catalog
         self.cache = cache
+        #: Rewrites a node's UI output before it is sent and recorded (0.4x: asset ids); None: as is.
+        self.enrich_ui: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def _is_output(self, prompt: dict[str, Any], node_id: str) -> bool:
         info = self.catalog.get(prompt[node_id]["class_type"]) or {}
@@ -399,7 +401,7 @@ class PromptExecutor:
     def _gather_inputs(self, run: _PromptRun, node_id: str) -> dict[str, Any]:
         """The keyword arguments of a node: literals, linked outputs and hidden inputs, in ComfyUI's order."""
         node = run.prompt[node_id]
-        info = self.catalog.get(node["class_type"]) or {}
+        info = expand_dynamic_inputs(self.catalog.get(node["class_type"]) or {}, node.get("inputs") or {})
         declared = info.get("input") or {}
         out: dict[str, Any] = {}
         for name, value in (node.get("inputs") or {}).items():
@@ -416,6 +418,8 @@ class PromptExecutor:
         order = (info.get("input_order") or {}).get("hidden") or list(hidden)
         for name in order:
             kind = hidden.get(name)
+            if isinstance(kind, list) and kind:  # V3 nodes list it: "prompt": ["PROMPT"]
+                kind = kind[0]
             if kind == "PROMPT":
                 out[name] = run.prompt
             elif kind == "EXTRA_PNGINFO":
@@ -552,13 +556,14 @@ class PromptExecutor:
 
         record = None
         if result.ui:
+            ui = self.enrich_ui(result.ui) if self.enrich_ui is not None else result.ui
             record = {
                 "meta": {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id},
-                "output": result.ui,
+                "output": ui,
             }
             run.ui_records[node_id] = record
             if client_id is not None:
-                executed = {"node": node_id, "display_node": node_id, "output": result.ui, "prompt_id": run.prompt_id}
+                executed = {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": run.prompt_id}
                 host.emit("executed", executed, client_id)
         self.cache.set(node_id, CacheEntry(ui=record, outputs=result.outputs))
         run.values[node_id] = result.outputs

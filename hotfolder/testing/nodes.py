@@ -4,7 +4,9 @@ Every class in the catalogue (:mod:`~hotfolder.testing.catalog`) passes validati
 ComfyUI, but only these execute: ``EmptyImage``, ``ImageInvert``, ``SaveImage``, ``PreviewImage``,
 ``PreviewAny``, ``LoadImage`` (also ``LoadImageOutput``), ``TestSleep`` and the ``Primitive*`` nodes
 (``PrimitiveInt``, ``PrimitiveFloat``, ``PrimitiveString``, ``PrimitiveStringMultiline``,
-``PrimitiveBoolean``); and the weightless stand-ins of :mod:`~hotfolder.testing.standins`. Any other class
+``PrimitiveBoolean``); the weightless stand-ins of :mod:`~hotfolder.testing.standins`; and the video nodes of
+:mod:`~hotfolder.testing.video` (``ImageBatch``, ``CreateVideo``, ``SaveVideo``, ``SaveWEBM``, ``SaveAnimatedWEBP``,
+``VHS_VideoCombine``). Any other class
 fails at run time with an ``execution_error`` (``NotImplementedError``), the way a node that crashes would.
 
 ``SaveImage`` and ``PreviewImage`` write real PNG files with ComfyUI's naming, counters and metadata.
@@ -24,6 +26,7 @@ from . import png
 from .folders import resolve_annotated_file, save_image_path
 from .standins import STAND_IN_NODES
 from .values import ImageBatch, MaskBatch, NodeContext, NodeFunction, NodeResult, check_size
+from .video import VIDEO_NODES
 
 __all__ = ["EXECUTABLE_NODES"]
 
@@ -239,4 +242,5 @@ EXECUTABLE_NODES: dict[str, NodeFunction] = {
     "PrimitiveBoolean": primitive,
     "PreviewAny": preview_any,
     **STAND_IN_NODES,
+    **VIDEO_NODES,
 }

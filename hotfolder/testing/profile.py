@@ -1,7 +1,8 @@
 """Protocol profiles: what the test server answers differently depending on the ComfyUI version it plays.
 
-There is one profile today, ``"0.3"``: ComfyUI 0.3.64, as captured in the comfy-protocol notes. What
-differs between ComfyUI versions lives here and nowhere else: the routes served (each under ``/`` and
+Two profiles: ``"0.3"`` (the default), ComfyUI 0.3.64 as captured in the comfy-protocol notes, and
+``"0.4x"``, the newest behaviour the evidence documents (docs/comfy-protocol/PROFILES.md lists each one
+with the ComfyUI file@commit it comes from). What differs between ComfyUI versions lives here and nowhere else: the routes served (each under ``/`` and
 ``/api``), the versions ``/system_stats`` reports, the node catalogue, the feature flags, and how
 ``POST /prompt`` takes a ``prompt_id``. A newer version is a new :class:`Profile` (with any new handler
 added to :class:`~hotfolder.testing.routes.Routes`), not edits scattered through the handlers.
@@ -13,9 +14,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import CORE_OBJECT_INFO
+from .catalog import CORE_OBJECT_INFO, OBJECT_INFO_2026
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile"]
+__all__ = ["DEFAULT_PROFILE", "PROFILES", "InvalidPromptId", "Profile"]
 
 #: A route: (HTTP method, path, name of its handler in :class:`~hotfolder.testing.routes.Routes`).
 Route = tuple[str, str, str]
@@ -47,6 +48,36 @@ ROUTES_0_3: tuple[Route, ...] = (
 )
 
 
+#: The routes of the 0.4x profile: 0.3.64's plus the jobs API. ComfyUI declares these as ``/api/jobs...``
+#: and prefixes every route with ``/api`` once more, so ``/api/api/jobs`` answers too and ``/jobs`` does
+#: not (server.py@002c3fb9a504255ccb3edb668c08b8f56e63d14a, ``get_jobs``, ``add_routes``).
+ROUTES_0_4X: tuple[Route, ...] = (
+    *ROUTES_0_3,
+    ("GET", "/api/jobs", "get_jobs"),
+    ("POST", "/api/jobs/cancel", "post_jobs_cancel"),
+    ("GET", "/api/jobs/{job_id}", "get_job"),
+    ("POST", "/api/jobs/{job_id}/cancel", "post_job_cancel"),
+)
+
+
+class InvalidPromptId(ValueError):
+    """A client's ``prompt_id`` that the profile refuses (0.4x: not a canonical lowercase UUID)."""
+
+
+def canonical_uuid(value: Any) -> str:
+    """``value`` if it is a UUID string in canonical lowercase hyphenated form, else ``InvalidPromptId``
+    (ComfyUI's ``validate_job_id``, comfy_execution/jobs.py@172be438576532bd3d7243c5608ddde8a31e2944)."""
+    if not isinstance(value, str):
+        raise InvalidPromptId(f"job id must be a string, got {type(value).__name__}")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError as err:
+        raise InvalidPromptId(str(err)) from err
+    if str(parsed) != value:
+        raise InvalidPromptId("job id must be a UUID in canonical lowercase hyphenated form")
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
     """One ComfyUI version as the test server plays it."""
@@ -58,15 +89,25 @@ class Profile:
     pytorch_version: str
     object_info: str  # the catalogue snapshot, a resource of this package
     routes: tuple[Route, ...]
+    test_pack: tuple[str, ...] = ("TestSleep",)  # custom-node classes added to the catalogue (catalog.TEST_PACK)
     max_upload_size: int = 100 * 1024 * 1024
+    strict_prompt_ids: bool = False  # POST /prompt refuses a prompt_id that is not a canonical UUID
+    create_time: bool = False  # POST /prompt stamps extra_data["create_time"] (ms), read by the jobs API
+    asset_ids: bool = False  # output entries carry "id" (and "preview_id" for images), like --enable-assets
+    asset_scan_events: bool = False  # the first GET /object_info broadcasts assets.seed.* messages
 
     def features(self) -> dict[str, Any]:
         """``GET /features``, also the server's ``feature_flags`` reply on the WebSocket."""
         return {"supports_preview_metadata": True, "max_upload_size": self.max_upload_size}
 
     def prompt_id(self, body: dict[str, Any]) -> str:
-        """The id ``POST /prompt`` files the prompt under: the client's, whatever it is, else a new UUID."""
-        return str(body.get("prompt_id", uuid.uuid4()))
+        """The id ``POST /prompt`` files the prompt under. 0.3: the client's, whatever it is, else a new
+        UUID (server.py@a125cd84). 0.4x: absent or null mints one, anything else must be a canonical UUID
+        or :class:`InvalidPromptId` is raised (server.py@002c3fb9a504255ccb3edb668c08b8f56e63d14a)."""
+        if not self.strict_prompt_ids:
+            return str(body.get("prompt_id", uuid.uuid4()))
+        client_id = body.get("prompt_id")
+        return str(uuid.uuid4()) if client_id is None else canonical_uuid(client_id)
 
 
 PROFILES: dict[str, Profile] = {
@@ -78,6 +119,20 @@ PROFILES: dict[str, Profile] = {
         pytorch_version="2.14.1+cpu",
         object_info=CORE_OBJECT_INFO,
         routes=ROUTES_0_3,
+    ),
+    "0.4x": Profile(
+        name="0.4x",
+        comfyui_version="0.4x-hotfolder-testing",
+        frontend_version="1.41.5",
+        templates_version="0.1.123",
+        pytorch_version="2.14.1+cpu",
+        object_info=OBJECT_INFO_2026,
+        routes=ROUTES_0_4X,
+        test_pack=("TestSleep", "VHS_VideoCombine"),
+        strict_prompt_ids=True,
+        create_time=True,
+        asset_ids=True,
+        asset_scan_events=True,
     ),
 }
 

@@ -120,6 +120,13 @@ class PromptQueue:
             "queue_pending": [list(item[:5]) for item in self.pending],
         }
 
+    def snapshot(self) -> tuple[list[list[Any]], list[list[Any]], dict[str, Any]]:
+        """Copies of the running items, the pending items (heap order, without their sensitive part)
+        and the history, taken together under the lock (for the jobs API)."""
+        with self.cond:
+            listing = self.listing()
+            return copy.deepcopy((listing["queue_running"], listing["queue_pending"], self.history))
+
     def is_idle(self) -> bool:
         """Nothing queued or running, and no delayed history entry still to write."""
         return not self.pending and not self.running and self.pending_history_writes == 0

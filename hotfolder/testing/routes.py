@@ -16,6 +16,7 @@ import logging
 import mimetypes
 import os
 import sys
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -27,8 +28,9 @@ from . import png
 from .catalog import NodeCatalog
 from .faults import Faults
 from .folders import annotated_filepath
+from .jobs import JobsRoutes
 from .middleware import RecordedRequest, middlewares, server_error
-from .profile import Profile
+from .profile import InvalidPromptId, Profile
 from .prompts import PromptQueue
 from .validation import validate_prompt
 
@@ -37,6 +39,14 @@ __all__ = ["Routes"]
 logger = logging.getLogger(__name__)
 
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+#: 0.4x's answer to a prompt_id that is not a canonical lowercase UUID (server.py@002c3fb9a504255c, post_prompt).
+INVALID_PROMPT_ID = {
+    "type": "invalid_prompt_id",
+    "message": "prompt_id must be a valid UUID",
+    "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+               "omit it to let the server generate one",
+    "extra_info": {},
+}
 MODEL_FOLDERS = [
     "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
     "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
@@ -44,8 +54,9 @@ MODEL_FOLDERS = [
 ]  # fmt: skip
 
 
-class Routes:
-    """The request handlers of one run of the server, over its queue, sockets, catalogue and faults."""
+class Routes(JobsRoutes):
+    """The request handlers of one run of the server, over its queue, sockets, catalogue and faults
+    (the jobs API handlers come from :class:`~hotfolder.testing.jobs.JobsRoutes`)."""
 
     def __init__(
         self,
@@ -58,6 +69,7 @@ class Routes:
         websocket: Callable[[web.Request], Any],
         interrupt: asyncio.Event,
         stopping: asyncio.Event,
+        broadcast: Callable[[str, dict[str, Any]], None] = lambda event, data: None,
     ) -> None:
         self.profile = profile
         self.prompts = prompts
@@ -67,6 +79,8 @@ class Routes:
         self.websocket = websocket  # GET /ws
         self.interrupt = interrupt  # set: the running prompt is to stop
         self.stopping = stopping  # set: the server is going down (ends a scripted hang)
+        self.broadcast = broadcast  # a JSON message to every socket
+        self.asset_scan_started = False
 
     def app(self, record: Callable[[RecordedRequest], None]) -> web.Application:
         """The aiohttp application: the profile's routes (under ``/`` and ``/api``) and ``/``."""
@@ -126,10 +140,23 @@ class Routes:
         return web.json_response(self.profile.features())
 
     async def get_object_info(self, request: web.Request) -> web.Response:
+        if self.profile.asset_scan_events and not self.asset_scan_started:
+            self.asset_scan_started = True
+            self._asset_scan()
         scripted, answer = self.faults.take_object_info()
         if scripted:
             return web.json_response(answer)
         return web.Response(body=self.catalog.object_info_json(), content_type="application/json")
+
+    def _asset_scan(self) -> None:
+        """0.4x: ``GET /object_info`` starts the asset scan, whose events go to every socket as messages
+        no prompt asked for (server.py@002c3fb9a504255c ``ensure_scan_started``; the payloads of
+        app/assets/seeder.py's ``_emit_event`` calls, see AFTER-0.3.64-evidence.md section 11)."""
+        total = sum(len(files) for kind in ("input", "output") for _, _, files in os.walk(self.dirs[kind]))
+        self.broadcast("assets.seed.started", {"roots": ["models", "input", "output"], "total": total,
+                                               "phase": "fast"})
+        self.broadcast("assets.seed.completed", {"scanned": total, "total": total, "created": total,
+                                                 "skipped": 0, "elapsed": 0.01})
 
     async def get_object_info_node(self, request: web.Request) -> web.Response:
         return web.json_response(self.catalog.one(request.match_info["node_class"]))
@@ -159,7 +186,10 @@ class Routes:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
 
         prompt = json_data["prompt"]
-        prompt_id = self.profile.prompt_id(json_data)
+        try:
+            prompt_id = self.profile.prompt_id(json_data)
+        except InvalidPromptId:  # 0.4x only: server.py@002c3fb9a504255ccb3edb668c08b8f56e63d14a
+            return web.json_response({"error": INVALID_PROMPT_ID, "node_errors": {}}, status=400)
         partial = json_data["partial_execution_targets"] if "partial_execution_targets" in json_data else None
         result = validate_prompt(prompt, partial, catalog=self.catalog, dirs=self.dirs)
         extra_data = json_data["extra_data"] if "extra_data" in json_data else {}
@@ -171,6 +201,8 @@ class Routes:
             return web.json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
 
         sensitive = {key: extra_data.pop(key) for key in SENSITIVE_EXTRA_DATA_KEYS if key in extra_data}
+        if self.profile.create_time:  # 0.4x: the jobs API's create_time (server.py@002c3fb9, post_prompt)
+            extra_data["create_time"] = int(time.time() * 1000)
         self.prompts.put((number, prompt_id, prompt, extra_data, result.outputs, sensitive))
         hang = self.faults.take_post_hang()
         if hang is not None:

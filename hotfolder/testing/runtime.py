@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .assets import with_asset_ids
 from .catalog import NodeCatalog
 from .execution import ExecutionOutcome, OutputCache, PromptExecutor
 from .faults import Faults
@@ -54,13 +55,16 @@ class Runtime:
         self._executed = executed  # each prompt id as it starts, for ComfyTestServer.executed_prompt_ids
         self.prompts = PromptQueue(cond, self.queue_updated)
         self.executor = PromptExecutor(self, catalog, OutputCache())
+        if profile.asset_ids:
+            self.executor.enrich_ui = lambda ui: with_asset_ids(ui, dirs)
         self.client_id: Any = None  # of the prompt running (or last run)
         self.last_node_id: str | None = None  # the node running, for a client that reconnects
         self.interrupt_event = asyncio.Event()
         self.stopping = asyncio.Event()
         self.sockets = Broadcaster(faults, profile.features(), self.prompts.remaining, self._executing_node)
         self.routes = Routes(profile=profile, prompts=self.prompts, faults=faults, catalog=catalog, dirs=dirs,
-                             websocket=self.sockets.handle, interrupt=self.interrupt_event, stopping=self.stopping)
+                             websocket=self.sockets.handle, interrupt=self.interrupt_event, stopping=self.stopping,
+                             broadcast=lambda event, data: self.emit(event, data, None))
         self.tasks: set[asyncio.Task[Any]] = set()
         self.runner: web.AppRunner | None = None
         self.port = 0

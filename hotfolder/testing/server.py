@@ -26,12 +26,15 @@ from typing import Any
 from .catalog import NodeCatalog
 from .faults import Faults
 from .middleware import RecordedRequest
-from .profile import DEFAULT_PROFILE
+from .profile import DEFAULT_PROFILE, PROFILES, Profile
 from .runtime import Runtime
 
-__all__ = ["COMFYUI_VERSION", "ComfyTestServer", "RecordedRequest"]
+__all__ = ["COMFYUI_VERSION", "PROFILE_ENV", "ComfyTestServer", "RecordedRequest"]
 
 logger = logging.getLogger(__name__)
+
+#: The environment variable that picks the profile of a server not given one (a whole test run on 0.4x).
+PROFILE_ENV = "HOTFOLDER_TESTING_COMFYUI"
 
 #: Reported as ``system.comfyui_version`` by ``GET /system_stats``.
 COMFYUI_VERSION = DEFAULT_PROFILE.comfyui_version
@@ -51,6 +54,8 @@ class ComfyTestServer:
     ``output_dir=None`` gives the server a private temporary folder (``output/``, ``input/``,
     ``temp/``), removed when the server object is garbage collected. ``input_dir`` and ``temp_dir``
     default to siblings in that private folder as well. The temp folder is wiped at every start.
+    ``comfyui`` names the protocol profile played: ``"0.3"`` or ``"0.4x"``; ``None`` takes the
+    ``HOTFOLDER_TESTING_COMFYUI`` environment variable, else ``"0.3"``.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class ComfyTestServer:
         input_dir: str | os.PathLike[str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        comfyui: str | None = None,
     ) -> None:
         self.host = host
         self.ssl_context = ssl_context
@@ -75,13 +81,18 @@ class ComfyTestServer:
         self.output_dir = self._prepare_dir(output_dir, base, "output")
         self.input_dir = self._prepare_dir(input_dir, base, "input")
         self.temp_dir = self._prepare_dir(temp_dir, base, "temp")
-        self._profile = DEFAULT_PROFILE
+        comfyui = comfyui or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE.name
+        if comfyui not in PROFILES:
+            raise ValueError(f"unknown ComfyUI profile {comfyui!r} (argument comfyui= or ${PROFILE_ENV}); "
+                             f"choose one of: {', '.join(PROFILES)}")
+        self._profile = PROFILES[comfyui]
         self.faults = Faults(drop_websockets=self._drop_websockets, changed=self._faults_changed)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._executed: list[str] = []
-        self._catalog = NodeCatalog(input_dir=self.input_dir, object_info=self._profile.object_info)
+        self._catalog = NodeCatalog(input_dir=self.input_dir, object_info=self._profile.object_info,
+                                    test_pack=self._profile.test_pack)
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -194,6 +205,11 @@ class ComfyTestServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<ComfyTestServer {self.url} {state}>"
+
+    @property
+    def profile(self) -> Profile:
+        """The protocol profile this server plays (:data:`~hotfolder.testing.profile.PROFILES`)."""
+        return self._profile
 
     # -- inspection -------------------------------------------------------------------------------
 

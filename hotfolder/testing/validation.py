@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import IMAGE_FILE_NODES, NodeCatalog
+from .catalog import IMAGE_FILE_NODES, NodeCatalog, expand_dynamic_inputs
 from .folders import resolve_annotated_file
 
 __all__ = ["ValidationResult", "validate_node_input", "validate_prompt"]
@@ -122,6 +122,7 @@ class _Validator:
         info = self.catalog.get(class_type)
         if info is None:
             raise KeyError(class_type)
+        info = expand_dynamic_inputs(info, inputs)  # 0.4x catalogues: dotted DynamicCombo sub-inputs
         custom = class_type in IMAGE_FILE_NODES
         custom_inputs = ("image",) if custom else ()
 
