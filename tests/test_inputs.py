@@ -17,7 +17,7 @@ from hotfolder.pipeline import Engine
 from hotfolder.stages import prepare
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png, encode_png
-from tests.conftest import make_settings, run_cli
+from tests.conftest import invoke_cli, make_settings
 
 IMG2IMG = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load Image"}},
@@ -145,7 +145,7 @@ def test_render_shows_the_name_the_file_will_have_on_the_server(img2img: Path) -
     settings = make_settings(project, "http://127.0.0.1:9")  # no server needed
     ((spec, workflow),) = prepare.render_file(settings, scenario)
     assert workflow["1"]["inputs"]["image"] == NAME
-    result = run_cli("render", "inbox/r.yaml", cwd=project)
+    result = invoke_cli("render", "inbox/r.yaml", cwd=project)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["1"]["inputs"]["image"] == NAME
     # a scenario outside the inbox may not read files beside it, unless inputs_root allows them

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import run_cli, wait_until
+from tests.conftest import invoke_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,14 +131,14 @@ def test_status_shows_a_running_jobs_progress(project: Path, comfy: ComfyTestSer
             return any(job.get("node") == "2" and (job.get("percent") or 0) > 0 for job in running)
 
         wait_until(progressing, timeout=30, message="progress in the status file")
-        result = run_cli("status", cwd=project)
+        result = invoke_cli("status", cwd=project)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "nap.yaml" in result.stdout and "%" in result.stdout
-        as_json = json.loads(run_cli("status", "--json", cwd=project).stdout)
+        as_json = json.loads(invoke_cli("status", "--json", cwd=project).stdout)
         assert as_json["running"][0]["file"] == "nap.yaml"
     finally:
         finish(proc)
-    stopped = run_cli("status", cwd=project)
+    stopped = invoke_cli("status", cwd=project)
     assert stopped.returncode == 1
 
 
@@ -158,11 +158,11 @@ def test_sigterm_lets_a_running_job_finish_within_the_budget(project: Path, comf
 
 def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> None:
     (project / "hotfolder.toml").write_text('servers = ["http://127.0.0.1:8188"]\n')
-    result = run_cli("--config", "hotfolder.toml", "systemd-unit", "--user", "render", cwd=project)
+    result = invoke_cli("--config", "hotfolder.toml", "systemd-unit", "--user", "render", cwd=project)
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in result.stdout and "User=render" in result.stdout
     assert f"--config {project / 'hotfolder.toml'}" in result.stdout or str(project / "hotfolder.toml") in result.stdout
-    no_config = run_cli("systemd-unit", cwd=project.parent)
+    no_config = invoke_cli("systemd-unit", cwd=project.parent)
     assert no_config.returncode == 1 and "hotfolder.toml" in no_config.stderr
 
 

@@ -307,21 +307,21 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
 
 
 def test_status_command_shows_this_daemon_one_by_name_or_all(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.conftest import invoke_cli
 
     state = tmp_path / "inbox" / ".hotfolder"
     for name, state_name in (("gpu-a", "running"), ("gpu-b", "stopped")):
         writer = StatusWriter(StatusBoard(instance=name), status_path(state, name), interval=3600)
         writer.stop(final_state=state_name)  # one write, as a daemon leaves it
     env = {"HOTFOLDER_INSTANCE_ID": "gpu-a"}
-    shown = run_cli("status", cwd=tmp_path, env=env)
+    shown = invoke_cli("status", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "gpu-a" in shown.stdout and "gpu-b" not in shown.stdout
-    other = run_cli("status", "--instance", "gpu-b", cwd=tmp_path, env=env)
+    other = invoke_cli("status", "--instance", "gpu-b", cwd=tmp_path, env=env)
     assert other.returncode == 1 and "DAEMON NOT RUNNING (stopped" in other.stdout
-    both = run_cli("status", "--all", "--json", cwd=tmp_path, env=env)
+    both = invoke_cli("status", "--all", "--json", cwd=tmp_path, env=env)
     assert both.returncode == 1 and [s["instance"] for s in json.loads(both.stdout)] == ["gpu-a", "gpu-b"]
-    unknown = run_cli("status", cwd=tmp_path, env={"HOTFOLDER_INSTANCE_ID": "gpu-c"})
+    unknown = invoke_cli("status", cwd=tmp_path, env={"HOTFOLDER_INSTANCE_ID": "gpu-c"})
     assert unknown.returncode == 1 and "daemons that have run here: gpu-a, gpu-b" in unknown.stderr
 
 
