@@ -329,6 +329,7 @@ def test_basic_auth_from_the_url_is_sent_as_a_header(project: Path, comfy: Comfy
     assert "pa55word" not in (project / "outbox" / "ok" / "ok.json").read_text()
 
 
+@pytest.mark.slow
 def test_jobs_spread_over_several_servers_and_move_off_one_that_dies(project: Path) -> None:
     servers = [ComfyTestServer(), ComfyTestServer()]
     for server in servers:

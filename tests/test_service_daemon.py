@@ -130,7 +130,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(project: Path, comfy: Com
 def test_status_shows_a_running_jobs_progress(project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
     (project / "inbox" / "nap.yaml").write_text("template: sleepy\nparams: {color: 1, seconds: 4}\n")
-    proc = start(project, comfy.url)
+    proc = start(project, comfy.url, {"HOTFOLDER_STOP_BUDGET": "0.5"})  # the stop need not wait for the nap
     try:
         def progressing() -> bool:
             path = next((project / "inbox" / ".hotfolder" / "status").glob("*.json"), None)
@@ -175,6 +175,7 @@ def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> Non
     assert no_config.returncode == 1 and "hotfolder.toml" in no_config.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_past_the_stop_budget_leaves_jobs_recorded_and_they_finish_after_a_restart(
         project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
