@@ -5,8 +5,8 @@ updates, and keeps a small picture: jobs on servers with their progress, how man
 state, the failures of the last hour, counts. :class:`StatusWriter` writes that picture atomically to
 ``inbox/.hotfolder/status/<instance_id>.json`` from its own thread, every ``interval`` seconds and on
 demand, so that ``hotfolder status`` (and any script) can read it without a network port. Each daemon on a
-shared inbox has its own file. :func:`read_status`, :func:`read_all_status` and :func:`format_status` are
-the reading side.
+shared inbox has its own file. :func:`read_all_status` and :func:`format_status` are the reading
+side.
 
 The file (``version`` 1)::
 
@@ -408,11 +408,6 @@ class StatusWriter:
 
 
 # -- reading the file (hotfolder status) ---------------------------------------------------------
-
-
-def read_status(state_dir: Path, instance: str) -> dict[str, Any] | None:
-    """The status file of ``instance`` in ``state_dir`` (``inbox/.hotfolder``), or None if there is none."""
-    return _read_status_file(status_path(state_dir, instance))
 
 
 def read_all_status(state_dir: Path) -> dict[str, dict[str, Any]]:

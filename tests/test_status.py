@@ -20,7 +20,6 @@ from hotfolder.status import (
     StatusWriter,
     format_status,
     read_all_status,
-    read_status,
     status_path,
     status_problem,
 )
@@ -159,13 +158,13 @@ def test_writer_writes_the_status_file_periodically_and_on_flush(tmp_path: Path)
         wait_until(lambda: writer.writes >= 3, timeout=10, message="three periodic writes")
         feed(board, Event("published", "a.yaml", "J1", "a-001"))
         assert writer.flush(timeout=10)
-        data = read_status(tmp_path / ".hotfolder", "render1")
+        data = read_all_status(tmp_path / ".hotfolder").get("render1")
         assert data is not None
         assert data["running"] == [] and data["interval"] == 0.05 and data["pid"] == os.getpid()
         assert written[-1] == "0 running, 3 waiting, server gpu2 down"
     finally:
         writer.stop()
-    assert read_status(tmp_path / ".hotfolder", "render1")["state"] == "stopped"
+    assert read_all_status(tmp_path / ".hotfolder")["render1"]["state"] == "stopped"
     assert sorted(p.name for p in path.parent.iterdir()) == ["render1.json"]  # no temp files left
 
 
@@ -196,12 +195,12 @@ def test_writer_survives_an_unwritable_status_folder(tmp_path: Path, caplog: pyt
     assert sum("Cannot write the status file" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_read_status_is_none_without_a_file_and_explains_a_broken_one(tmp_path: Path) -> None:
-    assert read_status(tmp_path, "a") is None and read_all_status(tmp_path) == {}
+def test_read_all_status_is_empty_without_a_file_and_explains_a_broken_one(tmp_path: Path) -> None:
+    assert read_all_status(tmp_path) == {}
     (tmp_path / "status").mkdir()
     (tmp_path / "status" / "a.json").write_text("{not json")
     with pytest.raises(HotfolderError, match="not valid JSON"):
-        read_status(tmp_path, "a")
+        read_all_status(tmp_path)
 
 
 def test_each_daemon_on_an_inbox_has_its_own_status_file(tmp_path: Path) -> None:
@@ -290,7 +289,7 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
         assert writer.flush(timeout=10)
     finally:
         writer.stop(final_state=None)
-    snap = read_status(settings.state_dir, settings.instance_id)
+    snap = read_all_status(settings.state_dir)[settings.instance_id]
     assert snap is not None
     assert snap["counts"] == {"published": 2, "failed": 1, "files_done": 1, "files_failed": 1}
     # the engine's own counts miss a job whose workflow did not render (no "failed" event for it)
