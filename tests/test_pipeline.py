@@ -6,7 +6,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,25 +150,18 @@ def test_history_lagging_behind_execution_success_is_waited_for(project: Path, c
     assert len(list((project / "outbox" / "lag").glob("*.png"))) == 1
 
 
-def test_view_500_is_retried(project: Path, comfy: ComfyTestServer) -> None:
-    comfy.faults.view_status(500, count=2)
-    (project / "inbox" / "v.yaml").write_text("params: {width: 8}\n")
-    counts = drain(make_settings(project, comfy.url))
-    assert counts["published"] == 1
-
-
-def test_post_500_that_did_not_queue_is_sent_again_once(project: Path, comfy: ComfyTestServer) -> None:
-    comfy.faults.post_status(500, count=1)
-    (project / "inbox" / "p.yaml").write_text("params: {width: 8}\n")
-    counts = drain(make_settings(project, comfy.url))
-    assert counts["published"] == 1
-    assert len(comfy.executed_prompt_ids) == 1
-
-
-def test_post_whose_answer_never_arrives_is_not_run_twice(project: Path, comfy: ComfyTestServer) -> None:
-    comfy.faults.post_hang(count=1, seconds=4)
-    (project / "inbox" / "h.yaml").write_text("params: {width: 8}\n")
-    counts = drain(make_settings(project, comfy.url, http_timeout=1.0))
+@pytest.mark.parametrize("fault, overrides", [
+    (lambda faults: faults.view_status(500, count=2), {}),  # a download answered 500: retried
+    (lambda faults: faults.post_status(500, count=1), {}),  # a POST answered 500 that did not queue: sent again once
+    (lambda faults: faults.post_hang(count=1, seconds=4), {"http_timeout": 1.0}),  # the answer never arrives: not run twice
+    (lambda faults: faults.silence_websockets(True), {}),  # a silent WebSocket: the job does not hang
+], ids=["view_500_is_retried", "post_500_that_did_not_queue_is_sent_again_once",
+        "post_whose_answer_never_arrives_is_not_run_twice", "silent_websocket_does_not_hang_jobs"])
+def test_a_server_fault_it_recovers_from_publishes_the_job_once(
+        project: Path, comfy: ComfyTestServer, fault: Callable[[Any], None], overrides: dict[str, float]) -> None:
+    fault(comfy.faults)
+    (project / "inbox" / "f.yaml").write_text("params: {width: 8}\n")
+    counts = drain(make_settings(project, comfy.url, **overrides))
     assert counts["published"] == 1
     assert len(comfy.executed_prompt_ids) == 1
 
@@ -217,13 +212,6 @@ def test_websocket_drops_do_not_hang_jobs(project: Path, comfy: ComfyTestServer)
     counts = drain(make_settings(project, comfy.url))
     comfy.faults.drop_websockets_every(0)
     assert counts["published"] == 3
-
-
-def test_silent_websocket_does_not_hang_jobs(project: Path, comfy: ComfyTestServer) -> None:
-    comfy.faults.silence_websockets(True)
-    (project / "inbox" / "s.yaml").write_text("params: {width: 8}\n")
-    counts = drain(make_settings(project, comfy.url))
-    assert counts["published"] == 1
 
 
 def test_a_healthy_job_costs_one_post_and_one_download(project: Path, comfy: ComfyTestServer) -> None:
@@ -415,7 +403,9 @@ def test_a_job_goes_only_to_a_server_that_has_its_model(project: Path) -> None:
 
 GATE_PLUGIN = '''
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hotfolder import hookimpl
 
