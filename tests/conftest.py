@@ -51,6 +51,13 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOTFOLDER_LOAD_PLUGINS", "")
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """Undo a test's logging setup (configure_logging, the CLI run in-process), so none leaks into the next."""
+    with _logging_restored():
+        yield
+
+
 @pytest.fixture
 def comfy() -> Iterator[ComfyTestServer]:
     server = ComfyTestServer()
