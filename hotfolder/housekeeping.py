@@ -14,10 +14,9 @@ producer's mtime when it is archived by a rename, and that mtime may be years ol
 adding to stays.
 
 Uploads: ComfyUI has no endpoint that deletes an input file (see PROTOCOL.md: only ``/upload/image``
-and ``/upload/mask`` write there, nothing removes). So upload retention is "track and report": the
-caller keeps a record of what it uploaded and when, :func:`expired_uploads` says which are past
-retention, and :func:`prune_uploads` deletes them only when ComfyUI's input folder is a local path
-(``comfy_input_dir``, ComfyUI on the same machine or a shared mount); otherwise it only reports them.
+and ``/upload/mask`` write there, nothing removes). So the daemon prunes uploads only where a server's
+input folder is a local path (``input_dir``, ComfyUI on the same machine or a shared mount): its
+``hotfolder/`` subfolder, with :func:`prune` like the other folders.
 """
 
 from __future__ import annotations
@@ -27,10 +26,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -132,106 +128,3 @@ def prune(folder: Path, older_than_seconds: float, *, now: float | None = None) 
 def _days(seconds: float) -> str:
     days = seconds / 86400
     return f"{days:g} day{'s' if days != 1 else ''}" if days >= 1 else f"{seconds:g} s"
-
-
-# -- uploads -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file hotfolder uploaded: ``name`` as ComfyUI answered it (``"sub/x.png"`` with a subfolder),
-    ``uploaded_at`` in seconds since the epoch."""
-
-    name: str
-    uploaded_at: float
-
-
-@dataclass
-class UploadPrune:
-    """What :func:`prune_uploads` found: ``expired`` uploads, the files it ``deleted`` (only with a local
-    input folder), and those it could not delete or refused (``kept``, with the reason)."""
-
-    expired: list[Upload] = field(default_factory=list)
-    deleted: list[Path] = field(default_factory=list)
-    kept: list[tuple[Upload, str]] = field(default_factory=list)
-
-
-def _as_upload(item: Upload | tuple[str, float | datetime]) -> Upload:
-    if isinstance(item, Upload):
-        return item
-    name, when = item
-    return Upload(str(name), when.timestamp() if isinstance(when, datetime) else float(when))
-
-
-def expired_uploads(uploads: Iterable[Upload | tuple[str, float | datetime]], older_than_seconds: float, *,
-                    now: float | None = None, in_use: Collection[str] = ()) -> list[Upload]:
-    """The uploads past retention, one per name, oldest first.
-
-    ComfyUI gives the same bytes the same name, so one name may have been uploaded for several jobs: a
-    name counts from its *latest* upload. Names in ``in_use`` (inputs of jobs not finished) never expire.
-    """
-    if older_than_seconds <= 0:
-        raise ValueError("older_than_seconds must be positive")
-    now = time.time() if now is None else now
-    latest: dict[str, Upload] = {}
-    for item in uploads:
-        upload = _as_upload(item)
-        if upload.name not in latest or upload.uploaded_at > latest[upload.name].uploaded_at:
-            latest[upload.name] = upload
-    out = [u for u in latest.values() if u.name not in in_use and now - u.uploaded_at > older_than_seconds]
-    return sorted(out, key=lambda u: (u.uploaded_at, u.name))
-
-
-def _input_file(base: Path, name: str) -> Path | None:
-    """``base/name`` if ``name`` is a plain relative path inside ``base`` with no symlink on the way."""
-    parts = PurePosixPath(name).parts
-    if not parts or PurePosixPath(name).is_absolute() or any(p in {"", ".", ".."} for p in parts) or "\\" in name:
-        return None
-    path = base
-    for part in parts:
-        path = path / part
-        try:
-            if path.is_symlink():
-                return None
-        except OSError:
-            return None
-    return path
-
-
-def prune_uploads(uploads: Iterable[Upload | tuple[str, float | datetime]], older_than_seconds: float, *,
-                  now: float | None = None, in_use: Collection[str] = (),
-                  comfy_input_dir: Path | None = None) -> UploadPrune:
-    """Find the uploads past retention and, when ComfyUI's input folder is local (``comfy_input_dir``),
-    delete them there. Without it nothing is deleted (ComfyUI's API cannot) and ``expired`` is the report.
-
-    Only regular files are deleted, never through a symlink, never outside ``comfy_input_dir``.
-    """
-    result = UploadPrune(expired=expired_uploads(uploads, older_than_seconds, now=now, in_use=in_use))
-    if comfy_input_dir is None:
-        return result
-    for upload in result.expired:
-        path = _input_file(comfy_input_dir, upload.name)
-        if path is None:
-            result.kept.append((upload, "not a plain name inside the input folder"))
-            continue
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            result.kept.append((upload, "already gone"))
-            continue
-        except OSError as err:
-            result.kept.append((upload, str(err)))
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            result.kept.append((upload, "not a regular file"))
-            continue
-        try:
-            path.unlink()
-        except OSError as err:
-            logger.warning("Cannot remove upload %s: %s", path, err)
-            result.kept.append((upload, str(err)))
-            continue
-        result.deleted.append(path)
-    if result.deleted:
-        logger.info("Retention: removed %d uploaded file(s) from %s", len(result.deleted), comfy_input_dir)
-    return result

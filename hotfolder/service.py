@@ -224,10 +224,6 @@ class Notifier:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def _target(self) -> str | bytes:
         assert self.address is not None
         if self.address.startswith("@"):  # abstract namespace socket: a leading NUL byte
@@ -272,10 +268,6 @@ class Notifier:
         """RELOADING=1 with the monotonic time; send READY=1 when the reload is done (or refused)."""
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
-
-    def extend_timeout(self, seconds: float) -> bool:
-        """EXTEND_TIMEOUT_USEC=: ask for more time to start or stop than the unit's timeout."""
-        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
     def watchdog_interval(self) -> float | None:
         """Seconds between WATCHDOG=1 pings (half of ``WatchdogSec``), or None when no watchdog is

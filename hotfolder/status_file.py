@@ -1,7 +1,7 @@
 """The status file: :class:`StatusWriter` writes a :class:`~hotfolder.status.StatusBoard`'s snapshot
 atomically to ``inbox/.hotfolder/status/<instance_id>.json`` from its own thread, every ``interval``
 seconds and on demand, so that ``hotfolder status`` (and any script) can read it without a network port.
-Each daemon on a shared inbox has its own file; :func:`read_status` and :func:`read_all_status` read them.
+Each daemon on a shared inbox has its own file; :func:`read_all_status` reads them.
 The file's fields are described in :mod:`hotfolder.status`."""
 
 from __future__ import annotations
@@ -123,11 +123,6 @@ class StatusWriter:
 
 
 # -- reading the file (hotfolder status) ---------------------------------------------------------
-
-
-def read_status(state_dir: Path, instance: str) -> dict[str, Any] | None:
-    """The status file of ``instance`` in ``state_dir`` (``inbox/.hotfolder``), or None if there is none."""
-    return _read_status_file(status_path(state_dir, instance))
 
 
 def read_all_status(state_dir: Path) -> dict[str, dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -12,9 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
+from hotfolder.cli import cli
 from hotfolder.config import Settings, load_settings
 from hotfolder.testing import ComfyTestServer
 
@@ -45,6 +49,13 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("HOTFOLDER_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOTFOLDER_LOAD_PLUGINS", "")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """Undo a test's logging setup (configure_logging, the CLI run in-process), so none leaks into the next."""
+    with _logging_restored():
+        yield
 
 
 @pytest.fixture
@@ -97,3 +108,40 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "hotfolder", *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def invoke_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``hotfolder ARGS`` in this process with click's CliRunner, as :func:`run_cli` runs it in a new one.
+
+    For commands that need no process of their own (not ``run``: it installs signal handlers). The
+    environment is run_cli's (no HOTFOLDER_* variable but those in ``env``); the logging setup the command
+    makes is undone afterwards; an exception the command does not turn into an exit status is raised here
+    (a real process would print its traceback); a thread the command leaves running (but the
+    test ComfyUI's) fails the test.
+    """
+    cleared: dict[str, str | None] = {key: None for key in os.environ if key.startswith("HOTFOLDER_")}
+    cleared.update(env or {})
+    threads = set(threading.enumerate())
+    with _logging_restored(), contextlib.chdir(cwd):
+        result = CliRunner().invoke(cli, list(args), prog_name="hotfolder", env=cleared, catch_exceptions=False)
+    # asyncio_N: the test ComfyUI's executor threads (they live as long as the server fixture)
+    left = lambda: [t.name for t in threading.enumerate() if t not in threads and not t.name.startswith("asyncio_")]  # noqa: E731
+    try:
+        wait_until(lambda: not left(), timeout=5)
+    except AssertionError:
+        raise AssertionError(f"'hotfolder {' '.join(args)}' left threads running: {left()}") from None
+    return subprocess.CompletedProcess(["hotfolder", *args], result.exit_code, result.stdout, result.stderr)
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    """Undo what hotfolder.log.configure_logging changes (handlers, levels, logging's switches)."""
+    names = ("hotfolder", "urllib3", "websocket")
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in map(logging.getLogger, names)]
+    switches = logging.logProcesses, logging.logMultiprocessing
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+        logging.logProcesses, logging.logMultiprocessing = switches

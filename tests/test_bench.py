@@ -18,6 +18,7 @@ TINY = ["--quick", "--jobs", "5", "--pool-jobs", "4", "--servers", "1,2", "--exe
         "--download-mb", "8", "--post-time", "0.1"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_runs_every_section_with_tiny_sizes_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}

@@ -197,8 +197,8 @@ def test_one_input_file_and_one_template_are_read_once_per_batch_not_once_per_ro
     monkeypatch.setattr(template_params, "json", CountingJson())
     template_params._template_fields.cache_clear()
     settings = make_settings(project, "http://127.0.0.1:9", inputs_root=str(project))
-    jobs = prepare.render_file(settings, project / "batch.yaml")
-    assert len(jobs) == 50 and len({job[1]["1"]["inputs"]["image"] for job in jobs}) == 1
+    jobs = prepare.render_file_jobs(settings, project / "batch.yaml")
+    assert len(jobs) == 50 and len({job.workflow["1"]["inputs"]["image"] for job in jobs}) == 1
     assert len(hashed) == 1, hashed  # read and hashed once for the file, not once per job
     assert len(parsed) == 1, len(parsed)  # the template's text parsed once, not once per job
 

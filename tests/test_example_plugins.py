@@ -710,29 +710,29 @@ def test_a_bad_default_postprocess_in_the_config_stops_the_start(plugin_project:
 
 @needs_integration
 def test_the_cli_lists_plugins_and_renders_with_them(plugin_project: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.conftest import invoke_cli
 
-    listed = run_cli("plugins", cwd=plugin_project)
+    listed = invoke_cli("plugins", cwd=plugin_project)
     assert listed.returncode == 0, listed.stderr
     assert [e["name"] for e in json.loads(listed.stdout)] == [
         "plugins/image_format.py", "plugins/lora_stack.py", "plugins/storage.py", "plugins/webhook.py"]
-    builtins = json.loads(run_cli("plugins", "--all", "--hook", "parse_scenario_file", cwd=plugin_project).stdout)
+    builtins = json.loads(invoke_cli("plugins", "--all", "--hook", "parse_scenario_file", cwd=plugin_project).stdout)
     assert [e["name"] for e in builtins] == ["hotfolder.default_plugins.scenario_formats"]
     (plugin_project / "l.yaml").write_bytes(LORA_SCENARIO)
-    rendered = run_cli("render", "l.yaml", cwd=plugin_project)
+    rendered = invoke_cli("render", "l.yaml", cwd=plugin_project)
     assert rendered.returncode == 0, rendered.stderr
     assert [n["class_type"] for n in json.loads(rendered.stdout).values()].count("LoraLoader") == 3
-    disabled = run_cli("render", "l.yaml", cwd=plugin_project, env={"HOTFOLDER_DISABLE_PLUGINS": "lora_stack"})
+    disabled = invoke_cli("render", "l.yaml", cwd=plugin_project, env={"HOTFOLDER_DISABLE_PLUGINS": "lora_stack"})
     assert disabled.returncode == 1 and "unknown key 'loras'" in disabled.stderr
 
 
 @needs_integration
 def test_check_and_run_refuse_to_start_with_a_broken_plugin(plugin_project: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.conftest import invoke_cli, run_cli
 
     (plugin_project / "plugins" / "typo.py").write_text(
         "from hotfolder import hookimpl\n\n@hookimpl\ndef prepare_workfow(workflow):\n    pass\n")
-    checked = run_cli("check", cwd=plugin_project)
+    checked = invoke_cli("check", cwd=plugin_project)
     assert checked.returncode == 1
     assert "plugins/typo.py" in checked.stderr and "prepare_workfow" in checked.stderr
     assert "Did you mean 'prepare_workflow'?" in checked.stderr

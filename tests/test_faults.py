@@ -129,6 +129,7 @@ def test_killed_mid_post_then_restarted_runs_the_prompt_once(project: Path, comf
 SEED = os.environ.get("HOTFOLDER_TEST_SEED")
 
 
+@pytest.mark.slow
 def test_sigkill_loop_of_200_jobs_loses_and_duplicates_nothing(project: Path, comfy: ComfyTestServer) -> None:
     seed = int(SEED) if SEED else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -142,6 +143,7 @@ def test_sigkill_loop_of_200_jobs_loses_and_duplicates_nothing(project: Path, co
         stop.wait(rng.uniform(0.2, 0.9))  # a random moment in the run: the point of this test
         kill(proc)
         kills += 1
+    comfy.faults.node_delay("ImageInvert", 0)  # the kills are over: the rest need not be slow
     proc = daemon(project, comfy.url)
     try:
         wait_until(lambda: archived(project, names), timeout=180, message=f"all archived (seed {seed})")
@@ -153,6 +155,7 @@ def test_sigkill_loop_of_200_jobs_loses_and_duplicates_nothing(project: Path, co
     assert kills >= 20, "the run finished before 20 kills: make the jobs slower"
 
 
+@pytest.mark.slow
 def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.node_delay("ImageInvert", 0.1)
     names = [f"r{i:02d}.yaml" for i in range(30)]
@@ -162,6 +165,10 @@ def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comf
         for n in (5, 12, 20):
             wait_until(lambda: len(list((project / "inbox" / "done").glob("*.yaml"))) >= n
                        if (project / "inbox" / "done").exists() else False, timeout=60, message=f"{n} done")
+            # hold the next prompt to start in its ImageInvert node, so that each restart loses a running prompt
+            comfy.faults.node_delay("ImageInvert", 60)
+            started = len(comfy.executed_prompt_ids)
+            wait_until(lambda: len(comfy.executed_prompt_ids) > started, timeout=60, message="a prompt held mid-run")
             comfy.restart()
             comfy.faults.node_delay("ImageInvert", 0.1)
         wait_until(lambda: archived(project, names), timeout=120, message="all archived after restarts")
@@ -173,7 +180,7 @@ def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comf
     print(f"30 jobs, 3 ComfyUI restarts: {30 - len(published)} lost, {sum(published.values()) - len(published)} "
           f"duplicated, {resubmitted} resubmitted, {sum(1 for v in runs.values() if v > 1)} prompts executed twice "
           "(each one running when its server restarted: ComfyUI lost it, hotfolder sent it again)")
-    assert resubmitted >= 1
+    assert resubmitted >= 3  # at least the prompt each restart caught mid-run
     assert all(v <= 2 for v in runs.values())
 
 

@@ -34,7 +34,7 @@ from hotfolder.errors import ServerError, ServerUnavailable
 from hotfolder.spec import JobSpec
 from hotfolder.templates import load, render
 from hotfolder.testing import ComfyTestServer, png
-from tests.conftest import EXAMPLES, ROOT, run_cli, wait_until
+from tests.conftest import EXAMPLES, ROOT, invoke_cli, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -108,7 +108,7 @@ def test_the_five_minute_walkthrough_works_as_written(tmp_path: Path) -> None:
                 assert "pip install -e '.[testing]'" in command, line
             elif command.startswith("hotfolder init"):
                 name = words[2]
-                result = run_cli("init", name, cwd=tmp_path)
+                result = invoke_cli("init", name, cwd=tmp_path)
                 assert result.returncode == 0, result.stderr
                 assert "&& cd " + name in command
                 project = tmp_path / name
@@ -125,7 +125,7 @@ def test_the_five_minute_walkthrough_works_as_written(tmp_path: Path) -> None:
                 config.write_text(config.read_text().replace("http://127.0.0.1:8188", url))
             elif command == "hotfolder check":
                 assert project is not None
-                result = run_cli("check", cwd=project)
+                result = invoke_cli("check", cwd=project)
                 assert result.returncode == 0, result.stdout + result.stderr
                 assert "FAIL" not in result.stdout and "Traceback" not in result.stderr, result.stdout
             elif command == "hotfolder run &":
@@ -206,7 +206,7 @@ class Refuser:
 
 
 def test_run_says_once_per_change_when_a_server_stops_or_starts_answering(tmp_path: Path) -> None:
-    assert run_cli("init", "p", cwd=tmp_path).returncode == 0
+    assert invoke_cli("init", "p", cwd=tmp_path).returncode == 0
     project = tmp_path / "p"
     port = free_port()
     url = f"http://user:s3cret@127.0.0.1:{port}"

@@ -486,6 +486,7 @@ def quiet_harness(project: Path, comfy: ComfyTestServer) -> Iterator[Harness]:
         h.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=budget(30))
 @given(entry=HISTORY_ENTRY)
 @example(entry={"status": "done", "outputs": {}})
@@ -545,6 +546,7 @@ POST_BODY = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=budget(20))
 @given(status=st.just(400) | st.just(400) | st.sampled_from([401, 403, 404, 413, 429, 500, 502, 503])
        | st.integers(300, 599),

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from hotfolder.housekeeping import Upload, expired_uploads, prune, prune_uploads
+from hotfolder.housekeeping import prune
 
 DAY = 86400.0
 
@@ -88,45 +87,3 @@ def test_prune_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
     assert prune(tmp_path / "nope", DAY) == []
     with pytest.raises(ValueError):
         prune(tmp_path, 0)
-
-
-# -- uploads -------------------------------------------------------------------------------------
-
-
-def test_expired_uploads_count_from_the_latest_upload_of_a_name_and_spare_names_in_use() -> None:
-    now = 1_000 * DAY
-    uploads = [
-        ("cat.png", now - 10 * DAY),
-        ("cat.png", now - 1 * DAY),  # the same bytes uploaded again for a newer job: cat.png stays
-        ("dog.png", now - 10 * DAY),
-        Upload("sub/fox.png", now - 9 * DAY),
-        ("busy.png", datetime.fromtimestamp(now - 30 * DAY, tz=UTC)),
-    ]
-    expired = expired_uploads(uploads, 7 * DAY, now=now, in_use={"busy.png"})
-    assert [u.name for u in expired] == ["dog.png", "sub/fox.png"]
-
-
-def test_prune_uploads_only_reports_without_a_local_input_folder() -> None:
-    result = prune_uploads([("dog.png", 0.0)], DAY, now=10 * DAY)
-    assert [u.name for u in result.expired] == ["dog.png"]
-    assert result.deleted == [] and result.kept == []
-
-
-def test_prune_uploads_deletes_in_a_local_input_folder_and_nothing_outside_it(tmp_path: Path) -> None:
-    inputs = tmp_path / "comfy" / "input"
-    secret = touch(tmp_path / "secret.txt")
-    touch(inputs / "dog.png")
-    touch(inputs / "sub" / "fox.png")
-    touch(inputs / "fresh.png")
-    (inputs / "linked.png").symlink_to(secret)
-    (inputs / "linkdir").symlink_to(tmp_path, target_is_directory=True)
-    (inputs / "folder.png").mkdir()
-    old = 0.0
-    uploads = [("dog.png", old), ("sub/fox.png", old), ("fresh.png", 10 * DAY), ("linked.png", old),
-               ("linkdir/secret.txt", old), ("../secret.txt", old), (str(secret), old), ("gone.png", old),
-               ("folder.png", old)]
-    result = prune_uploads(uploads, DAY, now=10 * DAY, comfy_input_dir=inputs)
-    assert sorted(p.relative_to(inputs).as_posix() for p in result.deleted) == ["dog.png", "sub/fox.png"]
-    assert sorted(u.name for u, _ in result.kept) == sorted(
-        ["linked.png", "linkdir/secret.txt", "../secret.txt", str(secret), "gone.png", "folder.png"])
-    assert secret.exists() and (inputs / "fresh.png").exists() and (inputs / "linked.png").is_symlink()

@@ -17,7 +17,7 @@ from hotfolder.errors import ScenarioError, UploadError
 from hotfolder.stages import prepare
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png, encode_png
-from tests.conftest import make_settings, run_cli
+from tests.conftest import invoke_cli, make_settings
 
 IMG2IMG = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load Image"}},
@@ -143,18 +143,18 @@ def test_render_shows_the_name_the_file_will_have_on_the_server(img2img: Path) -
     scenario = project / "inbox" / "r.yaml"
     scenario.write_text("template: img2img\ninputs: {LoadImage.image: photos/cat.png}\n")
     settings = make_settings(project, "http://127.0.0.1:9")  # no server needed
-    ((spec, workflow),) = prepare.render_file(settings, scenario)
-    assert workflow["1"]["inputs"]["image"] == NAME
-    result = run_cli("render", "inbox/r.yaml", cwd=project)
+    (job,) = prepare.render_file_jobs(settings, scenario)
+    assert job.workflow["1"]["inputs"]["image"] == NAME
+    result = invoke_cli("render", "inbox/r.yaml", cwd=project)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["1"]["inputs"]["image"] == NAME
     # a scenario outside the inbox may not read files beside it, unless inputs_root allows them
     (project / "cat.png").write_bytes(PNG)
     (project / "out.yaml").write_text("template: img2img\ninputs: {LoadImage.image: cat.png}\n")
     with pytest.raises(ScenarioError, match="outside"):
-        prepare.render_file(settings, project / "out.yaml")
+        prepare.render_file_jobs(settings, project / "out.yaml")
     allowed = make_settings(project, "http://127.0.0.1:9", inputs_root=str(project))
-    assert prepare.render_file(allowed, project / "out.yaml")[0][1]["1"]["inputs"]["image"] == NAME
+    assert prepare.render_file_jobs(allowed, project / "out.yaml")[0].workflow["1"]["inputs"]["image"] == NAME
 
 
 def test_a_job_recovered_after_a_crash_uploads_and_publishes(img2img: Path, comfy: ComfyTestServer) -> None:

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hotfolder.cli import _step, cli
+from hotfolder.cli import _step
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli
 
 SLEEPY = {  # a node that reports float progress (TestSleep), so the display has steps to show
     "1": {"class_type": "EmptyImage", "inputs": {"width": "{{ width }}", "height": 8, "batch_size": 1, "color": 0}},
@@ -45,14 +44,12 @@ def test_process_refuses_what_is_not_a_regular_file_with_exit_1_and_never_blocks
         "link.yaml": "symbolic link",
         "missing.yaml": "does not exist",
     }
-    runner = CliRunner()
     for name, why in cases.items():
-        result = runner.invoke(cli, ["--server", "http://127.0.0.1:9", "--inbox", str(project / "inbox"),
-                                     "--outbox", str(project / "outbox"), "process", str(project / name)],
-                               catch_exceptions=False)
-        assert result.exit_code == 1, (name, result.output)
-        assert name in result.output and why in result.output, (name, result.output)
-        assert "Traceback" not in result.output
+        result = invoke_cli("--server", "http://127.0.0.1:9", "--inbox", str(project / "inbox"),
+                            "--outbox", str(project / "outbox"), "process", str(project / name), cwd=project)
+        assert result.returncode == 1, (name, result.stderr)
+        assert name in result.stderr and why in result.stderr, (name, result.stderr)
+        assert "Traceback" not in result.stderr
     assert not any((project / "outbox").iterdir())
 
 
@@ -60,7 +57,7 @@ def test_piped_output_is_one_line_per_job_event_without_carriage_returns(
         project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
     (project / "rows.csv").write_text(ROWS)
-    result = run_cli("--server", comfy.url, "process", "rows.csv", cwd=project)
+    result = invoke_cli("--server", comfy.url, "process", "rows.csv", cwd=project)
     assert result.returncode == 1, result.stderr
     out = result.stdout + result.stderr
     assert "\r" not in out and not re.search(r"node \S+ \d", out)  # no bar, no per-step lines
@@ -145,7 +142,7 @@ def test_a_file_done_under_a_safe_name_is_reported_done_not_as_not_processed(
     still match it to the file it was given, not count it as swapped away and exit 1."""
     text = '{"params": {"width": 8}}\n' if name.endswith(".json") else "params: {width: 8}\n"
     (project / name).write_text(text)
-    result = run_cli("--server", comfy.url, "--default-template", "invert", "process", name, cwd=project)
+    result = invoke_cli("--server", comfy.url, "--default-template", "invert", "process", name, cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "not processed" not in result.stdout + result.stderr
 
@@ -155,11 +152,10 @@ def test_render_refuses_what_is_not_a_regular_file_and_never_blocks_or_reads_wit
     """Like process: a FIFO blocked 'hotfolder render' forever and /dev/zero was read until memory ran out."""
     os.mkfifo(project / "pipe.yaml")
     (project / "big.yaml").write_bytes(b"params: {width: 8}\n" + b"#" * 2048)
-    runner = CliRunner()
     for target, why in ((project / "pipe.yaml", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
                         (project / "big.yaml", "over the limit")):
-        result = runner.invoke(cli, ["--server", "http://127.0.0.1:9", "--inbox", str(project / "inbox"),
-                                     "--outbox", str(project / "outbox"), "render", str(target)],
-                               env={"HOTFOLDER_MAX_FILE_SIZE": "1024"}, catch_exceptions=False)
-        assert result.exit_code == 1, (target, result.output)
-        assert why in result.output and "Traceback" not in result.output, (target, result.output)
+        result = invoke_cli("--server", "http://127.0.0.1:9", "--inbox", str(project / "inbox"),
+                            "--outbox", str(project / "outbox"), "render", str(target),
+                            cwd=project, env={"HOTFOLDER_MAX_FILE_SIZE": "1024"})
+        assert result.returncode == 1, (target, result.stderr)
+        assert why in result.stderr and "Traceback" not in result.stderr, (target, result.stderr)

@@ -326,6 +326,7 @@ def _leaks(text: bytes, forms: list[bytes]) -> bool:
     return any(form in text for form in forms)
 
 
+@pytest.mark.slow
 @settings(max_examples=budget(4))
 @given(secret=SECRETS, places=st.sets(st.sampled_from(PLACES), min_size=1), query_name=QUERY_NAMES)
 @example(secret="s3cretT0ken-abc", places=set(PLACES), query_name="token")

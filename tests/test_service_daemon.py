@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,11 +12,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import run_cli, wait_until
+from tests.conftest import invoke_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,12 +28,13 @@ SLEEPY = {
 }
 
 
-def start(project: Path, url: str, env: dict[str, str] | None = None, *args: str) -> subprocess.Popen[str]:
+def start(project: Path, url: str, env: dict[str, str] | None = None, *args: str,
+          log: IO[str] | int = subprocess.PIPE) -> subprocess.Popen[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("HOTFOLDER_", "NOTIFY_", "WATCHDOG_"))}
     full.update({"HOTFOLDER_SETTLE_SECONDS": "0.1", "HOTFOLDER_POLL_INTERVAL": "0.5", "HOTFOLDER_STATUS_INTERVAL": "0.2"})
     full.update(env or {})
     return subprocess.Popen([sys.executable, "-m", "hotfolder", *args, "--server", url, "run"], cwd=project, env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 def finish(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
@@ -63,20 +66,26 @@ class NotifySocket:
 
 def test_daemon_tells_systemd_ready_watchdog_status_and_stopping(project: Path, comfy: ComfyTestServer, tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
-    (project / "inbox" / "x.yaml").write_text("template: invert\n")
-    proc = start(project, comfy.url, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
+    names = [f"x{i:03d}.yaml" for i in range(500)]  # a scan long enough that one after READY could not win the race below
+    for i, name in enumerate(names):
+        (project / "inbox" / name).write_text("template: invert\n")
+        os.utime(project / "inbox" / name, (time.time() - 600 + i,) * 2)  # settled: handed over by the scan itself
+    log_path = tmp_path / "daemon.log"  # a file, not a pipe: the daemon never waits for the test to read its lines
+    with log_path.open("w") as log:
+        proc = start(project, comfy.url, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}, "-v", log=log)
     try:
         notify.wait_for("READY=1")
-        ready_at = len(notify.messages)
+        logged = log_path.read_text()  # every line logged before READY was sent
+        # READY comes only after the startup scan: every file present at start was already handed over
+        handed = set(re.findall(r"Ready \(found[^)]*\): \S*/(x\d+\.yaml)$", logged, re.M))
+        assert handed == set(names), f"READY was sent before the startup scan handed over {len(set(names) - handed)} file(s)"
         notify.wait_for("WATCHDOG=1")
         assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in notify.messages)
-        # READY comes only after the startup scan: the file present at start was already taken
-        wait_until(lambda: (project / "inbox" / "done" / "x.yaml").exists(), message="x.yaml done")
-        assert ready_at >= 1
+        wait_until(lambda: (project / "inbox" / "done" / "x000.yaml").exists(), message="x000.yaml done")
     finally:
-        out = finish(proc)
+        finish(proc)
     notify.wait_for("STOPPING=1")
-    assert proc.returncode == 0, out
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
 
 
 def test_sighup_with_a_broken_config_keeps_the_old_one(project: Path, comfy: ComfyTestServer) -> None:
@@ -121,7 +130,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(project: Path, comfy: Com
 def test_status_shows_a_running_jobs_progress(project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
     (project / "inbox" / "nap.yaml").write_text("template: sleepy\nparams: {color: 1, seconds: 4}\n")
-    proc = start(project, comfy.url)
+    proc = start(project, comfy.url, {"HOTFOLDER_STOP_BUDGET": "0.5"})  # the stop need not wait for the nap
     try:
         def progressing() -> bool:
             path = next((project / "inbox" / ".hotfolder" / "status").glob("*.json"), None)
@@ -131,14 +140,14 @@ def test_status_shows_a_running_jobs_progress(project: Path, comfy: ComfyTestSer
             return any(job.get("node") == "2" and (job.get("percent") or 0) > 0 for job in running)
 
         wait_until(progressing, timeout=30, message="progress in the status file")
-        result = run_cli("status", cwd=project)
+        result = invoke_cli("status", cwd=project)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "nap.yaml" in result.stdout and "%" in result.stdout
-        as_json = json.loads(run_cli("status", "--json", cwd=project).stdout)
+        as_json = json.loads(invoke_cli("status", "--json", cwd=project).stdout)
         assert as_json["running"][0]["file"] == "nap.yaml"
     finally:
         finish(proc)
-    stopped = run_cli("status", cwd=project)
+    stopped = invoke_cli("status", cwd=project)
     assert stopped.returncode == 1
 
 
@@ -158,14 +167,15 @@ def test_sigterm_lets_a_running_job_finish_within_the_budget(project: Path, comf
 
 def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> None:
     (project / "hotfolder.toml").write_text('servers = ["http://127.0.0.1:8188"]\n')
-    result = run_cli("--config", "hotfolder.toml", "systemd-unit", "--user", "render", cwd=project)
+    result = invoke_cli("--config", "hotfolder.toml", "systemd-unit", "--user", "render", cwd=project)
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in result.stdout and "User=render" in result.stdout
     assert f"--config {project / 'hotfolder.toml'}" in result.stdout or str(project / "hotfolder.toml") in result.stdout
-    no_config = run_cli("systemd-unit", cwd=project.parent)
+    no_config = invoke_cli("systemd-unit", cwd=project.parent)
     assert no_config.returncode == 1 and "hotfolder.toml" in no_config.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_past_the_stop_budget_leaves_jobs_recorded_and_they_finish_after_a_restart(
         project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))

@@ -15,7 +15,7 @@ import pytest
 from hotfolder.errors import HotfolderError
 from hotfolder.events import Archived, Claimed, Event, Failed, Progress, Published, Rendered, Submitted
 from hotfolder.status import FAILURE_WINDOW, StatusBoard
-from hotfolder.status_file import StatusWriter, read_all_status, read_status, status_path
+from hotfolder.status_file import StatusWriter, read_all_status, status_path
 from hotfolder.status_report import format_status, status_problem
 from tests.conftest import wait_until
 
@@ -152,13 +152,13 @@ def test_writer_writes_the_status_file_periodically_and_on_flush(tmp_path: Path)
         wait_until(lambda: writer.writes >= 3, timeout=10, message="three periodic writes")
         feed(board, Published(file="a.yaml", job_id="J1", job="a-001", path=""))
         assert writer.flush(timeout=10)
-        data = read_status(tmp_path / ".hotfolder", "render1")
+        data = read_all_status(tmp_path / ".hotfolder").get("render1")
         assert data is not None
         assert data["running"] == [] and data["interval"] == 0.05 and data["pid"] == os.getpid()
         assert written[-1] == "0 running, 3 waiting, server gpu2 down"
     finally:
         writer.stop()
-    assert read_status(tmp_path / ".hotfolder", "render1")["state"] == "stopped"
+    assert read_all_status(tmp_path / ".hotfolder")["render1"]["state"] == "stopped"
     assert sorted(p.name for p in path.parent.iterdir()) == ["render1.json"]  # no temp files left
 
 
@@ -189,12 +189,12 @@ def test_writer_survives_an_unwritable_status_folder(tmp_path: Path, caplog: pyt
     assert sum("Cannot write the status file" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_read_status_is_none_without_a_file_and_explains_a_broken_one(tmp_path: Path) -> None:
-    assert read_status(tmp_path, "a") is None and read_all_status(tmp_path) == {}
+def test_read_all_status_is_empty_without_a_file_and_explains_a_broken_one(tmp_path: Path) -> None:
+    assert read_all_status(tmp_path) == {}
     (tmp_path / "status").mkdir()
     (tmp_path / "status" / "a.json").write_text("{not json")
     with pytest.raises(HotfolderError, match="not valid JSON"):
-        read_status(tmp_path, "a")
+        read_all_status(tmp_path)
 
 
 def test_each_daemon_on_an_inbox_has_its_own_status_file(tmp_path: Path) -> None:
@@ -283,7 +283,7 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
         assert writer.flush(timeout=10)
     finally:
         writer.stop(final_state=None)
-    snap = read_status(settings.state_dir, settings.instance_id)
+    snap = read_all_status(settings.state_dir)[settings.instance_id]
     assert snap is not None
     assert snap["counts"] == {"published": 2, "failed": 1, "files_done": 1, "files_failed": 1}
     # the engine's own counts miss a job whose workflow did not render (no "failed" event for it)
@@ -300,21 +300,21 @@ def test_board_and_writer_follow_a_real_daemon_run(project: Path, comfy) -> None
 
 
 def test_status_command_shows_this_daemon_one_by_name_or_all(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.conftest import invoke_cli
 
     state = tmp_path / "inbox" / ".hotfolder"
     for name, state_name in (("gpu-a", "running"), ("gpu-b", "stopped")):
         writer = StatusWriter(StatusBoard(instance=name), status_path(state, name), interval=3600)
         writer.stop(final_state=state_name)  # one write, as a daemon leaves it
     env = {"HOTFOLDER_INSTANCE_ID": "gpu-a"}
-    shown = run_cli("status", cwd=tmp_path, env=env)
+    shown = invoke_cli("status", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "gpu-a" in shown.stdout and "gpu-b" not in shown.stdout
-    other = run_cli("status", "--instance", "gpu-b", cwd=tmp_path, env=env)
+    other = invoke_cli("status", "--instance", "gpu-b", cwd=tmp_path, env=env)
     assert other.returncode == 1 and "DAEMON NOT RUNNING (stopped" in other.stdout
-    both = run_cli("status", "--all", "--json", cwd=tmp_path, env=env)
+    both = invoke_cli("status", "--all", "--json", cwd=tmp_path, env=env)
     assert both.returncode == 1 and [s["instance"] for s in json.loads(both.stdout)] == ["gpu-a", "gpu-b"]
-    unknown = run_cli("status", cwd=tmp_path, env={"HOTFOLDER_INSTANCE_ID": "gpu-c"})
+    unknown = invoke_cli("status", cwd=tmp_path, env={"HOTFOLDER_INSTANCE_ID": "gpu-c"})
     assert unknown.returncode == 1 and "daemons that have run here: gpu-a, gpu-b" in unknown.stderr
 
 

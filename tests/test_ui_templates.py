@@ -17,7 +17,7 @@ from hotfolder.stages import prepare
 from hotfolder.templates import load
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png
-from tests.conftest import make_settings, run_cli, wait_until
+from tests.conftest import invoke_cli, make_settings, wait_until
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "ui_workflows"
 
@@ -116,11 +116,11 @@ def validate_errors(workflow: dict[str, Any], source: object_info.FirstServer) -
 def test_render_converts_with_a_reachable_server_and_explains_without_one(ui_project: Path, comfy: ComfyTestServer) -> None:
     project = ui_project
     (project / "r.yaml").write_text("template: ui_invert\nparams: {prefix: p}\n")
-    result = run_cli("--server", comfy.url, "render", "r.yaml", cwd=project)
+    result = invoke_cli("--server", comfy.url, "render", "r.yaml", cwd=project)
     assert result.returncode == 0, result.stderr
     workflow = json.loads(result.stdout)
     assert workflow["12"]["inputs"]["filename_prefix"] == "p" and workflow["11"]["inputs"]["image"] == ["10", 0]
-    offline = run_cli("--server", "http://127.0.0.1:9", "render", "r.yaml", cwd=project)
+    offline = invoke_cli("--server", "http://127.0.0.1:9", "render", "r.yaml", cwd=project)
     assert offline.returncode == 1 and "Traceback" not in offline.stderr
     assert "is a ComfyUI UI workflow" in offline.stderr and "no server answered" in offline.stderr
     assert "Export (API)" in offline.stderr
@@ -204,7 +204,7 @@ def test_a_ui_template_with_a_subgraph_renders_and_runs_through_the_flattened_id
     (project / "templates" / "ui_sub.json").write_text(json.dumps(UI_SUBGRAPH, indent=1))
     # the promoted value lands on the inner input; a set: address reaches an inner node by its flat id
     (project / "plain.yaml").write_text("template: ui_sub\nset: {'20:5.image': ['10', 0]}\n")
-    result = run_cli("--server", comfy.url, "render", "plain.yaml", cwd=project)
+    result = invoke_cli("--server", comfy.url, "render", "plain.yaml", cwd=project)
     assert result.returncode == 0, result.stderr
     workflow = json.loads(result.stdout)
     assert set(workflow) == {"10", "20:5", "20:6"}

@@ -396,7 +396,7 @@ def test_rescan_offers_again_a_file_left_in_the_inbox_after_its_handoff(inbox: P
 def test_rescan_finds_a_file_whose_events_were_missed(inbox: Path, make_intake: MakeIntake) -> None:
     handoffs = Handoffs()
     intake = make_intake(handoffs, settle_seconds=SETTLE, use_observer=False, poll_interval=3600)
-    wait_until(lambda: intake.pending_count() == 0)  # the startup scan is over: nothing will look again
+    assert intake.wait_scanned(10)  # the startup scan is over: nothing will look again
     make_old(write(inbox / "missed.yaml"))
     handoffs.none_within(0.2)
     intake.rescan()

@@ -106,12 +106,6 @@ def chosen_postprocess(settings: Settings, spec: dict[str, Any]) -> Any:
     return options["postprocess"] if "postprocess" in options else settings.postprocess
 
 
-def render_file(settings: Settings, path: Path, hooks: plugins.Hooks | None = None,
-                object_info: load.ObjectInfoSource | None = None) -> list[tuple[JobSpec, dict[str, Any]]]:
-    """What ``hotfolder render`` prints: each job of ``path`` with the workflow it would submit."""
-    return [(job.spec, job.workflow) for job in render_file_jobs(settings, path, hooks, object_info=object_info)]
-
-
 def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None = None, *,
                      object_info: load.ObjectInfoSource | None = None) -> list[Rendered]:
     """Every job of scenario ``path``, rendered as the daemon would before routing (input files under

@@ -99,7 +99,7 @@ def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] 
                     slots.setdefault("output", enriched)
                 else:
                     slots.setdefault("other", enriched)
-    preview = next((slots[key] for key in ("output", "other", "text_file", "text") if key in slots), None)
+    preview: dict[str, Any] | None = next((slots[key] for key in ("output", "other", "text_file", "text") if key in slots), None)
     return count, previewable, preview
 
 
