@@ -85,8 +85,8 @@ def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] 
                 if item is None:
                     if kind == "text" and raw is not None:
                         text = str(raw[0] if isinstance(raw, tuple) and raw else raw)
-                        preview = {"content": text[:1024], **({"truncated": True} if len(text) > 1024 else {})}
-                        slots.setdefault("text", {**preview, "nodeId": node_id, "mediaType": kind})
+                        shown = {"content": text[:1024], **({"truncated": True} if len(text) > 1024 else {})}
+                        slots.setdefault("text", {**shown, "nodeId": node_id, "mediaType": kind})
                     continue
                 count += 1
                 if not _previewable(kind, item):
@@ -99,7 +99,7 @@ def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] 
                     slots.setdefault("output", enriched)
                 else:
                     slots.setdefault("other", enriched)
-    preview: dict[str, Any] | None = next((slots[key] for key in ("output", "other", "text_file", "text") if key in slots), None)
+    preview = next((slots[key] for key in ("output", "other", "text_file", "text") if key in slots), None)
     return count, previewable, preview
 
 
