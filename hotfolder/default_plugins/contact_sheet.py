@@ -161,8 +161,8 @@ def make_sheet(file: str, published: tuple[str, ...] | list[str], outbox: Path) 
         geometry = None
         image = _pillow()
         if image is None:
-            logger.info("[%s] no contact sheet image: Pillow is not installed (pip install 'hotfolder[images]'); "
-                        "the gallery is written", file)
+            logger.warning("[%s] no contact sheet image: Pillow is not installed (pip install 'hotfolder[images]'); "
+                           "only the gallery is written", file)
         else:
             geometry = draw(entries, plan_, file, staging, image)
         (staging / "index.html").write_text(gallery.page(file, entries, plan_, geometry,
