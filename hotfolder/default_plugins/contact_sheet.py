@@ -129,6 +129,10 @@ def _work() -> None:
         except Exception as err:  # noqa: BLE001 - a sheet never fails or re-runs a job
             logger.error("[%s] no contact sheet: %s: %s", file, type(err).__name__, err,
                          exc_info=logger.isEnabledFor(logging.DEBUG))
+        except BaseException:  # the next queued sheet starts a new thread
+            with _lock:
+                _running = False
+            raise
 
 
 def wait_idle(timeout: float = 60.0) -> bool:
