@@ -2,14 +2,12 @@
 
 When a scenario file that gave more than one job is archived (the ``Archived`` event, whose
 ``published`` lists its published job folders), a folder ``outbox/<file stem>-sheet/`` is written
-beside the job folders, in one rename from the outbox's staging folder: ``contact-sheet.png`` (a grid
-of the jobs' first image or poster, with labels; needs Pillow, else only the gallery is written) and
-``index.html`` (:mod:`hotfolder.default_plugins.gallery`). The layout (:func:`plan`): a matrix of two or
-more axes puts the first axis in rows and the other axes (and ``repeat`` copies), combined, in columns;
-anything else (one axis, ``repeat``, CSV, JSONL, ``jobs:``) is a wrapped grid whose cells are labelled
-with the params that vary between the jobs. The label layout is kept in the gallery's data, so it can be
-checked without reading pixels. Off with ``contact_sheet = false``. The work runs on its own thread, one
-sheet at a time; a failure is logged with the file's name and never touches the jobs.
+beside the job folders, in one rename from the outbox's staging folder: ``contact-sheet.png`` (each
+job's first image or poster in a cell, labelled, laid out by :mod:`~hotfolder.default_plugins.sheet_layout`;
+needs Pillow, else only the gallery is written) and ``index.html``
+(:mod:`~hotfolder.default_plugins.gallery`, which also holds the label layout as JSON, so labels can be
+checked without reading pixels). Off with ``contact_sheet = false``. The work runs on its own thread,
+one sheet at a time; a failure is logged with the file's name and never touches the jobs.
 """
 
 from __future__ import annotations
@@ -21,12 +19,12 @@ import os
 import shutil
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotfolder import media
 from hotfolder.default_plugins import gallery
+from hotfolder.default_plugins.sheet_layout import VISUAL, Entry, Plan, plan
 from hotfolder.hookspecs import hookimpl
 from hotfolder.paths import rename_noreplace, safe_filename, unique_name
 
@@ -39,51 +37,9 @@ logger = logging.getLogger("hotfolder.contact_sheet")
 CELL = 256  #: the box each image is fitted into, pixels
 PAD = 8
 FONT_SIZE = 14
-MAX_COLUMNS = 8  # of a wrapped grid
 MAX_LABEL_LINES = 4
 MAX_SIDECAR = 16 * 1024 * 1024
 SHEET_NAME = "contact-sheet.png"
-VISUAL = ("image", "animation")
-
-
-@dataclass
-class Entry:
-    """One published job of the batch: its folder, sidecar and the outputs worth showing."""
-
-    name: str
-    folder: Path
-    sidecar: dict[str, Any]
-    outputs: list[tuple[str, str]]  # (file name, media kind)
-    labels: list[str] = field(default_factory=list)  # the cell's caption (a wrapped grid)
-    poster: str | None = None  # file in posters/ (the first frame of an animation)
-
-    @property
-    def matrix(self) -> dict[str, Any]:
-        found = self.sidecar.get("matrix")
-        return found if isinstance(found, dict) else {}
-
-    @property
-    def picture(self) -> tuple[str, str] | None:
-        """The output shown in the sheet: the first image or animation, else the first video."""
-        for kinds in (VISUAL, ("video",)):
-            for name, kind in self.outputs:
-                if kind in kinds:
-                    return name, kind
-        return None
-
-
-@dataclass
-class Plan:
-    """Where each entry goes: ``cells`` maps an entry's index to (row, column); labels per row/column."""
-
-    layout: str  # "matrix" or "grid"
-    rows: int
-    columns: int
-    cells: dict[int, tuple[int, int]]
-    row_labels: list[str] = field(default_factory=list)
-    column_labels: list[str] = field(default_factory=list)
-    row_axis: str | None = None
-    column_axes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,9 +142,12 @@ def make_sheet(file: str, published: tuple[str, ...] | list[str], outbox: Path) 
     return outbox / name
 
 
-def _jobs_in_file(entry: Entry) -> int:
-    value = entry.sidecar.get("jobs_in_file")
+def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
+
+
+def _jobs_in_file(entry: Entry) -> int:
+    return _int(entry.sidecar.get("jobs_in_file"))
 
 
 def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]:
@@ -211,7 +170,7 @@ def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]
             continue
         if isinstance(sidecar, dict):
             entries.append(Entry(folder.name, folder, sidecar, _outputs(folder, sidecar)))
-    entries.sort(key=lambda e: e.sidecar.get("job_index") if isinstance(e.sidecar.get("job_index"), int) else 0)
+    entries.sort(key=lambda e: _int(e.sidecar.get("job_index")))
     return entries
 
 
@@ -230,83 +189,6 @@ def _outputs(folder: Path, sidecar: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         found.append((name, kind))
     return found
-
-
-# --------------------------------------------------------------------------------------------------
-# layout
-
-
-def label(value: Any) -> str:
-    """A value as a label: text as it is, anything else as JSON."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def plan(entries: list[Entry]) -> Plan:
-    """The grid: rows x columns from a matrix of two or more axes, else a wrapped grid."""
-    axes = list(entries[0].matrix)
-    if len(axes) >= 2 and all(list(e.matrix) == axes for e in entries):
-        return _matrix_plan(entries, axes)
-    return _wrapped_plan(entries)
-
-
-def _matrix_plan(entries: list[Entry], axes: list[str]) -> Plan:
-    rows: dict[str, int] = {}
-    columns: dict[tuple[str, ...], int] = {}
-    row_labels: list[str] = []
-    column_labels: list[str] = []
-    copies: dict[tuple[str, ...], int] = {}
-    cells = {}
-    for index, entry in enumerate(entries):
-        values = [entry.matrix[axis] for axis in axes]
-        coords = tuple(_key(v) for v in values)
-        copy = copies.get(coords, 0) + 1
-        copies[coords] = copy
-        row = rows.setdefault(coords[0], len(rows))
-        if row == len(row_labels):
-            row_labels.append(f"{axes[0]}={label(values[0])}")
-        column_key = (*coords[1:], str(copy))
-        column = columns.setdefault(column_key, len(columns))
-        if column == len(column_labels):
-            text = ", ".join(f"{axis}={label(v)}" for axis, v in zip(axes[1:], values[1:], strict=True))
-            column_labels.append(text + (f" #{copy}" if copy > 1 else ""))
-        cells[index] = (row, column)
-    return Plan("matrix", len(rows), len(columns), cells, row_labels, column_labels, axes[0], axes[1:])
-
-
-def _varying(entries: list[Entry]) -> list[tuple[str, str]]:
-    """(section, key) of the params, ``set`` and matrix values that differ between the entries."""
-    found = []
-    for section in ("matrix", "params", "set"):
-        keys: dict[str, None] = {}
-        for e in entries:
-            values = e.sidecar.get(section)
-            if isinstance(values, dict):
-                keys.update(dict.fromkeys(values))
-        for key in keys:
-            seen = {_key(e.sidecar.get(section, {}).get(key)) if isinstance(e.sidecar.get(section), dict)
-                    else "null" for e in entries}
-            if len(seen) > 1 and (section == "matrix" or key not in {k for _, k in found}):
-                found.append((section, key))
-    return found
-
-
-def _wrapped_plan(entries: list[Entry]) -> Plan:
-    varying = _varying(entries)
-    for entry in entries:
-        lines = []
-        for section, key in varying:
-            values = entry.sidecar.get(section)
-            if isinstance(values, dict) and key in values:
-                lines.append(f"{key}={label(values[key])}")
-        entry.labels = lines or [entry.name]
-    columns = min(MAX_COLUMNS, max(1, math.ceil(math.sqrt(len(entries)))))
-    rows = math.ceil(len(entries) / columns)
-    cells = {index: divmod(index, columns) for index in range(len(entries))}
-    return Plan("grid", rows, columns, cells)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,11 +15,10 @@ import base64
 import hashlib
 import json
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from hotfolder.default_plugins.contact_sheet import Entry, Plan
+from hotfolder.default_plugins.sheet_layout import Entry, Plan
 
 SCRIPT = """addEventListener("load", function () {
   var images = document.images, loaded = 0;
