@@ -12,11 +12,16 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from hotfolder.default_plugins import contact_sheet
+from hotfolder.default_plugins import contact_sheet, gallery, sheet_layout
+from hotfolder.paths import safe_filename
+from hotfolder.stages.parse import sanitize_job_name
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import run_cli
 
@@ -213,14 +218,8 @@ def test_hostile_names_and_values_neither_break_the_page_nor_leave_the_outbox(
     assert parsed.scripts == 2  # the data block and the page's own: nothing injected
     assert len(parsed.images) == 5 and all(image.get("data-loaded") == "yes" for image in parsed.images), parsed.images
     for job in data["jobs"]:  # every link resolves to the job's own sidecar, inside the outbox
-        target = (folder / _unquote(job["sidecar"])).resolve()
+        target = (folder / unquote(job["sidecar"])).resolve()
         assert target.parent.parent == (project / "outbox").resolve() and target.is_file()
-
-
-def _unquote(link: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(link)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,3 +318,88 @@ def test_a_broken_sidecar_or_image_is_left_out_and_a_failure_is_logged_never_rai
     assert contact_sheet.wait_idle()
     assert "[y.csv] no contact sheet" in caplog.text
     assert sorted(p.name for p in other.iterdir()) == [".hotfolder-staging", "a", "b"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the layout and the page, alone
+
+
+def _entry(name: str, index: int, **sections: dict[str, Any]) -> sheet_layout.Entry:
+    return sheet_layout.Entry(name, Path(name), {"job_index": index, **sections}, [("a.png", "image")])
+
+
+def test_three_axes_put_the_first_in_rows_and_the_rest_with_repeat_copies_in_columns() -> None:
+    entries = []
+    for a in (1, 2):
+        for b in ("x", "y"):
+            for c in (True, False):
+                for _copy in range(2):
+                    matrix = {"a": a, "b": b, "c": c}
+                    entries.append(_entry(f"j{len(entries)}", len(entries), matrix=matrix, params=dict(matrix)))
+    plan = sheet_layout.plan(entries)
+    assert plan.layout == "matrix" and (plan.rows, plan.columns) == (2, 8)
+    assert plan.row_labels == ["a=1", "a=2"]
+    assert plan.column_labels[:4] == ["b=x, c=true", "b=x, c=true #2", "b=x, c=false", "b=x, c=false #2"]
+    assert plan.cells[0] == (0, 0) and plan.cells[1] == (0, 1) and plan.cells[15] == (1, 7)
+    assert len(set(plan.cells.values())) == len(entries)
+    # one axis is a wrapped grid captioned by what varies; a param that is an axis is shown once
+    one = [_entry(f"k{n}", n, matrix={"cfg": n}, params={"cfg": n, "seed": 7}) for n in range(5)]
+    plan = sheet_layout.plan(one)
+    assert plan.layout == "grid" and (plan.rows, plan.columns) == (2, 3)
+    assert [e.labels for e in one] == [[f"cfg={n}"] for n in range(5)]
+
+
+NAMES = st.text(st.one_of(st.characters(), st.sampled_from("<>&\"'%#?/\\ \u202e🦊")), min_size=1, max_size=40)
+
+
+@given(jobs=st.lists(st.tuples(NAMES, NAMES, NAMES), min_size=2, max_size=4,
+                     unique_by=lambda job: sanitize_job_name(job[0])))
+@settings(max_examples=100)
+def test_any_names_and_values_stay_text_and_links_point_at_their_own_files(
+        jobs: list[tuple[str, str, str]]) -> None:
+    entries = []
+    for index, (job, file, value) in enumerate(jobs):
+        name, output = sanitize_job_name(job), safe_filename(file, fallback="out") + ".png"  # as named by hotfolder
+        entries.append(sheet_layout.Entry(name, Path(name), {"job_index": index, "params": {"p": value, "i": index}},
+                                          [(output, "image")]))
+    plan = sheet_layout.plan(entries)
+    page = gallery.page("a</script>.csv", entries, plan, None, None)
+    parsed = _Links()
+    parsed.feed(page)
+    assert parsed.scripts == 2 and parsed.strong == [e.name for e in entries]
+    data = json.loads(re.search(r'id="sheet-data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    assert [job["job"] for job in data["jobs"]] == [e.name for e in entries]
+    expected = {("..", e.name, e.outputs[0][0]) for e in entries} | {("..", e.name, e.name + ".json") for e in entries}
+    assert {tuple(unquote(part) for part in link.split("/")) for link in parsed.links} == expected
+    assert all(value in parsed.values for _, _, value in jobs)
+
+
+class _Links(HTMLParser):
+    """The links, <script> count, job names (<strong>) and <dd> values of a page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.scripts = 0
+        self.strong: list[str] = []
+        self.values: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        for key in ("href", "src"):
+            if found.get(key):
+                self.links.append(found[key] or "")
+        self.scripts += tag == "script"
+        self._in = tag if tag in ("strong", "dd") else None
+        if tag in ("strong", "dd"):
+            (self.strong if tag == "strong" else self.values).append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "strong":
+            self.strong[-1] += data
+        elif self._in == "dd":
+            self.values[-1] += data
