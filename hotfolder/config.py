@@ -119,6 +119,7 @@ class Settings:
     retention_done_days: float = 0.0
     retention_outbox_days: float = 0.0
     retention_uploads_days: float = 0.0
+    contact_sheet: bool = True
     config_file: Path | None = None
 
     @property
@@ -188,6 +189,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "retention_done_days": (float, "delete inbox/done/ entries older than this many days (0: keep)"),
     "retention_outbox_days": (float, "delete outbox/ job folders older than this many days (0: keep)"),
     "retention_uploads_days": (float, "delete files hotfolder uploaded, unused this many days, from the input_dir of servers that have one (0: keep)"),
+    "contact_sheet": (bool, "after a batch file, write a labelled contact sheet and an index.html gallery beside its job folders"),
 }
 
 

@@ -28,6 +28,7 @@ def sidecar(record: FileRecord, job: JobState, client: ComfyClient, workflow: di
         "template": job.template,
         "params": job.params,
         "set": (spec.set if spec else None) or {},
+        **({"matrix": spec.matrix} if spec is not None and spec.matrix else {}),
         "inputs": [
             {key: item.get(key) for key in ("address", "path", "local", "sha256", "size", "uploaded", "server")}
             for item in job.inputs

@@ -117,16 +117,18 @@ class Failed(Event):
 @dataclass(frozen=True, kw_only=True)
 class Archived(Event):
     """A file's input went to ``done/`` or ``failed/`` (``path``; None if it could not be moved, or
-    ``hotfolder process`` left it where it was). ``error`` is its error document when it failed."""
+    ``hotfolder process`` left it where it was). ``error`` is its error document when it failed;
+    ``published`` the outbox folders of its published jobs, in job order."""
 
     kind: ClassVar[str] = "archived"
     failed: bool
     path: str | None
     error: dict[str, Any] | None = None
+    published: tuple[str, ...] = ()
 
     @property
     def detail(self) -> dict[str, Any]:
-        return {"failed": self.failed, "path": self.path, "error": self.error}
+        return {"failed": self.failed, "path": self.path, "error": self.error, "published": list(self.published)}
 
 
 class JobLog(logging.LoggerAdapter):

@@ -217,7 +217,7 @@ def track_event(event: Event, settings: Settings | None) -> None:
     ``value``, ``max``), ``Resubmitted``, ``Published`` (the job finished and its folder is in the
     outbox: ``path``), ``Failed`` (``error``; a job's failure has ``event.job``, a whole file's has
     ``event.job is None``) and ``Archived`` (the input went to ``done/`` or ``failed/``: ``failed``,
-    ``path``, ``error``), plus any kind a later version adds: ignore kinds you don't know.
+    ``path``, ``error``, ``published``: the folders of its published jobs; all its jobs have ended), plus any kind a later version adds: ignore kinds you don't know.
     ``event.detail`` gives the kind's own fields as a dict.
     ``progress`` comes many times a second, so return quickly; do slow work (network) on your own
     thread.

@@ -75,6 +75,7 @@ class Draft:
     inputs: dict[str, str]
     line: int | None
     options: dict[str, Any] = field(default_factory=dict)
+    matrix: dict[str, Any] = field(default_factory=dict)  # this draft's matrix values, axis -> value
 
 
 def expand(
@@ -152,6 +153,7 @@ def _combinations(base: dict[str, Any], line: int | None, extra: Mapping[str, Sc
                     inputs=dict(base.get("inputs", {})),
                     line=line,
                     options=options,
+                    matrix=dict(zip(matrix, copy.deepcopy(combination), strict=True)),
                 )
             )
     return drafts

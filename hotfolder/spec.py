@@ -28,6 +28,7 @@ class JobSpec:
     inputs: dict[str, str] = field(default_factory=dict)
     line: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    matrix: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class JobSpec:
             "inputs": self.inputs,
             "line": self.line,
             "options": self.options,
+            "matrix": self.matrix,
         }
 
     @classmethod
@@ -54,4 +56,5 @@ class JobSpec:
             inputs=dict(data.get("inputs") or {}),
             line=data.get("line"),
             options=dict(data.get("options") or {}),
+            matrix=dict(data.get("matrix") or {}),
         )

@@ -152,7 +152,9 @@ class Endings:
         logger.info("[%s] %s%s", record.input_name, "failed" if error else "done",
                     f" -> {target}" if target else "")
         core.emit(Archived(file=record.input_name, job_id=record.job_id, failed=bool(error),
-                           path=str(target) if target else None, error=error))
+                           path=str(target) if target else None, error=error,
+                           published=tuple(job.published for job in record.jobs
+                                           if job.state == "published" and job.published)))
 
 
 class _Ending:

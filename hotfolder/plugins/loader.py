@@ -46,6 +46,7 @@ ENTRY_POINT_GROUP = "hotfolder"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "hotfolder.default_plugins.scenario_formats",
     "hotfolder.default_plugins.ui_workflows",
+    "hotfolder.default_plugins.contact_sheet",
 )
 LOAD_ENV = "HOTFOLDER_LOAD_PLUGINS"
 DISABLE_ENV = "HOTFOLDER_DISABLE_PLUGINS"

@@ -292,6 +292,7 @@ def _finish(path: Path, drafts: list[Draft], *, default_template: str | None, rn
                 inputs=draft.inputs,
                 line=draft.line,
                 options=draft.options,
+                matrix=draft.matrix,
             )
         )
     logger.debug("Parsed %r into %d job(s)", path.name, count)

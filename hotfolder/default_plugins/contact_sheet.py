@@ -1,0 +1,296 @@
+"""Built-in plugin: after a batch file, a labelled contact sheet and an ``index.html`` gallery.
+
+When a scenario file that gave more than one job is archived (the ``Archived`` event, whose
+``published`` lists its published job folders), a folder ``outbox/<file stem>-sheet/`` is written
+beside the job folders, in one rename from the outbox's staging folder: ``contact-sheet.png`` (each
+job's first image or poster in a cell, labelled, laid out by :mod:`~hotfolder.default_plugins.sheet_layout`;
+needs Pillow, else only the gallery is written) and ``index.html``
+(:mod:`~hotfolder.default_plugins.gallery`, which also holds the label layout as JSON, so labels can be
+checked without reading pixels). Off with ``contact_sheet = false``. The work runs on its own thread,
+one sheet at a time; a failure is logged with the file's name and never touches the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hotfolder import media
+from hotfolder.default_plugins import gallery
+from hotfolder.default_plugins.sheet_layout import VISUAL, Entry, Plan, plan
+from hotfolder.hookspecs import hookimpl
+from hotfolder.paths import rename_noreplace, safe_filename, unique_name
+
+if TYPE_CHECKING:
+    from hotfolder.config import Settings
+    from hotfolder.events import Event
+
+logger = logging.getLogger("hotfolder.contact_sheet")
+
+CELL = 256  #: the box each image is fitted into, pixels
+PAD = 8
+FONT_SIZE = 14
+MAX_LABEL_LINES = 4
+MAX_SIDECAR = 16 * 1024 * 1024
+SHEET_NAME = "contact-sheet.png"
+
+
+# --------------------------------------------------------------------------------------------------
+# the hook
+
+
+@hookimpl
+def track_event(event: Event, settings: Settings | None) -> None:
+    """On ``archived``: queue the contact sheet of a batch file (made on the sheet thread)."""
+    if event.kind != "archived" or settings is None or not getattr(settings, "contact_sheet", False):
+        return
+    published = tuple(getattr(event, "published", ()) or ())
+    if published:
+        _queue(event.file, published, settings.outbox)
+
+
+_pending: deque[tuple[str, tuple[str, ...], Path]] = deque()
+_lock = threading.Lock()
+_running = False
+
+
+def _queue(file: str, published: tuple[str, ...], outbox: Path) -> None:
+    global _running
+    with _lock:
+        _pending.append((file, published, outbox))
+        if _running:
+            return
+        _running = True
+    # not a daemon thread: `hotfolder process` waits for the last sheet before it exits
+    threading.Thread(target=_work, name="contact-sheet", daemon=False).start()
+
+
+def _work() -> None:
+    global _running
+    while True:
+        with _lock:
+            if not _pending:
+                _running = False
+                return
+            file, published, outbox = _pending.popleft()
+        try:
+            make_sheet(file, published, outbox)
+        except Exception as err:  # noqa: BLE001 - a sheet never fails or re-runs a job
+            logger.error("[%s] no contact sheet: %s: %s", file, type(err).__name__, err,
+                         exc_info=logger.isEnabledFor(logging.DEBUG))
+        except BaseException:  # the next queued sheet starts a new thread
+            with _lock:
+                _running = False
+            raise
+
+
+def wait_idle(timeout: float = 60.0) -> bool:
+    """Wait until no sheet is queued or being made (for tests and orderly exits); False on timeout."""
+    done = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        with _lock:
+            if not _running and not _pending:
+                return True
+        done.wait(0.05)
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# making one
+
+
+def make_sheet(file: str, published: tuple[str, ...] | list[str], outbox: Path) -> Path | None:
+    """Write the sheet folder of batch ``file`` from its ``published`` job folders; return it, or None
+    when there is nothing to show (a single-job file, no readable sidecar)."""
+    entries = collect(outbox, published)
+    if not entries or max(_jobs_in_file(e) for e in entries) <= 1:
+        return None
+    plan_ = plan(entries)
+    stem = safe_filename(Path(file).stem or file, fallback="batch")
+    staging = outbox / ".hotfolder-staging" / f"sheet-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        geometry = None
+        image = _pillow()
+        if image is None:
+            logger.warning("[%s] no contact sheet image: Pillow is not installed (pip install 'hotfolder[images]'); "
+                           "only the gallery is written", file)
+        else:
+            geometry = draw(entries, plan_, file, staging, image)
+        (staging / "index.html").write_text(gallery.page(file, entries, plan_, geometry,
+                                                         SHEET_NAME if geometry else None), encoding="utf-8")
+        taken: set[str] = set()
+        while True:
+            name = unique_name(outbox, f"{stem}-sheet", taken)
+            try:
+                rename_noreplace(staging, outbox / name)
+                break
+            except FileExistsError:
+                taken.add(name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("[%s] contact sheet -> %s", file, outbox / name)
+    return outbox / name
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _jobs_in_file(entry: Entry) -> int:
+    return _int(entry.sidecar.get("jobs_in_file"))
+
+
+def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]:
+    """The entries of the published job folders that are direct children of ``outbox`` with a readable
+    sidecar; outputs whose names are not a plain file in the folder are left out."""
+    entries = []
+    base = os.path.abspath(outbox)
+    for path in published:
+        folder = Path(os.path.abspath(path))
+        if os.fspath(folder.parent) != base or folder.is_symlink() or not folder.is_dir():
+            logger.warning("Contact sheet: %s is not a job folder of the outbox, left out", path)
+            continue
+        sidecar_path = folder / f"{folder.name}.json"
+        try:
+            if sidecar_path.is_symlink() or sidecar_path.stat().st_size > MAX_SIDECAR:
+                continue
+            sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("Contact sheet: %s has no readable sidecar, left out", folder)
+            continue
+        if isinstance(sidecar, dict):
+            entries.append(Entry(folder.name, folder, sidecar, _outputs(folder, sidecar)))
+    entries.sort(key=lambda e: _int(e.sidecar.get("job_index")))
+    return entries
+
+
+def _outputs(folder: Path, sidecar: dict[str, Any]) -> list[tuple[str, str]]:
+    found = []
+    for item in sidecar.get("outputs") or ():
+        name = item.get("file") if isinstance(item, dict) else None
+        if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name:
+            continue
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            kind = media.probe(path).kind
+        except OSError:
+            continue
+        found.append((name, kind))
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# drawing (Pillow)
+
+
+def _pillow() -> Any:
+    try:
+        from PIL import Image  # noqa: PLC0415 - optional: the `images` extra
+    except ImportError:
+        return None
+    return Image
+
+
+def _font() -> Any:
+    from PIL import ImageFont  # noqa: PLC0415
+
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except TypeError:  # Pillow before 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(text: str, font: Any, width: int) -> str:
+    """``text`` cut with an ellipsis to ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def draw(entries: list[Entry], plan_: Plan, file: str, folder: Path, image_module: Any) -> dict[str, Any]:
+    """Draw the sheet into ``folder`` (posters of animations in ``folder/posters/``); return its geometry:
+    size, every cell's box and every label's text and box."""
+    from PIL import ImageDraw  # noqa: PLC0415
+
+    font = _font()
+    line = FONT_SIZE + 4
+    title_h = line + 2 * PAD
+    if plan_.layout == "matrix":
+        widest = max(font.getlength(text) for text in plan_.row_labels)
+        left = min(int(widest) + 2 * PAD, 2 * CELL)
+        top = title_h + line + PAD
+        caption = 0
+    else:
+        left, top = PAD, title_h
+        caption = min(MAX_LABEL_LINES, max(len(e.labels) for e in entries)) * line + PAD // 2
+    step_x, step_y = CELL + PAD, CELL + caption + PAD
+    width = left + plan_.columns * step_x
+    height = top + plan_.rows * step_y
+    sheet = image_module.new("RGB", (width, height), (255, 255, 255))
+    pen = ImageDraw.Draw(sheet)
+    labels: list[dict[str, Any]] = []
+
+    def text(x: int, y: int, value: str, room: int, role: str, index: int | None = None) -> None:
+        shown = _fit(value, font, room)
+        pen.text((x, y), shown, fill=(0, 0, 0), font=font)
+        box = [x, y, x + int(math.ceil(font.getlength(shown))), y + line]
+        labels.append({"role": role, "index": index, "text": value, "shown": shown, "box": box})
+
+    text(PAD, PAD, file, width - 2 * PAD, "title")
+    if plan_.layout == "matrix":
+        for c, value in enumerate(plan_.column_labels):
+            text(left + c * step_x, title_h, value, CELL, "column", c)
+        for r, value in enumerate(plan_.row_labels):
+            text(PAD, top + r * step_y + CELL // 2 - line // 2, value, left - 2 * PAD, "row", r)
+    cells = []
+    for index, entry in enumerate(entries):
+        r, c = plan_.cells[index]
+        x, y = left + c * step_x, top + r * step_y
+        pen.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=(235, 235, 235))
+        _paste(sheet, pen, entry, x, y, font, folder, image_module)
+        if plan_.layout == "grid":
+            for n, value in enumerate(entry.labels[:MAX_LABEL_LINES]):
+                text(x, y + CELL + PAD // 2 + n * line, value, CELL, "cell", index)
+        cells.append({"job": entry.name, "row": r, "column": c, "box": [x, y, x + CELL, y + CELL]})
+    sheet.save(folder / SHEET_NAME, "PNG")
+    return {"size": [width, height], "cell": CELL, "layout": plan_.layout, "rows": plan_.rows,
+            "columns": plan_.columns, "row_axis": plan_.row_axis, "column_axes": plan_.column_axes,
+            "cells": cells, "labels": labels}
+
+
+def _paste(sheet: Any, pen: Any, entry: Entry, x: int, y: int, font: Any, folder: Path, image_module: Any) -> None:
+    """The entry's picture fitted into the cell at (x, y); a tile with the file's name for a video, an
+    unreadable image or none."""
+    picture = entry.picture
+    if picture is not None and picture[1] in VISUAL:
+        try:
+            with image_module.open(entry.folder / picture[0]) as opened:
+                opened.seek(0)
+                frame = opened.convert("RGB")
+            if picture[1] == "animation":
+                (folder / "posters").mkdir(exist_ok=True)
+                entry.poster = f"{entry.name}.png"
+                frame.save(folder / "posters" / entry.poster, "PNG")
+            scale = min(CELL / frame.width, CELL / frame.height)
+            size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+            frame = frame.resize(size, image_module.Resampling.NEAREST if scale > 1 else image_module.Resampling.LANCZOS)
+            sheet.paste(frame, (x + (CELL - frame.width) // 2, y + (CELL - frame.height) // 2))
+            return
+        except (OSError, ValueError, image_module.DecompressionBombError) as err:
+            logger.warning("Contact sheet: %s/%s is not a readable image (%s)", entry.name, picture[0], err)
+    words = "▶ " + picture[0] if picture and picture[1] == "video" else (picture[0] if picture else "no image")
+    pen.text((x + PAD, y + CELL // 2 - FONT_SIZE // 2), _fit(words, font, CELL - 2 * PAD), fill=(60, 60, 60), font=font)
