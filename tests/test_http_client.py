@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.errors import ServerUnavailable
+from hotfolder.errors import OutcomeUnknown, PromptRejected, ServerUnavailable
 from hotfolder.testing import ComfyTestServer
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -48,6 +49,89 @@ def test_a_server_that_is_down_is_unavailable_not_an_unknown_outcome(tmp_path: P
     http = ComfyHTTP(f"http://127.0.0.1:{port}", connect_timeout=1)
     with pytest.raises(ServerUnavailable, match="not reachable"):
         http.post_prompt({}, prompt_id="p", client_id="c")  # never sent, so safe to send again
+
+
+SECRET = "s3cret-t0ken"
+
+
+class _Scripted(socketserver.ThreadingTCPServer):
+    """An HTTP server that reads each request and then misbehaves as ``action`` says: ``hang`` (no answer),
+    ``close`` (the connection closed without an answer), ``reset`` (a TCP reset), ``truncated`` (a 200
+    whose body stops short of its Content-Length), ``echo500`` (a 500 quoting the request's headers)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, action: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.action = action
+        self.done = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ScriptedHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        head = b""
+        while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+            head += line
+        length = next((int(h.split(b":", 1)[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0)
+        self.rfile.read(length)
+        action = self.server.action  # type: ignore[attr-defined]
+        if action == "hang":
+            self.server.done.wait(10)  # type: ignore[attr-defined]
+        elif action == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif action == "truncated":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        elif action == "echo500":
+            self.wfile.write(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(head), head))
+
+
+@pytest.fixture
+def scripted() -> Iterator[Any]:
+    servers: list[_Scripted] = []
+
+    def start(action: str) -> _Scripted:
+        servers.append(_Scripted(action))
+        threading.Thread(target=servers[-1].serve_forever, daemon=True).start()
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.done.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("action", ["hang", "close", "reset"])
+def test_a_post_that_got_no_answer_is_an_unknown_outcome_and_a_get_is_unavailable(scripted, action: str) -> None:
+    server = scripted(action)
+    http = ComfyHTTP(server.url.replace("//", f"//bob:{SECRET}@"), headers={"Authorization": f"Bearer {SECRET}"},
+                     read_timeout=0.5)
+    with pytest.raises(OutcomeUnknown, match="No answer") as unknown:
+        http.post_prompt({}, prompt_id="p", client_id="c")  # it may have been queued: look before sending again
+    with pytest.raises(ServerUnavailable, match="not reachable") as unavailable:
+        http.queue_ids()  # a read: simply ask again later
+    for err in (unknown.value, unavailable.value):
+        assert SECRET not in str(err) and SECRET not in repr(err.to_dict()), err
+
+
+def test_a_500_to_a_post_is_an_unknown_outcome_without_the_credentials_it_quotes(scripted) -> None:
+    http = ComfyHTTP(scripted("echo500").url, headers={"Authorization": f"Bearer {SECRET}"})
+    with pytest.raises(OutcomeUnknown, match="HTTP 500") as err:
+        http.post_prompt({}, prompt_id="p", client_id="c")
+    assert "Authorization" in str(err.value) and SECRET not in str(err.value)
+
+
+def test_a_download_cut_short_of_its_length_is_unavailable(scripted, tmp_path: Path) -> None:
+    http = ComfyHTTP(scripted("truncated").url)
+    with pytest.raises(ServerUnavailable, match="cut off|incomplete"):
+        http.download(filename="a.png", subfolder="", type_="output", dest=tmp_path / "a.png")
+
+
+def test_a_workflow_comfyui_refuses_is_rejected_with_its_node_errors(comfy: ComfyTestServer) -> None:
+    with pytest.raises(PromptRejected) as err:
+        ComfyHTTP(comfy.url).post_prompt({"1": {"class_type": "NoSuchNode", "inputs": {}}}, prompt_id="p", client_id="c")
+    assert "node_errors" in err.value.details or "error" in err.value.details
 
 
 def _pump_both_ways(near: socket.socket, far: socket.socket) -> None:

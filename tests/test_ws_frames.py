@@ -137,6 +137,7 @@ PREVIEW = frame(OP_BINARY, b"\x00\x00\x00\x01" + os.urandom(70_000))  # a previe
 SHAPES = b"".join([
     text({"type": "status", "data": {}}),                       # an ignored type: dropped undecoded
     PREVIEW,                                                    # binary: never a result
+    frame(OP_BINARY, b'{"type": "binary"}'),                    # not even when it holds JSON
     frame(OP_TEXT, b'{"type": "a", ', fin=False),               # a text message in three fragments
     frame(OP_PING, b"hi"),                                      # a ping between fragments: answered
     frame(OP_CONT, b'"data": ', fin=False),
