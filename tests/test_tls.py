@@ -51,6 +51,8 @@ def test_an_unknown_certificate_is_refused_with_a_hint(tls_comfy: ComfyTestServe
     with pytest.raises(ServerUnavailable) as err:
         http.system_stats()
     assert "TLS" in str(err.value) and "REQUESTS_CA_BUNDLE" in err.value.hint
+    with pytest.raises(ServerUnavailable, match="TLS"):  # not OutcomeUnknown: refused in the handshake, never sent
+        http.post_prompt({}, prompt_id="p", client_id="c")
     assert not tls_comfy.requests  # nothing reached the server
 
 

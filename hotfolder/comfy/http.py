@@ -132,20 +132,16 @@ def _session(base_url: str, headers: dict[str, str], verify: bool, pool_size: in
     return session
 
 
-#: Failures of a request that never reached the server: no connection, no TLS, no tunnel.
-_NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
-             urllib3.exceptions.ProxyError, urllib3.exceptions.SSLError, ssl.SSLError)
+#: Failures that happen before a request is sent: no connection (refused, DNS, connect timeout), no proxy,
+#: a certificate refused in the handshake. Other TLS errors may come after the request went out.
+_NOT_SENT = (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ProxyError, ssl.SSLCertVerificationError)
 
 
 def _never_sent(err: BaseException) -> bool:
-    """Whether ``err`` (from requests) says the request was never sent."""
-    if isinstance(err, requests.ConnectTimeout | requests.exceptions.ProxyError | requests.exceptions.SSLError
-                  | requests.exceptions.InvalidURL):
-        return True
-    if not isinstance(err, requests.RequestException):
-        return True  # an OSError before sending (a CA bundle that cannot be read)
-    return any(isinstance(cause, _NOT_SENT) or isinstance(getattr(cause, "reason", None), _NOT_SENT)
-               for cause in causes(err))
+    """Whether ``err`` (from requests) says for certain that the request was never sent."""
+    if isinstance(err, ValueError) or not isinstance(err, requests.RequestException):
+        return True  # refused before sending: a malformed URL or header, a CA bundle that cannot be read
+    return any(isinstance(cause, _NOT_SENT) for cause in causes(err))
 
 
 def _tls_failure(err: BaseException) -> BaseException | None:
@@ -170,8 +166,12 @@ class ComfyHTTP:
         pool_size: int = POOL_SIZE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        if not urlsplit(self.base_url).hostname:
+        parts = urlsplit(self.base_url)
+        if not parts.hostname:
             raise ValueError(f"no host in {redact_url(base_url)!r}")
+        # requests go to the API's paths on the server's host and port: never with the URL's userinfo
+        # (credentials travel in headers) nor its path or query
+        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self.max_response_size = max_response_size  # bytes of any answer read into memory
         self.max_download_size = max_download_size  # bytes of one file from /view
         self.display_url = display_url or redact_url(self.base_url)
@@ -209,7 +209,7 @@ class ComfyHTTP:
         """Send one request and read the status and headers; the caller reads the body (which gives the
         connection back to the pool) or closes the answer."""
         try:
-            return self._session.request(method, self.base_url + path, data=body, headers=headers,
+            return self._session.request(method, self._origin + path, data=body, headers=headers,
                                          timeout=self.timeout, stream=True, allow_redirects=False)
         except (OSError, ValueError) as err:  # requests' errors are OSErrors
             if idempotent or _never_sent(err):
