@@ -53,7 +53,7 @@ class BoundedWebSocket(websocket.WebSocket):
             frames.recv_header()
         if frames.needs_length():
             frames.recv_length()
-        opcode = frames.header[4] if frames.header else None
+        opcode = frames.header[4] if frames.header else None  # (fin, rsv1, rsv2, rsv3, opcode, mask, length)
         total = 0
         if opcode in (OP_TEXT, OP_BINARY, OP_CONT):
             total = (frames.length or 0) + (self._message if opcode == OP_CONT else 0)
