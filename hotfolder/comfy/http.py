@@ -117,15 +117,13 @@ def trust(verify: bool) -> bool | str:
     return True
 
 
-def _session(base_url: str, headers: dict[str, str], verify: bool, pool_size: int) -> requests.Session:
+def _session(base_url: str, verify: bool, pool_size: int) -> requests.Session:
     """A session for one server, with the environment read once: its proxies and the certificates to trust.
     ``trust_env`` is then off, so no request looks at the environment (or ``~/.netrc``) again."""
     session = requests.Session()
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(base_url)
     session.verify = trust(verify)
-    session.headers.clear()
-    session.headers.update(headers)
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -182,7 +180,7 @@ class ComfyHTTP:
             # said once here, in hotfolder's log; urllib3 would print it to stderr for every connection
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.timeout = (connect_timeout, read_timeout)
-        self._session = _session(self.base_url, self.headers, verify, pool_size)
+        self._session = _session(self.base_url, verify, pool_size)
 
     def close(self) -> None:
         self._session.close()
@@ -207,10 +205,14 @@ class ComfyHTTP:
     def _send(self, method: str, path: str, *, idempotent: bool, body: Any = None,
               headers: dict[str, str] | None = None) -> requests.Response:
         """Send one request and read the status and headers; the caller reads the body (which gives the
-        connection back to the pool) or closes the answer."""
+        connection back to the pool) or closes the answer. The request is prepared on its own and sent
+        through the session's pool: no cookies, no redirects, and none of ``Session.request``'s merging
+        of per-request settings (a third of its CPU per call)."""
         try:
-            return self._session.request(method, self._origin + path, data=body, headers=headers,
-                                         timeout=self.timeout, stream=True, allow_redirects=False)
+            request = requests.Request(method, self._origin + path, data=body,
+                                       headers={**self.headers, **headers} if headers else self.headers)
+            return self._session.send(request.prepare(), timeout=self.timeout, stream=True, allow_redirects=False,
+                                      verify=self._session.verify, proxies=self._session.proxies, cert=None)
         except (OSError, ValueError) as err:  # requests' errors are OSErrors
             if idempotent or _never_sent(err):
                 raise self._unreachable(method, path, err) from err
