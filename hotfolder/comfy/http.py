@@ -142,6 +142,11 @@ def _never_sent(err: BaseException) -> bool:
     return any(isinstance(cause, _NOT_SENT) for cause in causes(err))
 
 
+def _what(err: BaseException) -> str:
+    """The name of what went wrong first behind ``err`` (ConnectionRefusedError, not requests' wrapper)."""
+    return type(causes(err)[-1]).__name__
+
+
 def _tls_failure(err: BaseException) -> BaseException | None:
     """The TLS error behind ``err``, if a TLS handshake failed."""
     return next((cause for cause in causes(err) if isinstance(cause, ssl.SSLError)), None)
@@ -197,7 +202,7 @@ class ComfyHTTP:
                 where={"server": self.display_url},
             )
         return ServerUnavailable(
-            f"ComfyUI at {self.display_url} is not reachable ({method} {path}: {type(err).__name__}).",
+            f"ComfyUI at {self.display_url} is not reachable ({method} {path}: {_what(err)}).",
             hint="Check that ComfyUI is running and the server URL is right; hotfolder keeps retrying.",
             where={"server": self.display_url},
         )
@@ -217,7 +222,7 @@ class ComfyHTTP:
             if idempotent or _never_sent(err):
                 raise self._unreachable(method, path, err) from err
             raise OutcomeUnknown(
-                f"No answer from ComfyUI at {self.display_url} to {method} {path} ({type(err).__name__}).",
+                f"No answer from ComfyUI at {self.display_url} to {method} {path} ({_what(err)}).",
                 where={"server": self.display_url},
             ) from err
 
@@ -234,7 +239,7 @@ class ComfyHTTP:
             if idempotent:
                 raise self._unreachable(method, path, err) from err
             raise OutcomeUnknown(
-                f"The answer of ComfyUI at {self.display_url} to {method} {path} was cut off ({type(err).__name__}).",
+                f"The answer of ComfyUI at {self.display_url} to {method} {path} was cut off ({_what(err)}).",
                 where={"server": self.display_url},
             ) from err
         return Response(resp.status_code, content, resp.headers)
@@ -384,7 +389,7 @@ class ComfyHTTP:
                 size, digest = self._save(resp, filename, dest)
             except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
                 raise ServerUnavailable(
-                    f"Download of {filename!r} from {self.display_url} was cut off ({type(err).__name__}).",
+                    f"Download of {filename!r} from {self.display_url} was cut off ({_what(err)}).",
                     where={"server": self.display_url, "output": filename},
                 ) from err
         if expected is not None and expected != size:
