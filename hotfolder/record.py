@@ -20,7 +20,7 @@ from typing import Any
 from hotfolder.paths import rename_noreplace, write_and_close
 
 RECORD_NAME = "job.json"
-SPARE_NAME = ".job.json.spare"  # a spare record earlier versions kept: still known as hotfolder's own, removed with the job
+SPARE_NAME = ".job.json.spare"  # the next record, written here and renamed over the record (FileRecord.save)
 COPY_PREFIX = "input-"  # private copies of a scenario's input files (stages.upload): input-<16 hex><ext>
 _OWN = re.compile(r"workflow-\d{3,}\.json|input-[0-9a-f]{16}(\.[a-z0-9]{1,10})?")
 
@@ -170,11 +170,14 @@ class FileRecord:
     error: dict[str, Any] | None = None
     jobs: list[JobState] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    # the record's path as a string, made once (a record's folder never changes)
+    # the record and its temp file as strings, made once (a record's folder never changes)
     _record_file: str = field(init=False, repr=False, compare=False)
+    _spare_file: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._record_file = os.path.join(os.fspath(self.folder), RECORD_NAME)
+        base = os.fspath(self.folder)
+        self._record_file = os.path.join(base, RECORD_NAME)
+        self._spare_file = os.path.join(base, SPARE_NAME)
 
     @property
     def input_path(self) -> Path:
@@ -215,18 +218,24 @@ class FileRecord:
         }
 
     def save(self, *, durable: bool = True) -> None:
-        """Replace the record atomically: a temp file renamed over it (a killed process leaves the old or
-        the new one). ``durable`` also fsyncs the file before the rename and the folder after it, for the
+        """Replace the record atomically: written to a temp file (:data:`SPARE_NAME`; one name, as saves
+        of a record take turns under its lock) and renamed over it, so a killed process leaves the old or
+        the new one. ``durable`` also fsyncs the file before the rename and the folder after it, for the
         states that must survive a power cut too: the prompt_id before its POST, the archive name.
         Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
-            data = self.to_dict()
+            data = json_bytes(self.to_dict(), indent=None)
             try:
-                write_json_atomic(self._record_file, data, indent=None, durable=durable)
+                fd = os.open(self._spare_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                write_and_close(fd, data, fsync=durable)
+                os.replace(self._spare_file, self._record_file)
             except OSError as err:  # a write refused (a full inbox) names the record, not a descriptor
                 if err.filename is None:
                     err.filename = self._record_file
                 raise
+            if durable:
+                fsync_dir(self.folder)
 
     @classmethod
     def load(cls, folder: Path) -> FileRecord:

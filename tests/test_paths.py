@@ -79,7 +79,7 @@ def test_archive_makes_done_and_removes_the_job_folder_with_whatever_is_left_in_
     (folder / "a.yaml").write_text("params: {}")
     record = FileRecord(job_id="job", input_name="a.yaml", folder=folder, jobs=[JobState(1, "a")])
     record.save()
-    (folder / SPARE_NAME).write_text("{}")  # the spare record earlier versions kept
+    (folder / SPARE_NAME).write_text("{}")  # a save cut off before its rename
     (folder / "workflow-001.json").write_text("{}")
     target = archive_input(record, folder=tmp_path / "done", name="a.yaml", error=None)
     assert target == tmp_path / "done" / "a.yaml" and target.read_text() == "params: {}"
