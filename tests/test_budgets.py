@@ -137,8 +137,9 @@ def test_sigterm_during_a_hostile_render_stops_in_time_and_other_files_are_serve
 
 
 def test_server_answers_over_their_budget_fail_the_job_naming_the_limit(project: Path, comfy: ComfyTestServer) -> None:
+    # one prompt at a time, so the oversized /view answer goes to view.yaml (claimed first), not after.yaml
     settings = make_settings(project, comfy.url, max_response_size=100_000, max_download_size=100_000,
-                             validate=False)
+                             validate=False, queue_depth=1)
     comfy.faults.silence_websockets()  # the job's end is read from /history
     comfy.faults.oversize("history", 200_000, count=None)
     (project / "inbox" / "history.yaml").write_text("params: {width: 8}\n")
