@@ -49,7 +49,7 @@ class Limits:
     max_scenario_depth: int = 32  # nesting of mappings and lists in a scenario document (the top mapping is 1)
     max_response_size: int = 256 * MIB  # bytes of one JSON answer from ComfyUI (/object_info is the largest)
     max_download_size: int = 4 * 1024 * MIB  # bytes of one output file downloaded from ComfyUI
-    max_ws_message_size: int = 64 * MIB  # bytes of one WebSocket text message from ComfyUI
+    max_ws_message_size: int = 64 * MIB  # bytes of one WebSocket message (text or binary) from ComfyUI
     max_file_size: int = 10 * MIB  # bytes of a scenario file
 
     @classmethod

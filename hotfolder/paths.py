@@ -191,7 +191,13 @@ def _renameat2():
 
 
 def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Rename ``src`` to ``dst``, failing with FileExistsError if ``dst`` exists (never replaces)."""
+    """Rename ``src`` to ``dst``, failing with FileExistsError if ``dst`` exists (never replaces).
+
+    Linux's ``renameat2(RENAME_NOREPLACE)`` (through ctypes: the standard library has no call for it)
+    does this in one atomic step, for files and folders alike. Elsewhere, and on filesystems without
+    it, a check before the rename leaves a narrow race. ``os.link`` + ``os.unlink`` is not used: a
+    process killed between the two leaves the file under both names (a claimed scenario also still in the
+    inbox), and it fails on folders and on filesystems without hard links."""
     fn = _renameat2()
     if fn is not None:
         at_fdcwd = -100
@@ -206,35 +212,6 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "File exists", str(dst))
     os.rename(src, dst)
-
-
-_RENAME_EXCHANGE = 2
-_exchange_unsupported = False
-
-
-def can_exchange() -> bool:
-    """Whether :func:`exchange` may work here (it can still find a filesystem without it)."""
-    return not _exchange_unsupported and _renameat2() is not None
-
-
-def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Swap the files at ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
-    False, with nothing changed, where that is not available (other systems, some filesystems) or one
-    of them does not exist; other failures raise OSError."""
-    global _exchange_unsupported
-    fn = None if _exchange_unsupported else _renameat2()
-    if fn is None:
-        return False
-    at_fdcwd = -100
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS):
-        _exchange_unsupported = True
-        return False
-    if err == errno.ENOENT:
-        return False
-    raise OSError(err, os.strerror(err), str(a))
 
 
 def move_unique(src: Path, folder: Path, name: str) -> Path:

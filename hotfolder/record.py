@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotfolder.paths import can_exchange, exchange, rename_noreplace, write_and_close
+from hotfolder.paths import rename_noreplace, write_and_close
 from hotfolder.spec import JobSpec
 
 RECORD_NAME = "job.json"
-SPARE_NAME = ".job.json.spare"  # the previous record, rewritten in place for the next save (FileRecord.save)
+SPARE_NAME = ".job.json.spare"  # the next record, written here and renamed over the record (FileRecord.save)
 COPY_PREFIX = "input-"  # private copies of a scenario's input files (stages.upload): input-<16 hex><ext>
 _OWN = re.compile(r"workflow-\d{3,}\.json|input-[0-9a-f]{16}(\.[a-z0-9]{1,10})?")
 
@@ -82,7 +82,7 @@ def write_json_private(path: str | os.PathLike[str], data: Any, *, indent: int |
     write_and_close(fd, json_bytes(data, indent=indent), fsync=fsync)
 
 
-def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, durable: bool = True,
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, durable: bool = True,
                       mode: int | None = None, replace: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never a torn one.
     ``durable`` also fsyncs the file and its folder (job state); ``mode`` sets the file's permissions;
@@ -171,8 +171,7 @@ class FileRecord:
     error: dict[str, Any] | None = None
     jobs: list[JobState] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    # the record and its spare as strings, made once (a record's folder never changes): path objects
-    # cost more than the saves' own I/O
+    # the record and its temp file as strings, made once (a record's folder never changes)
     _record_file: str = field(init=False, repr=False, compare=False)
     _spare_file: str = field(init=False, repr=False, compare=False)
 
@@ -220,45 +219,24 @@ class FileRecord:
         }
 
     def save(self, *, durable: bool = True) -> None:
-        """Replace the record atomically (a killed process leaves the old or the new one). ``durable``
-        also fsyncs it, for the states that must survive a power cut too: the prompt_id before its POST,
-        the archive name. Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
+        """Replace the record atomically: written to a temp file (:data:`SPARE_NAME`; one name, as saves
+        of a record take turns under its lock) and renamed over it, so a killed process leaves the old or
+        the new one. ``durable`` also fsyncs the file before the rename and the folder after it, for the
+        states that must survive a power cut too: the prompt_id before its POST, the archive name.
+        Compact JSON: the C encoder (an indented dump runs the pure-Python one)."""
         with self._lock:
-            data = self.to_dict()
+            data = json_bytes(self.to_dict(), indent=None)
             try:
-                if not self._save_by_exchange(json_bytes(data, indent=None), durable=durable):
-                    write_json_atomic(self._record_file, data, indent=None, durable=durable)
+                fd = os.open(self._spare_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                             | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                write_and_close(fd, data, fsync=durable)
+                os.replace(self._spare_file, self._record_file)
             except OSError as err:  # a write refused (a full inbox) names the record, not a descriptor
                 if err.filename is None:
                     err.filename = self._record_file
                 raise
-
-    def _save_by_exchange(self, data: bytes, *, durable: bool) -> bool:
-        """Write ``data`` into the spare file (the previous record's inode, kept under a dot name) and
-        swap it with the record in one atomic rename (RENAME_EXCHANGE). Same guarantees as a temp file
-        renamed over the record, without creating a file per save (a new inode costs far more CPU than
-        rewriting an old one). False where the swap is not possible (first save, no spare yet, or no
-        RENAME_EXCHANGE): the caller writes a temp file instead."""
-        if not can_exchange():
-            return False
-        record, spare = self._record_file, self._spare_file
-        try:
-            # O_TRUNC, not an overwrite in place (which is cheaper): a save that is not fsynced must
-            # still never leave a torn record after a power cut. Truncated, the file's new blocks are
-            # allocated afresh, and ext4 (data=ordered, auto_da_alloc) writes them before it commits
-            # the exchange that names them; blocks overwritten in place have no such ordering.
-            fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            # No spare yet: make one from the current record on the next swap.
-            if not os.path.exists(record):
-                return False
-            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        write_and_close(fd, data, fsync=durable)
-        if not exchange(spare, record):
-            return False
-        if durable:
-            fsync_dir(self.folder)
-        return True
+            if durable:
+                fsync_dir(self.folder)
 
     @classmethod
     def load(cls, folder: Path) -> FileRecord:

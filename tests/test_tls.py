@@ -51,6 +51,8 @@ def test_an_unknown_certificate_is_refused_with_a_hint(tls_comfy: ComfyTestServe
     with pytest.raises(ServerUnavailable) as err:
         http.system_stats()
     assert "TLS" in str(err.value) and "REQUESTS_CA_BUNDLE" in err.value.hint
+    with pytest.raises(ServerUnavailable, match="TLS"):  # not OutcomeUnknown: refused in the handshake, never sent
+        http.post_prompt({}, prompt_id="p", client_id="c")
     assert not tls_comfy.requests  # nothing reached the server
 
 
@@ -71,16 +73,3 @@ def test_verify_false_is_an_explicit_per_server_choice(tls_comfy: ComfyTestServe
     (project / "inbox" / "lab.yaml").write_text("params: {width: 8}\n")
     counts = drain(make_settings(project, tls_comfy.url, servers=[{"url": tls_comfy.url, "verify": False}]))
     assert counts["published"] == 1 and counts["failed"] == 0
-
-
-def test_proxies_come_from_the_environment_once_and_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hotfolder.comfy.http import _proxy_for
-    for key in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(key, raising=False)
-    assert _proxy_for("http://gpu1:8188") is None
-    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
-    monkeypatch.setenv("no_proxy", "gpu2,.lan")
-    assert _proxy_for("http://gpu1:8188") == "http://proxy.example:3128"
-    assert _proxy_for("http://gpu2:8188") is None
-    assert _proxy_for("http://box.lan:8188") is None
-    assert _proxy_for("https://gpu1:8188") is None  # only http_proxy is set

@@ -1,15 +1,30 @@
-"""hotfolder.comfy.ws.FrameReader against hand-made frames on a real socket pair: every frame shape a
-server may send, split at every byte, with timeouts in the middle."""
+"""hotfolder.comfy.ws.EventStream against a server that answers a real handshake and then sends hand-made
+frames (RFC 6455): what hotfolder makes of every frame shape a server may send (text whole or in
+fragments, binary previews, pings between fragments, masked frames, frames split across reads), the
+max_ws_message_size budget, and reconnecting after a close, a drop or a protocol error."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import logging
 import os
 import socket
 import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from hotfolder.comfy.ws import MAX_TEXT, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, FrameReader
+from hotfolder.comfy.ws import EventStream
+
+from .conftest import wait_until
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None) -> bytes:
@@ -27,104 +42,155 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None =
     return head + payload
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.settimeout(2)
-    yield a, b
-    a.close()
-    b.close()
+def text(message: dict[str, Any], **kwargs: Any) -> bytes:
+    return frame(OP_TEXT, json.dumps(message).encode(), **kwargs)
 
 
-BIG = frame(OP_BINARY, os.urandom(70_000))  # a preview (64-bit length)
-STREAM = b"".join([
-    frame(OP_TEXT, b'{"type": "status"}'),
-    BIG,                                                       # skipped
-    frame(OP_TEXT, b'{"a": ', fin=False),                       # a text message in three fragments
-    frame(OP_PING, b"hi"),                                     # control frames may come between fragments
-    frame(OP_CONT, b"1", fin=False),
-    frame(OP_CONT, b"}"),
-    frame(OP_BINARY, b"\x00\x00\x00\x01" + b"x" * 300, fin=False),  # a fragmented binary message
-    frame(OP_CONT, b"y" * 200),
-    frame(OP_TEXT, b"m" * 1000),                               # 16-bit length
-    frame(OP_TEXT, b'{"masked": true}', mask=b"\x01\x02\x03\x04"),
-    frame(OP_CLOSE, struct.pack(">H", 1000)),
-])
-EXPECTED = [(OP_TEXT, b'{"type": "status"}'), (OP_PING, b"hi"), (OP_TEXT, b'{"a": 1}'), (OP_TEXT, b"m" * 1000),
-            (OP_TEXT, b'{"masked": true}'), (OP_CLOSE, struct.pack(">H", 1000))]
+class FrameServer:
+    """A WebSocket server on 127.0.0.1 that sends ``scripts[n]`` on its n-th connection: bytes as they
+    are, or a list of byte strings sent with a pause longer than the client's read timeout between
+    them. Then it keeps the connection open and records the opcodes of the client's frames."""
 
+    def __init__(self, scripts: list[Any], pause: float = 0.0) -> None:
+        self.scripts = scripts
+        self.pause = pause
+        self.connections = 0
+        self.received: list[int] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
 
-def test_every_frame_shape_in_one_stream(pair) -> None:
-    a, b = pair
-    b.sendall(STREAM)
-    reader = FrameReader(a)
-    assert [reader.read() for _ in EXPECTED] == EXPECTED
-    assert len(reader.buf) < 70_000  # the preview was never held whole
-
-
-@pytest.mark.parametrize(("step", "big"), [(1, False), (3, False), (1000, True), (4093, True)])
-def test_frames_split_anywhere_with_timeouts_in_between_resume_where_they_stopped(pair, step: int, big: bool) -> None:
-    a, b = pair
-    a.settimeout(0.001)
-    stream = STREAM if big else STREAM.replace(BIG, frame(OP_BINARY, b"p" * 130))  # byte by byte: no 70 kB frame
-    reader = FrameReader(a)
-    got = []
-    for i in range(0, len(stream), step):
-        b.sendall(stream[i:i + step])
+    def _accept(self) -> None:
         while True:
             try:
-                got.append(reader.read())
-            except TimeoutError:
-                break
-    assert got == EXPECTED
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._open.append(conn)
+            script = self.scripts[min(self.connections, len(self.scripts) - 1)]
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, script), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, script: Any) -> None:
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            for piece in script if isinstance(script, list) else [script]:
+                conn.sendall(piece)
+                if self.pause:
+                    time.sleep(self.pause)  # a slow network: the client's reads time out in between
+            reader = conn.makefile("rb")
+            while head := reader.read(2):
+                size = head[1] & 0x7F
+                if size == 126:
+                    size = struct.unpack(">H", reader.read(2))[0]
+                elif size == 127:
+                    size = struct.unpack(">Q", reader.read(8))[0]
+                reader.read(4 + size)  # the client's mask and payload
+                self.received.append(head[0] & 0x0F)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._open:
+            conn.close()
 
 
-def test_a_closed_connection_and_frames_no_server_may_send_are_errors(pair) -> None:
-    a, b = pair
-    b.sendall(frame(OP_TEXT, b"x", fin=False) + frame(OP_TEXT, b"y"))
-    with pytest.raises(ValueError, match="unfinished"):
-        FrameReader(a).read()
-    c, d = socket.socketpair()
-    d.sendall(bytes([0x80 | 0x3, 0]))  # reserved opcode
-    with pytest.raises(ValueError, match="unexpected"):
-        FrameReader(c).read()
-    d.sendall(b"")
-    d.close()
-    with pytest.raises(ConnectionError):
-        FrameReader(c).read()
-    c.close()
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[FrameServer] = []
+
+    def start(scripts: list[Any], pause: float = 0.0) -> FrameServer:
+        servers.append(FrameServer(scripts, pause))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.close()
 
 
-def test_a_text_message_over_the_limit_is_refused_before_it_is_read(pair) -> None:
-    a, b = pair
-    b.sendall(bytes([0x80 | OP_TEXT, 127]) + struct.pack(">Q", MAX_TEXT + 1))
-    with pytest.raises(ValueError, match="over"):
-        FrameReader(a).read()
+@pytest.fixture
+def stream() -> Iterator[Any]:
+    streams: list[EventStream] = []
+
+    def start(server: FrameServer, **kwargs: Any) -> tuple[EventStream, list[dict[str, Any]], list[bool]]:
+        messages: list[dict[str, Any]] = []
+        states: list[bool] = []
+        kwargs.setdefault("ignore_types", ("status", "progress_state"))
+        events = EventStream(server.url, "c", on_message=messages.append, on_state=states.append, **kwargs)
+        streams.append(events)
+        events.start()
+        return events, messages, states
+    yield start
+    for events in streams:
+        events.stop()
 
 
-def test_ignored_message_types_are_dropped_undecoded_and_others_pass(pair) -> None:
-    """EventStream(ignore_types=...) drops broadcasts by their first bytes; anything else is decoded."""
-    import threading
+PREVIEW = frame(OP_BINARY, b"\x00\x00\x00\x01" + os.urandom(70_000))  # a preview image (64-bit length)
+SHAPES = b"".join([
+    text({"type": "status", "data": {}}),                       # an ignored type: dropped undecoded
+    PREVIEW,                                                    # binary: never a result
+    frame(OP_BINARY, b'{"type": "binary"}'),                    # not even when it holds JSON
+    frame(OP_TEXT, b'{"type": "a", ', fin=False),               # a text message in three fragments
+    frame(OP_PING, b"hi"),                                      # a ping between fragments: answered
+    frame(OP_CONT, b'"data": ', fin=False),
+    frame(OP_CONT, b"1}"),
+    frame(OP_BINARY, b"\x00\x00\x00\x01" + b"x" * 300, fin=False),  # a fragmented binary message
+    frame(OP_CONT, b"y" * 200),
+    text({"type": "long", "data": "m" * 1000}),                 # 16-bit length
+    text({"type": "masked", "data": True}, mask=b"\x01\x02\x03\x04"),
+    text({"data": {}, "type": "status"}),                       # "type" not first: decoded and passed on
+    frame(OP_TEXT, b"not json"),                                # ignored
+])
+EXPECTED = [{"type": "a", "data": 1}, {"type": "long", "data": "m" * 1000}, {"type": "masked", "data": True},
+            {"data": {}, "type": "status"}]
 
-    from hotfolder.comfy.ws import EventStream
 
-    got: list[dict] = []
-    stream = EventStream("http://127.0.0.1:9", "c", on_message=got.append, on_state=lambda up: None,
-                         ignore_types=("status", "progress_state"))
-    a, b = pair
-    a.settimeout(0.2)
+def test_every_frame_shape_a_server_may_send(serve, stream) -> None:
+    server = serve([SHAPES])
+    events, messages, states = stream(server)
+    wait_until(lambda: len(messages) == len(EXPECTED), timeout=10, message="the messages")
+    assert messages == EXPECTED
+    wait_until(lambda: OP_PONG in server.received, timeout=5, message="the pong")  # the ping was answered
+    assert states == [True] and server.connections == 1
 
-    class FakeWS:  # what _read needs of a websocket-client connection
-        sock = a
 
-        def settimeout(self, t: float) -> None:
-            a.settimeout(t)
+def test_frames_split_across_slow_reads_are_put_together(serve, stream) -> None:
+    pieces = [SHAPES[i:i + 4093] for i in range(0, len(SHAPES), 4093)]
+    pieces[1:1] = [pieces[0][-3:]]  # a header split in the middle
+    pieces[0] = pieces[0][:-3]
+    server = serve([pieces], pause=0.15)
+    events, messages, states = stream(server, ping_interval=0.1)  # reads time out every 0.1 s
+    wait_until(lambda: len(messages) == len(EXPECTED), timeout=20, message="the messages")
+    assert messages == EXPECTED and server.connections == 1
 
-    for text in (b'{"type": "status", "data": {}}', b'{"type": "progress_state", "data": {}}',
-                 b'{"data": {}, "type": "status"}', b'{"type": "executing", "data": {"node": null}}'):
-        b.sendall(frame(OP_TEXT, text))
-    b.sendall(frame(OP_CLOSE, b""))
-    thread = threading.Thread(target=stream._read, args=(FakeWS(),))
-    thread.start()
-    thread.join(5)
-    assert got == [{"data": {}, "type": "status"}, {"type": "executing", "data": {"node": None}}]
+
+def test_a_message_over_the_budget_drops_the_connection_before_it_is_read(serve, stream, caplog) -> None:
+    caplog.set_level(logging.WARNING, "hotfolder.comfy.ws")
+    first = text({"type": "fits", "data": "x" * 250})
+    in_two = frame(OP_TEXT, b'{"type": "over", "data": "' + b"x" * 150, fin=False) + frame(OP_CONT, b"x" * 130 + b'"}')
+    server = serve([first + in_two, bytes([0x80 | OP_TEXT, 127]) + struct.pack(">Q", 1 << 40),  # no payload sent
+                    text({"type": "after"})])
+    events, messages, states = stream(server, max_message_size=300)
+    wait_until(lambda: {"type": "after"} in messages, timeout=10, message="the third connection")
+    assert [m["type"] for m in messages] == ["fits", "after"] and server.connections == 3
+    assert states == [True, False, True, False, True]
+    assert "max_ws_message_size" in caplog.text
+
+
+@pytest.mark.parametrize("ending", [frame(OP_CLOSE, struct.pack(">H", 1000)),  # a close
+                                    bytes([0x80 | 0x3, 0]),                    # a reserved opcode
+                                    frame(OP_CONT, b"x")])                     # a continuation of nothing
+def test_a_connection_that_ends_or_breaks_the_protocol_is_made_again(serve, stream, ending: bytes) -> None:
+    server = serve([text({"type": "one"}) + ending, text({"type": "two"})])
+    events, messages, states = stream(server)
+    wait_until(lambda: len(messages) == 2, timeout=10, message="the second connection")
+    assert messages == [{"type": "one"}, {"type": "two"}] and states == [True, False, True]
+    assert events.reconnects == 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hotfolder.budgets import DEFAULTS, Limits
-from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.comfy.http import POOL_SIZE, ComfyHTTP
 from hotfolder.comfy.reach import Reachability
 from hotfolder.comfy.ws import EventStream
 from hotfolder.config import ServerConfig
@@ -104,6 +104,7 @@ class ComfyClient:
         history_grace: float = 30.0,
         lost_grace: float = 15.0,
         limits: Limits = DEFAULTS,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.server = server
         self.name = server.name
@@ -114,6 +115,7 @@ class ComfyClient:
             server.display_url, display_url=server.display_url, headers=server.request_headers(), verify=server.verify,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             max_response_size=limits.max_response_size, max_download_size=limits.max_download_size,
+            pool_size=pool_size,  # as many as the threads that may call this server at once
         )
         self.poll_interval = poll_interval
         self.history_grace = history_grace

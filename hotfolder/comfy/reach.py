@@ -26,14 +26,24 @@ logger = logging.getLogger(__name__)
 FIX_ADDRESS = "Start ComfyUI there, or correct the address in `servers` (hotfolder.toml, or --server)."
 
 
-def _causes(err: BaseException) -> list[BaseException]:
-    """``err`` and what caused it, outermost first (a ServerUnavailable wraps the OSError)."""
+def causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what caused it, outermost first (a ServerUnavailable wraps requests' error, which wraps
+    urllib3's, which wraps the OSError): its ``__cause__``, ``__context__``, or the error it was made from
+    (urllib3's ``reason``, or the first argument)."""
     chain: list[BaseException] = []
     current: BaseException | None = err
     while current is not None and current not in chain:
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or current.__context__ or _made_from(current)
     return chain
+
+
+def _made_from(err: BaseException) -> BaseException | None:
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, BaseException):
+        return reason
+    first = err.args[0] if err.args else None
+    return first if isinstance(first, BaseException) else None
 
 
 def _host_port(url: str) -> str:
@@ -47,7 +57,7 @@ def _host_port(url: str) -> str:
 
 def explain(err: BaseException, url: str) -> tuple[str, str]:
     """(what failed, what to do) for a failed call to the server at ``url`` (a display URL)."""
-    for cause in _causes(err):
+    for cause in causes(err):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (f"its TLS certificate is not trusted ({cause.verify_message})",
                     "If the server uses a private CA, point REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its certificate "

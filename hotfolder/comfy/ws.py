@@ -1,21 +1,21 @@
 """ComfyUI's WebSocket, read by one background thread per server (websocket-client lives only here).
 
-The thread connects to ``/ws?clientId=<id>``, hands every JSON text frame to ``on_message``, reports
+The thread connects to ``/ws?clientId=<id>``, hands every JSON text message to ``on_message``, reports
 connection changes to ``on_state`` and every failed connection attempt to ``on_failure``. Binary
-frames (previews, progress text) are never results: they are dropped here. ComfyUI sends no heartbeat,
-so the thread pings; a socket that answers neither frames nor pings within ``silence_timeout`` is
-treated as dead. Before reconnecting it always closes the old socket:
+messages (previews, progress text) are never results: they are dropped here. ComfyUI sends no
+heartbeat, so the thread pings; a socket that answers neither frames nor pings within
+``silence_timeout`` is treated as dead. Before reconnecting it always closes the old socket:
 two live sockets with one clientId make ComfyUI orphan the newer one (PROTOCOL §8).
 
-websocket-client makes the connection (handshake, TLS, proxies, headers) and sends pings, pongs and the
-close. The frames ComfyUI sends are read here by :class:`FrameReader`, from the socket in 64 KiB
-chunks: the library reads every frame with two or three ``recv`` calls of a few bytes, which at a
-dozen messages per prompt was most of this thread's CPU.
+websocket-client does the protocol: the handshake, TLS and proxies, frames and their fragments, pings,
+pongs and the close. hotfolder adds a budget (:class:`BoundedWebSocket`): a message over
+``max_ws_message_size`` is refused from its frame header, before its payload is read.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 import time
@@ -26,112 +26,53 @@ from urllib.parse import urlsplit, urlunsplit
 import websocket
 
 from hotfolder.budgets import DEFAULTS
-from hotfolder.comfy.http import ca_bundle, loads_answer
+from hotfolder.comfy.http import loads_answer, trust
 from hotfolder.redact import redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_TEXT = DEFAULTS.max_ws_message_size  # a JSON message larger than this is not ComfyUI's: the connection is dropped
-
-
-class FrameReader:
-    """Messages from a server's frames (RFC 6455 §5), read from ``sock`` in large chunks.
-
-    :meth:`read` returns ``(opcode, payload)`` for each text message (continuations joined) and each
-    control frame. Binary messages (previews) are skipped as they stream by, never held whole. A socket
-    timeout propagates with the partial frame kept, so the next :meth:`read` resumes where it stopped.
-    Raises ``ConnectionError`` when the peer closes and ``ValueError`` for frames no server may send.
-    """
-
-    def __init__(self, sock: Any, max_text: int = MAX_TEXT) -> None:
-        self.sock = sock
-        self.max_text = max_text
-        self.buf = bytearray()
-        self.pos = 0
-        self.skip = 0  # bytes of a binary frame still to discard
-        self.message: int | None = None  # the data message being continued: OP_TEXT, OP_BINARY or None
-        self.parts: list[bytes] = []
-
-    def _fill(self, need: int) -> None:
-        while len(self.buf) - self.pos < need:
-            if self.pos:
-                del self.buf[: self.pos]
-                self.pos = 0
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server closed the connection")
-            self.buf += chunk
-
-    def _discard(self) -> None:
-        available = len(self.buf) - self.pos
-        if available:
-            taken = min(available, self.skip)
-            self.pos += taken
-            self.skip -= taken
-            return
-        chunk = self.sock.recv(min(65536, self.skip))
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        self.skip -= len(chunk)
-
-    def read(self) -> tuple[int, bytes]:
-        while True:
-            if self.skip:
-                self._discard()
-                continue
-            self._fill(2)
-            b0, b1 = self.buf[self.pos], self.buf[self.pos + 1]
-            fin, opcode, masked, size = b0 & 0x80, b0 & 0x0F, b1 & 0x80, b1 & 0x7F
-            head = 2
-            if size == 126:
-                self._fill(4)
-                size, head = int.from_bytes(self.buf[self.pos + 2:self.pos + 4], "big"), 4
-            elif size == 127:
-                self._fill(10)
-                size, head = int.from_bytes(self.buf[self.pos + 2:self.pos + 10], "big"), 10
-            if masked:
-                head += 4
-            if opcode >= 0x8:
-                if not fin or size > 125:
-                    raise ValueError(f"malformed control frame (opcode {opcode:#x})")
-            elif opcode == OP_BINARY or (opcode == OP_CONT and self.message == OP_BINARY):
-                if opcode == OP_BINARY and self.message is not None:
-                    raise ValueError("a binary frame inside an unfinished message")
-                self._fill(head)
-                self.pos += head
-                self.skip = size
-                self.message = None if fin else OP_BINARY
-                continue
-            elif opcode == OP_TEXT:
-                if self.message is not None:
-                    raise ValueError("a text frame inside an unfinished message")
-            elif opcode != OP_CONT or self.message != OP_TEXT:
-                raise ValueError(f"unexpected frame (opcode {opcode:#x})")
-            if size > self.max_text or sum(map(len, self.parts)) + size > self.max_text:
-                raise MessageTooLarge(f"a text message over {self.max_text} bytes (the limit max_ws_message_size)")
-            self._fill(head + size)
-            start = self.pos + head
-            payload = bytes(self.buf[start:start + size])
-            if masked:  # servers must not mask; unmask anyway
-                key = self.buf[start - 4:start]
-                payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-            self.pos = start + size
-            if opcode >= 0x8:
-                return opcode, payload
-            if fin and not self.parts:
-                self.message = None
-                return OP_TEXT, payload
-            self.parts.append(payload)
-            self.message = OP_TEXT
-            if fin:
-                message, self.parts, self.message = b"".join(self.parts), [], None
-                return OP_TEXT, message
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE = (websocket.ABNF.OPCODE_CONT, websocket.ABNF.OPCODE_TEXT,
+                                         websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CLOSE)
+MAX_MESSAGE = DEFAULTS.max_ws_message_size  # a message larger than this is not ComfyUI's: the connection is dropped
 
 
 class MessageTooLarge(ValueError):
-    """A text message over ``max_ws_message_size``: the connection is dropped and made again."""
+    """A message over ``max_ws_message_size``: the connection is dropped and made again."""
+
+
+class BoundedWebSocket(websocket.WebSocket):
+    """websocket-client's WebSocket that refuses a data message (text or binary, its fragments together)
+    over ``max_message_size`` bytes, told by the frame's header before its payload is read."""
+
+    max_message_size = MAX_MESSAGE
+    _message = 0  # bytes of the fragmented data message received so far
+
+    def recv_frame(self) -> websocket.ABNF:
+        frames = self.frame_buffer  # the library's reader keeps a header read before a timeout
+        if frames.needs_header():
+            frames.recv_header()
+        if frames.needs_length():
+            frames.recv_length()
+        opcode = frames.header[4] if frames.header else None  # (fin, rsv1, rsv2, rsv3, opcode, mask, length)
+        total = 0
+        if opcode in (OP_TEXT, OP_BINARY, OP_CONT):
+            total = (frames.length or 0) + (self._message if opcode == OP_CONT else 0)
+            if total > self.max_message_size:
+                raise MessageTooLarge(f"a message over {self.max_message_size} bytes (the limit max_ws_message_size)")
+        frame = super().recv_frame()
+        if opcode in (OP_TEXT, OP_BINARY, OP_CONT):
+            self._message = 0 if frame.fin else total
+        return frame
+
+
+def sslopt(verify: bool) -> dict[str, Any]:
+    """websocket-client's TLS options for the certificates :func:`hotfolder.comfy.http.trust` names."""
+    trusted = trust(verify)
+    if trusted is False:
+        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    if isinstance(trusted, str):
+        return {"ca_cert_path": trusted} if os.path.isdir(trusted) else {"ca_certs": trusted}
+    return {}
 
 
 def ws_url(http_url: str, client_id: str) -> str:
@@ -159,7 +100,7 @@ class EventStream:
         ping_interval: float = 10.0,
         silence_timeout: float = 30.0,
         connect_timeout: float = 5.0,
-        max_message_size: int = MAX_TEXT,
+        max_message_size: int = MAX_MESSAGE,
     ) -> None:
         self.url = ws_url(http_url, client_id)
         self.max_message_size = max_message_size
@@ -171,9 +112,7 @@ class EventStream:
         # (ComfyUI writes "type" first). One that starts otherwise is decoded and passed on as usual.
         self._skip = tuple(f'{{"type": "{kind}"'.encode() for kind in ignore_types)
         self.headers = [f"{k}: {v}" for k, v in (headers or {}).items()]
-        bundle = ca_bundle()
-        self.sslopt: dict[str, Any] = (({"ca_certs": bundle} if bundle else {}) if verify
-                                       else {"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
+        self.sslopt = sslopt(verify)
         self.ping_interval = ping_interval
         self.silence_timeout = silence_timeout
         self.connect_timeout = connect_timeout
@@ -232,7 +171,7 @@ class EventStream:
             try:
                 ws = websocket.create_connection(
                     self.url, timeout=self.connect_timeout, header=self.headers, sslopt=self.sslopt,
-                    enable_multithread=True,
+                    enable_multithread=True, class_=BoundedWebSocket,
                     # frames are decoded as UTF-8 JSON below anyway; the library's pure-Python check per
                     # byte cost a tenth of the daemon's CPU
                     skip_utf8_validation=True,
@@ -248,6 +187,8 @@ class EventStream:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            assert isinstance(ws, BoundedWebSocket)  # class_= above
+            ws.max_message_size = self.max_message_size
             with self._lock:
                 self._ws = ws
             if self._stop.is_set():
@@ -266,9 +207,8 @@ class EventStream:
                 self.reconnects += 1
                 logger.debug("WebSocket to %s lost; reconnecting", self.display_url)  # on_failure tells if it stays away
 
-    def _read(self, ws: websocket.WebSocket) -> None:
+    def _read(self, ws: BoundedWebSocket) -> None:
         ws.settimeout(min(1.0, self.ping_interval))
-        reader = FrameReader(ws.sock, self.max_message_size)
         last_seen = time.monotonic()
         last_ping = last_seen
         while not self._stop.is_set():
@@ -283,40 +223,38 @@ class EventStream:
                 logger.warning("WebSocket to %s silent for %.0f s; reconnecting", self.display_url, now - last_seen)
                 return
             try:
-                opcode, data = reader.read()
-            except (TimeoutError, ssl.SSLWantReadError):
+                # pings are answered by websocket-client; control frames come back too, to count as signs of life
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+            except websocket.WebSocketTimeoutException:
                 continue
             except MessageTooLarge as err:
                 logger.warning("WebSocket to %s sent %s; reconnecting (jobs are followed through /history meanwhile). "
                                "Raise max_ws_message_size in hotfolder.toml if the server's messages are meant to "
                                "be this large.", self.display_url, err)
                 return
-            except ValueError as err:
+            except (websocket.WebSocketProtocolException, websocket.WebSocketPayloadException) as err:
                 logger.warning("WebSocket to %s sent something that is not WebSocket: %s; reconnecting",
                                self.display_url, err)
                 return
-            except (OSError, AttributeError):  # ConnectionError is an OSError; AttributeError: closed by stop()
+            except (OSError, websocket.WebSocketException, AttributeError):  # closed (AttributeError: by stop())
                 return
             last_seen = time.monotonic()
             if opcode == OP_CLOSE:
                 return
-            if opcode == OP_PING:
-                try:
-                    ws.pong(data)
-                except (OSError, websocket.WebSocketException):
-                    return
-                continue
-            if opcode != OP_TEXT:
-                continue  # pongs
-            if self._skip and data.startswith(self._skip):
-                continue
+            if opcode == OP_TEXT:
+                self._deliver(frame.data)
+
+    def _deliver(self, data: bytes) -> None:
+        """Hand one text message to ``on_message`` if it is a JSON object of a type not ignored."""
+        if self._skip and data.startswith(self._skip):
+            return
+        try:
+            message = loads_answer(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            logger.debug("Ignoring a WebSocket message that is not JSON")
+            return
+        if isinstance(message, dict):
             try:
-                message = loads_answer(data.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                logger.debug("Ignoring a WebSocket frame that is not JSON")
-                continue
-            if isinstance(message, dict):
-                try:
-                    self.on_message(message)
-                except Exception:  # noqa: BLE001 - a routing bug must not kill the reader thread
-                    logger.exception("Handling a WebSocket message failed")
+                self.on_message(message)
+            except Exception:  # noqa: BLE001 - a routing bug must not kill the reader thread
+                logger.exception("Handling a WebSocket message failed")
