@@ -10,6 +10,7 @@ from typing import Any
 
 from hotfolder import budgets
 from hotfolder.comfy.client import Cancelled, ComfyClient
+from hotfolder.comfy.http import POOL_SIZE
 from hotfolder.comfy.object_info import ObjectInfoCache
 from hotfolder.config import Settings
 from hotfolder.engine.core import Core, logger
@@ -45,11 +46,15 @@ class Router:
     def __init__(self, core: Core) -> None:
         settings = core.settings
         self.core = core
+        # connections each server's pool keeps: one per thread that may call it at once (every job worker,
+        # its output workers, the prepare threads reading /object_info); beyond that urllib3 opens and drops
+        callers = (settings.queue_depth + 1) * len(settings.servers) + settings.output_workers + 2
         self.clients = [
             ComfyClient(
                 server, connect_timeout=settings.connect_timeout, read_timeout=settings.http_timeout,
                 poll_interval=settings.poll_interval, history_grace=settings.history_grace,
                 lost_grace=settings.lost_grace, limits=budgets.Limits.from_settings(settings),
+                pool_size=max(POOL_SIZE, callers),
             )
             for server in settings.servers
         ]
