@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import re
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ import pytest
 
 from hotfolder import media
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.stages.download import download_outputs, list_outputs
+from hotfolder.errors import ServerUnavailable
+from hotfolder.stages.download import OutputRef, download_outputs, list_outputs
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import invoke_cli
 
@@ -164,3 +167,32 @@ def test_a_probe_failure_leaves_the_facts_out_and_never_fails_the_download(
     assert entries[0]["size"] == len(GIF89)
     lines = [r for r in caplog.records if r.name == "hotfolder.stages.download"]
     assert len(lines) == 1 and lines[0].levelno == logging.DEBUG and "v.gif" in lines[0].getMessage()
+
+
+@pytest.mark.parametrize("head, body", [
+    (b"Content-Length: 1000", b"x" * 500),                          # cut off before its length
+    (b"Transfer-Encoding: chunked", b"1f4\r\n" + b"x" * 500 + b"\r\n"),  # cut off before the last chunk
+], ids=["content-length", "chunked"])
+def test_a_video_cut_off_mid_stream_is_never_taken_as_complete(tmp_path: Path, head: bytes, body: bytes) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:  # a server (or proxy) that dies halfway through every /view answer
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n" + head + b"\r\n\r\n" + body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    http = ComfyHTTP(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    staging = tmp_path / "staging"
+    try:
+        with pytest.raises(ServerUnavailable, match="a.mp4"):
+            download_outputs(http, [OutputRef("3", "images", "a.mp4", "video", "output")], staging)
+    finally:
+        http.close()
+        listener.close()
+    assert not [p for p in staging.iterdir() if not p.name.startswith(".")]  # no a.mp4 to publish
