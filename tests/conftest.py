@@ -58,9 +58,31 @@ def _logging_as_found() -> Iterator[None]:
         yield
 
 
+# The test ComfyUI's protocol profiles (docs/comfy-protocol/PROFILES.md). A test that uses `comfy` (or
+# `comfyui_profile` for a server of its own) and is marked `both_profiles` (a module's pytestmark or one
+# test's mark: the end-to-end cases) runs once on each, with ids [0.3] and [0.4x]; any other runs on
+# DEFAULT_PROFILE only: $HOTFOLDER_TESTING_COMFYUI (read here, before _hermetic_env clears it) or "0.3".
+# HOTFOLDER_TEST_PROFILES=all runs every such test on both (a long run, to find what 0.4x breaks).
+PROFILES = ("0.3", "0.4x")
+DEFAULT_PROFILE = os.environ.get("HOTFOLDER_TESTING_COMFYUI") or PROFILES[0]
+_ALL_ON_BOTH = os.environ.get("HOTFOLDER_TEST_PROFILES") == "all"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "comfyui_profile" in metafunc.fixturenames and (
+            _ALL_ON_BOTH or metafunc.definition.get_closest_marker("both_profiles") is not None):
+        metafunc.parametrize("comfyui_profile", PROFILES, indirect=True)
+
+
 @pytest.fixture
-def comfy() -> Iterator[ComfyTestServer]:
-    server = ComfyTestServer()
+def comfyui_profile(request: pytest.FixtureRequest) -> str:
+    """The protocol profile the test's ComfyTestServer plays ("0.3" or "0.4x")."""
+    return str(getattr(request, "param", DEFAULT_PROFILE))
+
+
+@pytest.fixture
+def comfy(comfyui_profile: str) -> Iterator[ComfyTestServer]:
+    server = ComfyTestServer(comfyui=comfyui_profile)
     server.start()
     try:
         yield server

@@ -13,6 +13,7 @@ import json
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from hotfolder.templates import load, render
 from hotfolder.templates import params as template_params
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import encode_png
-from tests.conftest import make_settings, wait_until
+from tests.conftest import DEFAULT_PROFILE, make_settings, wait_until
 from tests.test_daemon import settled, start_daemon, stop
 
 pytestmark = pytest.mark.timeout(120)
@@ -302,17 +303,20 @@ def test_render_time_budget_ends_any_loop_in_time(n: int) -> None:
     assert time.monotonic() - started < SMALL.render_timeout + 2
 
 
+PROMPT_ID = str(uuid.uuid4())
+
+
 @pytest.fixture(scope="module")
 def server_with_history() -> Any:
-    server = ComfyTestServer()
+    server = ComfyTestServer(comfyui=DEFAULT_PROFILE)
     server.start()
     http = ComfyHTTP(server.url)
-    http.post_prompt({"1": EMPTY, **SAVE}, prompt_id="p1", client_id="c")
-    entry = wait_until(lambda: http.history("p1"), message="the prompt in /history")
+    http.post_prompt({"1": EMPTY, **SAVE}, prompt_id=PROMPT_ID, client_id="c")  # 0.4x takes only UUIDs
+    entry = wait_until(lambda: http.history(PROMPT_ID), message="the prompt in /history")
     view = entry["outputs"]["2"]["images"][0]
     http.close()
     try:
-        yield server, len(json.dumps({"p1": entry, "padding": ""})), view
+        yield server, len(json.dumps({PROMPT_ID: entry, "padding": ""})), view
     finally:
         server.stop()
 
@@ -329,7 +333,7 @@ def test_server_answer_budgets_hold_around_each_limit(server_with_history: Any, 
     server.faults.oversize(route, size - base if route == "history" else size, chunked=chunked)
     try:
         if route == "history":
-            bounded(lambda: http.history("p1"))
+            bounded(lambda: http.history(PROMPT_ID))
         else:
             dest = tmp_path_factory.mktemp("view") / "out.png"
             got, _sha = bounded(lambda: http.download(filename=view["filename"], subfolder=view["subfolder"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import invoke_cli
 
@@ -57,6 +59,7 @@ def test_render_errors_are_one_clear_message_not_a_traceback(project: Path) -> N
     assert "Traceback" not in result.stderr and "nope" in result.stderr and "invert" in result.stderr
 
 
+@pytest.mark.both_profiles
 def test_check_reports_templates_and_server(project: Path, comfy: ComfyTestServer) -> None:
     comfy.set_models("checkpoints", ["v1-5-pruned-emaonly.safetensors"])  # txt2img's default checkpoint
     result = invoke_cli("--server", comfy.url, "check", cwd=project)
@@ -74,6 +77,7 @@ def test_check_fails_when_the_server_is_unreachable(project: Path) -> None:
     assert result.returncode == 1 and "FAIL server http://127.0.0.1:9" in result.stdout
 
 
+@pytest.mark.both_profiles
 def test_process_runs_files_in_the_foreground_and_leaves_them(project: Path, comfy: ComfyTestServer) -> None:
     good = project / "good.yaml"
     good.write_text("params: {width: 8}\n")

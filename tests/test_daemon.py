@@ -45,6 +45,7 @@ def settled(project: Path, names: list[str]) -> bool:
     return all((done / n).exists() or (failed / n).exists() for n in names)
 
 
+@pytest.mark.both_profiles
 def test_daemon_processes_every_format_and_every_bad_input(project: Path, comfy) -> None:
     proc = start_daemon(project, comfy.url)
     try:

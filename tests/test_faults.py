@@ -109,6 +109,7 @@ def test_killed_at_each_named_step_then_restarted(project: Path, comfy: ComfyTes
     audit(project, names, comfy)
 
 
+@pytest.mark.both_profiles
 def test_killed_mid_post_then_restarted_runs_the_prompt_once(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.post_hang(count=1, seconds=5)
     drop(project, ["m.yaml"])

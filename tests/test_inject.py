@@ -236,3 +236,36 @@ def test_describe_node(workflow: dict[str, Any]) -> None:
     with pytest.raises(AddressError) as info:
         inject.describe_node(workflow, "99")
     assert "'99'" in info.value.message and "3 (KSampler" in info.value.message
+
+
+def _video_workflow() -> dict[str, Any]:
+    """A SaveVideo with DynamicCombo sub-inputs, a subgraph's inner node, and a title with a dot."""
+    return {
+        "5": {"class_type": "SaveVideo", "_meta": {"title": "Video v1.0"},
+              "inputs": {"format": "mp4", "format.codec": "h264", "format.codec.encoding.crf": 23}},
+        "12:3": {"class_type": "ImageScale", "inputs": {"resize_type": "longer", "resize_type.longer_size": 512}},
+        "12": {"class_type": "Subgraphish", "inputs": {}},
+    }
+
+
+@pytest.mark.parametrize(("address", "node", "name"), [
+    ("5.format.codec", "5", "format.codec"),
+    ("5.format.codec.encoding.crf", "5", "format.codec.encoding.crf"),
+    ("12:3.resize_type.longer_size", "12:3", "resize_type.longer_size"),
+    ("12.x", "12", "x"),
+    ("Video v1.0.format.codec", "5", "format.codec"),          # a title with a dot, then a dotted input
+    ("SaveVideo.format.codec.encoding.crf", "5", "format.codec.encoding.crf"),
+])
+def test_an_address_reaches_a_dotted_sub_input_of_the_node_its_longest_prefix_names(
+        address: str, node: str, name: str) -> None:
+    workflow = _video_workflow()
+    assert inject.split_address(workflow, address) == (node, name)
+    assert inject.set_input(workflow, address, 7) == node
+    assert workflow[node]["inputs"][name] == 7
+
+
+def test_an_address_whose_prefixes_name_no_node_is_refused_with_the_nodes_listed() -> None:
+    with pytest.raises(AddressError) as err:
+        inject.set_input(_video_workflow(), "6.format.codec", "h264")
+    assert "'6.format'" in err.value.message and "5 (SaveVideo" in err.value.message
+    assert err.value.where["input"] == "codec"

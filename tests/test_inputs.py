@@ -53,6 +53,7 @@ def read_error(project: Path, name: str) -> dict:
     return json.loads((project / "inbox" / "failed" / f"{name}.error.json").read_text())
 
 
+@pytest.mark.both_profiles
 def test_an_img2img_scenario_uploads_its_image_once_and_renders_against_it(img2img: Path, comfy: ComfyTestServer) -> None:
     project = img2img
     (project / "inbox" / "cat.yaml").write_text(
@@ -157,6 +158,7 @@ def test_render_shows_the_name_the_file_will_have_on_the_server(img2img: Path) -
     assert prepare.render_file_jobs(allowed, project / "out.yaml")[0].workflow["1"]["inputs"]["image"] == NAME
 
 
+@pytest.mark.both_profiles
 def test_a_job_recovered_after_a_crash_uploads_and_publishes(img2img: Path, comfy: ComfyTestServer) -> None:
     project = img2img
     settings = make_settings(project, comfy.url)
@@ -179,6 +181,7 @@ def test_an_input_changed_after_the_scenario_was_read_is_uploaded_as_it_was_read
     assert (comfy.input_dir / NAME).read_bytes() == PNG  # the private copy taken when the scenario was read
 
 
+@pytest.mark.both_profiles
 def test_upload_image_streams_the_file_and_explains_a_refusal(tmp_path: Path, comfy: ComfyTestServer) -> None:
     path = tmp_path / "cat.png"
     path.write_bytes(PNG)

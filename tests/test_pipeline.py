@@ -35,6 +35,7 @@ def read_error(project: Path, name: str) -> dict:
     return json.loads((project / "inbox" / "failed" / f"{name}.error.json").read_text())
 
 
+@pytest.mark.both_profiles
 def test_yaml_scenario_is_rendered_run_downloaded_and_published(project: Path, comfy: ComfyTestServer) -> None:
     (project / "inbox" / "red-fox.yaml").write_text(
         'template: invert\nparams:\n  width: 32\n  height: 16\n  color: 0x102030\n', encoding="utf-8")
@@ -65,6 +66,7 @@ def test_yaml_scenario_is_rendered_run_downloaded_and_published(project: Path, c
     assert posts[-1]["json"]["prompt_id"] == sidecar["prompt_id"]
 
 
+@pytest.mark.both_profiles
 def test_batch_file_publishes_one_folder_per_job(project: Path, comfy: ComfyTestServer) -> None:
     (project / "inbox" / "grid.json").write_text(json.dumps({
         "template": "invert", "params": {"width": 8, "height": 8}, "matrix": {"color": [0, 255]}, "repeat": 2,
@@ -90,6 +92,7 @@ def test_prompt_with_quotes_newlines_and_emoji_arrives_intact(project: Path, com
     assert (project / "inbox" / "done" / "q.json").exists()
 
 
+@pytest.mark.both_profiles
 def test_node_errors_are_mapped_to_node_title_class_and_input(project: Path, comfy: ComfyTestServer) -> None:
     (project / "inbox" / "bad.yaml").write_text("template: invert\nparams:\n  width: 0\n")
     counts = drain(make_settings(project, comfy.url, validate=False))  # ComfyUI's own 400 this time
@@ -103,6 +106,7 @@ def test_node_errors_are_mapped_to_node_title_class_and_input(project: Path, com
     assert (project / "inbox" / "failed" / "bad.yaml").exists()
 
 
+@pytest.mark.both_profiles
 def test_execution_error_names_the_node_and_exception(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.fail_node("ImageInvert", message="boom on purpose", exception_type="RuntimeError")
     (project / "inbox" / "boom.yaml").write_text("template: invert\n")
@@ -142,6 +146,7 @@ def test_cached_rerun_still_downloads_the_outputs(project: Path, comfy: ComfyTes
     assert len(sidecar["outputs"]) == 1 and (project / "outbox" / "b" / sidecar["outputs"][0]["file"]).is_file()
 
 
+@pytest.mark.both_profiles
 def test_history_lagging_behind_execution_success_is_waited_for(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.history_delay(1.0)
     (project / "inbox" / "lag.yaml").write_text("params: {width: 8}\n")
@@ -157,6 +162,7 @@ def test_history_lagging_behind_execution_success_is_waited_for(project: Path, c
     (lambda faults: faults.silence_websockets(True), {}),  # a silent WebSocket: the job does not hang
 ], ids=["view_500_is_retried", "post_500_that_did_not_queue_is_sent_again_once",
         "post_whose_answer_never_arrives_is_not_run_twice", "silent_websocket_does_not_hang_jobs"])
+@pytest.mark.both_profiles
 def test_a_server_fault_it_recovers_from_publishes_the_job_once(
         project: Path, comfy: ComfyTestServer, fault: Callable[[Any], None], overrides: dict[str, float]) -> None:
     fault(comfy.faults)
@@ -166,8 +172,9 @@ def test_a_server_fault_it_recovers_from_publishes_the_job_once(
     assert len(comfy.executed_prompt_ids) == 1
 
 
-def test_server_down_at_start_makes_jobs_wait_not_fail(project: Path) -> None:
-    server = ComfyTestServer()
+@pytest.mark.both_profiles
+def test_server_down_at_start_makes_jobs_wait_not_fail(project: Path, comfyui_profile: str) -> None:
+    server = ComfyTestServer(comfyui=comfyui_profile)
     server.start()
     url, port = server.url, server.port
     server.stop()
@@ -178,7 +185,7 @@ def test_server_down_at_start_makes_jobs_wait_not_fail(project: Path) -> None:
     thread.start()
     wait_until(lambda: any((project / "inbox" / ".hotfolder").glob("*/*/job.json")), message="claim")
     assert not (project / "inbox" / "failed").exists() or not any((project / "inbox" / "failed").iterdir())
-    later = ComfyTestServer(port=port)
+    later = ComfyTestServer(port=port, comfyui=comfyui_profile)
     later.start()
     try:
         thread.join(60)
@@ -187,6 +194,7 @@ def test_server_down_at_start_makes_jobs_wait_not_fail(project: Path) -> None:
         later.stop()
 
 
+@pytest.mark.both_profiles
 def test_server_restart_mid_job_resubmits_the_lost_prompt(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.node_delay("ImageInvert", 60)  # held until the restart, however slow the machine
     (project / "inbox" / "r.yaml").write_text("params: {width: 8}\n")
@@ -204,6 +212,7 @@ def test_server_restart_mid_job_resubmits_the_lost_prompt(project: Path, comfy: 
     assert sidecar["prompt_id"] == first and sidecar["resubmissions"] == 1
 
 
+@pytest.mark.both_profiles
 def test_websocket_drops_do_not_hang_jobs(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.drop_websockets_every(0.3)
     comfy.faults.node_delay("ImageInvert", 0.5)
@@ -214,6 +223,7 @@ def test_websocket_drops_do_not_hang_jobs(project: Path, comfy: ComfyTestServer)
     assert counts["published"] == 3
 
 
+@pytest.mark.both_profiles
 def test_a_healthy_job_costs_one_post_and_one_download(project: Path, comfy: ComfyTestServer) -> None:
     """A prompt queued while the WebSocket is up, and told start to success on that same connection,
     needs neither /history nor /queue: the socket's `executed` messages are its outputs."""
@@ -229,6 +239,7 @@ def test_a_healthy_job_costs_one_post_and_one_download(project: Path, comfy: Com
         assert [o["node"] for o in sidecar["outputs"]] == ["3"] and sidecar["timestamps"]["started"]
 
 
+@pytest.mark.both_profiles
 def test_a_job_that_ends_while_the_socket_is_away_is_seen_on_reconnect(project: Path, comfy: ComfyTestServer) -> None:
     """With a long poll_interval, a reconnect alone makes hotfolder look at the history at once."""
     comfy.faults.node_delay("ImageInvert", 1.0)
@@ -246,6 +257,7 @@ def test_a_job_that_ends_while_the_socket_is_away_is_seen_on_reconnect(project: 
     assert any(r.path.startswith("/history/") for r in comfy.requests)  # the socket broke: history decides
 
 
+@pytest.mark.both_profiles
 def test_job_timeout_interrupts_and_fails(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.node_delay("ImageInvert", 30)
     (project / "inbox" / "slow.yaml").write_text("params: {width: 8}\n")
@@ -274,6 +286,7 @@ def test_events_report_progress(project: Path, comfy: ComfyTestServer) -> None:
     assert len(sidecar["outputs"]) == 1  # binary preview frames were not taken for results
 
 
+@pytest.mark.both_profiles
 def test_engine_recovers_a_job_folder_left_by_a_killed_run(project: Path, comfy: ComfyTestServer) -> None:
     settings = make_settings(project, comfy.url)
     (project / "inbox" / "k.yaml").write_text("params: {width: 8}\n")
@@ -360,6 +373,7 @@ def test_a_scenario_can_pin_a_server(project: Path) -> None:
             server.stop()
 
 
+@pytest.mark.both_profiles
 def test_a_checkpoint_not_on_the_server_fails_before_anything_is_queued(project: Path, comfy: ComfyTestServer) -> None:
     comfy.set_models("checkpoints", ["tiny_sd15_random.safetensors"])  # a server without txt2img's default model
     (project / "inbox" / "fox.yaml").write_text('template: txt2img\nparams: {prompt: "a fox", sampler: eulr}\n')
@@ -510,6 +524,7 @@ def test_more_output_workers_start_when_finished_jobs_wait_for_one(project: Path
     assert result["counts"]["published"] == 5
 
 
+@pytest.mark.both_profiles
 def test_a_download_retried_after_a_failed_output_publishes_each_output_once(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.view_status(500, count=1, skip=1)  # the job's first image downloads, its second fails once
     (project / "inbox" / "two.yaml").write_text("params: {width: 8, height: 8, batch_size: 2}\n")

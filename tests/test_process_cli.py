@@ -53,6 +53,7 @@ def test_process_refuses_what_is_not_a_regular_file_with_exit_1_and_never_blocks
     assert not any((project / "outbox").iterdir())
 
 
+@pytest.mark.both_profiles
 def test_piped_output_is_one_line_per_job_event_without_carriage_returns(
         project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
@@ -102,6 +103,7 @@ def _run_in_pty(args: list[str], cwd: Path, timeout: float = 60) -> tuple[int, s
     return status, b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.both_profiles
 def test_on_a_terminal_one_bar_counts_jobs_with_integer_steps_and_logs_above_it(
         project: Path, comfy: ComfyTestServer) -> None:
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))

@@ -19,6 +19,8 @@ from hotfolder.testing import ComfyTestServer
 from hotfolder.testing.png import decode_png
 from tests.conftest import invoke_cli, make_settings, wait_until
 
+pytestmark = pytest.mark.both_profiles  # the converter meets each catalogue (0.4x: V3 combos, other titles)
+
 FIXTURES = Path(__file__).resolve().parent / "data" / "ui_workflows"
 
 #: EmptyImage -> ImageInvert -> SaveImage as ComfyUI's Save button writes it (ids and links its own).
@@ -57,7 +59,8 @@ def prompts(comfy: ComfyTestServer) -> list[dict[str, Any]]:
     return [r["json"]["prompt"] for r in comfy.requests if r["method"] == "POST" and r["path"] == "/prompt"]
 
 
-def test_a_ui_template_is_converted_and_runs_end_to_end(ui_project: Path, comfy: ComfyTestServer) -> None:
+def test_a_ui_template_is_converted_and_runs_end_to_end(ui_project: Path, comfy: ComfyTestServer,
+                                                        comfyui_profile: str) -> None:
     project = ui_project
     # no sidecar: 'prefix' is a role (SaveImage.filename_prefix); set: addresses work on the converted nodes
     (project / "inbox" / "ui.yaml").write_text(
@@ -65,10 +68,14 @@ def test_a_ui_template_is_converted_and_runs_end_to_end(ui_project: Path, comfy:
     counts = daemon.run_daemon(make_settings(project, comfy.url), once=True)
     assert counts["published"] == 1 and counts["failed"] == 0
     (sent,) = prompts(comfy)
+    # An untitled node is titled as the frontend shows it: its class's display name on that server
+    # ("EmptyImage" on 0.3.64, "Empty Image" on 0.4x).
+    shown = {"EmptyImage": "EmptyImage", "ImageInvert": "Invert Image"} if comfyui_profile == "0.3" else {
+        "EmptyImage": "Empty Image", "ImageInvert": "Invert Image Colors"}
     assert sent == {
         "10": {"inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0x0000FF}, "class_type": "EmptyImage",
-               "_meta": {"title": "EmptyImage"}},
-        "11": {"inputs": {"image": ["10", 0]}, "class_type": "ImageInvert", "_meta": {"title": "Invert Image"}},
+               "_meta": {"title": shown["EmptyImage"]}},
+        "11": {"inputs": {"image": ["10", 0]}, "class_type": "ImageInvert", "_meta": {"title": shown["ImageInvert"]}},
         "12": {"inputs": {"filename_prefix": "from_ui", "images": ["11", 0]}, "class_type": "SaveImage",
                "_meta": {"title": "Result"}},
     }

@@ -7,12 +7,16 @@ file ``/view`` cannot serve (a path in the name, a subfolder that leaves the ser
 than output, temp or input) is the server's malformed answer: an :class:`OutputError` that names it. Files are streamed through ``/view`` to disk with their
 sha256 computed on the way; nothing is held in memory. Local names are the server's base names made safe
 (:func:`hotfolder.paths.safe_filename`: never a path, bounded in bytes), with a suffix if two outputs
-share one; the server's name is kept in the entry (``server_filename``, as valid text).
+share one; the server's name is kept in the entry (``server_filename``, as valid text). Each entry gets
+the file's media facts (``media``: kind, format, size, frame rate, frame count, duration) from
+:func:`hotfolder.media.probe`, with the entry's ``metadata`` when the server gave one; a file that cannot
+be probed has no ``media`` (the facts are a courtesy, never a reason to fail the job).
 :func:`download_job` does it for a job, retrying a failed output and waiting while the server is away.
 """
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 import shutil
@@ -20,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotfolder import failpoints
+from hotfolder import failpoints, media
 from hotfolder.comfy.client import ComfyClient, PromptResult
 from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import OutputError, ServerUnavailable
 from hotfolder.fsguard import at_path
 from hotfolder.paths import display_name, own_dir, safe_filename, unique_name
 from hotfolder.stages.context import JobContext
+
+logger = logging.getLogger(__name__)
 
 MAX_DOWNLOAD_ERRORS = 5
 
@@ -69,6 +75,7 @@ class OutputRef:
     filename: str
     subfolder: str
     type: str
+    metadata: dict[str, Any] | None = None  # the server's media facts for the file (ComfyUI 0.4x), if any
 
 
 #: The folders ComfyUI's ``/view`` serves files from (its ``type`` parameter).
@@ -111,7 +118,8 @@ def _file_ref(node: str, key: str, item: dict[str, Any], server: str | None) -> 
     elif kind not in VIEW_TYPES:
         problem = f"the type {kind!r} (/view serves {', '.join(VIEW_TYPES)})"
     else:
-        return OutputRef(node, key, filename, subfolder, kind)
+        metadata = item.get("metadata")
+        return OutputRef(node, key, filename, subfolder, kind, metadata if isinstance(metadata, dict) else None)
     shown = {k: item.get(k) for k in ("filename", "subfolder", "type") if k in item}
     raise OutputError(
         f"ComfyUI{f' at {server}' if server else ''} listed an output of node {node} ({key}) with {problem}: "
@@ -146,7 +154,7 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path) -> l
             size, sha = http.download(filename=ref.filename, subfolder=ref.subfolder, type_=ref.type, dest=part)
         os.rename(part, os.path.join(base, local))
         failpoints.hit("mid_download")
-        entries.append({
+        entry: dict[str, Any] = {
             "file": local,
             "node": ref.node,
             "kind": _kind(ref.key, ref.filename),
@@ -156,5 +164,18 @@ def download_outputs(http: ComfyHTTP, refs: list[OutputRef], staging: Path) -> l
             "subfolder": ref.subfolder,
             "size": size,
             "sha256": sha,
-        })
+        }
+        facts = _media_facts(os.path.join(base, local), ref)
+        if facts:
+            entry["media"] = facts
+        entries.append(entry)
     return entries
+
+
+def _media_facts(path: str, ref: OutputRef) -> dict[str, Any] | None:
+    """The sidecar's ``media`` object for a downloaded file; None (and a debug line) if it cannot be read."""
+    try:
+        return media.probe(path, ref.metadata).to_dict()
+    except Exception as err:  # a courtesy: never the job's failure
+        logger.debug("media facts of %s left out: %s: %s", display_name(ref.filename), type(err).__name__, err)
+        return None

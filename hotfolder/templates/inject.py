@@ -1,8 +1,12 @@
 """Setting node inputs in an API-format workflow, addressed as ``<node>.<input>`` (the inject step of rendering).
 
-An address names one input of one node. It is split at its **last** dot, so titles may contain dots
-(``"SD v1.5 Loader.ckpt_name"`` is node ``"SD v1.5 Loader"``, input ``"ckpt_name"``). The node part is
-resolved in this order, and the first level with any match wins:
+An address names one input of one node. Titles and input names may both contain dots (a DynamicCombo's
+sub-inputs are ``format.codec``), node ids never do (a subgraph's inner nodes are ``"12:3"``). So the
+node part is the **longest** prefix, cut at a dot, that names a node of the workflow, and the rest is the
+input: ``"SD v1.5 Loader.ckpt_name"`` is node ``"SD v1.5 Loader"``, input ``"ckpt_name"``;
+``"5.format.codec"`` is node ``"5"``, input ``"format.codec"``. When no prefix names a node, the address
+is split at its last dot and the error lists the nodes. The node part is resolved in this order, and the
+first level with any match wins:
 
 1. a node id, exactly (``"6"``);
 2. a node title, exactly (``_meta.title``, e.g. ``"Positive Prompt"``);
@@ -48,6 +52,18 @@ def parse_address(address: str) -> tuple[str, str]:
     return _parse_address(address, {})
 
 
+def split_address(workflow: Mapping[str, Any], address: str, *, where: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Return ``(node_id, input_name)`` for ``address`` in ``workflow``: the node is the longest prefix
+    (cut at a dot) that names a node, so input names may contain dots (``"5.format.codec"``).
+
+    Raise :class:`AddressError` for a malformed address, or one whose node is unknown or ambiguous.
+    """
+    base = dict(where or {})
+    node_ref, input_name = _parse_address(address, base)
+    node_ref, input_name = _longest_node_prefix(workflow, address) or (node_ref, input_name)
+    return _resolve(workflow, node_ref, where=base, address=address, input_name=input_name), input_name
+
+
 def resolve_node(workflow: dict[str, Any], node_ref: str) -> str:
     """Return the id of the one node that ``node_ref`` names (id, then title, then class_type).
 
@@ -62,8 +78,7 @@ def set_input(workflow: dict[str, Any], address: str, value: Any, *, where: dict
     Lists and dicts are copied, so two inputs never share one mutable value.
     """
     base = dict(where or {})
-    node_ref, input_name = _parse_address(address, base)
-    node_id = _resolve(workflow, node_ref, where=base, address=address)
+    node_id, input_name = split_address(workflow, address, where=base)
     node = workflow[node_id]
     inputs = node.get("inputs")
     if inputs is None:
@@ -136,11 +151,26 @@ def _parse_address(address: Any, where: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-def _resolve(workflow: Mapping[str, Any], node_ref: Any, *, where: dict[str, Any], address: str | None) -> str:
+def _longest_node_prefix(workflow: Mapping[str, Any], address: str) -> tuple[str, str] | None:
+    """``(node_ref, input_name)`` for the longest prefix of ``address`` that names a node (by id, title
+    or class_type, ambiguous or not), cut at a dot with a non-empty input after it; None if none does."""
+    names = set(workflow)
+    for node in workflow.values():
+        if isinstance(node, dict):
+            names.update(name for name in (_title(node), node.get("class_type")) if isinstance(name, str))
+    cut = len(address)
+    while (cut := address.rfind(".", 0, cut)) > 0:
+        if cut + 1 < len(address) and address[:cut] in names:
+            return address[:cut], address[cut + 1:]
+    return None
+
+
+def _resolve(workflow: Mapping[str, Any], node_ref: Any, *, where: dict[str, Any], address: str | None,
+             input_name: str | None = None) -> str:
     fields: dict[str, Any] = {**where, "node": node_ref}
     if address is not None:
         fields["address"] = address
-        fields["input"] = address.rpartition(".")[2]
+        fields["input"] = input_name if input_name is not None else address.rpartition(".")[2]
     shown = f"Node {node_ref!r}" + (f" in address {address!r}" if address is not None else "")
 
     if isinstance(node_ref, str) and node_ref in workflow:

@@ -137,7 +137,7 @@ def _ambiguous_role(template: Template, name: str, nodes: list[str], details: di
     described = []
     example = ""
     for address in nodes:
-        node_id, _, input_name = address.rpartition(".")
+        node_id, _, input_name = address.partition(".")  # a role's address: a node id has no dot
         node = inject.describe_node(workflow, node_id)
         described.append(f"{address} ({node['class_type']}" + (f", {node['title']!r})" if node["title"] else ")"))
         if not example and node["title"] and titles.count(node["title"]) == 1 and node["title"] not in workflow:
@@ -182,8 +182,7 @@ def scenario_fields(template: Template, spec: JobSpec, workflow: Mapping[str, An
 
 def _resolve_address(workflow: Mapping[str, Any], address: str) -> str | None:
     try:
-        node_ref, input_name = inject.parse_address(address)
-        node_id = inject.resolve_node(dict(workflow), node_ref)
+        node_id, input_name = inject.split_address(workflow, address)
     except AddressError:
         return None
     return f"{node_id}.{input_name}"

@@ -276,7 +276,7 @@ class _RoleFinder:
         return None
 
     def _value(self, address: str) -> Any:
-        node_id, _, name = address.rpartition(".")
+        node_id, _, name = address.partition(".")  # a node id has no dot; an input name may
         return self.inputs(node_id).get(name)
 
 
