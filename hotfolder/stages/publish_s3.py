@@ -37,8 +37,13 @@ def store_for(settings: Settings) -> ObjectStore:
         store = _stores.get(key)
         if store is None:
             store = _stores[key] = ObjectStore(settings.outbox_url, retry_mode=settings.s3_retry_mode,
-                                               max_attempts=settings.s3_max_attempts, deadline=settings.s3_deadline)
+                                               max_attempts=settings.s3_max_attempts, deadline=settings.s3_deadline,
+                                               on_put=_written)
         return store
+
+
+def _written(key: str) -> None:
+    failpoints.hit("mid_upload")  # an object is in the store, the job's sidecar maybe not yet
 
 
 def publish_remote(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], staging: Path, key: str,
