@@ -279,3 +279,29 @@ def test_the_store_dying_mid_upload_and_coming_back_empty(project: Path, comfy: 
     assert not (project / "inbox" / "failed").exists() or not any((project / "inbox" / "failed").iterdir())
     no_secret(project, store)
     print("\nstore killed:", dict(counts, kills=1, written_before_kill=len(before)))
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_store_is_away_leaves_the_jobs_for_the_next_start(project: Path, comfy: ComfyTestServer,
+                                                                           store: Store) -> None:
+    cutter = Cutter(store.port, rb"PUT /%s/%s/[^ /]+/[^ /]+\.json " % (BUCKET.encode(), PREFIX.encode()), store.kill)
+    drop(project, "sweep.yaml")
+    env = environment(project, store, AWS_ENDPOINT_URL=cutter.url, HOTFOLDER_STOP_BUDGET="1")
+    first = daemon(project, comfy.url, env)
+    try:
+        wait_until(lambda: "waits for the store" in (project / "daemon.log").read_text(), timeout=60,
+                   message="a job waiting for the store")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(20) == 0, "the daemon did not stop (after stop_budget) while jobs waited for the store"
+        store.start()
+        second = daemon(project, comfy.url, env)
+        try:
+            wait_until(lambda: archived(project, ["sweep.yaml"]), timeout=60, message="the batch archived")
+        finally:
+            kill(second, signal.SIGTERM)
+    finally:
+        kill(first)
+        cutter.close()
+    counts = audit(store, since=store.starts[-1])
+    assert counts["written_twice"] == 0 and counts["objects"] == 12, counts
+    assert not (project / "inbox" / "failed").exists() or not any((project / "inbox" / "failed").iterdir())
