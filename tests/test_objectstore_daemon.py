@@ -5,6 +5,7 @@ mid-upload and when the S3 server dies mid-upload and comes back empty."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -22,8 +23,14 @@ import pytest
 boto3 = pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
+from hotfolder.comfy.client import Cancelled  # noqa: E402
 from hotfolder.config import load_settings  # noqa: E402
 from hotfolder.errors import ConfigError  # noqa: E402
+from hotfolder.events import JobLog  # noqa: E402
+from hotfolder.objectstore import ObjectStoreUnavailable  # noqa: E402
+from hotfolder.record import FileRecord, JobState  # noqa: E402
+from hotfolder.stages import publish_s3  # noqa: E402
+from hotfolder.stages.context import JobContext  # noqa: E402
 from hotfolder.testing import ComfyTestServer  # noqa: E402
 from tests.conftest import run_cli, wait_until  # noqa: E402
 from tests.test_faults import archived, kill  # noqa: E402
@@ -233,6 +240,34 @@ def test_an_s3_outbox_is_checked_when_settings_load(tmp_path: Path) -> None:
         load_settings(None, env={"HOTFOLDER_S3_RETRY_MODE": "eager"}, overrides={"outbox": "s3://renders"}, cwd=tmp_path)
 
 
+def test_a_job_waits_while_the_store_is_away_and_stops_with_the_daemon(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publish_s3, "RETRY_PAUSE", 0.01)
+    stop = threading.Event()
+    ctx = JobContext(record=FileRecord(job_id="J1", input_name="fox.yaml", folder=tmp_path),
+                     job=JobState(index=1, name="fox"), log=JobLog(logging.getLogger("test"), {"file": "fox.yaml", "job": "fox"}),
+                     get_settings=lambda: None, get_hooks=lambda: None, stop=stop,  # type: ignore[arg-type,return-value]
+                     emit=lambda event: None, count=lambda name: None, wait_for_server=lambda *a, **k: None, uploads=None)
+    calls: list[int] = []
+
+    def away_then(answer: str | None) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ObjectStoreUnavailable("the store did not answer")
+        if answer is None:
+            stop.set()  # the daemon stops while the store is still away
+            if len(calls) < 6:
+                raise ObjectStoreUnavailable("the store did not answer")
+            return "kept waiting after the stop"
+        return answer
+
+    assert publish_s3._waiting(ctx, lambda: away_then("published")) == "published" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(Cancelled):
+        publish_s3._waiting(ctx, lambda: away_then(None))
+    assert len(calls) == 3
+
+
 @pytest.mark.slow
 def test_the_daemon_killed_mid_upload_resumes_without_uploading_twice(project: Path, comfy: ComfyTestServer,
                                                                       store: Store) -> None:
@@ -282,7 +317,7 @@ def test_the_store_dying_mid_upload_and_coming_back_empty(project: Path, comfy: 
 
 
 @pytest.mark.slow
-def test_a_stop_while_the_store_is_away_leaves_the_jobs_for_the_next_start(project: Path, comfy: ComfyTestServer,
+def test_a_daemon_stopped_while_jobs_wait_for_the_store_publishes_them_at_the_next_start(project: Path, comfy: ComfyTestServer,
                                                                            store: Store) -> None:
     cutter = Cutter(store.port, rb"PUT /%s/%s/[^ /]+/[^ /]+\.json " % (BUCKET.encode(), PREFIX.encode()), store.kill)
     drop(project, "sweep.yaml")
