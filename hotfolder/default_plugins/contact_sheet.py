@@ -52,7 +52,7 @@ def track_event(event: Event, settings: Settings | None) -> None:
     if event.kind != "archived" or settings is None or not getattr(settings, "contact_sheet", False):
         return
     published = tuple(getattr(event, "published", ()) or ())
-    if published and getattr(settings, "outbox_url", ""):
+    if published and settings.outbox_url:
         _skip_remote(settings.outbox_url)
     elif published:
         _queue(event.file, published, settings.outbox)
