@@ -5,7 +5,8 @@ Files are downloaded into ``outbox/.hotfolder-staging/<job>/`` (hidden, same fil
 half-written result. A name that is taken gets a suffix (``red-fox-2``); nothing is ever overwritten,
 not even an output that has the sidecar's name (``red-fox.json`` from ComfyUI or a post-processor):
 then the folder and its sidecar take the next free suffix. :func:`publish_job` does it for a job,
-running its post-processors on the staging folder first.
+running its post-processors on the staging folder first. With an ``s3://`` outbox the staging folder
+is in the inbox's state folder and :mod:`~hotfolder.stages.publish_s3` uploads it instead of the rename.
 """
 
 from __future__ import annotations
