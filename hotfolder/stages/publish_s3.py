@@ -70,9 +70,11 @@ def publish_remote(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any
 
 
 def _log(ctx: JobContext, done: Published) -> None:
-    if done.kept or done.already:
-        ctx.log.info("resumed the upload to %s: %d file(s) sent, %d already there%s", done.url, len(done.uploaded),
-                     len(done.kept), " (its sidecar too)" if done.already else "")
+    if done.already:
+        ctx.log.info("already in the store, sidecar and all: %s", done.url)
+    elif done.kept:
+        ctx.log.info("resumed the upload to %s: %d file(s) sent, %d already there", done.url, len(done.uploaded),
+                     len(done.kept))
 
 
 def _waiting(ctx: JobContext, call: Callable[[], T]) -> T:
