@@ -72,14 +72,14 @@ Plugins (docs/plugins.md):
 @click.option("--config", type=click.Path(path_type=Path), help="Config file [default: ./hotfolder.toml; env HOTFOLDER_CONFIG].")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="ComfyUI server URL (repeatable) [env HOTFOLDER_SERVERS].")
 @click.option("--inbox", type=click.Path(path_type=Path), help="Inbox folder [env HOTFOLDER_INBOX].")
-@click.option("--outbox", type=click.Path(path_type=Path), help="Outbox folder [env HOTFOLDER_OUTBOX].")
+@click.option("--outbox", help="Outbox folder, or s3://bucket/prefix [env HOTFOLDER_OUTBOX].")
 @click.option("--templates", type=click.Path(path_type=Path), help="Templates folder [env HOTFOLDER_TEMPLATES].")
 @click.option("--default-template", help="Template for scenarios that name none [env HOTFOLDER_DEFAULT_TEMPLATE].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as text or JSON [env HOTFOLDER_LOG_FORMAT].")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for HTTP details).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, servers: tuple[str, ...], inbox: Path | None, outbox: Path | None,
+def cli(ctx: click.Context, config: Path | None, servers: tuple[str, ...], inbox: Path | None, outbox: str | None,
         templates: Path | None, default_template: str | None, log_format: str | None, verbose: int, quiet: bool) -> None:
     """Drop scenario files into inbox/, get ComfyUI renders and a JSON record in outbox/."""
     verbosity = -1 if quiet else verbose

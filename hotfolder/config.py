@@ -8,6 +8,7 @@ unknown key or a value of the wrong type is a :class:`~hotfolder.errors.ConfigEr
 from __future__ import annotations
 
 import base64
+import importlib.util
 import ipaddress
 import math
 import os
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hotfolder.budgets import DEFAULTS as BUDGETS
+from hotfolder.destination import Destination, is_store_url
 from hotfolder.errors import ConfigError
 from hotfolder.redact import redact_text, redact_url
 
@@ -120,6 +122,12 @@ class Settings:
     retention_outbox_days: float = 0.0
     retention_uploads_days: float = 0.0
     contact_sheet: bool = True
+    s3_retry_mode: str = "standard"
+    s3_max_attempts: int = 5
+    s3_deadline: float = 300.0
+    # outbox = "s3://bucket/prefix": the destination, normalised; ``outbox`` is then the local folder
+    # results are staged in before the upload (STAGING_NAME in the state folder).
+    outbox_url: str = ""
     config_file: Path | None = None
 
     @property
@@ -141,13 +149,15 @@ class Settings:
 
     @property
     def staging_dir(self) -> Path:
-        return self.outbox / ".hotfolder-staging"
+        """Where a job's outputs are downloaded and post-processed before they are published: a hidden
+        folder in a local outbox (one rename publishes), the outbox folder itself for object storage."""
+        return self.outbox if self.outbox_url else self.outbox / ".hotfolder-staging"
 
 
 # key -> (type, description); the single list of settings a user can set.
 KEYS: dict[str, tuple[type, str]] = {
     "inbox": (Path, "folder watched for scenario files"),
-    "outbox": (Path, "folder results are published into"),
+    "outbox": (Path, "folder results are published into, or s3://bucket/prefix for object storage (docs/s3.md)"),
     "templates": (Path, "folder of workflow templates"),
     "plugins": (Path, "folder of one-file plugins"),
     "servers": (list, "ComfyUI servers: URLs or tables with url/token/headers/verify/name"),
@@ -190,7 +200,13 @@ KEYS: dict[str, tuple[type, str]] = {
     "retention_outbox_days": (float, "delete outbox/ job folders older than this many days (0: keep)"),
     "retention_uploads_days": (float, "delete files hotfolder uploaded, unused this many days, from the input_dir of servers that have one (0: keep)"),
     "contact_sheet": (bool, "after a batch file, write a labelled contact sheet and an index.html gallery beside its job folders"),
+    "s3_retry_mode": (str, "botocore's retry mode for an s3:// outbox: standard, adaptive or legacy"),
+    "s3_max_attempts": (int, "tries botocore makes of one S3 request before hotfolder's own retry takes over"),
+    "s3_deadline": (float, "seconds one publish retries while the store is away before it logs and starts over"),
 }
+# With an s3:// outbox, results are staged here, in the inbox's state folder (hidden: no instance's name).
+STAGING_NAME = ".staging"
+S3_RETRY_MODES = ("standard", "adaptive", "legacy")
 
 
 # Ranges of the numeric settings: key -> (lowest, lowest allowed itself?, highest). Every number must also
@@ -219,6 +235,8 @@ LIMITS: dict[str, tuple[float, bool, float]] = {
     "max_parse_attempts": (1, True, 1_000_000),
     "max_file_size": (1, True, 2**63 - 1),
     "metrics_port": (0, True, 65535),
+    "s3_max_attempts": (1, True, 100),
+    "s3_deadline": (0, False, MAX_SECONDS),
     # the budgets (hotfolder.budgets)
     "render_timeout": (0, False, MAX_SECONDS),
     "max_render_size": (1, True, 2**63 - 1),
@@ -229,7 +247,7 @@ LIMITS: dict[str, tuple[float, bool, float]] = {
     "max_download_size": (1, True, 2**63 - 1),
     "max_ws_message_size": (1, True, 2**63 - 1),
 }
-_COUNTS = {"queue_depth", "output_workers", "max_parse_attempts", "metrics_port", "max_scenario_lines",
+_COUNTS = {"queue_depth", "output_workers", "max_parse_attempts", "metrics_port", "max_scenario_lines", "s3_max_attempts",
            "max_jobs_per_file", "max_scenario_depth"}
 
 _EXPECTED: dict[Any, str] = {
@@ -484,6 +502,10 @@ def load_settings(
     defaults = {"inbox": "inbox", "outbox": "outbox", "templates": "templates", "plugins": "plugins"}
     for key, default in defaults.items():
         value, origin, rel = raw.get(key, (default, "defaults", base))
+        if key == "outbox" and is_store_url(value):
+            values["outbox_url"] = _store_url(value, origin)
+            values[key] = values["inbox"] / ".hotfolder" / STAGING_NAME
+            continue
         path = _coerce(key, value, origin).expanduser()
         values[key] = (path if path.is_absolute() else rel / path).resolve()
     if "inputs_root" in raw:
@@ -513,6 +535,21 @@ def load_settings(
     return settings
 
 
+def _store_url(value: str, origin: str) -> str:
+    """An ``s3://bucket/prefix`` outbox, checked and normalised; ConfigError naming ``origin`` otherwise,
+    or when boto3 (the s3 extra) is not installed."""
+    try:
+        destination = Destination.parse(value)
+    except ConfigError as err:
+        raise ConfigError(f"Setting 'outbox' from {origin}: {err.message}", hint=err.hint,
+                          where={"key": "outbox", "origin": origin}) from None
+    if importlib.util.find_spec("boto3") is None:
+        raise ConfigError(f"Setting 'outbox' from {origin} is object storage ({destination}), but boto3 is not "
+                          "installed.", hint="Install the s3 extra: pip install 'hotfolder[s3]'.",
+                          where={"key": "outbox", "origin": origin})
+    return str(destination)
+
+
 def _check_ranges(s: Settings) -> None:
     positive = ["settle_seconds", "job_timeout", "connect_timeout", "http_timeout", "poll_interval", "lease_timeout",
                 "max_parse_attempts", "status_interval", "stop_budget"]
@@ -535,6 +572,11 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(f"Setting 'queue_depth' must be at least 1 (got {s.queue_depth!r}).")
     if s.output_workers < 1:
         raise ConfigError(f"Setting 'output_workers' must be at least 1 (got {s.output_workers!r}).")
+    if s.s3_retry_mode not in S3_RETRY_MODES:
+        raise ConfigError(f"Setting 's3_retry_mode' must be one of {', '.join(S3_RETRY_MODES)} "
+                          f"(got {s.s3_retry_mode!r}).", hint=f"s3_retry_mode: {KEYS['s3_retry_mode'][1]}.")
+    if s.outbox_url:
+        return  # the staging folder is in the inbox's state folder on purpose
     if s.outbox == s.inbox or s.outbox.is_relative_to(s.inbox) or s.inbox.is_relative_to(s.outbox):
         raise ConfigError(
             f"inbox {str(s.inbox)!r} and outbox {str(s.outbox)!r} must be separate folders, neither inside the other."

@@ -148,7 +148,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         board.set_state("running")
         writer.flush()
         notifier.ready(board.summary())
-        logger.info("Watching %s -> %s with %s", settings.inbox, settings.outbox,
+        logger.info("Watching %s -> %s with %s", settings.inbox, settings.outbox_url or settings.outbox,
                     ", ".join(c.display_url for c in engine.clients))
         if retention:
             retention.start()
@@ -282,7 +282,7 @@ class _Retention:
         """(folder, days) pairs to prune: inbox/done/, outbox/, and the hotfolder/ subfolder (where
         hotfolder's uploads go) of each server's local input_dir."""
         s = self.settings
-        pairs = [(s.done_dir, s.retention_done_days), (s.outbox, s.retention_outbox_days)]
+        pairs = [(s.done_dir, s.retention_done_days), (s.outbox, 0 if s.outbox_url else s.retention_outbox_days)]
         pairs += [(server.input_dir / "hotfolder", s.retention_uploads_days) for server in s.servers if server.input_dir]
         return [(folder, days) for folder, days in pairs if days]
 

@@ -4,7 +4,8 @@
 the first) it passes the point ``<name>``; unset, :func:`hit` is a dictionary lookup and nothing else.
 The points sit between the steps whose order the crash-safety promises depend on: ``after_claim``,
 ``after_record``, ``mid_parse``, ``after_post``, ``mid_download``, ``mid_publish``, ``mid_archive``,
-``mid_cleanup`` (the job folder half emptied, its record still there).
+``mid_cleanup`` (the job folder half emptied, its record still there). ``mid_upload`` (not in
+:data:`POINTS`: only an ``s3://`` outbox passes it) follows each object written to the store.
 
 In-process tests can also run a function at a point (:func:`on`): ``claim_checked`` (a file opened and
 checked, not yet renamed into its job folder) and ``inputs_checked`` (an ``inputs:`` path resolved and

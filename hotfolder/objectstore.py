@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import mimetypes
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,15 +43,14 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from hotfolder.errors import ConfigError, OutputError, filesystem_error
+from hotfolder.destination import SCHEME, Destination
+from hotfolder.errors import OutputError, filesystem_error
 from hotfolder.record import json_bytes
 from hotfolder.redact import redact_text, redact_url
 
-SCHEME = "s3://"
 MiB = 1024 * 1024
 META_JOB = "hotfolder-job"  # x-amz-meta-hotfolder-job: the job key (URL-quoted), who wrote the object
 META_SHA = "sha256"  # x-amz-meta-sha256: hex sha256 of the body (multipart ETags are not MD5s)
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Worth a new try from the top: the store is busy or away, or changed under us (a restart lost a multipart
 # upload, an object listed a moment ago is gone): the next try lists the folder again.
 _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "NoSuchUpload",
@@ -72,47 +70,6 @@ class ObjectStoreError(OutputError):
 class ObjectStoreUnavailable(ObjectStoreError):
     """The store did not answer (connection refused, timeouts, 5xx) until the publish deadline passed.
     Nothing is lost: the staged files are still there and the next publish resumes."""
-
-
-def is_store_url(text: object) -> bool:
-    """Whether an outbox setting names object storage (``s3://...``) rather than a folder."""
-    return isinstance(text, str) and text.startswith(SCHEME)
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where jobs go: a bucket and a key prefix (``""`` or ``a/b``, no slashes at either end)."""
-
-    bucket: str
-    prefix: str = ""
-
-    @classmethod
-    def parse(cls, url: str) -> Destination:
-        """``s3://bucket/prefix`` as a Destination; a malformed one is a :class:`ConfigError` that says why."""
-        if not is_store_url(url):
-            raise ConfigError(f"{url!r} is not an object storage destination.",
-                              hint="Write it as s3://bucket or s3://bucket/prefix.")
-        bucket, _, prefix = url[len(SCHEME):].partition("/")
-        if "@" in bucket:
-            raise ConfigError(f"{redact_url(url)!r} holds credentials (user:password@ before the bucket).",
-                              hint="Remove them from the URL: hotfolder takes credentials from the AWS environment "
-                                   "(AWS_ACCESS_KEY_ID, AWS_PROFILE, an instance role), see docs/s3.md.")
-        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-            raise ConfigError(f"{redact_url(url)!r}: {bucket!r} is not a valid bucket name.",
-                              hint="Bucket names are 3-63 lowercase letters, digits, dots and hyphens.")
-        prefix = prefix.strip("/")
-        parts = prefix.split("/") if prefix else []
-        if any(part in ("", ".", "..") for part in parts) or any(ord(c) < 32 for c in prefix):
-            raise ConfigError(f"{url!r}: the prefix {prefix!r} has an empty, '.' or '..' part or a control character.",
-                              hint="Write the prefix as plain folder names: s3://bucket/renders/2026.")
-        return cls(bucket, prefix)
-
-    def key(self, *parts: str) -> str:
-        """The object key of ``parts`` under the prefix."""
-        return "/".join(p for p in (self.prefix, *parts) if p)
-
-    def __str__(self) -> str:
-        return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ def check_setup(settings: Settings, *, hooks: Any = None) -> list[Check]:
     """
     results = [Check("config", True, f"loaded from {settings.config_file or 'defaults'}")]
     for folder, label in ((settings.inbox, "inbox"), (settings.outbox, "outbox"), (settings.templates, "templates")):
+        if label == "outbox" and settings.outbox_url:
+            results.append(Check(label, True, f"{settings.outbox_url} (object storage, staged in {folder})"))
+            continue
         results.append(Check(label, folder.is_dir(), str(folder) if folder.is_dir() else f"{folder} does not exist (hotfolder init creates it)"))
     if settings.inputs_root is not None:
         ok = settings.inputs_root.is_dir()

@@ -25,15 +25,14 @@ from boto3.s3.transfer import TransferConfig  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from hotfolder.destination import Destination, is_store_url  # noqa: E402
 from hotfolder.errors import ConfigError  # noqa: E402
 from hotfolder.objectstore import (  # noqa: E402
-    Destination,
     MiB,
     ObjectStore,
     ObjectStoreError,
     ObjectStores,
     ObjectStoreUnavailable,
-    is_store_url,
 )
 from tests.conftest import wait_until  # noqa: E402
 

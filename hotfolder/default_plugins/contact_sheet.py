@@ -52,8 +52,22 @@ def track_event(event: Event, settings: Settings | None) -> None:
     if event.kind != "archived" or settings is None or not getattr(settings, "contact_sheet", False):
         return
     published = tuple(getattr(event, "published", ()) or ())
-    if published:
+    if published and settings.outbox_url:
+        _skip_remote(settings.outbox_url)
+    elif published:
         _queue(event.file, published, settings.outbox)
+
+
+_told_remote: set[str] = set()
+
+
+def _skip_remote(url: str) -> None:
+    """An s3:// outbox gets no contact sheet (it is made from the local job folders); said once per outbox."""
+    with _lock:
+        if url in _told_remote:
+            return
+        _told_remote.add(url)
+    logger.info("No contact sheets: the outbox is object storage (%s); they are made for a local outbox only", url)
 
 
 _pending: deque[tuple[str, tuple[str, ...], Path]] = deque()

@@ -5,7 +5,8 @@ Files are downloaded into ``outbox/.hotfolder-staging/<job>/`` (hidden, same fil
 half-written result. A name that is taken gets a suffix (``red-fox-2``); nothing is ever overwritten,
 not even an output that has the sidecar's name (``red-fox.json`` from ComfyUI or a post-processor):
 then the folder and its sidecar take the next free suffix. :func:`publish_job` does it for a job,
-running its post-processors on the staging folder first.
+running its post-processors on the staging folder first. With an ``s3://`` outbox the staging folder
+is in the inbox's state folder and :mod:`~hotfolder.stages.publish_s3` uploads it instead of the rename.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def publish_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], 
     job, record, settings = ctx.job, ctx.record, ctx.settings
     key = f"{record.job_id}/{job.index}"
     staging = Path(job.staging or "")
+    if settings.outbox_url:
+        from hotfolder.stages import publish_s3  # boto3 (the s3 extra) only for an s3:// outbox
+
+        _finish(ctx, publish_s3.publish_remote(ctx, client, workflow, staging, key,
+                                                  postprocess=postprocess_options(ctx), fresh=fresh))
+        return
     # The publish rename moves the staging folder away: while it exists, nothing was published yet.
     # Only a run cut off after that rename has to look through the outbox for its result.
     staged = os.path.isdir(staging)
@@ -42,15 +49,21 @@ def publish_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], 
                               hint="Move the input file back to inbox/ to run it again.")
         sidecar = documents.sidecar(record, job, client, workflow)
         if ctx.hooks is not None:
-            plugins.run_postprocessors(ctx.hooks, _postprocess(ctx), staging, sidecar)
+            plugins.run_postprocessors(ctx.hooks, postprocess_options(ctx), staging, sidecar)
         existing = publish_folder(staging, settings.outbox, job.name, sidecar, fresh=fresh)
-    job.published = str(existing)
+    _finish(ctx, str(existing))
+
+
+def _finish(ctx: JobContext, existing: str) -> None:
+    """The job is published as ``existing`` (a folder, or an s3:// URL): record, count and tell it."""
+    job, record = ctx.job, ctx.record
+    job.published = existing
     job.state = "published"
     # Counted and told before the record is saved: a save that a full inbox stops is redone without
     # the publish (the job is "published" in memory), so this is reached once.
     ctx.count("published")
     ctx.log.info("published %d file(s) as %s", len(job.outputs), existing)
-    ctx.emit(Published(file=record.input_name, job_id=record.job_id, job=job.name, path=str(existing)))
+    ctx.emit(Published(file=record.input_name, job_id=record.job_id, job=job.name, path=existing))
     if not record.all_finished():
         ctx.save(durable=False)  # redone after a power cut, never repeated outside
     # else: the last job's state goes into the record with the archive name (archived next). Cut off
@@ -58,7 +71,7 @@ def publish_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], 
     # the outbox instead of publishing it again.
 
 
-def _postprocess(ctx: JobContext) -> Any:
+def postprocess_options(ctx: JobContext) -> Any:
     """The job's ``postprocess:`` if its scenario has one, else ``postprocess`` from hotfolder.toml."""
     options = ctx.job.spec.options if ctx.job.spec is not None else {}
     return options["postprocess"] if "postprocess" in options else ctx.settings.postprocess
