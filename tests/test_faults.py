@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -232,3 +233,38 @@ def test_a_file_that_keeps_killing_the_daemon_goes_to_failed(project: Path, comf
     error = json.loads((project / "inbox" / "failed" / "poison.yaml.error.json").read_text())
     assert "stopped 3 times" in error["message"]
     assert proc.returncode == 0
+
+
+def _execution_starts(comfy: ComfyTestServer) -> list[float]:
+    """The wall-clock seconds of every execution_start in the server's history (since its last start)."""
+    starts = []
+    for entry in comfy.history().values():
+        for kind, data in (entry.get("status") or {}).get("messages") or []:
+            if kind == "execution_start":
+                starts.append(data["timestamp"] / 1000)
+    return sorted(starts)
+
+
+def test_comfyui_restart_leaves_the_gpu_idle_well_under_lost_grace(project: Path, comfy: ComfyTestServer) -> None:
+    """A restarted server forgets its running and pending prompts; hotfolder sends them again as soon as
+    it answers without them, not after lost_grace (15 s here, so waiting it out fails the bound)."""
+    comfy.faults.node_delay("ImageInvert", 0.05)
+    names = [f"g{i}.yaml" for i in range(5)]
+    proc = daemon(project, comfy.url, extra_env={"HOTFOLDER_LOST_GRACE": "15"})
+    try:
+        drop(project, names[:1])
+        wait_until(lambda: (project / "inbox" / "done" / names[0]).exists(), timeout=60, message="a first job done")
+        comfy.faults.node_delay("ImageInvert", 60)  # hold the next prompt mid-run, one more queued behind it
+        drop(project, names[1:])
+        wait_until(lambda: len(comfy.executed_prompt_ids) > 1 and len(comfy.queue()["queue_pending"]) >= 1,
+                   timeout=60, message="a prompt held mid-run and one pending")
+        comfy.faults.node_delay("ImageInvert", 0.05)  # the held one sleeps on until the restart kills it
+        comfy.restart()
+        answering = time.time()  # the restarted server answers from here on
+        wait_until(lambda: archived(project, names), timeout=60, message="all archived after the restart")
+    finally:
+        kill(proc, signal.SIGTERM)
+    audit(project, names, comfy, reruns_allowed=True)
+    idle = _execution_starts(comfy)[0] - answering
+    print(f"GPU idle after the restart answered: {idle:.3f} s (lost_grace 15 s)")
+    assert idle <= 3.0, f"the restarted server sat idle {idle:.1f} s before it got its prompts back"

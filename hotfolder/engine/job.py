@@ -20,7 +20,7 @@ from typing import Any
 from hotfolder.comfy.client import ComfyClient, PromptResult
 from hotfolder.engine.routing import Failover, Router, move_away
 from hotfolder.engine.scheduler import Slots
-from hotfolder.record import JobState, read_file
+from hotfolder.record import read_file
 from hotfolder.stages import download, publish, submit, track, upload
 from hotfolder.stages.context import JobContext
 
@@ -33,7 +33,7 @@ class Services:
     router: Router
     slots: Slots
     render_later: Callable[[JobContext], None]
-    hold: Callable[[JobState], None] = lambda job: None
+    hold: Callable[..., None] = lambda job, posting=False: None
 
 
 @dataclass
@@ -68,8 +68,8 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
                         services.hold(job)  # paused: wait holding no in-flight place
                         with services.slots.hold(client):
                             while result is None:  # None: the server lost the prompt; submit it again
-                                services.hold(job)  # lost while paused: sent again on resume
-                                queued = submit.submit_job(ctx, client, workflow)
+                                queued = submit.submit_job(ctx, client, workflow,
+                                                           before_post=lambda: services.hold(job, posting=True))
                                 result = track.track_job(ctx, client, workflow, queued)
                 outputs = Outputs(ctx, client, workflow, result)
             except Failover:

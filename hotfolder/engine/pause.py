@@ -22,8 +22,10 @@ from hotfolder.record import JobState, now_iso
 
 PAUSE_NAME = "PAUSE"  # in the inbox; the watcher never claims it (hotfolder.watch.IGNORED_NAMES)
 CHECK_INTERVAL = 0.25  # seconds between looks at the file
-#: Job states whose next step is a POST /prompt (or, for "unrendered", a render and then a POST).
-HELD_STATES = frozenset({"unrendered", "pending", "submitting"})
+#: Job states whose next step is a POST /prompt (or, for "unrendered", a render and then a POST). A job
+#: "submitting" that was sent before may be on the server already: it is looked up there (and followed
+#: if it is), and waits only right before its POST (see :meth:`PauseSwitch.hold`).
+HELD_STATES = frozenset({"unrendered", "pending"})
 
 
 def pause_path(inbox: Path) -> Path:
@@ -74,9 +76,12 @@ class PauseSwitch:
     def paused(self) -> bool:
         return self.since is not None
 
-    def held(self, job: JobState) -> bool:
-        """Whether ``job`` must wait now: paused, and its next step would submit a prompt."""
-        return self.since is not None and job.state in HELD_STATES
+    def held(self, job: JobState, *, posting: bool = False) -> bool:
+        """Whether ``job`` must wait now: paused, and its next step would submit a prompt (``posting``:
+        the job is about to POST it)."""
+        if self.since is None:
+            return False
+        return posting or job.state in HELD_STATES or (job.state == "submitting" and not job.submissions)
 
     def refresh(self) -> bool:
         """Look at the file now; log a change and wake the waiting workers. Returns whether paused."""
@@ -105,12 +110,12 @@ class PauseSwitch:
         while not self.core.stop.wait(CHECK_INTERVAL):
             self.refresh()
 
-    def hold(self, job: JobState) -> None:
+    def hold(self, job: JobState, *, posting: bool = False) -> None:
         """Wait while paused and ``job`` is held (see :meth:`held`). Raises Cancelled when the engine
         stops or drains meanwhile: the job stays recorded and is taken up again at the next start."""
         core = self.core
         with core.cond:
-            while self.held(job):
+            while self.held(job, posting=posting):
                 if core.stop.is_set() or core.draining.is_set():
                     raise Cancelled(job.name)
                 core.cond.wait(1.0)

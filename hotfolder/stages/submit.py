@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hotfolder import failpoints
@@ -33,10 +34,12 @@ class Queued(NamedTuple):
     deadline: float
 
 
-def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any]) -> Queued:
+def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
+               before_post: Callable[[], None] | None = None) -> Queued:
     """Queue the job's prompt on ``client`` (or attach to it if an earlier POST got there); a job
     already ``submitted`` is left as it is. Waits while the server is away (ctx.wait_for_server may
-    move the job instead); PromptRejected on a 400."""
+    move the job instead); PromptRejected on a 400. ``before_post`` is called once it is sure a POST
+    follows (it waits while submitting is paused)."""
     job, record = ctx.job, ctx.record
     if job.state not in {"pending", "submitting"}:
         return Queued(False, time.monotonic() + ctx.settings.job_timeout)
@@ -50,6 +53,8 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any]) -
             ctx.save(durable=False)  # redone after a power cut, never repeated outside
             ctx.log.info("prompt %s is already on %s (%s); attaching to it", job.prompt_id, client.display_url, where)
             return Queued(False, time.monotonic() + ctx.settings.job_timeout)
+    if before_post is not None:
+        before_post()
     job.server = client.name
     job.state = "submitting"
     job.submissions += 1
