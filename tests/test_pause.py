@@ -44,7 +44,7 @@ def held_for_a_while(project: Path, names: list[str], pid: int, *, shown: list[s
     """Wait until ``names`` are claimed and rendered and the daemon ``pid`` says it is paused with ``shown``
     waiting, in a status written at least MARGIN seconds after; return that status. (A file resumed from
     a job folder is not listed as waiting.)"""
-    wait_until(lambda: all(rendered(project, n) for n in names), message=f"{names} claimed and rendered")
+    wait_until(lambda: all(rendered(project, n) for n in names), message=f"{names} claimed, rendered and still pending")
     since = time.time()
 
     def written() -> dict[str, Any] | None:

@@ -56,11 +56,13 @@ def track_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], qu
                 result = track_prompt(client, prompt_id, workflow, deadline=queued.deadline, cancel=forgot,
                                       on_progress=lambda w: _progress(ctx, w), fresh=queued.fresh)
             except PromptLost:
-                return _lost(ctx, client, "vanished from")
+                _lost(ctx, client, "vanished from")
+                return None
             except Cancelled:
                 if ctx.stop.is_set() or not forgot.forgotten:
                     raise
-                return _lost(ctx, client, "was forgotten by")
+                _lost(ctx, client, "was forgotten by")
+                return None
             except ServerUnavailable:
                 ctx.wait_for_server(client, movable=True)
                 queued = queued._replace(fresh=False)
@@ -113,7 +115,6 @@ def _lost(ctx: JobContext, client: ComfyClient, how: str) -> None:
                          server=client.name, prompt_id=job.prompt_id))
     job.state = "submitting"
     ctx.save()
-    return None
 
 
 def _progress(ctx: JobContext, watch: PromptWatch) -> None:
