@@ -23,6 +23,7 @@ from hotfolder.templates import validate
 from hotfolder.templates.problems import ERROR, ValidationError
 
 RESTART_CHECK = 0.05  # seconds between looks at the servers' WebSocket reconnect counts
+RETRY_MAX = 0.5  # at most this many seconds between tries of a server that is away: it gets work soon after it is back
 
 
 class Failover(Exception):
@@ -231,7 +232,7 @@ class Router:
                 if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
                     raise Failover(client.name) from None
             stop.wait(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, RETRY_MAX)
         raise Cancelled(client.name)
 
 

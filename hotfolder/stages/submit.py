@@ -24,6 +24,10 @@ from hotfolder.stages.context import JobContext
 
 #: The job states in which a job still has to be submitted, or tracked to its end.
 SUBMITTABLE = frozenset({"pending", "submitting", "submitted"})
+#: Seconds a POST waits for the server's WebSocket to be connected, so the prompt's messages reach us.
+#: A prompt sent again (a restarted server forgot it) waits less: its GPU is idle, and while the
+#: WebSocket catches up the prompt is followed through /history.
+WS_WAIT, WS_WAIT_RESEND = 2.0, 0.1
 
 
 class Queued(NamedTuple):
@@ -55,6 +59,7 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
             return Queued(False, time.monotonic() + ctx.settings.job_timeout)
     if before_post is not None:
         before_post()
+    ws_wait = WS_WAIT_RESEND if job.submissions else WS_WAIT
     job.server = client.name
     job.state = "submitting"
     job.submissions += 1
@@ -63,7 +68,7 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
     extra = {"extra_pnginfo": {"hotfolder": {"job": f"{record.job_id}/{job.index}", "file": record.input_name}}}
     while True:
         try:
-            client.wait_ws(2.0)
+            client.wait_ws(ws_wait)
             where = submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
             failpoints.hit("after_post")
             break
