@@ -103,7 +103,13 @@ class Router:
         while not self.core.stop.wait(RESTART_CHECK):
             for client in self.clients:
                 count = client.stream.reconnects
-                if count != seen[client.name] and client.stream.connected and self._flag_forgotten(client):
+                if count == seen[client.name] or not client.stream.connected:
+                    continue
+                try:
+                    if self._flag_forgotten(client):
+                        seen[client.name] = count
+                except Exception:  # noqa: BLE001 - a bug here must not stop the thread: lost_grace still applies
+                    logger.exception("Looking for the prompts %s forgot failed", client.display_url)
                     seen[client.name] = count
 
     def _flag_forgotten(self, client: ComfyClient) -> bool:
