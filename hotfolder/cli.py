@@ -20,6 +20,7 @@ import click
 from hotfolder import __version__, daemon, events, plugins, project, service, status
 from hotfolder.comfy.object_info import FirstServer
 from hotfolder.config import Settings, load_settings
+from hotfolder.engine.pause import pause_inbox, pause_path, resume_inbox
 from hotfolder.errors import HotfolderError
 from hotfolder.log import configure_logging
 from hotfolder.redact import redact_data, redact_text
@@ -439,8 +440,42 @@ def status_command(app: App, as_json: bool, instance: str | None, all_: bool) ->
         click.echo(json.dumps(chosen if all_ else chosen[0], indent=2, ensure_ascii=False))
     else:
         click.echo("\n\n".join(format_status(snapshot) for snapshot in chosen))
+        if pause_path(settings.inbox).is_file() and not all(snapshot.get("paused") for snapshot in chosen):
+            click.echo(f"\nPAUSED: {pause_path(settings.inbox)} is there (a daemon notices within a second); "
+                       "'hotfolder resume' resumes.")
     if any(status_problem(snapshot) for snapshot in chosen):
         sys.exit(1)
+
+
+@cli.command()
+@pass_app
+def pause(app: App) -> None:
+    """Pause submitting: create inbox/PAUSE. Nothing new is sent to ComfyUI; running prompts finish and
+    are published, and files keep being claimed and prepared. Holds across restarts, for every daemon
+    on this inbox, until 'hotfolder resume' (or removing the file by hand)."""
+    settings = app.settings()
+    path = pause_path(settings.inbox)
+    try:
+        made = pause_inbox(settings.inbox)
+    except OSError as err:
+        raise click.ClickException(f"Cannot create {path}: {err.strerror or err}.\n"
+                                   "Hint: check that the inbox exists and is writable.") from err
+    click.echo(f"paused: {path} {'created' if made else 'was already there'}; running prompts finish, "
+               "nothing new is submitted until 'hotfolder resume'")
+
+
+@cli.command()
+@pass_app
+def resume(app: App) -> None:
+    """Resume submitting: remove inbox/PAUSE. The jobs that waited are submitted in their order."""
+    settings = app.settings()
+    path = pause_path(settings.inbox)
+    try:
+        removed = resume_inbox(settings.inbox)
+    except OSError as err:
+        raise click.ClickException(f"Cannot remove {path}: {err.strerror or err}.\n"
+                                   "Hint: check that the inbox is writable.") from err
+    click.echo(f"resumed: {path} removed" if removed else f"not paused: there is no {path}")
 
 
 @cli.command("systemd-unit")

@@ -191,6 +191,7 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
     while not signals.stop.is_set():
         heartbeat.beat(*_health(engine, intake))
         now = time.monotonic()
+        board.set_submit_paused(engine.paused_since())
         if now >= next_states:
             for client in engine.clients:
                 board.server_state(client.name, client.display_url, up=engine.server_up(client))

@@ -8,7 +8,7 @@ it into what ``hotfolder status`` prints.
 
 The file (``version`` 1)::
 
-    {"version": 1, "state": "running", "pid": 123, "host": "render1", "instance": "render1",
+    {"version": 1, "state": "running", "paused": null, "pid": 123, "host": "render1", "instance": "render1",
      "started": "...Z", "updated": "...Z", "updated_unix": 1760000000.0, "interval": 2.0,
      "summary": "1 running, 3 waiting", "waiting": 3, "waiting_files": [{"file", "jobs", "since"}],
      "running": [{"file", "job", "job_id", "server", "prompt_id", "state", "node", "value", "max",
@@ -16,6 +16,9 @@ The file (``version`` 1)::
      "servers": [{"name", "url", "up", "queue", "running", "since"}],
      "failures": [{"file", "job", "job_id", "message", "time"}],
      "counts": {"published", "failed", "files_done", "files_failed"}}
+
+``paused`` is when submitting was paused (``inbox/PAUSE``, see :mod:`hotfolder.engine.pause`), or null;
+``intake_paused`` (not shown above) why a full or read-only filesystem pauses intake, or null.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class StatusBoard:
         self.started = clock()
         self.state = "starting"
         self.paused: str | None = None  # why intake is paused (a full or read-only filesystem), if it is
+        self.submit_paused: float | None = None  # when submitting was paused (inbox/PAUSE), if it is
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
         self._jobs: dict[tuple[str, str], _Job] = {}
@@ -218,6 +222,13 @@ class StatusBoard:
             self.paused = reason
             self.version += 1
 
+    def set_submit_paused(self, since: float | None) -> None:
+        """Submitting paused by ``inbox/PAUSE`` since ``since`` (wall clock seconds), or resumed (None)."""
+        with self._lock:
+            if since != self.submit_paused:
+                self.submit_paused = since
+                self.version += 1
+
     def _server_name(self, url_or_name: Any) -> str | None:
         if url_or_name is None:
             return None
@@ -249,6 +260,7 @@ class StatusBoard:
                 "version": VERSION,
                 "state": self.state,
                 "intake_paused": self.paused,
+                "paused": iso(self.submit_paused) if self.submit_paused is not None else None,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "instance": self.instance,
@@ -289,6 +301,8 @@ def summarize(snapshot: dict[str, Any]) -> str:
     state = snapshot.get("state")
     if state in {"starting", "reloading", "stopping"}:
         parts.insert(0, state)
+    if snapshot.get("paused"):
+        parts.insert(0, "PAUSED (inbox/PAUSE: nothing new is submitted; hotfolder resume)")
     if snapshot.get("intake_paused"):
         parts.insert(0, f"INTAKE PAUSED: {snapshot['intake_paused']}")
     return ", ".join(parts)

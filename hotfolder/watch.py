@@ -85,8 +85,8 @@ DEFAULT_POLL_INTERVAL = 1.0
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", "~", ".swp", MARKER_SUFFIX)
 """Names ending like this are files still being written (or markers); compared case-insensitively."""
 
-IGNORED_NAMES = frozenset({"done", "failed"})
-"""hotfolder's own archive folders inside the inbox."""
+IGNORED_NAMES = frozenset({"done", "failed", "PAUSE"})
+"""hotfolder's own archive folders inside the inbox, and its pause switch (``inbox/PAUSE``)."""
 
 # Only these event types are asked for: no opened / closed-without-write / attrib events, so readers
 # (the pipeline itself reads every file it claims) cause no wakeups.
@@ -104,7 +104,7 @@ def is_candidate(name: str) -> bool:
 
     ``name`` is a bare file name, not a path. Ignored: names starting with ``.`` (hotfolder's own
     ``.hotfolder/`` among them), ending with ``.part``, ``.tmp``, ``.crdownload``, ``~``, ``.swp`` or
-    ``.ready`` (in any letter case), and the archive folders ``done`` and ``failed``. An ignored file is
+    ``.ready`` (in any letter case), the archive folders ``done`` and ``failed``, and ``PAUSE``. An ignored file is
     picked up as soon as it is renamed to an acceptable name. Directories and symlinks are ignored by
     :class:`Intake` whatever their names.
     """

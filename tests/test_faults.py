@@ -9,9 +9,11 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -233,3 +235,61 @@ def test_a_file_that_keeps_killing_the_daemon_goes_to_failed(project: Path, comf
     error = json.loads((project / "inbox" / "failed" / "poison.yaml.error.json").read_text())
     assert "stopped 3 times" in error["message"]
     assert proc.returncode == 0
+
+
+def _execution_starts(comfy: ComfyTestServer) -> list[float]:
+    """The wall-clock seconds of every execution_start in the server's history (since its last start)."""
+    starts = []
+    for entry in comfy.history().values():
+        for kind, data in (entry.get("status") or {}).get("messages") or []:
+            if kind == "execution_start":
+                starts.append(data["timestamp"] / 1000)
+    return sorted(starts)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("outage", [False, True], ids=["restart", "outage"])
+def test_comfyui_restart_leaves_the_gpu_idle_well_under_lost_grace(project: Path, outage: bool) -> None:
+    """A restarted server forgets its running and pending prompts; hotfolder sends them again as soon as
+    it answers without them, not after lost_grace (15 s here, so waiting it out fails the bound). With
+    ``outage`` the server stays away until the daemon has seen it down (its WebSocket and HTTP retry)."""
+    comfy = ComfyTestServer(port=_free_port()).start()  # a fixed port: stop() and start() keep it
+    env = {"HOTFOLDER_LOST_GRACE": "15", "HOTFOLDER_STATUS_INTERVAL": "0.2"}
+    comfy.faults.node_delay("ImageInvert", 0.05)
+    names = [f"g{i}.yaml" for i in range(5)]
+    proc = daemon(project, comfy.url, extra_env=env)
+    try:
+        drop(project, names[:1])
+        wait_until(lambda: (project / "inbox" / "done" / names[0]).exists(), timeout=60, message="a first job done")
+        comfy.faults.node_delay("ImageInvert", 60)  # hold the next prompt mid-run, one more queued behind it
+        drop(project, names[1:])
+        wait_until(lambda: len(comfy.executed_prompt_ids) > 1 and len(comfy.queue()["queue_pending"]) >= 1,
+                   timeout=60, message="a prompt held mid-run and one pending")
+        comfy.faults.node_delay("ImageInvert", 0.05)  # the held one sleeps on until the restart kills it
+        if outage:
+            comfy.stop()
+            wait_until(lambda: _server_seen_down(project), timeout=30, message="the daemon sees the server down")
+            comfy.start()
+        else:
+            comfy.restart()
+        answering = time.time()  # the restarted server answers from here on
+        wait_until(lambda: archived(project, names), timeout=60, message="all archived after the restart")
+    finally:
+        kill(proc, signal.SIGTERM)
+        comfy.stop()
+    audit(project, names, comfy, reruns_allowed=True)
+    idle = _execution_starts(comfy)[0] - answering
+    print(f"GPU idle after the {'outage' if outage else 'restart'} answered: {idle:.3f} s (lost_grace 15 s)")
+    assert idle <= 3.0, f"the restarted server sat idle {idle:.1f} s before it got its prompts back"
+
+
+def _server_seen_down(project: Path) -> bool:
+    for path in (project / "inbox" / ".hotfolder" / "status").glob("*.json"):
+        if any(s.get("up") is False for s in json.loads(path.read_text()).get("servers") or []):
+            return True
+    return False

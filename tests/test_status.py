@@ -325,3 +325,16 @@ def test_the_status_folder_is_never_taken_for_a_dead_daemons_folder(tmp_path: Pa
     StatusWriter(StatusBoard(instance="gpu-a"), status_path(state, "gpu-a"), interval=3600).stop()
     (state / "gone").mkdir()  # a daemon's folder without a lease: adopted by the others
     assert Lease(state, "gpu-b").orphaned_instances() == ["gone"]
+
+
+def test_a_paused_daemon_says_so_in_the_file_the_summary_and_the_report() -> None:
+    clock = Clock(time.time())
+    board = busy_board(clock)
+    assert board.snapshot()["paused"] is None
+    board.set_submit_paused(clock.now - 5)
+    snap = board.snapshot()
+    assert snap["paused"].endswith("Z")
+    assert snap["summary"].startswith("PAUSED (inbox/PAUSE")  # the sd_notify STATUS= line
+    assert "PAUSED" in format_status(snap, now=clock.now, alive=lambda pid: True).splitlines()[1]
+    board.set_submit_paused(None)
+    assert board.snapshot()["paused"] is None and "PAUSED" not in board.summary()

@@ -15,6 +15,7 @@ from hotfolder.engine.core import Core, logger
 from hotfolder.engine.ending import Endings
 from hotfolder.engine.intake import Intake
 from hotfolder.engine.job import Outputs, Services, run_job
+from hotfolder.engine.pause import PauseSwitch
 from hotfolder.engine.recovery import Recovery
 from hotfolder.engine.routing import Router
 from hotfolder.engine.scheduler import Scheduler
@@ -37,11 +38,13 @@ class Engine:
         self._router = Router(core)
         self.clients = self._router.clients
         self._endings = Endings(core)
+        self._pause = PauseSwitch(core)
         self._scheduler = Scheduler(core, [c.name for c in self.clients], submit_side=self._submit_side,
-                                    output_side=self._output_side, is_down=self._router.is_down)
+                                    output_side=self._output_side, is_down=self._router.is_down,
+                                    held=self._pause.held)
         self._intake = Intake(core, self._router, self._endings, self._scheduler)
         self._recovery = Recovery(core, self._intake)
-        self._services = Services(self._router, self._scheduler.slots, self._intake.render_later)
+        self._services = Services(self._router, self._scheduler.slots, self._intake.render_later, self._pause.hold)
         self.lease = self._recovery.lease
         self.guard = core.guard
         self.counts = core.counts
@@ -74,6 +77,8 @@ class Engine:
         self._recovery.take_lease()
         for client in self.clients:
             client.start()
+        self._pause.start()
+        self._router.start()
         self._scheduler.start()
         self._intake.start()
 
@@ -100,6 +105,10 @@ class Engine:
         return self._scheduler.drain(budget, tick)
 
     # -- state -----------------------------------------------------------------------------------
+
+    def paused_since(self) -> float | None:
+        """When submitting was paused (``inbox/PAUSE``, wall clock seconds), None if it is not."""
+        return self._pause.since
 
     def busy(self) -> bool:
         with self._core.cond:
@@ -173,7 +182,8 @@ class Engine:
         core = self._core
         ctx = JobContext(record=record, job=job, log=JobLog(logger, {"file": record.input_name, "job": job.name}),
                          get_settings=lambda: core.settings, get_hooks=lambda: core.hooks, stop=core.stop, emit=core.emit,
-                         count=core.count, wait_for_server=self._router.wait_for_server, uploads=self._router.uploads)
+                         count=core.count, wait_for_server=self._router.wait_for_server, uploads=self._router.uploads,
+                         restarts=self._router)
 
         def first_half() -> Outputs:
             steps = run_job(ctx, self._services)

@@ -27,11 +27,13 @@ from hotfolder.stages.context import JobContext
 
 @dataclass
 class Services:
-    """What a job needs of the engine besides its context: routing, in-flight places, late rendering."""
+    """What a job needs of the engine besides its context: routing, in-flight places, late rendering,
+    and the pause (``hold(job)`` waits while the job may not be submitted)."""
 
     router: Router
     slots: Slots
     render_later: Callable[[JobContext], None]
+    hold: Callable[..., None] = lambda job, posting=False: None
 
 
 @dataclass
@@ -52,6 +54,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
     from its start (a full disk stopped it): every step skips what the job's state says is done."""
     job, router = ctx.job, services.router
     if outputs is None:
+        services.hold(job)  # paused: wait here, before anything is sent to a server
         if job.state == "unrendered":
             services.render_later(ctx)  # a UI template, once a server answers for its /object_info
         rendered = json.loads(read_file(ctx.record.workflow_path(job.index)))
@@ -62,9 +65,11 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
                     workflow = upload.with_inputs(ctx, client, rendered)  # inject and upload the input files
                     result = None
                     if job.state in submit.SUBMITTABLE:
+                        services.hold(job)  # paused: wait holding no in-flight place
                         with services.slots.hold(client):
                             while result is None:  # None: the server lost the prompt; submit it again
-                                queued = submit.submit_job(ctx, client, workflow)
+                                queued = submit.submit_job(ctx, client, workflow,
+                                                           before_post=lambda: services.hold(job, posting=True))
                                 result = track.track_job(ctx, client, workflow, queued)
                 outputs = Outputs(ctx, client, workflow, result)
             except Failover:

@@ -4,6 +4,7 @@ waiting for one that is away, and failover to another once it has been away for 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
@@ -17,9 +18,13 @@ from hotfolder.engine.core import Core, logger
 from hotfolder.errors import HotfolderError, ServerError
 from hotfolder.record import JobState
 from hotfolder.stages.context import JobContext
+from hotfolder.stages.track import Forgotten
 from hotfolder.stages.upload import Uploads
 from hotfolder.templates import validate
 from hotfolder.templates.problems import ERROR, ValidationError
+
+RESTART_CHECK = 0.05  # seconds between looks at the servers' WebSocket reconnect counts
+RETRY_MAX = 0.5  # at most this many seconds between tries of a server that is away: it gets work soon after it is back
 
 
 class Failover(Exception):
@@ -63,6 +68,7 @@ class Router:
         self.uploads = Uploads([c.name for c in self.clients])
         self._load = {c.name: 0 for c in self.clients}
         self._down_since: dict[str, float] = {}
+        self._followed: dict[str, dict[str, Forgotten]] = {c.name: {} for c in self.clients}  # prompts tracked
         if len(self.clients) > 1:
             for client in self.clients:
                 client.reach.waiting = (f"Its jobs wait until it answers, or move to another server after "
@@ -72,6 +78,59 @@ class Router:
     def settings(self) -> Settings:
         """The engine's settings now (a reload may change them)."""
         return self.core.settings
+
+    def start(self) -> None:
+        """Start the thread that finds the prompts a restarted server forgot (see :meth:`watching`)."""
+        t = threading.Thread(target=self._watch_restarts, name="restart-watch", daemon=True)
+        t.start()
+        self.core.threads.append(t)
+
+    @contextlib.contextmanager
+    def watching(self, client: ComfyClient, prompt_id: str) -> Iterator[Forgotten]:
+        """While the block runs (the prompt is followed to its end), the flag it yields is set if
+        ``client``'s WebSocket reconnects and the server then has the prompt in neither its queue nor
+        its history: it restarted and forgot it, and the job submits it again at once."""
+        flag = Forgotten(self.core.stop)
+        followed = self._followed[client.name]
+        with self.core.cond:
+            followed[prompt_id] = flag
+        try:
+            yield flag
+        finally:
+            with self.core.cond:
+                if followed.get(prompt_id) is flag:
+                    del followed[prompt_id]
+
+    def _watch_restarts(self) -> None:
+        """After each reconnect of a server's WebSocket, once it is connected again, ask the server
+        for the prompts followed there (until it answers) and flag those it forgot."""
+        seen = {c.name: c.stream.reconnects for c in self.clients}
+        while not self.core.stop.wait(RESTART_CHECK):
+            for client in self.clients:
+                count = client.stream.reconnects
+                if count == seen[client.name] or not client.stream.connected:
+                    continue
+                try:
+                    if self._flag_forgotten(client):
+                        seen[client.name] = count
+                except Exception:  # noqa: BLE001 - a bug here must not stop the thread: lost_grace still applies
+                    logger.exception("Looking for the prompts %s forgot failed", client.display_url)
+                    seen[client.name] = count
+
+    def _flag_forgotten(self, client: ComfyClient) -> bool:
+        """Flag the prompts followed on ``client`` that it has in neither its queue nor its history.
+        False if it did not answer (asked again at the next look)."""
+        with self.core.cond:
+            followed = list(self._followed[client.name].items())
+        try:
+            for prompt_id, flag in followed:
+                if client.locate(prompt_id) == "absent":  # submitted before it was followed: it was there
+                    logger.info("%s came back without prompt %s (restarted)", client.display_url, prompt_id)
+                    flag.set()
+        except ServerError as err:
+            logger.debug("%s reconnected but does not answer yet: %s", client.display_url, err)
+            return False
+        return True
 
     def is_down(self, name: str) -> bool:
         """Whether the server did not answer last time (called with or without the lock)."""
@@ -184,7 +243,7 @@ class Router:
                 if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
                     raise Failover(client.name) from None
             stop.wait(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, RETRY_MAX)
         raise Cancelled(client.name)
 
 

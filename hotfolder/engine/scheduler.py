@@ -49,14 +49,17 @@ class Slots:
 class Scheduler:
     """Runs jobs on worker threads. ``submit_side(record, job)`` returns the hand-off (with ``client``
     and ``since`` attributes) or None when the job ended; ``output_side(handed)`` does the rest.
-    ``is_down(server)`` says whether a server is away (its finished jobs do not count as backlog)."""
+    ``is_down(server)`` says whether a server is away (its finished jobs do not count as backlog);
+    ``held(job)`` whether a job must wait for now (paused: no worker takes it, nor counts it as backlog)."""
 
     def __init__(self, core: Core, servers: list[str], *, submit_side: Callable[[FileRecord, JobState], Any],
-                 output_side: Callable[[Any], None], is_down: Callable[[str], bool]) -> None:
+                 output_side: Callable[[Any], None], is_down: Callable[[str], bool],
+                 held: Callable[[JobState], bool] = lambda job: False) -> None:
         settings = core.settings
         self.core = core
         self.slots = Slots(servers, settings.queue_depth, core.stop)
         self._submit_side, self._output_side, self._is_down = submit_side, output_side, is_down
+        self._held = held
         self.workers = (settings.queue_depth + 1) * len(servers)
         self._tasks: list[tuple[FileRecord, JobState]] = []
         self.running = 0  # jobs taken by a worker and not yet done: submitting, tracking, or with the output workers
@@ -95,19 +98,25 @@ class Scheduler:
             self.core.cond.notify_all()
 
     def full(self) -> bool:
-        """Whether enough jobs wait for workers that intake should wait (called with the lock held)."""
-        return len(self._tasks) >= 2 * self.workers
+        """Whether enough jobs wait for workers that intake should wait (called with the lock held).
+        Held jobs (paused) do not count: files keep being claimed while submitting is paused."""
+        return sum(1 for _, job in self._tasks if not self._held(job)) >= 2 * self.workers
+
+    def _next_task(self) -> int | None:
+        """The index of the first task a worker may take now (not held), None if there is none."""
+        return next((i for i, (_, job) in enumerate(self._tasks) if not self._held(job)), None)
 
     def _worker(self) -> None:
         """Submit and track jobs; hand each one whose prompt ended to the output workers."""
         core = self.core
         while not core.stop.is_set():
             with core.cond:
-                while not core.stop.is_set() and (not self._tasks or core.draining.is_set() or self._backlogged()):
+                while not core.stop.is_set() and (
+                        (index := self._next_task()) is None or core.draining.is_set() or self._backlogged()):
                     core.cond.wait(1.0)
-                if core.stop.is_set():
+                if core.stop.is_set() or index is None:
                     return
-                record, job = self._tasks.pop(0)
+                record, job = self._tasks.pop(index)
                 self.running += 1
                 core.cond.notify_all()
             handed = None

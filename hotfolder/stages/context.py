@@ -24,7 +24,9 @@ class JobContext:
 
     ``wait_for_server(client, movable=...)`` returns once the server answers (with ``movable``, it may
     raise to move the job to another server instead); ``count(name)`` adds one to the engine's counts;
-    ``uploads`` remembers what each server already has (see :class:`hotfolder.stages.upload.Uploads`).
+    ``uploads`` remembers what each server already has (see :class:`hotfolder.stages.upload.Uploads`);
+    ``restarts.watching(client, prompt_id)``, if given, is a context manager yielding the flag set when
+    the server comes back without the prompt (see :class:`hotfolder.stages.track.Forgotten`).
     """
 
     record: FileRecord
@@ -37,6 +39,7 @@ class JobContext:
     count: Callable[[str], None]
     wait_for_server: Callable[..., None]
     uploads: Any  # stages.upload.Uploads
+    restarts: Any = None  # engine.routing.Router, or None: a lost prompt is found after lost_grace only
 
     @property
     def settings(self) -> Settings:

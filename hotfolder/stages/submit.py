@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hotfolder import failpoints
@@ -23,6 +24,10 @@ from hotfolder.stages.context import JobContext
 
 #: The job states in which a job still has to be submitted, or tracked to its end.
 SUBMITTABLE = frozenset({"pending", "submitting", "submitted"})
+#: Seconds a POST waits for the server's WebSocket to be connected, so the prompt's messages reach us.
+#: A prompt sent again (a restarted server forgot it) waits less: its GPU is idle, and while the
+#: WebSocket catches up the prompt is followed through /history.
+WS_WAIT, WS_WAIT_RESEND = 2.0, 0.1
 
 
 class Queued(NamedTuple):
@@ -33,10 +38,12 @@ class Queued(NamedTuple):
     deadline: float
 
 
-def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any]) -> Queued:
+def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
+               before_post: Callable[[], None] | None = None) -> Queued:
     """Queue the job's prompt on ``client`` (or attach to it if an earlier POST got there); a job
     already ``submitted`` is left as it is. Waits while the server is away (ctx.wait_for_server may
-    move the job instead); PromptRejected on a 400."""
+    move the job instead); PromptRejected on a 400. ``before_post`` is called once it is sure a POST
+    follows (it waits while submitting is paused)."""
     job, record = ctx.job, ctx.record
     if job.state not in {"pending", "submitting"}:
         return Queued(False, time.monotonic() + ctx.settings.job_timeout)
@@ -50,6 +57,9 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any]) -
             ctx.save(durable=False)  # redone after a power cut, never repeated outside
             ctx.log.info("prompt %s is already on %s (%s); attaching to it", job.prompt_id, client.display_url, where)
             return Queued(False, time.monotonic() + ctx.settings.job_timeout)
+    if before_post is not None:
+        before_post()
+    ws_wait = WS_WAIT_RESEND if job.submissions else WS_WAIT
     job.server = client.name
     job.state = "submitting"
     job.submissions += 1
@@ -58,7 +68,7 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any]) -
     extra = {"extra_pnginfo": {"hotfolder": {"job": f"{record.job_id}/{job.index}", "file": record.input_name}}}
     while True:
         try:
-            client.wait_ws(2.0)
+            client.wait_ws(ws_wait)
             where = submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
             failpoints.hit("after_post")
             break

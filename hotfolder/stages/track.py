@@ -9,11 +9,12 @@ submitted again), interrupts a job over job_timeout, and records how the prompt 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from hotfolder.comfy.client import ComfyClient, PromptLost, PromptResult, PromptWatch
+from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.errors import ExecutionFailed, JobTimeout, ServerError, ServerUnavailable
 from hotfolder.events import Progress, Resubmitted
 from hotfolder.record import now_iso
@@ -24,52 +25,96 @@ MAX_INPUT_REPR = 200
 MAX_RESUBMISSIONS = 5
 
 
+class Forgotten(threading.Event):
+    """Set when the prompt's server came back (its WebSocket reconnected, or it answers again after an
+    outage) and provably no longer has the prompt: in neither its queue nor its history. Passed to
+    ComfyClient.wait as its cancel flag, so :meth:`is_set` is also true once ``stop`` is."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self._stop_flag = stop
+
+    def is_set(self) -> bool:
+        return self.forgotten or self._stop_flag.is_set()
+
+    @property
+    def forgotten(self) -> bool:
+        return super().is_set()
+
+
 def track_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], queued: Queued) -> PromptResult | None:
     """Follow the job's prompt to its end and record how it ran (``job.execution``). None when the
-    server lost it (restarted): the job is ``submitting`` again, to be submitted under the same id.
+    server lost it (restarted): the job is ``submitting`` again, to be submitted under the same id, at
+    once when the server came back without it (see :class:`Forgotten`), else after ``lost_grace``.
     Raises ExecutionFailed, JobTimeout (after interrupting it), or ServerError after too many losses."""
-    job, record = ctx.job, ctx.record
-    while True:
-        try:
-            result = track_prompt(client, job.prompt_id or "", workflow, deadline=queued.deadline, cancel=ctx.stop,
-                                  on_progress=lambda w: _progress(ctx, w), fresh=queued.fresh)
-        except PromptLost:
-            job.resubmissions += 1
-            if job.resubmissions > MAX_RESUBMISSIONS:
-                raise ServerError(
-                    f"Prompt {job.prompt_id} was lost by {client.display_url} {job.resubmissions} times.",
-                    hint="ComfyUI keeps restarting or something clears its queue; check its log.",
+    job = ctx.job
+    prompt_id = job.prompt_id or ""
+    watching = ctx.restarts.watching(client, prompt_id) if ctx.restarts is not None else None
+    with watching or contextlib.nullcontext(Forgotten(ctx.stop)) as forgot:
+        while True:
+            try:
+                result = track_prompt(client, prompt_id, workflow, deadline=queued.deadline, cancel=forgot,
+                                      on_progress=lambda w: _progress(ctx, w), fresh=queued.fresh)
+            except PromptLost:
+                _lost(ctx, client, "vanished from")
+                return None
+            except Cancelled:
+                if ctx.stop.is_set() or not forgot.forgotten:
+                    raise
+                _lost(ctx, client, "was forgotten by")
+                return None
+            except ServerUnavailable:
+                ctx.wait_for_server(client, movable=True)
+                queued = queued._replace(fresh=False)
+                if _absent(client, prompt_id):  # it answers again, without the prompt: it restarted
+                    forgot.set()
+                continue
+            except TimeoutError:
+                _give_up(ctx, client)
+                raise JobTimeout(
+                    f"Job did not finish within job_timeout = {ctx.settings.job_timeout:g} s on {client.display_url}; it was interrupted.",
+                    hint="Raise job_timeout in hotfolder.toml if such jobs are expected to take longer.",
                 ) from None
-            ctx.log.warning("prompt %s vanished from %s (restart?); submitting it again with the same id",
-                            job.prompt_id, client.display_url)
-            ctx.emit(Resubmitted(file=record.input_name, job_id=record.job_id, job=job.name,
-                                 server=client.name, prompt_id=job.prompt_id))
-            job.state = "submitting"
-            ctx.save()
-            return None
-        except ServerUnavailable:
-            ctx.wait_for_server(client, movable=True)
-            queued = queued._replace(fresh=False)
-            continue
-        except TimeoutError:
-            _give_up(ctx, client)
-            raise JobTimeout(
-                f"Job did not finish within job_timeout = {ctx.settings.job_timeout:g} s on {client.display_url}; it was interrupted.",
-                hint="Raise job_timeout in hotfolder.toml if such jobs are expected to take longer.",
-            ) from None
-        finally:
-            client.forget(job.prompt_id or "")
-        job.times["finished"] = now_iso()
-        w = result.watch
-        job.execution = {
-            "started": now_iso(w.started) if w.started else None,
-            "node_seconds": dict(w.node_seconds),
-            "cached_nodes": list(w.cached),
-            "comfyui_version": client.comfyui_version(),
-            "ui_values": {},
-            "outputs": result.outputs,
-        }
-        return result
+            finally:
+                client.forget(prompt_id)
+            break
+    job.times["finished"] = now_iso()
+    w = result.watch
+    job.execution = {
+        "started": now_iso(w.started) if w.started else None,
+        "node_seconds": dict(w.node_seconds),
+        "cached_nodes": list(w.cached),
+        "comfyui_version": client.comfyui_version(),
+        "ui_values": {},
+        "outputs": result.outputs,
+    }
+    return result
+
+
+def _absent(client: ComfyClient, prompt_id: str) -> bool:
+    """Whether the server provably does not have the prompt now (False if it does not answer)."""
+    try:
+        return client.locate(prompt_id) == "absent"
+    except ServerError:
+        return False
+
+
+def _lost(ctx: JobContext, client: ComfyClient, how: str) -> None:
+    """The server lost the prompt: the job is ``submitting`` again (same prompt id). ServerError after
+    MAX_RESUBMISSIONS losses."""
+    job, record = ctx.job, ctx.record
+    job.resubmissions += 1
+    if job.resubmissions > MAX_RESUBMISSIONS:
+        raise ServerError(
+            f"Prompt {job.prompt_id} was lost by {client.display_url} {job.resubmissions} times.",
+            hint="ComfyUI keeps restarting or something clears its queue; check its log.",
+        )
+    ctx.log.warning("prompt %s %s %s (restart?); submitting it again with the same id",
+                    job.prompt_id, how, client.display_url)
+    ctx.emit(Resubmitted(file=record.input_name, job_id=record.job_id, job=job.name,
+                         server=client.name, prompt_id=job.prompt_id))
+    job.state = "submitting"
+    ctx.save()
 
 
 def _progress(ctx: JobContext, watch: PromptWatch) -> None:
