@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hotfolder.watch import MARKER_SUFFIX
+
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".cancel"
@@ -31,13 +33,15 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
-def write_request(inbox: Path, name: str, *, by: str) -> Path:
+def write_request(inbox: Path, name: str, *, by: str, ready_marker: bool = False) -> Path:
     """Drop ``<name>.cancel`` into ``inbox`` (written under a hidden name, then renamed: the watcher
-    never sees half of it). Returns its path."""
+    never sees half of it), and its ``.ready`` marker when the daemon waits for markers. Returns its path."""
     target = inbox / f"{name}{SUFFIX}"
     temp = inbox / f".{name}{SUFFIX}.{os.getpid()}.tmp"
     temp.write_text(json.dumps({"by": by, "at": _when(time.time())}) + "\n", encoding="utf-8")
     os.replace(temp, target)
+    if ready_marker:
+        Path(f"{target}{MARKER_SUFFIX}").touch()
     return target
 
 

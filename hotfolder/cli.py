@@ -194,7 +194,8 @@ def cancel_command(app: App, name: str, wait_seconds: float) -> None:
     if not name or name.startswith(".") or name.lower().endswith(cancel_requests.SUFFIX):
         raise click.ClickException(f"Not a job or file name: {name!r}.")
     try:
-        path = cancel_requests.write_request(settings.inbox, name, by=cancel_requests.who_asks())
+        path = cancel_requests.write_request(settings.inbox, name, by=cancel_requests.who_asks(),
+                                             ready_marker=settings.ready_marker)
     except OSError as err:
         raise click.ClickException(f"Could not write the cancel request into {settings.inbox}: {err}") from err
     deadline = time.monotonic() + wait_seconds

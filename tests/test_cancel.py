@@ -23,7 +23,7 @@ from hotfolder.comfy.client import ComfyClient
 from hotfolder.config import ServerConfig
 from hotfolder.engine import Engine
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import make_settings, wait_until
+from tests.conftest import invoke_cli, make_settings, wait_until
 from tests.test_daemon import settled, start_daemon, stop
 
 pytestmark = pytest.mark.timeout(180)
@@ -271,3 +271,12 @@ def test_after_a_sigkill_the_restarted_daemon_asks_the_jobs_api_or_the_history(p
         assert f"/api/jobs/{prompt_id}" in asked and "/queue" not in asked, asked
     else:
         assert f"/api/jobs/{prompt_id}" not in asked and "/queue" in asked, asked
+
+
+def test_hotfolder_cancel_without_a_daemon_leaves_the_request_and_exits_1(project: Path) -> None:
+    result = invoke_cli("--inbox", "inbox", "cancel", "inbox/night.yaml", "--wait", "0.2", cwd=project)
+    assert result.returncode == 1
+    assert "No daemon took" in result.stderr and "stays in the inbox" in result.stderr
+    request = json.loads((project / "inbox" / "night.yaml.cancel").read_text())
+    assert request["by"].startswith("`hotfolder cancel`") and request["at"]
+    assert [p.name for p in (project / "inbox").iterdir()] == ["night.yaml.cancel"]  # no temp file left
