@@ -8,16 +8,18 @@ import logging
 import math
 import os
 import shutil
+import signal
 import stat
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hotfolder import __version__, daemon, events, plugins, project, service, status
+from hotfolder import __version__, cancel_requests, daemon, events, plugins, project, service, status
 from hotfolder.comfy.object_info import FirstServer
 from hotfolder.config import Settings, load_settings
 from hotfolder.engine.pause import pause_inbox, pause_path, resume_inbox
@@ -125,11 +127,17 @@ def process(app: App, files: tuple[Path, ...]) -> None:
     settings = app.settings()
     configure_logging(max(-1, app.verbosity - 1), fmt=settings.log_format)  # the display reports each job
     hooks = app.hooks(settings)
+    interrupt = threading.Event()
+    previous = _cancel_on_ctrl_c(interrupt)
     with _Display(sys.stderr) as display:
         try:
-            results = daemon.process_files(settings, list(files), listeners=[display.event], hooks=hooks)
+            results = daemon.process_files(settings, list(files), listeners=[display.event], hooks=hooks,
+                                           interrupt=interrupt)
         except HotfolderError as err:
             raise click.ClickException(str(err)) from err
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
     failed = 0
     for event in results:
         if event.failed:
@@ -152,6 +160,54 @@ def process(app: App, files: tuple[Path, ...]) -> None:
         click.echo(f"FAILED {path}: not processed (it was moved, or is no longer a regular file)", err=True)
     if failed:
         sys.exit(1)
+
+
+def _cancel_on_ctrl_c(interrupt: threading.Event) -> Any:
+    """Make Ctrl-C cancel this run's jobs (``interrupt``); a second one exits at once, leaving what is
+    recorded for a daemon to adopt. Returns the handler it replaced (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if interrupt.is_set():
+            os.write(2, b"\nSecond Ctrl-C: exiting now; what is left is recorded for a daemon to take up.\n")
+            os._exit(130)
+        interrupt.set()
+        os.write(2, b"\nCtrl-C: cancelling this run's jobs on the server (Ctrl-C again exits at once).\n")
+
+    return signal.signal(signal.SIGINT, on_sigint)
+
+
+@cli.command("cancel")
+@click.argument("name")
+@click.option("--wait", "wait_seconds", type=float, default=15.0, show_default=True,
+              help="Seconds to wait for a daemon to take the request.")
+@pass_app
+def cancel_command(app: App, name: str, wait_seconds: float) -> None:
+    """Cancel a job (NAME: its name, e.g. night-003) or all jobs of a file (NAME: the file's name, e.g.
+    night.yaml) in the running daemon. Queued prompts are removed, running ones interrupted; the input
+    goes to failed/ with "cancelled" in its error file and nothing is published for it.
+
+    Works through the shared folder: it drops NAME.cancel into the inbox, which the daemon takes and
+    removes (a user of the shared folder can drop that file too). Exit 1 if no daemon took it in time."""
+    settings = app.settings()
+    name = Path(name).name  # a path to the scenario file means that file
+    if not name or name.startswith(".") or name.lower().endswith(cancel_requests.SUFFIX):
+        raise click.ClickException(f"Not a job or file name: {name!r}.")
+    try:
+        path = cancel_requests.write_request(settings.inbox, name, by=cancel_requests.who_asks(),
+                                             ready_marker=settings.ready_marker)
+    except OSError as err:
+        raise click.ClickException(f"Could not write the cancel request into {settings.inbox}: {err}") from err
+    deadline = time.monotonic() + wait_seconds
+    while os.path.lexists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if os.path.lexists(path):
+        click.echo(f"No daemon took {path} within {wait_seconds:g} s; it stays in the inbox and is handled when "
+                   "a daemon runs there (delete it to withdraw the request).", err=True)
+        sys.exit(1)
+    click.echo(f"Cancel of {name} taken by the daemon: its log names the jobs cancelled; their inputs go to "
+               f"{settings.failed_dir}.")
 
 
 def _not_regular(path: Path) -> str | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import fsguard, housekeeping, plugins, service, status, status_file, watch
+from hotfolder import cancel_requests, fsguard, housekeeping, plugins, service, status, status_file, watch
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.config import Settings, with_changes
 from hotfolder.engine import Engine
@@ -223,6 +223,10 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
                     else:
                         quiet_since = None
                 continue
+        if cancel_requests.is_request(waiting):  # <name>.cancel: a cancel, never a scenario
+            cancel_requests.handle(waiting, engine.cancel)
+            waiting = None
+            continue
         quiet_since = None
         if not engine.wait_for_room(timeout=1.0):
             continue  # keep beating the watchdog while the backlog is full
@@ -315,9 +319,10 @@ class _Retention:
 
 
 def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any] | None = None,
-                  hooks: plugins.Hooks | None = None) -> list[Archived]:
+                  hooks: plugins.Hooks | None = None, interrupt: threading.Event | None = None) -> list[Archived]:
     """Run scenario files now, in the foreground, leaving them where they are. Returns the 'archived'
-    events, one per file, in completion order."""
+    events, one per file, in completion order. Once ``interrupt`` is set (Ctrl-C), no further file is
+    taken and every job of this run is cancelled (its prompt dequeued or interrupted on the server)."""
     ensure_folders(settings)
     # its own instance: runs beside a daemon on the same inbox; if it is killed, the daemon adopts its jobs
     settings = with_changes(settings, instance_id=f"{settings.instance_id}.process-{os.getpid()}")
@@ -325,9 +330,13 @@ def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any]
     engine = Engine(settings, listeners=[*(listeners or []), lambda e: done.append(e) if isinstance(e, Archived) else None],
                     hooks=hooks)
     engine.start()
+    interrupted = _Interrupted(engine, interrupt)
     try:
         for path in paths:
-            engine.wait_for_room()
+            while not engine.wait_for_room(0.2) and not interrupted():
+                pass
+            if interrupted():
+                break
             while True:
                 try:
                     engine.accept(path.absolute(), move=False)  # inputs: paths are relative to its folder
@@ -335,11 +344,28 @@ def process_files(settings: Settings, paths: list[Path], *, listeners: list[Any]
                 except fsguard.IntakePaused:  # a full or read-only inbox (logged): try again once it recovers
                     while engine.intake_paused():
                         time.sleep(0.5)
-        while engine.intake_paused() or not engine.wait_idle(1.0):
+        while engine.intake_paused() or not engine.wait_idle(0.2):
+            interrupted()
             time.sleep(0.2)  # what a fault cut off is taken up again once the filesystem recovers
     finally:
         engine.stop()
     return done
+
+
+class _Interrupted:
+    """Called: whether ``event`` is set; the first time it is, every job of ``engine`` is cancelled."""
+
+    def __init__(self, engine: Engine, event: threading.Event | None) -> None:
+        self.engine, self.event, self.done = engine, event, False
+
+    def __call__(self) -> bool:
+        if self.event is None or not self.event.is_set():
+            return False
+        if not self.done:
+            self.done = True
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            self.engine.cancel(None, f"by Ctrl-C in `hotfolder process` (pid {os.getpid()}) at {when}")
+        return True
 
 
 def _reconnects_of(client: ComfyClient) -> Callable[[], int]:

@@ -123,6 +123,13 @@ class JobTimeout(HotfolderError):
     stage = "track"
 
 
+class JobCancelled(HotfolderError):
+    """A user cancelled the job (``hotfolder cancel``, a ``.cancel`` file, Ctrl-C in ``hotfolder process``).
+    The job fails with this error: its input goes to failed/, nothing is published."""
+
+    stage = "cancelled"
+
+
 class OutputError(HotfolderError):
     """An output could not be downloaded or published."""
 

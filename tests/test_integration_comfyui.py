@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,65 @@ def test_outputs_taken_from_the_websocket_are_what_the_real_history_records(proj
         for output in sidecar["outputs"]:
             assert (project / "outbox" / name / output["file"]).stat().st_size == output["size"] > 0
     assert sorted(cached) == [[], ["1", "2", "3", "4", "5"]]  # whichever ran second was fully cached
+
+
+def _slow(blurs: int) -> dict:
+    """A model-free workflow that runs for seconds on a CPU: a chain of blurs (ComfyUI checks for an
+    interrupt before each node, so a cancel lands at the next one)."""
+    workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 256, "batch_size": 1,
+                                                              "color": "{{ color }}"}}}
+    for i in range(2, blurs + 2):
+        workflow[str(i)] = {"class_type": "ImageBlur", "inputs": {"image": [str(i - 1), 0], "blur_radius": 31,
+                                                                  "sigma": 10.0}}
+    workflow["99"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "hfcancel/c",
+                                                            "images": [str(blurs + 1), 0]}}
+    return workflow
+
+
+def test_hotfolder_cancel_dequeues_and_interrupts_only_its_own_prompts_on_the_real_server(project: Path) -> None:
+    """Two jobs of one file, one running and one queued behind it, cancelled by `hotfolder cancel`
+    against a real daemon: neither finishes, the input is in failed/ with `cancelled`, nothing is published."""
+    assert URL
+    import uuid
+
+    import requests  # only to read the real server's queue and history
+
+    (project / "templates" / "slowblur.json").write_text(json.dumps(_slow(40)))
+    (project / "templates" / "slowblur.toml").write_text('[params.color]\ntype = "int"\ndefault = 0\n')
+    name = f"cancel-{uuid.uuid4().hex[:8]}"
+    seed = uuid.uuid4().int % 10**6  # a colour no earlier run used: nothing is cached
+    (project / "inbox" / f"{name}.yaml").write_text(
+        f"template: slowblur\njobs:\n  - params: {{color: {seed}}}\n  - params: {{color: {seed + 1}}}\n")
+
+    def ours() -> dict[str, str]:
+        """Our prompts on the real server: running or pending, by id."""
+        queue = requests.get(f"{URL}/queue", timeout=10).json()
+        found = {}
+        for state, items in (("running", queue["queue_running"]), ("pending", queue["queue_pending"])):
+            for item in items:
+                if (item[3].get("extra_pnginfo") or {}).get("hotfolder", {}).get("file") == f"{name}.yaml":
+                    found[item[1]] = state
+        return found
+
+    proc = start_daemon(project, URL)
+    try:
+        prompts = wait_until(lambda: len(q := ours()) == 2 and "running" in q.values() and q, timeout=120,
+                             message="our two prompts on the server, one running")
+        result = subprocess.run([sys.executable, "-m", "hotfolder", "cancel", f"{name}.yaml"], cwd=project,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: settled(project, [f"{name}.yaml"]), timeout=120, message="the file archived")
+    finally:
+        log = stop(proc)
+    assert (project / "inbox" / "failed" / f"{name}.yaml").is_file(), log
+    error = json.loads((project / "inbox" / "failed" / f"{name}.yaml.error.json").read_text())
+    assert error["stage"] == "cancelled" and "cancelled by `hotfolder cancel`" in error["message"], error
+    assert not [p for p in (project / "outbox").iterdir() if not p.name.startswith(".")]
+    assert not ours()
+    for prompt_id, state in prompts.items():
+        entry = requests.get(f"{URL}/history/{prompt_id}", timeout=10).json().get(prompt_id)
+        if state == "running":  # interrupted, by its id
+            assert entry and any(kind == "execution_interrupted" for kind, _ in entry["status"]["messages"]), entry
+        else:  # dequeued before it ran, or interrupted if it had started meanwhile
+            assert entry is None or entry["status"]["status_str"] == "error", entry

@@ -33,6 +33,10 @@ class Cancelled(Exception):
     """The daemon is stopping; the job stays recorded and resumes at the next start."""
 
 
+class Aborted(Exception):  # noqa: N818 - not an error: a user cancelled the job
+    """The job waiting for this prompt was cancelled; the caller cancels the prompt on the server."""
+
+
 class PromptLost(HotfolderError):
     """The server no longer knows the prompt (restart, queue cleared): submit it again, same prompt_id."""
 
@@ -134,6 +138,7 @@ class ComfyClient:
             ignore_types=("status", "progress_state"),
         )
         self._system_stats: dict[str, Any] | None = None
+        self._jobs_api: bool | None = None  # probed once per connection (a restart may change the version)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -184,6 +189,7 @@ class ComfyClient:
             watches = list(self._watches.values())
         if not up:
             self._system_stats = None
+        self._jobs_api = None  # ask again: the server may have restarted as another version
         for watch in watches:  # wake waiters so they poll history at once
             if watch.listener:
                 watch.listener(watch)
@@ -266,8 +272,44 @@ class ComfyClient:
         self.watch(prompt_id)
         return self.http.post_prompt(workflow, prompt_id=prompt_id, client_id=self.client_id, extra_data=extra_data)
 
+    def jobs_api(self) -> bool:
+        """Whether the server has the jobs API (``/api/jobs``), probed once per WebSocket connection:
+        by what the server answers, never by its version string."""
+        if self._jobs_api is None:
+            found = self.http.jobs_api()  # ServerUnavailable propagates
+            if found is not None:
+                logger.debug("%s %s the jobs API", self.display_url, "has" if found else "does not have")
+            self._jobs_api = found
+        return bool(self._jobs_api)
+
+    def job_status(self, prompt_id: str) -> str | None:
+        """The jobs API's state of the prompt: pending, in_progress, completed, failed, cancelled, or
+        ``absent``; None when the server has no jobs API."""
+        if not self.jobs_api():
+            return None
+        job = self.http.job(prompt_id)
+        return "absent" if job is None else str(job["status"])
+
+    def cancel(self, prompt_id: str) -> str:
+        """Take our prompt off the server, and only ours: the jobs API's cancel when the server has it,
+        else ``/queue {"delete": [id]}`` and, if it is running then, ``/interrupt {"prompt_id": id}``
+        (which ComfyUI ignores when another prompt runs; a bare ``/interrupt`` would stop whatever runs).
+        Returns how, for the log."""
+        if self.jobs_api():
+            self.http.cancel_job(prompt_id)
+            return "POST /api/jobs/{id}/cancel"
+        self.http.delete_pending(prompt_id)  # a pending prompt is gone now, it cannot start any more
+        if prompt_id not in self.http.queue_ids()[0]:
+            return "POST /queue delete"
+        self.http.interrupt(prompt_id)
+        return "POST /interrupt with its prompt_id"
+
     def locate(self, prompt_id: str) -> str:
-        """Where the server has the prompt: 'history', 'running', 'pending' or 'absent'."""
+        """Where the server has the prompt: 'history', 'running', 'pending' or 'absent' (from the jobs
+        API when the server has it, else from ``/history`` and ``/queue``)."""
+        status = self.job_status(prompt_id)
+        if status is not None:
+            return {"pending": "pending", "in_progress": "running", "absent": "absent"}.get(status, "history")
         if self.http.history(prompt_id) is not None:
             return "history"
         running, pending = self.http.queue_ids()
@@ -279,7 +321,8 @@ class ComfyClient:
         return "history" if self.http.history(prompt_id) is not None else "absent"
 
     def wait(self, prompt_id: str, *, deadline: float, on_progress: Callable[[PromptWatch], None] | None = None,
-             cancel: threading.Event | None = None, fresh: bool = False) -> PromptResult:
+             cancel: threading.Event | None = None, fresh: bool = False,
+             abort: threading.Event | None = None) -> PromptResult:
         """Block until the prompt has finished and its result is known: from the WebSocket when it told
         the whole successful run on one unbroken connection (:meth:`PromptWatch.complete`), else from
         the history entry (errors, interrupts, reconnects, re-attaching after a restart).
@@ -290,9 +333,12 @@ class ComfyClient:
         half of all requests per job). Otherwise (re-attaching after a restart or failover) the first
         poll is immediate: the prompt may have finished while nobody listened. Every reconnect of the
         WebSocket also polls at once, since messages may have been missed in between.
-        ``on_progress`` is called when the running node or its progress changes.
+        ``on_progress`` is called when the running node or its progress changes. Whether the prompt is
+        still queued or running comes from the jobs API when the server has it (one request), else from
+        ``/queue``.
 
-        Raises :class:`PromptLost` when the server no longer has it, :class:`ServerUnavailable` while the
+        Raises :class:`Cancelled` when ``cancel`` is set (stopping), :class:`Aborted` when ``abort`` is
+        (the user cancelled the job), :class:`PromptLost` when the server no longer has it, :class:`ServerUnavailable` while the
         server is away (the caller waits and calls again), and ``TimeoutError`` at ``deadline``
         (``time.monotonic()`` based).
         """
@@ -318,6 +364,8 @@ class ComfyClient:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 raise Cancelled(prompt_id)
+            if abort is not None and abort.is_set():
+                raise Aborted(prompt_id)
             if now >= deadline:
                 raise TimeoutError(prompt_id)
             if self._ws_generation != generation:  # the socket dropped or came back: look now
@@ -329,8 +377,10 @@ class ComfyClient:
                 ended_at = now
                 next_poll = now
             if now >= next_poll:
+                # jobs API: 'pending'/'in_progress' (still queued), 'absent', or finished; None: no jobs API
+                status = self.job_status(prompt_id) if ended_at is None else None
                 # A prompt is in history only once it has finished (PROTOCOL 6), whatever its status says.
-                entry = self.http.history(prompt_id)  # ServerUnavailable propagates
+                entry = None if status in ("pending", "in_progress", "absent") else self.http.history(prompt_id)
                 if entry is not None:
                     return self._result(prompt_id, entry, watch)
                 if ended_at is not None:
@@ -338,10 +388,13 @@ class ComfyClient:
                         return self._result_from_ws(prompt_id, watch)
                     next_poll = now + 0.05 if now - ended_at < 1 else now + 0.25
                 else:
-                    running, pending = self.http.queue_ids()
-                    where = "queued" if prompt_id in running | pending else None
-                    if where is None and self.http.history(prompt_id) is not None:
-                        continue
+                    if status is None:
+                        running, pending = self.http.queue_ids()
+                        where = "queued" if prompt_id in running | pending else None
+                        if where is None and self.http.history(prompt_id) is not None:
+                            continue
+                    else:
+                        where = "queued" if status in ("pending", "in_progress") else None
                     if where is None:
                         absent_since = absent_since or now
                         if now - absent_since >= self.lost_grace:
@@ -427,4 +480,4 @@ def _node_ids(value: Any) -> list[str]:
     return [str(n) for n in value] if isinstance(value, list) else []
 
 
-__all__ = ["Cancelled", "ComfyClient", "PromptLost", "PromptResult", "PromptWatch", "Progress", "ServerUnavailable"]
+__all__ = ["Aborted", "Cancelled", "ComfyClient", "PromptLost", "PromptResult", "PromptWatch", "Progress", "ServerUnavailable"]

@@ -282,7 +282,10 @@ class ComfyHTTP:
         )
 
     def _json(self, method: str, path: str) -> Any:
-        resp = self._request(method, path, idempotent=True)
+        return self._json_of(self._request(method, path, idempotent=True), method, path)
+
+    def _json_of(self, resp: Response, method: str, path: str) -> Any:
+        """The JSON of a 200 answer; a ServerError naming the request for anything else."""
         if resp.status_code != 200:
             raise ServerError(
                 f"ComfyUI at {self.display_url} answered {method} {path} with HTTP {resp.status_code}: "
@@ -363,6 +366,31 @@ class ComfyHTTP:
 
     def object_info(self) -> dict[str, Any]:
         return self._json("GET", "/object_info")
+
+    def jobs_api(self) -> bool | None:
+        """Whether the server has the jobs API (``GET /api/jobs?limit=1``: 200 yes, 404 no); None when
+        the answer says neither (a proxy's error page: ask again later)."""
+        resp = self._request("GET", "/api/jobs?limit=1", idempotent=True)
+        return {200: True, 404: False}.get(resp.status_code)
+
+    def job(self, prompt_id: str) -> dict[str, Any] | None:
+        """The jobs API's view of ``prompt_id`` (``status``: pending, in_progress, completed, failed,
+        cancelled), or None when the server does not know it (404)."""
+        path = f"/api/jobs/{prompt_id}"
+        resp = self._request("GET", path, idempotent=True)
+        if resp.status_code == 404:
+            return None
+        data = self._json_of(resp, "GET", path)
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            raise self.malformed(f"GET {path}", data, 'a job with a "status"')
+        return data
+
+    def cancel_job(self, prompt_id: str) -> bool:
+        """``POST /api/jobs/{id}/cancel``: dequeues the prompt or interrupts it if it runs (and nothing
+        else). True when the server says it cancelled something."""
+        path = f"/api/jobs/{prompt_id}/cancel"
+        data = self._json_of(self._request("POST", path, idempotent=True), "POST", path)
+        return isinstance(data, dict) and data.get("cancelled") is True
 
     def interrupt(self, prompt_id: str) -> None:
         self._request("POST", "/interrupt", idempotent=True, json_body={"prompt_id": prompt_id})

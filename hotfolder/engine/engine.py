@@ -11,6 +11,7 @@ from pathlib import Path
 from hotfolder import plugins
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.config import Settings
+from hotfolder.engine.cancel import Cancels
 from hotfolder.engine.core import Core, logger
 from hotfolder.engine.ending import Endings
 from hotfolder.engine.intake import Intake
@@ -44,6 +45,7 @@ class Engine:
                                     held=self._pause.held)
         self._intake = Intake(core, self._router, self._endings, self._scheduler)
         self._recovery = Recovery(core, self._intake)
+        self._cancels = Cancels(core)
         self._services = Services(self._router, self._scheduler.slots, self._intake.render_later, self._pause.hold)
         self.lease = self._recovery.lease
         self.guard = core.guard
@@ -175,6 +177,10 @@ class Engine:
         """Adopt and resume the jobs of instances whose daemon died (called periodically)."""
         return self._recovery.adopt_orphans()
 
+    def cancel(self, name: str | None, reason: str) -> list[str]:
+        """Cancel the jobs ``name`` means (a job's or a file's name; None: all), see :mod:`.cancel`."""
+        return self._cancels.cancel(name, reason)
+
     # -- the two halves of a job, at the job boundary ---------------------------------------------
 
     def _submit_side(self, record: FileRecord, job: JobState) -> Outputs | None:
@@ -183,7 +189,7 @@ class Engine:
         ctx = JobContext(record=record, job=job, log=JobLog(logger, {"file": record.input_name, "job": job.name}),
                          get_settings=lambda: core.settings, get_hooks=lambda: core.hooks, stop=core.stop, emit=core.emit,
                          count=core.count, wait_for_server=self._router.wait_for_server, uploads=self._router.uploads,
-                         restarts=self._router)
+                         restarts=self._router, cancel=self._cancels.flag(record, job))
 
         def first_half() -> Outputs:
             steps = run_job(ctx, self._services)

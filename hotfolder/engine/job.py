@@ -53,6 +53,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
     then yield the hand-off. With them (on an output worker): the rest. Either part can be run again
     from its start (a full disk stopped it): every step skips what the job's state says is done."""
     job, router = ctx.job, services.router
+    ctx.check_cancelled()  # a cancelled job is not submitted, downloaded or published
     if outputs is None:
         services.hold(job)  # paused: wait here, before anything is sent to a server
         if job.state == "unrendered":
@@ -78,6 +79,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
     if outputs.result is not None:
         download.download_job(ctx, outputs.client, outputs.result)
         outputs.result, outputs.fresh = None, True  # run again (a full outbox): not downloaded twice
+    ctx.check_cancelled()
     if job.state == "downloaded":
         # run again after a try cut off mid-publish: that try's sidecar may be in the staging folder
         fresh, outputs.fresh = outputs.fresh, False

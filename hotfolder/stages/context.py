@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hotfolder.comfy.client import Cancelled, ComfyClient
 from hotfolder.config import Settings
+from hotfolder.errors import JobCancelled
 from hotfolder.events import Event, JobLog
 from hotfolder.record import FileRecord, JobState
+
+
+class CancelFlag:
+    """Set once a user cancels the job; ``reason`` says who and when ("by ... at ...", for its error file)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> bool:
+        """Cancel with ``reason``; False if it already was (the first reason stays)."""
+        if self.event.is_set():
+            return False
+        self.reason = reason
+        self.event.set()
+        return True
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
 
 
 @dataclass
@@ -40,6 +60,7 @@ class JobContext:
     wait_for_server: Callable[..., None]
     uploads: Any  # stages.upload.Uploads
     restarts: Any = None  # engine.routing.Router, or None: a lost prompt is found after lost_grace only
+    cancel: CancelFlag = field(default_factory=CancelFlag)  # set: a user cancelled this job
 
     @property
     def settings(self) -> Settings:
@@ -58,6 +79,19 @@ class JobContext:
         self.stop.wait(seconds)
         if self.stop.is_set():
             raise Cancelled(self.job.name)
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if a user cancelled the job (the job fails with it)."""
+        if self.cancel.is_set():
+            raise self.cancelled()
+
+    def cancelled(self) -> JobCancelled:
+        """The error of a cancelled job: who cancelled it and when."""
+        return JobCancelled(
+            f"Job {self.job.name} of {self.record.input_name} was cancelled {self.cancel.reason}.",
+            hint="Nothing was published for it. Move the file back to inbox/ to run it again.",
+            where=self.where(),
+        )
 
     def where(self, client: ComfyClient | None = None) -> dict[str, Any]:
         """The error location fields for this job (and the server)."""

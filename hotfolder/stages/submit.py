@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from hotfolder import failpoints
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.errors import OutcomeUnknown, PromptRejected, ServerUnavailable
+from hotfolder.errors import OutcomeUnknown, PromptRejected, ServerError, ServerUnavailable
 from hotfolder.events import Submitted
 from hotfolder.record import now_iso
 from hotfolder.stages.context import JobContext
@@ -47,6 +47,10 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
     job, record = ctx.job, ctx.record
     if job.state not in {"pending", "submitting"}:
         return Queued(False, time.monotonic() + ctx.settings.job_timeout)
+    if ctx.cancel.is_set():
+        if job.prompt_id is not None and job.submissions > 0:  # an earlier POST may have queued it
+            cancel_on_server(ctx, client)
+        raise ctx.cancelled()  # not submitted
     if job.prompt_id is None:
         job.prompt_id = str(uuid.uuid4())
     elif job.state == "submitting" and job.submissions > 0:
@@ -85,6 +89,18 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
     ctx.emit(Submitted(file=record.input_name, job_id=record.job_id, job=job.name,
                        prompt_id=job.prompt_id, server=client.display_url))
     return Queued(where == "queued", time.monotonic() + ctx.settings.job_timeout)
+
+
+def cancel_on_server(ctx: JobContext, client: ComfyClient) -> None:
+    """Take the job's prompt off the server (dequeue or interrupt it, never another prompt); a server
+    that does not answer is logged (the prompt may still run there; nothing of it is published)."""
+    prompt_id = ctx.job.prompt_id or ""
+    try:
+        how = client.cancel(prompt_id)
+    except ServerError as err:
+        ctx.log.warning("could not cancel prompt %s on %s: %s", prompt_id, client.display_url, err.message)
+        return
+    ctx.log.info("cancelled prompt %s on %s (%s)", prompt_id, client.display_url, how)
 
 
 def _locate(ctx: JobContext, client: ComfyClient, prompt_id: str) -> str:

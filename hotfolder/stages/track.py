@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hotfolder.comfy.client import Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
+from hotfolder.comfy.client import Aborted, Cancelled, ComfyClient, PromptLost, PromptResult, PromptWatch
 from hotfolder.errors import ExecutionFailed, JobTimeout, ServerError, ServerUnavailable
 from hotfolder.events import Progress, Resubmitted
 from hotfolder.record import now_iso
 from hotfolder.stages.context import JobContext
-from hotfolder.stages.submit import Queued
+from hotfolder.stages.submit import Queued, cancel_on_server
 
 MAX_INPUT_REPR = 200
 MAX_RESUBMISSIONS = 5
@@ -46,7 +46,8 @@ def track_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], qu
     """Follow the job's prompt to its end and record how it ran (``job.execution``). None when the
     server lost it (restarted): the job is ``submitting`` again, to be submitted under the same id, at
     once when the server came back without it (see :class:`Forgotten`), else after ``lost_grace``.
-    Raises ExecutionFailed, JobTimeout (after interrupting it), or ServerError after too many losses."""
+    Raises ExecutionFailed, JobTimeout (after interrupting it), JobCancelled (a user cancelled the job:
+    its prompt is dequeued or interrupted first), or ServerError after too many losses."""
     job = ctx.job
     prompt_id = job.prompt_id or ""
     watching = ctx.restarts.watching(client, prompt_id) if ctx.restarts is not None else None
@@ -54,7 +55,11 @@ def track_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], qu
         while True:
             try:
                 result = track_prompt(client, prompt_id, workflow, deadline=queued.deadline, cancel=forgot,
-                                      on_progress=lambda w: _progress(ctx, w), fresh=queued.fresh)
+                                      on_progress=lambda w: _progress(ctx, w), fresh=queued.fresh,
+                                      abort=ctx.cancel.event)
+            except Aborted:
+                cancel_on_server(ctx, client)
+                raise ctx.cancelled() from None
             except PromptLost:
                 _lost(ctx, client, "vanished from")
                 return None
@@ -69,6 +74,10 @@ def track_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], qu
                 if _absent(client, prompt_id):  # it answers again, without the prompt: it restarted
                     forgot.set()
                 continue
+            except ExecutionFailed:
+                if ctx.cancel.is_set():  # interrupted by our own cancel
+                    raise ctx.cancelled() from None
+                raise
             except TimeoutError:
                 _give_up(ctx, client)
                 raise JobTimeout(
@@ -135,13 +144,15 @@ def _give_up(ctx: JobContext, client: ComfyClient) -> None:
 
 def track_prompt(client: ComfyClient, prompt_id: str, workflow: dict[str, Any], *, deadline: float,
                  on_progress: Callable[[PromptWatch], None] | None = None,
-                 cancel: threading.Event | None = None, fresh: bool = False) -> PromptResult:
+                 cancel: threading.Event | None = None, fresh: bool = False,
+                 abort: threading.Event | None = None) -> PromptResult:
     """Wait for the prompt; return its result, or raise ExecutionFailed for an error or interrupt.
     ``fresh``: it was queued by a POST that just succeeded (see ComfyClient.wait).
 
     Also raises PromptLost, ServerUnavailable and TimeoutError from the client for the caller to handle.
     """
-    result = client.wait(prompt_id, deadline=deadline, on_progress=on_progress, cancel=cancel, fresh=fresh)
+    result = client.wait(prompt_id, deadline=deadline, on_progress=on_progress, cancel=cancel, fresh=fresh,
+                         abort=abort)
     if result.status != "success":
         raise explain_failure(result, workflow, server=client.display_url)
     return result

@@ -1,0 +1,75 @@
+"""Cancelling jobs: which jobs a name means, and the flag each job's stages check.
+
+A name is a job's name (``night-003``: that job) or a file's name (``night.yaml`` or ``night``: all its
+jobs). A job already queued is stopped by its own stages (:mod:`hotfolder.stages.track` dequeues or
+interrupts its prompt); one not submitted yet is never submitted. A name that matches no file in
+progress is kept for :data:`WAIT_SECONDS`, so a cancel dropped just after its file is still honoured
+once the file is claimed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import PurePath
+
+from hotfolder.engine.core import Core, logger
+from hotfolder.record import FileRecord, JobState
+from hotfolder.stages.context import CancelFlag
+
+#: How long a cancel that matched nothing waits for a file of that name to be claimed.
+WAIT_SECONDS = 120.0
+
+
+def file_names(record: FileRecord) -> set[str]:
+    """The names that mean the whole file: its name and its original name, with and without suffix."""
+    names = {record.input_name, record.original_name} - {""}
+    return names | {PurePath(name).stem for name in names}
+
+
+class Cancels:
+    """The cancel flags of the jobs in progress and the cancels still waiting for their file."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._flags: dict[tuple[str, int], CancelFlag] = {}
+        self._waiting: list[tuple[str, str, float]] = []  # (name, reason, until)
+        self._everything: str | None = None  # everything was cancelled (Ctrl-C): jobs to come too
+
+    def flag(self, record: FileRecord, job: JobState) -> CancelFlag:
+        """The job's flag (made on first use, and set at once if a waiting cancel names it)."""
+        with self.core.cond:
+            key = (record.job_id, job.index)
+            flag = self._flags.get(key)
+            if flag is None:
+                flag = self._flags[key] = CancelFlag()
+                now = time.monotonic()
+                self._waiting = [w for w in self._waiting if w[2] > now]
+                names = file_names(record) | {job.name}
+                reason = next((r for name, r, _ in self._waiting if name in names), self._everything)
+                if reason is not None:
+                    flag.set(reason)
+            return flag
+
+    def cancel(self, name: str | None, reason: str) -> list[str]:
+        """Cancel the jobs ``name`` means (None: every job in progress) with ``reason`` (who and when).
+        Returns the jobs cancelled ("file job"); a name that matches none waits for its file."""
+        core = self.core
+        with core.cond:
+            if name is None:
+                self._everything = reason
+            records = list(core.active.values())
+            self._flags = {key: f for key, f in self._flags.items() if key[0] in core.active}  # files ended
+        hits = []
+        unparsed = False
+        for record in records:
+            whole = name is None or name in file_names(record)
+            unparsed |= whole and not record.jobs
+            for job in list(record.jobs):
+                if not job.finished and (whole or job.name == name) and self.flag(record, job).set(reason):
+                    hits.append(f"{record.input_name} {job.name}")
+        if name is not None and (not hits or unparsed):
+            with core.cond:
+                self._waiting.append((name, reason, time.monotonic() + WAIT_SECONDS))
+        for hit in hits:
+            logger.warning("[%s] cancel requested: %s", hit, reason)
+        return hits

@@ -1,0 +1,282 @@
+"""Cancel: a queued prompt is removed and a running one interrupted (the jobs API on servers that have
+it, else ``/queue`` delete and ``/interrupt`` with the prompt_id, never a bare ``/interrupt``); a job not
+submitted yet is never submitted; the input goes to failed/ with ``cancelled`` in its error file and
+nothing is published. Also ``.cancel`` files, ``hotfolder cancel`` against a real daemon, Ctrl-C in
+``hotfolder process``, and the jobs API's detection and use after a daemon was killed. Every case runs
+on both protocol profiles of the test ComfyUI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hotfolder.comfy.client import ComfyClient
+from hotfolder.config import ServerConfig
+from hotfolder.engine import Engine
+from hotfolder.testing import ComfyTestServer
+from tests.conftest import invoke_cli, make_settings, wait_until
+from tests.test_daemon import settled, start_daemon, stop
+
+pytestmark = pytest.mark.timeout(180)
+
+PROFILES = ["0.3", "0.4x"]
+
+
+@pytest.fixture(params=PROFILES)
+def server(request: pytest.FixtureRequest) -> Iterator[ComfyTestServer]:
+    with ComfyTestServer(comfyui=request.param) as srv:
+        yield srv
+
+
+def queued(server: ComfyTestServer) -> dict[str, str]:
+    """The prompts on the server now, by hotfolder job index ("1", "2", ...): their prompt ids."""
+    queue = server.queue()
+    found = {}
+    for item in queue["queue_running"] + queue["queue_pending"]:
+        job = item[3]["extra_pnginfo"]["hotfolder"]["job"]
+        found[job.rsplit("/", 1)[1]] = item[1]
+    return found
+
+
+def running(server: ComfyTestServer) -> set[str]:
+    return {item[1] for item in server.queue()["queue_running"]}
+
+
+def cancel_calls(server: ComfyTestServer) -> list[tuple[str, Any]]:
+    """Every request that removes or stops a prompt: (path, JSON body)."""
+    return [(r.path, r.json) for r in server.requests
+            if r.method == "POST" and (r.path in ("/interrupt", "/queue") or r.path.startswith("/api/jobs"))]
+
+
+def expected_cancel(server: ComfyTestServer, prompt_id: str, *, was_running: bool) -> list[tuple[str, Any]]:
+    """The requests that cancel ``prompt_id`` on this profile: the jobs API's cancel, else a delete from
+    the queue and, for a running prompt, an interrupt naming it."""
+    if server.profile.name == "0.4x":
+        return [(f"/api/jobs/{prompt_id}/cancel", None)]
+    delete = ("/queue", {"delete": [prompt_id]})
+    return [delete, ("/interrupt", {"prompt_id": prompt_id})] if was_running else [delete]
+
+
+def no_bare_interrupt(server: ComfyTestServer) -> None:
+    for path, body in cancel_calls(server):
+        if path == "/interrupt":
+            assert isinstance(body, dict) and body.get("prompt_id"), f"a bare /interrupt was sent: {body!r}"
+
+
+def error_doc(project: Path, name: str) -> dict[str, Any]:
+    return json.loads((project / "inbox" / "failed" / f"{name}.error.json").read_text())
+
+
+def published(project: Path) -> list[str]:
+    return sorted(p.name for p in (project / "outbox").iterdir() if not p.name.startswith("."))
+
+
+def test_cancel_a_queued_and_a_running_job_calls_the_right_endpoint_with_the_right_prompt_id(
+        project: Path, server: ComfyTestServer) -> None:
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / "night.yaml").write_text("repeat: 3\nparams: {width: 8}\n")
+    engine = Engine(make_settings(project, server.url, queue_depth=2))
+    engine.start()
+    try:
+        engine.accept(project / "inbox" / "night.yaml")
+        ids = wait_until(lambda: len(q := queued(server)) == 2 and running(server) and q,
+                         message="two jobs on the server, one running")
+        # which jobs go first, and which of them runs, is the scheduler's choice
+        last = ({"1", "2", "3"} - set(ids)).pop()
+        run, wait = sorted(ids, key=lambda index: ids[index] not in running(server))
+        server.clear_requests()
+        assert engine.cancel(f"night-00{wait}", "by the test at noon") == [f"night.yaml night-00{wait}"]
+        wait_until(lambda: cancel_calls(server), message="the queued prompt cancelled")
+        assert cancel_calls(server) == expected_cancel(server, ids[wait], was_running=False)
+        wait_until(lambda: ids[wait] not in queued(server).values(), message="the queued job off the queue")
+        server.clear_requests()
+        assert engine.cancel(f"night-00{run}", "by the test at one") == [f"night.yaml night-00{run}"]
+        wait_until(lambda: len(cancel_calls(server)) == len(expected_cancel(server, "", was_running=True)),
+                   message="the running prompt cancelled")
+        assert cancel_calls(server) == expected_cancel(server, ids[run], was_running=True)
+        server.faults.node_delay("ImageInvert", 0)  # the third job was never cancelled: it runs and publishes
+        assert engine.wait_idle(60)
+    finally:
+        engine.stop()
+    no_bare_interrupt(server)
+    assert ids[wait] not in server.executed_prompt_ids  # dequeued before it ran
+    entry = server.history()[ids[run]]
+    assert any(message[0] == "execution_interrupted" for message in entry["status"]["messages"])
+    assert (project / "inbox" / "failed" / "night.yaml").is_file()  # the input is kept
+    doc = error_doc(project, "night.yaml")
+    states = {job["name"]: (job["state"], (job["error"] or {}).get("message", "")) for job in doc["jobs"]}
+    assert states[f"night-00{run}"][0] == states[f"night-00{wait}"][0] == "failed"
+    assert "was cancelled by the test at one" in states[f"night-00{run}"][1]
+    assert "was cancelled by the test at noon" in states[f"night-00{wait}"][1]
+    assert states[f"night-00{last}"][0] == "published"
+    assert published(project) == [f"night-00{last}"]  # nothing of the cancelled jobs
+
+
+def test_a_whole_file_cancelled_before_its_jobs_are_submitted_sends_nothing(project: Path,
+                                                                            server: ComfyTestServer) -> None:
+    settings = make_settings(project, server.url)
+    engine = Engine(settings)
+    engine.cancel("early", "by the test before the file came")  # waits for the file of that name
+    (project / "inbox" / "early.yaml").write_text("repeat: 2\nparams: {width: 8}\n")
+    engine.start()
+    try:
+        engine.accept(project / "inbox" / "early.yaml")
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    assert not [r for r in server.requests if r.path == "/prompt"]
+    doc = error_doc(project, "early.yaml")
+    assert "cancelled" in json.dumps(doc) and doc["stage"] == "cancelled"
+    assert all("by the test before the file came" in job["error"]["message"] for job in doc["jobs"])
+    assert published(project) == []
+
+
+def test_a_cancel_file_in_the_inbox_cancels_the_file_and_is_never_claimed(project: Path,
+                                                                         server: ComfyTestServer) -> None:
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / "dropped.yaml").write_text("params: {width: 8}\n")
+    proc = start_daemon(project, server.url)
+    try:
+        wait_until(lambda: running(server), message="the prompt running")
+        (project / "inbox" / "dropped.cancel").write_text("")  # what a shared-folder user does
+        wait_until(lambda: settled(project, ["dropped.yaml"]), message="dropped.yaml archived")
+        wait_until(lambda: not (project / "inbox" / "dropped.cancel").exists(), message="the request removed")
+    finally:
+        log = stop(proc)
+    assert proc.returncode == 0, log
+    no_bare_interrupt(server)
+    assert len(cancel_calls(server)) == len(expected_cancel(server, "", was_running=True)), cancel_calls(server)
+    doc = error_doc(project, "dropped.yaml")
+    assert doc["stage"] == "cancelled" and "a dropped.cancel file dropped into the inbox" in doc["message"], doc
+    assert not (project / "inbox" / "failed" / "dropped.cancel").exists()  # never claimed as a scenario
+    assert not (project / "inbox" / "failed" / "dropped.cancel.error.json").exists()
+    assert published(project) == []
+
+
+def test_hotfolder_cancel_cancels_a_job_of_a_running_daemon(project: Path, server: ComfyTestServer) -> None:
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / "later.yaml").write_text("params: {width: 8}\n")
+    proc = start_daemon(project, server.url)
+    try:
+        prompt_id = next(iter(wait_until(lambda: running(server), message="the prompt running")))
+        result = subprocess.run([sys.executable, "-m", "hotfolder", "cancel", "later.yaml"], cwd=project,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: settled(project, ["later.yaml"]), message="later.yaml archived")
+    finally:
+        log = stop(proc)
+    assert cancel_calls(server) == expected_cancel(server, prompt_id, was_running=True), log
+    doc = error_doc(project, "later.yaml")
+    assert "was cancelled by `hotfolder cancel`" in doc["message"], doc
+    assert (project / "inbox" / "failed" / "later.yaml").is_file()
+    assert published(project) == []
+
+
+def test_ctrl_c_in_process_cancels_its_prompts_and_a_second_exits_at_once(project: Path,
+                                                                         server: ComfyTestServer) -> None:
+    server.faults.node_delay("ImageInvert", 60)
+    scenario = project / "fg.yaml"
+    scenario.write_text("repeat: 2\nparams: {width: 8}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    args = [sys.executable, "-m", "hotfolder", "--server", server.url, "--default-template", "invert",
+            "process", str(scenario)]
+    proc = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ids = wait_until(lambda: len(q := queued(server)) == 2 and running(server) and q,
+                         message="both prompts on the server")
+        run, wait = sorted(ids, key=lambda index: ids[index] not in running(server))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    # the waiting prompt may have started once the running one was interrupted: then it is interrupted too
+    calls = cancel_calls(server)
+    assert len(calls) == len(set(map(str, calls))), calls
+    assert {str(c) for c in expected_cancel(server, ids[run], was_running=True)
+            + expected_cancel(server, ids[wait], was_running=False)} <= set(map(str, calls)), out
+    assert set(map(str, calls)) <= {str(c) for i in ids.values() for c in expected_cancel(server, i, was_running=True)}
+    no_bare_interrupt(server)
+    assert server.wait_idle(10)
+    history = server.history()
+    assert not [i for i in ids.values() if i in history and history[i]["status"]["status_str"] == "success"]
+    assert scenario.is_file() and published(project) == []
+    assert "cancelled by Ctrl-C in `hotfolder process`" in out, out
+
+    # a second Ctrl-C exits at once, even while the first one waits (here: on a POST the server holds)
+    server.faults.post_hang(seconds=60)
+    proc = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: queued(server), message="a prompt queued, its POST held")
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: any("Ctrl-C: cancelling" in line for line in lines), message="the first Ctrl-C taken")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    assert any("Second Ctrl-C" in line for line in lines), lines
+
+
+def test_the_jobs_api_is_found_by_probing_and_probed_again_after_a_reconnect(server: ComfyTestServer) -> None:
+    client = ComfyClient(ServerConfig(url=server.url), poll_interval=0.5)
+    client.start()
+    try:
+        assert client.wait_ws(10)
+        has = server.profile.name == "0.4x"
+        assert client.jobs_api() is has and client.jobs_api() is has
+        probes = lambda: [r for r in server.requests if r.path == "/api/jobs"]  # noqa: E731
+        assert len(probes()) == 1 and probes()[0].query.get("limit") == "1"
+        assert client.locate("00000000-0000-4000-8000-000000000000") == "absent"
+        server.restart()
+        wait_until(lambda: client.ws_connected and client._jobs_api is None, message="the client reconnected")
+        assert client.jobs_api() is has
+        assert len(probes()) == 2
+    finally:
+        client.close()
+
+
+def test_after_a_sigkill_the_restarted_daemon_asks_the_jobs_api_or_the_history(project: Path,
+                                                                               server: ComfyTestServer) -> None:
+    server.faults.node_delay("ImageInvert", 2)
+    (project / "inbox" / "k.yaml").write_text("params: {width: 8}\n")
+    proc = start_daemon(project, server.url)
+    prompt_id = next(iter(wait_until(lambda: running(server), message="the prompt running")))
+    stop(proc, signal.SIGKILL)
+    server.clear_requests()
+    proc = start_daemon(project, server.url)
+    try:
+        wait_until(lambda: settled(project, ["k.yaml"]), message="k.yaml archived after the restart")
+    finally:
+        stop(proc)
+    assert (project / "inbox" / "done" / "k.yaml").is_file() and published(project) == ["k"]
+    assert server.executed_prompt_ids == [prompt_id]  # attached to, never sent again
+    asked = [r.path for r in server.requests if r.method == "GET"]
+    if server.profile.name == "0.4x":
+        assert f"/api/jobs/{prompt_id}" in asked and "/queue" not in asked, asked
+    else:
+        assert f"/api/jobs/{prompt_id}" not in asked and "/queue" in asked, asked
+
+
+def test_hotfolder_cancel_without_a_daemon_leaves_the_request_and_exits_1(project: Path) -> None:
+    result = invoke_cli("--inbox", "inbox", "cancel", "inbox/night.yaml", "--wait", "0.2", cwd=project)
+    assert result.returncode == 1
+    assert "No daemon took" in result.stderr and "stays in the inbox" in result.stderr
+    request = json.loads((project / "inbox" / "night.yaml.cancel").read_text())
+    assert request["by"].startswith("`hotfolder cancel`") and request["at"]
+    assert [p.name for p in (project / "inbox").iterdir()] == ["night.yaml.cancel"]  # no temp file left
