@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE = (websocket.ABNF.OPCODE_CONT, websocket.ABNF.OPCODE_TEXT,
                                          websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CLOSE)
 MAX_MESSAGE = DEFAULTS.max_ws_message_size  # a message larger than this is not ComfyUI's: the connection is dropped
+READ_AHEAD = 4096  # bytes asked of the socket at least per read: a few of ComfyUI's messages
 
 
 class MessageTooLarge(ValueError):
@@ -46,6 +47,11 @@ class BoundedWebSocket(websocket.WebSocket):
 
     max_message_size = MAX_MESSAGE
     _message = 0  # bytes of the fragmented data message received so far
+
+    def _recv(self, bufsize: int) -> bytes:
+        """Read at least a small block per system call: the library asks for a frame's header, length
+        and payload one by one (three calls per message), and keeps what comes beyond in its buffer."""
+        return super()._recv(max(bufsize, READ_AHEAD))
 
     def recv_frame(self) -> websocket.ABNF:
         frames = self.frame_buffer  # the library's reader keeps a header read before a timeout

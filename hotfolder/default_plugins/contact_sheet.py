@@ -52,8 +52,17 @@ def track_event(event: Event, settings: Settings | None) -> None:
     if event.kind != "archived" or settings is None or not getattr(settings, "contact_sheet", False):
         return
     published = tuple(getattr(event, "published", ()) or ())
-    if published:
+    if published and not _single_job(settings.outbox, published):
         _queue(event.file, published, settings.outbox)
+
+
+def _single_job(outbox: Path, published: tuple[str, ...]) -> bool:
+    """Whether ``published`` is one job folder whose sidecar says its file gave one job: no sheet, told
+    here without a thread. Anything else (an unreadable sidecar, which the sheet thread reports) is False."""
+    if len(published) != 1:
+        return False
+    found = _sidecar(os.path.abspath(outbox), published[0])
+    return found is not None and _int(found[1].get("jobs_in_file")) <= 1
 
 
 _pending: deque[tuple[str, tuple[str, ...], Path]] = deque()
@@ -156,22 +165,32 @@ def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]
     entries = []
     base = os.path.abspath(outbox)
     for path in published:
-        folder = Path(os.path.abspath(path))
-        if os.fspath(folder.parent) != base or folder.is_symlink() or not folder.is_dir():
-            logger.warning("Contact sheet: %s is not a job folder of the outbox, left out", path)
-            continue
-        sidecar_path = folder / f"{folder.name}.json"
-        try:
-            if sidecar_path.is_symlink() or sidecar_path.stat().st_size > MAX_SIDECAR:
-                continue
-            sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            logger.warning("Contact sheet: %s has no readable sidecar, left out", folder)
-            continue
-        if isinstance(sidecar, dict):
+        found = _sidecar(base, path, warn=True)
+        if found is not None:
+            folder, sidecar = found
             entries.append(Entry(folder.name, folder, sidecar, _outputs(folder, sidecar)))
     entries.sort(key=lambda e: _int(e.sidecar.get("job_index")))
     return entries
+
+
+def _sidecar(base: str, path: str, *, warn: bool = False) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, sidecar) of the job folder ``path`` directly in the outbox ``base``, or None (with a
+    warning if ``warn``) when it is not one or its sidecar is not a readable JSON object."""
+    folder = Path(os.path.abspath(path))
+    if os.fspath(folder.parent) != base or folder.is_symlink() or not folder.is_dir():
+        if warn:
+            logger.warning("Contact sheet: %s is not a job folder of the outbox, left out", path)
+        return None
+    sidecar_path = folder / f"{folder.name}.json"
+    try:
+        if sidecar_path.is_symlink() or sidecar_path.stat().st_size > MAX_SIDECAR:
+            return None
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        if warn:
+            logger.warning("Contact sheet: %s has no readable sidecar, left out", folder)
+        return None
+    return (folder, sidecar) if isinstance(sidecar, dict) else None
 
 
 def _outputs(folder: Path, sidecar: dict[str, Any]) -> list[tuple[str, str]]:
