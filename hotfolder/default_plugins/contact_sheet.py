@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import threading
 from collections import deque
 from pathlib import Path
@@ -61,8 +62,24 @@ def _single_job(outbox: Path, published: tuple[str, ...]) -> bool:
     here without a thread. Anything else (an unreadable sidecar, which the sheet thread reports) is False."""
     if len(published) != 1:
         return False
-    found = _sidecar(os.path.abspath(outbox), published[0])
-    return found is not None and _int(found[1].get("jobs_in_file")) <= 1
+    folder = os.path.abspath(published[0])
+    try:  # the checks of collect(), in plain system calls: this runs on the thread that archives
+        if os.path.dirname(folder) != os.path.abspath(outbox) or not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        fd = os.open(os.path.join(folder, os.path.basename(folder) + ".json"),
+                     os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            if os.fstat(fd).st_size > MAX_SIDECAR:
+                return False
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            sidecar = json.loads(b"".join(chunks).decode("utf-8"))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return False
+    return isinstance(sidecar, dict) and _int(sidecar.get("jobs_in_file")) <= 1
 
 
 _pending: deque[tuple[str, tuple[str, ...], Path]] = deque()
@@ -165,32 +182,22 @@ def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]
     entries = []
     base = os.path.abspath(outbox)
     for path in published:
-        found = _sidecar(base, path, warn=True)
-        if found is not None:
-            folder, sidecar = found
+        folder = Path(os.path.abspath(path))
+        if os.fspath(folder.parent) != base or folder.is_symlink() or not folder.is_dir():
+            logger.warning("Contact sheet: %s is not a job folder of the outbox, left out", path)
+            continue
+        sidecar_path = folder / f"{folder.name}.json"
+        try:
+            if sidecar_path.is_symlink() or sidecar_path.stat().st_size > MAX_SIDECAR:
+                continue
+            sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("Contact sheet: %s has no readable sidecar, left out", folder)
+            continue
+        if isinstance(sidecar, dict):
             entries.append(Entry(folder.name, folder, sidecar, _outputs(folder, sidecar)))
     entries.sort(key=lambda e: _int(e.sidecar.get("job_index")))
     return entries
-
-
-def _sidecar(base: str, path: str, *, warn: bool = False) -> tuple[Path, dict[str, Any]] | None:
-    """(folder, sidecar) of the job folder ``path`` directly in the outbox ``base``, or None (with a
-    warning if ``warn``) when it is not one or its sidecar is not a readable JSON object."""
-    folder = Path(os.path.abspath(path))
-    if os.fspath(folder.parent) != base or folder.is_symlink() or not folder.is_dir():
-        if warn:
-            logger.warning("Contact sheet: %s is not a job folder of the outbox, left out", path)
-        return None
-    sidecar_path = folder / f"{folder.name}.json"
-    try:
-        if sidecar_path.is_symlink() or sidecar_path.stat().st_size > MAX_SIDECAR:
-            return None
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        if warn:
-            logger.warning("Contact sheet: %s has no readable sidecar, left out", folder)
-        return None
-    return (folder, sidecar) if isinstance(sidecar, dict) else None
 
 
 def _outputs(folder: Path, sidecar: dict[str, Any]) -> list[tuple[str, str]]:
