@@ -9,7 +9,8 @@ two live sockets with one clientId make ComfyUI orphan the newer one (PROTOCOL Â
 
 websocket-client does the protocol: the handshake, TLS and proxies, frames and their fragments, pings,
 pongs and the close. hotfolder adds a budget (:class:`BoundedWebSocket`): a message over
-``max_ws_message_size`` is refused from its frame header, before its payload is read.
+``max_ws_message_size`` is refused from its frame header, before its payload is read (beyond the
+``READ_AHEAD`` bytes that came with the header).
 """
 
 from __future__ import annotations
