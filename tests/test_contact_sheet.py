@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hotfolder.default_plugins import contact_sheet, gallery, sheet_layout
+from hotfolder.events import Archived
 from hotfolder.paths import safe_filename
 from hotfolder.stages.parse import sanitize_job_name
 from hotfolder.testing import ComfyTestServer
@@ -318,6 +320,31 @@ def test_a_broken_sidecar_or_image_is_left_out_and_a_failure_is_logged_never_rai
     assert contact_sheet.wait_idle()
     assert "[y.csv] no contact sheet" in caplog.text
     assert sorted(p.name for p in other.iterdir()) == [".hotfolder-staging", "a", "b"]
+
+
+def test_the_hook_skips_only_a_file_that_gave_one_job_and_leaves_an_unreadable_sidecar_to_the_sheet_thread(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    settings = SimpleNamespace(contact_sheet=True, outbox=outbox)
+
+    def archived(file: str, *published: str) -> list[str]:
+        contact_sheet.track_event(Archived(file=file, job_id="j", failed=False, path=None, published=published),
+                                  settings)
+        assert contact_sheet.wait_idle()
+        return sorted(p.name for p in outbox.iterdir() if p.name.endswith("-sheet"))
+
+    png = {"g.png": b"\x89PNG\r\n\x1a\n" + bytes(40)}
+    one = _job(outbox, "one", 1, png, {"p": 1})
+    sidecar = json.loads(Path(one, "one.json").read_text())
+    Path(one, "one.json").write_text(json.dumps({**sidecar, "jobs_in_file": 1}))
+    assert archived("one.csv", one) == []
+    # one published job of a file that gave two (the other failed) still gets its sheet
+    assert archived("two.csv", _job(outbox, "two", 1, png, {"p": 1})) == ["two-sheet"]
+    broken = outbox / "broken"
+    broken.mkdir()
+    (broken / "broken.json").write_text("{not json")
+    assert archived("broken.csv", str(broken)) == ["two-sheet"] and "broken has no readable sidecar" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------------

@@ -187,6 +187,9 @@ class ComfyHTTP:
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.timeout = (connect_timeout, read_timeout)
         self._session = _session(self.base_url, verify, pool_size)
+        # what every request shares (headers validated, cookies and hooks set up), prepared once and
+        # copied per request: a whole ``Request.prepare()`` cost two thirds of the client's own CPU per call
+        self._prepared = requests.Request("GET", self._origin + "/", headers=self.headers).prepare()
 
     def close(self) -> None:
         self._session.close()
@@ -211,13 +214,18 @@ class ComfyHTTP:
     def _send(self, method: str, path: str, *, idempotent: bool, body: Any = None,
               headers: dict[str, str] | None = None) -> requests.Response:
         """Send one request and read the status and headers; the caller reads the body (which gives the
-        connection back to the pool) or closes the answer. The request is prepared on its own and sent
-        through the session's pool: no cookies, no redirects, and none of ``Session.request``'s merging
-        of per-request settings (a third of its CPU per call)."""
+        connection back to the pool) or closes the answer. The request is prepared on its own (from
+        :attr:`_prepared`, in ``Request.prepare``'s order: method, URL, headers, body) and sent through
+        the session's pool: no cookies, no redirects, and none of ``Session.request``'s merging of
+        per-request settings (a third of its CPU per call)."""
         try:
-            request = requests.Request(method, self._origin + path, data=body,
-                                       headers={**self.headers, **headers} if headers else self.headers)
-            return self._session.send(request.prepare(), timeout=self.timeout, stream=True, allow_redirects=False,
+            request = self._prepared.copy()
+            request.prepare_method(method)
+            request.prepare_url(self._origin + path, None)
+            if headers:
+                request.prepare_headers({**self.headers, **headers})
+            request.prepare_body(body, None)
+            return self._session.send(request, timeout=self.timeout, stream=True, allow_redirects=False,
                                       verify=self._session.verify, proxies=self._session.proxies, cert=None)
         except (OSError, ValueError) as err:  # requests' errors are OSErrors
             if idempotent or _never_sent(err):

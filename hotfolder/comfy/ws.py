@@ -9,7 +9,8 @@ two live sockets with one clientId make ComfyUI orphan the newer one (PROTOCOL Â
 
 websocket-client does the protocol: the handshake, TLS and proxies, frames and their fragments, pings,
 pongs and the close. hotfolder adds a budget (:class:`BoundedWebSocket`): a message over
-``max_ws_message_size`` is refused from its frame header, before its payload is read.
+``max_ws_message_size`` is refused from its frame header, before its payload is read (beyond the
+``READ_AHEAD`` bytes that came with the header).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE = (websocket.ABNF.OPCODE_CONT, websocket.ABNF.OPCODE_TEXT,
                                          websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CLOSE)
 MAX_MESSAGE = DEFAULTS.max_ws_message_size  # a message larger than this is not ComfyUI's: the connection is dropped
+READ_AHEAD = 4096  # bytes asked of the socket at least per read: a few of ComfyUI's messages
 
 
 class MessageTooLarge(ValueError):
@@ -46,6 +48,11 @@ class BoundedWebSocket(websocket.WebSocket):
 
     max_message_size = MAX_MESSAGE
     _message = 0  # bytes of the fragmented data message received so far
+
+    def _recv(self, bufsize: int) -> bytes:
+        """Read at least a small block per system call: the library asks for a frame's header, length
+        and payload one by one (three calls per message), and keeps what comes beyond in its buffer."""
+        return super()._recv(max(bufsize, READ_AHEAD))
 
     def recv_frame(self) -> websocket.ABNF:
         frames = self.frame_buffer  # the library's reader keeps a header read before a timeout

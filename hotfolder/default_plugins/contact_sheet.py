@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import threading
 from collections import deque
 from pathlib import Path
@@ -54,7 +55,7 @@ def track_event(event: Event, settings: Settings | None) -> None:
     published = tuple(getattr(event, "published", ()) or ())
     if published and settings.outbox_url:
         _skip_remote(settings.outbox_url)
-    elif published:
+    elif published and not _single_job(settings.outbox, published):
         _queue(event.file, published, settings.outbox)
 
 
@@ -68,6 +69,31 @@ def _skip_remote(url: str) -> None:
             return
         _told_remote.add(url)
     logger.info("No contact sheets: the outbox is object storage (%s); they are made for a local outbox only", url)
+
+
+def _single_job(outbox: Path, published: tuple[str, ...]) -> bool:
+    """Whether ``published`` is one job folder whose sidecar says its file gave one job: no sheet, told
+    here without a thread. Anything else (an unreadable sidecar, which the sheet thread reports) is False."""
+    if len(published) != 1:
+        return False
+    folder = os.path.abspath(published[0])
+    try:  # the checks of collect(), in plain system calls: this runs on the thread that archives
+        if os.path.dirname(folder) != os.path.abspath(outbox) or not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        fd = os.open(os.path.join(folder, os.path.basename(folder) + ".json"),
+                     os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            if os.fstat(fd).st_size > MAX_SIDECAR:
+                return False
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            sidecar = json.loads(b"".join(chunks).decode("utf-8"))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return False
+    return isinstance(sidecar, dict) and _int(sidecar.get("jobs_in_file")) <= 1
 
 
 _pending: deque[tuple[str, tuple[str, ...], Path]] = deque()
