@@ -326,7 +326,7 @@ def test_the_hook_skips_only_a_file_that_gave_one_job_and_leaves_an_unreadable_s
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    settings = SimpleNamespace(contact_sheet=True, outbox=outbox)
+    settings = SimpleNamespace(contact_sheet=True, outbox=outbox, outbox_url=None)
 
     def archived(file: str, *published: str) -> list[str]:
         contact_sheet.track_event(Archived(file=file, job_id="j", failed=False, path=None, published=published),
