@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -167,3 +168,16 @@ def _logging_restored() -> Iterator[None]:
         for logger, handlers, level, propagate in saved:
             logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
         logging.logProcesses, logging.logMultiprocessing = switches
+
+
+def four_frames() -> dict[str, Any]:
+    """API nodes making four 33x20 frames (blue, orange, blue, orange) as node "1", for the video tests."""
+    def empty(color: int) -> dict[str, Any]:
+        return {"class_type": "EmptyImage", "inputs": {"width": 33, "height": 20, "batch_size": 1, "color": color}}
+
+    return {
+        "10": empty(0x3366CC),
+        "11": empty(0xCC9933),
+        "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
+        "1": {"class_type": "ImageBatch", "inputs": {"image1": ["12", 0], "image2": ["12", 0]}},
+    }

@@ -22,7 +22,7 @@ import requests
 import websocket
 
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import wait_until
+from tests.conftest import four_frames, wait_until
 
 TIMEOUT = 10.0
 PIL = pytest.importorskip("PIL.Image")
@@ -319,14 +319,8 @@ def test_object_info_is_the_2026_catalogue_with_v3_combos_and_a_dynamic_combo(se
 
 def video_prompt(**save: Any) -> dict[str, Any]:
     """Four frames, blue, orange, blue, orange (node "1"), as a video at 8 fps (node "2") saved by node "3"."""
-    def empty(color: int) -> dict[str, Any]:
-        return {"class_type": "EmptyImage", "inputs": {"width": 33, "height": 20, "batch_size": 1, "color": color}}
-
     return {
-        "10": empty(0x3366CC),
-        "11": empty(0xCC9933),
-        "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
-        "1": {"class_type": "ImageBatch", "inputs": {"image1": ["12", 0], "image2": ["12", 0]}},
+        **four_frames(),
         "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8}},
         "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/clip", **save}},
     }

@@ -25,7 +25,7 @@ from hotfolder.comfy.http import ComfyHTTP
 from hotfolder.errors import ServerUnavailable
 from hotfolder.stages.download import OutputRef, download_outputs, list_outputs
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import invoke_cli
+from tests.conftest import four_frames, invoke_cli
 
 
 @pytest.fixture
@@ -38,21 +38,8 @@ def comfy04() -> Iterator[ComfyTestServer]:
         server.stop()
 
 
-def _frames() -> dict[str, Any]:
-    """Four 33x20 frames, blue, orange, blue, orange, as node "1"."""
-    def empty(color: int) -> dict[str, Any]:
-        return {"class_type": "EmptyImage", "inputs": {"width": 33, "height": 20, "batch_size": 1, "color": color}}
-
-    return {
-        "10": empty(0x3366CC),
-        "11": empty(0xCC9933),
-        "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
-        "1": {"class_type": "ImageBatch", "inputs": {"image1": ["12", 0], "image2": ["12", 0]}},
-    }
-
-
 CLIP = {  # SaveVideo with the 0.4x catalogue's DynamicCombo sub-inputs (dotted names); crf comes from set:
-    **_frames(),
+    **four_frames(),
     "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8}},
     "3": {"class_type": "SaveVideo", "_meta": {"title": "Save v2.mp4"}, "inputs": {
         "video": ["2", 0], "filename_prefix": "video/clip", "format": "mp4", "format.codec": "h264",
@@ -60,7 +47,7 @@ CLIP = {  # SaveVideo with the 0.4x catalogue's DynamicCombo sub-inputs (dotted 
 }
 
 GIF = {
-    **_frames(),
+    **four_frames(),
     "4": {"class_type": "VHS_VideoCombine", "inputs": {
         "images": ["1", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "anim", "format": "image/gif",
         "pingpong": False, "save_output": True}},
