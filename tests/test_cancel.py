@@ -254,7 +254,7 @@ def test_the_jobs_api_is_found_by_probing_and_probed_again_after_a_reconnect(ser
 
 def test_after_a_sigkill_the_restarted_daemon_asks_the_jobs_api_or_the_history(project: Path,
                                                                                server: ComfyTestServer) -> None:
-    server.faults.node_delay("ImageInvert", 2)
+    server.faults.node_delay("ImageInvert", 60)  # held until the restarted daemon has asked about it
     (project / "inbox" / "k.yaml").write_text("params: {width: 8}\n")
     proc = start_daemon(project, server.url)
     prompt_id = next(iter(wait_until(lambda: running(server), message="the prompt running")))
@@ -262,6 +262,9 @@ def test_after_a_sigkill_the_restarted_daemon_asks_the_jobs_api_or_the_history(p
     server.clear_requests()
     proc = start_daemon(project, server.url)
     try:
+        asked_about = lambda: any(r.path in (f"/api/jobs/{prompt_id}", "/queue") for r in server.requests)  # noqa: E731
+        wait_until(asked_about, message="the restarted daemon asked where its prompt is")
+        server.faults.node_delay("ImageInvert", 0)
         wait_until(lambda: settled(project, ["k.yaml"]), message="k.yaml archived after the restart")
     finally:
         stop(proc)

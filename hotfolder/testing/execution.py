@@ -18,6 +18,7 @@ captures message for message:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import struct
@@ -387,6 +388,14 @@ class PromptExecutor:
         #: Rewrites a node's UI output before it is sent and recorded (0.4x: asset ids); None: as is.
         self.enrich_ui: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
+    @staticmethod
+    async def _node_delay(host: ExecutionHost, context: _NodeRun, class_type: str) -> None:
+        """Wait out the scripted delay of ``class_type``; lowering it (to 0) releases a node already waiting."""
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        while (remaining := host.node_delay(class_type) - (clock() - started)) > 0:
+            await context.sleep(min(remaining, 0.05))
+
     def _is_output(self, prompt: dict[str, Any], node_id: str) -> bool:
         info = self.catalog.get(prompt[node_id]["class_type"]) or {}
         return info.get("output_node") is True
@@ -529,9 +538,7 @@ class PromptExecutor:
                 )
             context = _NodeRun(host, run, node_id)
             context.check_interrupt()
-            delay = host.node_delay(class_type)
-            if delay > 0:
-                await context.sleep(delay)
+            await self._node_delay(host, context, class_type)
             injected = host.take_node_failure(class_type)
             if injected is not None:
                 raise InjectedNodeFailure(*injected)

@@ -177,7 +177,8 @@ class Faults:
             self._node_failures[class_type] = _NodeFailure(message, exception_type, count)
 
     def node_delay(self, class_type: str, seconds: float) -> None:
-        """Every execution of ``class_type`` takes ``seconds`` longer (interruptible; 0 removes the delay)."""
+        """Every execution of ``class_type`` takes ``seconds`` longer (interruptible; lowering it, to 0 too, shortens
+        executions already waiting)."""
         with self._lock:
             if seconds > 0:
                 self._node_delays[class_type] = float(seconds)
