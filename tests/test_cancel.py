@@ -99,12 +99,11 @@ def test_cancel_a_queued_and_a_running_job_calls_the_right_endpoint_with_the_rig
         assert cancel_calls(server) == expected_cancel(server, ids[wait], was_running=False)
         wait_until(lambda: ids[wait] not in queued(server).values(), message="the queued job off the queue")
         server.clear_requests()
-        # the job never cancelled runs next, at once (the running prompt's delay has already begun)
-        server.faults.node_delay("ImageInvert", 0)
         assert engine.cancel(f"night-00{run}", "by the test at one") == [f"night.yaml night-00{run}"]
         wait_until(lambda: len(cancel_calls(server)) == len(expected_cancel(server, "", was_running=True)),
                    message="the running prompt cancelled")
         assert cancel_calls(server) == expected_cancel(server, ids[run], was_running=True)
+        server.faults.node_delay("ImageInvert", 0)  # the job never cancelled runs at once
         assert engine.wait_idle(60)  # the third job was never cancelled: it runs and publishes
     finally:
         engine.stop()

@@ -176,8 +176,8 @@ def test_jobs_move_from_pending_to_in_progress_to_completed_with_their_outputs(s
     assert running["workflow_id"] == "wf-1" and "workflow_id" not in pending
     assert running["workflow"]["prompt"] == image_prompt(10)
     assert isinstance(running["create_time"], int) and running["outputs_count"] == 0
-    server.faults.node_delay("SaveImage", 0)
     assert requests.post(server.url + "/interrupt", json={"prompt_id": first}, timeout=TIMEOUT).status_code == 200
+    server.faults.node_delay("SaveImage", 0)
     server.wait_idle(TIMEOUT)
     done = job(server, second)
     assert done["status"] == "completed"
@@ -253,8 +253,8 @@ def test_cancel_dequeues_a_pending_job_interrupts_a_running_one_and_is_idempoten
 
     assert cancel(pending) == {"cancelled": True}
     assert [item[1] for item in server.queue()["queue_pending"]] == [bystander]
-    server.faults.node_delay("SaveImage", 0)  # for the bystander, which runs next
     assert cancel(running) == {"cancelled": True}
+    server.faults.node_delay("SaveImage", 0)  # for the bystander, which runs next
     server.wait_idle(TIMEOUT)
     assert job(server, running)["status"] == "cancelled"
     assert job(server, bystander)["status"] == "completed"  # the cancel hit nothing else
