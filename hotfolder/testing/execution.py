@@ -390,10 +390,11 @@ class PromptExecutor:
 
     @staticmethod
     async def _node_delay(host: ExecutionHost, context: _NodeRun, class_type: str) -> None:
-        """Wait out the scripted delay of ``class_type``; lowering it (to 0) releases a node already waiting."""
+        """Wait out the scripted delay of ``class_type``; lowering it (to 0) releases a node already waiting,
+        raising it does not hold one longer."""
         clock = asyncio.get_running_loop().time
-        started = clock()
-        while (remaining := host.node_delay(class_type) - (clock() - started)) > 0:
+        started, delay = clock(), host.node_delay(class_type)
+        while (remaining := min(delay, host.node_delay(class_type)) - (clock() - started)) > 0:
             await context.sleep(min(remaining, 0.05))
 
     def _is_output(self, prompt: dict[str, Any], node_id: str) -> bool:

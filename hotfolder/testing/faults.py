@@ -178,7 +178,7 @@ class Faults:
 
     def node_delay(self, class_type: str, seconds: float) -> None:
         """Every execution of ``class_type`` takes ``seconds`` longer (interruptible; lowering it, to 0 too, shortens
-        executions already waiting)."""
+        executions already waiting, raising it does not lengthen them)."""
         with self._lock:
             if seconds > 0:
                 self._node_delays[class_type] = float(seconds)
