@@ -160,11 +160,14 @@ class NodeCatalog:
     """
 
     def __init__(
-        self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO, test_pack: tuple[str, ...] = ("TestSleep",)
+        self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO, test_pack: tuple[str, ...] = ("TestSleep",),
+        removed: tuple[str, ...] = (),
     ) -> None:
         self._input_dir = input_dir
         self._classes: dict[str, dict[str, Any]] = {**_load_object_info(object_info),
                                                     **{name: TEST_PACK[name] for name in test_pack}}
+        for class_type in removed:  # classes the server no longer has (replaced on submit)
+            self._classes.pop(class_type, None)
         self._json_cache: tuple[tuple[str, ...], bytes] | None = None
         for folder in MODEL_INPUTS:  # only the models the stand-in loaders run
             self.set_models(folder, list(STAND_IN_MODELS.get(folder, ())))
