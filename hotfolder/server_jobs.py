@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from hotfolder.comfy.client import ComfyClient
@@ -43,8 +44,9 @@ class ServerJobsPoller:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop asking; a thread still waiting for a slow server is left to end on its own (a daemon thread)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self, client: ComfyClient) -> None:
         while not self._stop.wait(self.interval):
