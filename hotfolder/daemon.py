@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import cancel_requests, fsguard, housekeeping, plugins, service, status, status_file, watch
+from hotfolder import cancel_requests, fsguard, housekeeping, plugins, server_jobs, service, status, status_file, watch
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.config import Settings, with_changes
 from hotfolder.engine import Engine
@@ -129,10 +129,12 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         logger.info("Metrics on %s", metrics_server.url)
     writer = status_file.StatusWriter(board, status_file.status_path(settings.state_dir, settings.instance_id), interval=settings.status_interval,
                                  on_write=lambda snap: notifier.status(snap.get("summary", "")))
+    jobs_poller = server_jobs.ServerJobsPoller(board, engine.clients, interval=settings.status_interval)
     heartbeat = service.Heartbeat(notifier)
     ready: queue.Queue[Path] = queue.Queue()
     engine.start()
     writer.start()
+    jobs_poller.start()
     intake = watch.Intake(
         settings.inbox, ready.put, settle_seconds=settings.settle_seconds,
         use_observer=settings.use_observer and not once, ready_marker=settings.ready_marker,
@@ -168,6 +170,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
         if retention:
             retention.stop()
         intake.stop()
+        jobs_poller.stop()
         engine.stop()
         writer.stop()
         if metrics_server is not None:

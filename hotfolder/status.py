@@ -11,12 +11,16 @@ The file (``version`` 1)::
     {"version": 1, "state": "running", "paused": null, "pid": 123, "host": "render1", "instance": "render1",
      "started": "...Z", "updated": "...Z", "updated_unix": 1760000000.0, "interval": 2.0,
      "summary": "1 running, 3 waiting", "waiting": 3, "waiting_files": [{"file", "jobs", "since"}],
-     "running": [{"file", "job", "job_id", "server", "prompt_id", "state", "node", "value", "max",
-                  "percent", "since", "progress_at"}],
+     "running": [{"file", "job", "job_id", "server", "prompt_id", "state", "server_state",
+                  "queue_position", "node", "value", "max", "percent", "since", "progress_at"}],
      "servers": [{"name", "url", "up", "queue", "running", "since"}],
      "failures": [{"file", "job", "job_id", "message", "time"}],
      "counts": {"published", "failed", "files_done", "files_failed"}}
 
+``state`` is hotfolder's own view (``queued`` until progress arrives, then ``running``).
+``server_state`` is what the server's jobs API says (``pending`` or ``in_progress``; null on a server
+without it, before the first answer, or when the prompt is no longer queued or running there), and
+``queue_position`` a pending prompt's place in the server's queue (1 = next to start), else null.
 ``paused`` is when submitting was paused (``inbox/PAUSE``, see :mod:`hotfolder.engine.pause`), or null;
 ``intake_paused`` (not shown above) why a full or read-only filesystem pauses intake, or null.
 """
@@ -82,6 +86,8 @@ class _Server:
     up: bool | None = None  # None: not known yet
     queue: int | None = None
     since: float | None = None
+    jobs: dict[str, tuple[str, int | None]] | None = None  # its jobs API's in-flight prompts, if known
+    jobs_until: float = 0.0  # ... believed until then
 
 
 class StatusBoard:
@@ -210,6 +216,23 @@ class StatusBoard:
                 self.version += 1
             server.up, server.queue, server.url = up, queue, url
 
+    def server_jobs(self, name: str, jobs: dict[str, tuple[str, int | None]] | None, *,
+                    valid_for: float) -> None:
+        """What server ``name``'s jobs API says is queued or running: ``{prompt_id: (state, queue
+        position or None)}``, believed for ``valid_for`` seconds; None forgets it (no jobs API, no answer)."""
+        with self._lock:
+            server = self._servers.get(name)
+            if server is None:
+                return
+            if jobs != server.jobs:
+                self.version += 1
+            server.jobs, server.jobs_until = jobs, self.clock() + valid_for
+
+    def prompts_on(self, name: str) -> set[str]:
+        """The prompt ids of the jobs this board shows on server ``name``."""
+        with self._lock:
+            return {j.prompt_id for j in self._jobs.values() if j.server == name and j.prompt_id}
+
     def set_state(self, state: str) -> None:
         """The daemon's state: starting, running, reloading, stopping, stopped."""
         with self._lock:
@@ -244,7 +267,9 @@ class StatusBoard:
         now = self.clock()
         with self._lock:
             self._failures = [f for f in self._failures if now - f["at"] <= FAILURE_WINDOW]
-            running = [self._job_dict(j) for j in sorted(self._jobs.values(), key=lambda j: (j.since, j.job))]
+            known = {s.name: s.jobs for s in self._servers.values() if s.jobs is not None and now <= s.jobs_until}
+            running = [self._job_dict(j, known.get(j.server or "")) for j in
+                       sorted(self._jobs.values(), key=lambda j: (j.since, j.job))]
             files = sorted(self._files.values(), key=lambda f: (f.since, f.file))
             waiting = sum(f.waiting for f in files)
             waiting_files = [{"file": f.file, "jobs": f.waiting, "since": iso(f.since)}
@@ -282,12 +307,14 @@ class StatusBoard:
         return self.snapshot()["summary"]
 
     @staticmethod
-    def _job_dict(job: _Job) -> dict[str, Any]:
+    def _job_dict(job: _Job, on_server: dict[str, tuple[str, int | None]] | None) -> dict[str, Any]:
         percent = None
         if job.value is not None and job.max:
             percent = round(100.0 * float(job.value) / float(job.max), 1)
+        server_state, position = (on_server or {}).get(job.prompt_id or "", (None, None))
         return {"file": job.file, "job": job.job, "job_id": job.job_id, "server": job.server,
-                "prompt_id": job.prompt_id, "state": job.state, "node": job.node, "value": job.value,
+                "prompt_id": job.prompt_id, "state": job.state, "server_state": server_state,
+                "queue_position": position, "node": job.node, "value": job.value,
                 "max": job.max, "percent": percent, "since": iso(job.since),
                 "progress_at": iso(job.progress_at) if job.progress_at else None}
 

@@ -111,7 +111,7 @@ def format_status(snapshot: dict[str, Any], *, now: float | None = None,
                 step = f"{_num(job.get('value'))}/{_num(job.get('max'))}"
             percent = f"{job['percent']:.0f}%" if job.get("percent") is not None else ""
             rows.append([job.get("file") or "", job.get("job") or "", job.get("server") or "",
-                         job.get("state") or "", job.get("node") or "", step, percent,
+                         _job_state(job), job.get("node") or "", step, percent,
                          _since(job.get("since"), now)])
         out += _table(["FILE", "JOB", "SERVER", "STATE", "NODE", "STEP", "PERCENT", "FOR"], rows)
     else:
@@ -151,6 +151,16 @@ def format_status(snapshot: dict[str, Any], *, now: float | None = None,
     else:
         out.append("Failures in the last hour: none")
     return "\n".join(out) + "\n"
+
+
+def _job_state(job: dict[str, Any]) -> str:
+    """The server's state of the job when its jobs API told us (``pending #2``: second in its queue,
+    ``in_progress``), else hotfolder's own (``queued``, ``running``)."""
+    server_state = job.get("server_state")
+    if not server_state:
+        return str(job.get("state") or "")
+    position = job.get("queue_position")
+    return f"{server_state} #{position}" if server_state == "pending" and position else str(server_state)
 
 
 def _num(value: Any) -> str:

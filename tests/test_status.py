@@ -338,3 +338,93 @@ def test_a_paused_daemon_says_so_in_the_file_the_summary_and_the_report() -> Non
     assert "PAUSED" in format_status(snap, now=clock.now, alive=lambda pid: True).splitlines()[1]
     board.set_submit_paused(None)
     assert board.snapshot()["paused"] is None and "PAUSED" not in board.summary()
+
+
+# -- the server's own view of each job (the jobs API) ----------------------------------------------
+
+
+def status_rows(project: Path) -> list[dict]:
+    """The running jobs in the only status file of the project's daemon ([] before it is written)."""
+    found = read_all_status(project / "inbox" / ".hotfolder")
+    return next(iter(found.values()))["running"] if found else []
+
+
+def job_list_requests(comfy) -> list:
+    """The ``GET /api/jobs`` list requests the server saw (not the probe, which asks for one job)."""
+    return [r for r in comfy.requests if r.method == "GET" and r.path == "/api/jobs" and "status" in r.query]
+
+
+@pytest.mark.both_profiles
+def test_status_shows_each_jobs_state_and_queue_place_on_the_server_when_it_has_the_jobs_api(
+        project: Path, comfy) -> None:
+    """On 0.4x the status file and ``hotfolder status`` show the server's state of each of our prompts
+    (one in_progress, the others pending #1, #2 in the server's queue order), from one ``GET /api/jobs``
+    per status interval at most; on 0.3 they show hotfolder's own view (queued, running), as before."""
+    from tests.conftest import invoke_cli
+    from tests.test_daemon import stop
+
+    interval = 0.2
+    (project / "hotfolder.toml").write_text(f"queue_depth = 3\nstatus_interval = {interval}\nstop_budget = 0.5\n")
+    comfy.faults.node_delay("ImageInvert", 60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    env.update({"HOTFOLDER_SETTLE_SECONDS": "0.2", "HOTFOLDER_POLL_INTERVAL": "0.5"})
+    proc = subprocess.Popen([sys.executable, "-m", "hotfolder", "--server", comfy.url, "--default-template", "invert",
+                             "run"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    jobs_api = comfy.profile.name == "0.4x"
+    try:
+        (project / "inbox" / "night.yaml").write_text("repeat: 3\nparams: {width: 8}\n")
+
+        def on_server() -> list[list]:
+            assert proc.poll() is None, "the daemon exited"
+            queue = comfy.queue()
+            return queue["queue_running"] + sorted(queue["queue_pending"], key=lambda item: item[0])
+
+        wait_until(lambda: len(on_server()) == 3 and comfy.queue()["queue_running"], timeout=60,
+                   message="three prompts on the server, one running")
+        order = [item[1] for item in on_server()]  # running, then pending in the order they will start
+        if jobs_api:
+            expected = [("in_progress", None), ("pending", 1), ("pending", 2)]
+        else:
+            expected = [(None, None)] * 3
+        by_prompt = lambda: {row["prompt_id"]: (row["server_state"], row["queue_position"])  # noqa: E731
+                             for row in status_rows(project)}
+        wait_until(lambda: [by_prompt().get(p) for p in order] == expected, timeout=30,
+                   message=f"the status file showing {expected}")
+        shown = invoke_cli("status", cwd=project)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        states = sorted(line.split()[3] + (" " + line.split()[4] if line.split()[3] == "pending" else "")
+                        for line in shown.stdout.splitlines() if line.strip().startswith("night.yaml "))
+        if jobs_api:
+            assert states == ["in_progress", "pending #1", "pending #2"], shown.stdout
+        else:  # hotfolder's own view, as before the jobs API
+            assert len(states) == 3 and set(states) <= {"queued", "running"}, shown.stdout
+        # the cost: over ten status intervals, one GET /api/jobs per interval at most (three jobs, one server)
+        comfy.clear_requests()
+        since = time.time()
+        wait_until(lambda: next(iter(read_all_status(project / "inbox" / ".hotfolder").values()))["updated_unix"]
+                   >= since + 10 * interval, message="ten status intervals")
+        asked = len(job_list_requests(comfy))
+        window = time.time() - since
+        if jobs_api:
+            assert 1 <= asked <= window / interval + 1, (asked, window)
+        else:
+            assert asked == 0
+    finally:
+        comfy.faults.node_delay("ImageInvert", 0)
+        log = stop(proc)
+        print(log)  # shown when the test fails
+    assert proc.returncode == 0, log
+
+
+def test_the_servers_view_of_a_job_is_believed_only_for_a_while_and_only_for_our_prompts() -> None:
+    clock = Clock()
+    board = busy_board(clock)
+    assert board.prompts_on("gpu1") == {"p1"} and board.prompts_on("gpu2") == set()
+    board.server_jobs("gpu1", {"p1": ("pending", 3), "someone-elses": ("in_progress", None)}, valid_for=6)
+    (row,) = board.snapshot()["running"]
+    assert (row["state"], row["server_state"], row["queue_position"]) == ("running", "pending", 3)
+    assert "pending #3" in format_status(board.snapshot(), now=clock.now, alive=lambda pid: True)
+    clock.now += 7  # no newer answer (a slow server): hotfolder's own view again
+    (row,) = board.snapshot()["running"]
+    assert (row["state"], row["server_state"], row["queue_position"]) == ("running", None, None)
+    assert " running " in format_status(board.snapshot(), now=clock.now, alive=lambda pid: True)

@@ -50,6 +50,15 @@ class Progress:
     max: float = 0
 
 
+@dataclass(frozen=True)
+class ServerJob:
+    """A prompt's state on the server as its jobs API says it: ``pending`` (with its place in the queue,
+    1 = next) or ``in_progress``."""
+
+    state: str
+    position: int | None = None
+
+
 @dataclass
 class PromptWatch:
     """What the WebSocket told us about one prompt."""
@@ -290,6 +299,25 @@ class ComfyClient:
         job = self.http.job(prompt_id)
         return "absent" if job is None else str(job["status"])
 
+    def jobs_in_flight(self) -> dict[str, ServerJob] | None:
+        """Every prompt queued or running on the server, by prompt id, in one ``GET /api/jobs``; None when
+        the server has no jobs API. A pending prompt's ``position`` counts from 1 (next to start): ComfyUI
+        starts the lowest queue number first (``execution.py`` ``PromptQueue``, a heap of
+        ``(number, prompt_id, ...)``), and a list job gives that number as ``priority``."""
+        if not self.jobs_api():
+            return None
+        found: dict[str, ServerJob] = {}
+        pending = []
+        for job in self.http.jobs("pending,in_progress"):
+            if job.get("status") == "in_progress":
+                found[job["id"]] = ServerJob("in_progress")
+            elif job.get("status") == "pending":
+                number = job.get("priority")
+                pending.append((number if isinstance(number, int | float) else math.inf, job["id"]))
+        for position, (_, prompt_id) in enumerate(sorted(pending), start=1):
+            found[prompt_id] = ServerJob("pending", position)
+        return found
+
     def cancel(self, prompt_id: str) -> str:
         """Take our prompt off the server, and only ours: the jobs API's cancel when the server has it,
         else ``/queue {"delete": [id]}`` and, if it is running then, ``/interrupt {"prompt_id": id}``
@@ -480,4 +508,4 @@ def _node_ids(value: Any) -> list[str]:
     return [str(n) for n in value] if isinstance(value, list) else []
 
 
-__all__ = ["Aborted", "Cancelled", "ComfyClient", "PromptLost", "PromptResult", "PromptWatch", "Progress", "ServerUnavailable"]
+__all__ = ["Aborted", "Cancelled", "ComfyClient", "PromptLost", "PromptResult", "PromptWatch", "Progress", "ServerJob", "ServerUnavailable"]

@@ -381,6 +381,16 @@ class ComfyHTTP:
         resp = self._request("GET", "/api/jobs?limit=1", idempotent=True)
         return {200: True, 404: False}.get(resp.status_code)
 
+    def jobs(self, statuses: str) -> list[dict[str, Any]]:
+        """``GET /api/jobs?status=<statuses>`` (a comma list, e.g. ``pending,in_progress``): every job in
+        those states, in one answer (the list has no limit unless asked)."""
+        path = f"/api/jobs?status={statuses}"
+        data = self._json("GET", path)
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if not isinstance(jobs, list):
+            raise self.malformed(f"GET {path}", data, 'a mapping with a "jobs" list')
+        return [job for job in jobs if isinstance(job, dict) and isinstance(job.get("id"), str)]
+
     def job(self, prompt_id: str) -> dict[str, Any] | None:
         """The jobs API's view of ``prompt_id`` (``status``: pending, in_progress, completed, failed,
         cancelled), or None when the server does not know it (404)."""

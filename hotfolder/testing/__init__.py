@@ -66,7 +66,8 @@ The video nodes write real files: ``ImageBatch`` joins two batches, ``CreateVide
 images and fps, ``SaveVideo`` writes ``{prefix}_{counter:05}_.mp4`` (mkv, webm) through the ffmpeg of
 ``imageio-ffmpeg``, ``SaveWEBM`` a webm, ``SaveAnimatedWEBP`` an animated WebP through Pillow (all
 answer ``images`` + ``animated: [true]``); on 0.4x, ``VHS_VideoCombine`` writes GIF, WebP, mp4 or webm
-and answers VideoHelperSuite's ``gifs`` entries.
+and answers VideoHelperSuite's ``gifs`` entries. ``ImageScaleToMaxDimension`` scales (nearest
+neighbour) so that the longer side is ``largest_size``.
 
 Keep images tiny (8x8 to 64x64): the nodes are pure Python.
 
@@ -77,7 +78,9 @@ ComfyUI 0.3.64; ``comfyui="0.4x"`` (``python -m hotfolder.testing --comfyui 0.4x
 (``GET /api/jobs``, ``GET /api/jobs/{id}``, ``POST /api/jobs/{id}/cancel``, ``POST /api/jobs/cancel``),
 refuses a ``prompt_id`` that is not a canonical lowercase UUID (400 ``invalid_prompt_id``), serves the
 2026 node catalogue (V3 combos, a DynamicCombo ``SaveVideo`` with dotted sub-inputs), puts asset ``id``
-/ ``preview_id`` on output entries and broadcasts ``assets.seed.*`` messages after ``/object_info``.
+/ ``preview_id`` on output entries, broadcasts ``assets.seed.*`` messages after ``/object_info``, and
+replaces the deprecated ``ResizeImagesByLongerEdge`` (no longer in its catalogue) by
+``ImageScaleToMaxDimension`` on submit, so ``/history`` holds another graph than the one sent.
 docs/comfy-protocol/PROFILES.md lists each behaviour with its ComfyUI source.
 
 What is faithful

@@ -2,9 +2,10 @@
 
 The catalogue is the complete ``/object_info`` answer of a real ComfyUI 0.3.64 (496 core classes,
 shipped as ``object_info_core.json``) plus ``TestSleep`` from ComfyUI's test node pack. The model lists
-are honest: every checkpoint offered (:data:`~hotfolder.testing.standins.STAND_IN_CHECKPOINTS`) and
-``pixel_space`` for ``VAELoader`` run; the other model folders are empty. Which snapshot is loaded is the
-protocol profile's choice (:attr:`~hotfolder.testing.profile.Profile.object_info`).
+are honest on every snapshot: every checkpoint offered (:data:`~hotfolder.testing.standins.STAND_IN_CHECKPOINTS`)
+and ``pixel_space`` for ``VAELoader`` run; the other model folders (LoRAs, text encoders, diffusion and
+upscale models) are empty, whatever the snapshot's install had. Which snapshot is loaded is the protocol
+profile's choice (:attr:`~hotfolder.testing.profile.Profile.object_info`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ def expand_dynamic_inputs(info: dict[str, Any], inputs: dict[str, Any]) -> dict[
     return {**info, "input": expanded, "input_order": order}
 
 
+def _options(spec: Any) -> list[Any] | None:
+    """The choices of a combo input spec (old list form or V3 ``options``), ``None`` for other inputs."""
+    if isinstance(spec, list) and spec and isinstance(spec[0], list):
+        return spec[0]
+    if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and isinstance(spec[1].get("options"), list):
+        return list(spec[1]["options"])
+    return None
+
+
 def _is_dynamic(spec: Any) -> bool:
     return isinstance(spec, list) and len(spec) > 1 and spec[0] == DYNAMIC_COMBO and isinstance(spec[1], dict)
 
@@ -129,7 +139,17 @@ MODEL_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
                     ("CreateHookModelAsLora", "ckpt_name"), ("CreateHookModelAsLoraModelOnly", "ckpt_name")),
     "loras": (("LoraLoader", "lora_name"), ("LoraLoaderModelOnly", "lora_name")),
     "vae": (("VAELoader", "vae_name"),),
+    # no stand-in runs these: listed so that a snapshot's own files (the 2026 one has some) are cleared
+    "text_encoders": (("CLIPLoader", "clip_name"), ("DualCLIPLoader", "clip_name1"), ("DualCLIPLoader", "clip_name2"),
+                      *(("QuadrupleCLIPLoader", f"clip_name{i}") for i in range(1, 5)),
+                      ("LTXAVTextEncoderLoader", "text_encoder")),
+    "diffusion_models": (("UNETLoader", "unet_name"),),
+    "upscale_models": (("UpscaleModelLoader", "model_name"),),
 }
+
+#: What each model folder holds when a server starts: the files the stand-in loaders run
+#: (``pixel_space`` is VAELoader's built-in choice); every other folder is empty.
+STAND_IN_MODELS: dict[str, tuple[str, ...]] = {"checkpoints": STAND_IN_CHECKPOINTS, "vae": ("pixel_space",)}
 
 
 class NodeCatalog:
@@ -140,13 +160,17 @@ class NodeCatalog:
     """
 
     def __init__(
-        self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO, test_pack: tuple[str, ...] = ("TestSleep",)
+        self, *, input_dir: Path, object_info: str = CORE_OBJECT_INFO, test_pack: tuple[str, ...] = ("TestSleep",),
+        removed: tuple[str, ...] = (),
     ) -> None:
         self._input_dir = input_dir
         self._classes: dict[str, dict[str, Any]] = {**_load_object_info(object_info),
                                                     **{name: TEST_PACK[name] for name in test_pack}}
+        for class_type in removed:  # classes the server no longer has (replaced on submit)
+            self._classes.pop(class_type, None)
         self._json_cache: tuple[tuple[str, ...], bytes] | None = None
-        self.set_models("checkpoints", list(STAND_IN_CHECKPOINTS))  # the models the stand-in loaders run
+        for folder in MODEL_INPUTS:  # only the models the stand-in loaders run
+            self.set_models(folder, list(STAND_IN_MODELS.get(folder, ())))
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._classes
@@ -177,19 +201,22 @@ class NodeCatalog:
 
     def set_models(self, folder: str, names: list[str]) -> None:
         """Replace the file list of a model folder (``checkpoints``, ``loras``) in every loader that
-        offers it, as if the server had those files."""
+        offers it, as if the server had those files. A loader with another required choice that offers
+        nothing (the 2026 snapshot's ``CheckpointLoader`` has no ``config_name``) cannot run: it lists none."""
         for class_type, input_name in MODEL_INPUTS.get(folder, ()):
             entry = self._classes.get(class_type)
             if entry is None:
                 continue
             entry = copy.deepcopy(entry)
+            required = entry["input"].get("required") or {}
+            runnable = all(_options(spec) != [] for name, spec in required.items() if name != input_name)
             for section in entry["input"].values():
                 if isinstance(section, dict) and input_name in section:
                     spec = section[input_name]
                     if spec and isinstance(spec[0], list):
-                        spec[0] = list(names)
+                        spec[0] = list(names) if runnable else []
                     elif len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
-                        spec[1]["options"] = list(names)
+                        spec[1]["options"] = list(names) if runnable else []
             self._classes[class_type] = entry
         self._json_cache = None
 

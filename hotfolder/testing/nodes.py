@@ -203,6 +203,31 @@ def _image_loader(default_dir: str) -> NodeFunction:
     return load_image
 
 
+async def image_scale_to_max_dimension(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
+    """ImageScaleToMaxDimension: the longer side becomes ``largest_size``, the other keeps the aspect
+    (rounded), as comfy_extras/nodes_images.py@a125cd84 computes it; nearest-neighbour whatever the
+    ``upscale_method``."""
+    image: ImageBatch = inputs["image"]
+    size = int(inputs["largest_size"])
+    width, height = image.width, image.height
+    if height > width:
+        width, height = round(width / height * size), size
+    elif width > height:
+        width, height = size, round(height / width * size)
+    else:
+        width = height = size
+    check_size(width, height, len(image.frames))
+    columns = [x * image.width // width * 3 for x in range(width)] if width else []
+    frames = []
+    for frame in image.frames:
+        rows = []
+        for y in range(height):
+            start = y * image.height // height * image.width * 3
+            rows.append(b"".join(frame[start + c:start + c + 3] for c in columns))
+        frames.append(b"".join(rows))
+    return NodeResult((ImageBatch(width, height, tuple(frames)),))
+
+
 async def primitive(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
     """Primitive* nodes: output the literal ``value``."""
     return NodeResult((inputs["value"],))
@@ -241,6 +266,7 @@ EXECUTABLE_NODES: dict[str, NodeFunction] = {
     "PrimitiveStringMultiline": primitive,
     "PrimitiveBoolean": primitive,
     "PreviewAny": preview_any,
+    "ImageScaleToMaxDimension": image_scale_to_max_dimension,
     **STAND_IN_NODES,
     **VIDEO_NODES,
 }

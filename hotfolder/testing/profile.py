@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import CORE_OBJECT_INFO, OBJECT_INFO_2026
+from .replacements import LONGER_EDGE, NodeReplacement
 
 __all__ = ["DEFAULT_PROFILE", "PROFILES", "InvalidPromptId", "Profile"]
 
@@ -95,6 +96,8 @@ class Profile:
     create_time: bool = False  # POST /prompt stamps extra_data["create_time"] (ms), read by the jobs API
     asset_ids: bool = False  # output entries carry "id" (and "preview_id" for images), like --enable-assets
     asset_scan_events: bool = False  # the first GET /object_info broadcasts assets.seed.* messages
+    # deprecated classes POST /prompt rewrites (replacements.py); their old classes leave the catalogue
+    node_replacements: tuple[NodeReplacement, ...] = ()
 
     def features(self) -> dict[str, Any]:
         """``GET /features``, also the server's ``feature_flags`` reply on the WebSocket."""
@@ -133,6 +136,7 @@ PROFILES: dict[str, Profile] = {
         create_time=True,
         asset_ids=True,
         asset_scan_events=True,
+        node_replacements=(LONGER_EDGE,),
     ),
 }
 

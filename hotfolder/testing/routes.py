@@ -32,6 +32,7 @@ from .jobs import JobsRoutes
 from .middleware import RecordedRequest, middlewares, server_error
 from .profile import InvalidPromptId, Profile
 from .prompts import PromptQueue
+from .replacements import apply_replacements
 from .validation import validate_prompt
 
 __all__ = ["Routes"]
@@ -190,6 +191,8 @@ class Routes(JobsRoutes):
             prompt_id = self.profile.prompt_id(json_data)
         except InvalidPromptId:  # 0.4x only: server.py@002c3fb9a504255ccb3edb668c08b8f56e63d14a
             return web.json_response({"error": INVALID_PROMPT_ID, "node_errors": {}}, status=400)
+        if self.profile.node_replacements and isinstance(prompt, dict):  # 0.4x: server.py@002c3fb9, post_prompt
+            apply_replacements(prompt, self.profile.node_replacements, self.catalog)
         partial = json_data["partial_execution_targets"] if "partial_execution_targets" in json_data else None
         result = validate_prompt(prompt, partial, catalog=self.catalog, dirs=self.dirs)
         extra_data = json_data["extra_data"] if "extra_data" in json_data else {}

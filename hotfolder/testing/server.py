@@ -92,7 +92,8 @@ class ComfyTestServer:
         self._requests: list[RecordedRequest] = []
         self._executed: list[str] = []
         self._catalog = NodeCatalog(input_dir=self.input_dir, object_info=self._profile.object_info,
-                                    test_pack=self._profile.test_pack)
+                                    test_pack=self._profile.test_pack,
+                                    removed=tuple(r.old_class for r in self._profile.node_replacements))
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
