@@ -225,33 +225,33 @@ def _normalize(name: str) -> str:
 
 def _load_entrypoints(pm: PluginManager, allow: set[str] | None) -> None:
     seen: set[str] = set()
-    for dist in importlib.metadata.distributions():
-        dist_name = dist.metadata["Name"] or "?"
-        for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP:
-                continue
-            if allow is not None and _normalize(dist_name) not in allow:
-                logger.debug("Plugin %r of %s not loaded: not in %s", ep.name, dist_name, LOAD_ENV)
-                continue
-            if ep.name in seen or pm.get_plugin(ep.name) is not None:
-                continue  # the same distribution twice on sys.path
-            seen.add(ep.name)
-            if pm.is_blocked(ep.name) or pm.is_blocked(dist_name):
-                logger.info("Plugin %r of %s is disabled by %s", ep.name, dist_name, DISABLE_ENV)
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as err:  # noqa: BLE001 - any import failure of a plugin is a startup error
-                raise PluginError(
-                    f"Plugin {ep.name!r} from {dist_name} {dist.version} failed to import "
-                    f"({ep.value}): {type(err).__name__}: {err}",
-                    hint=f"Fix or uninstall {dist_name}, or disable it with {DISABLE_ENV}={ep.name}.",
-                    where={"plugin": ep.name, "distribution": dist_name},
-                ) from err
-            pm.register(plugin, name=ep.name)
-            pm.origins[ep.name] = PluginOrigin(
-                "entrypoint", path=_module_path(plugin), distribution=dist_name, version=dist.version
-            )
+    # Only the distributions that offer a hotfolder plugin have their metadata read (a venv holds hundreds).
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        dist_name = (dist.metadata["Name"] if dist is not None else None) or "?"
+        version = dist.version if dist is not None else "?"
+        if allow is not None and _normalize(dist_name) not in allow:
+            logger.debug("Plugin %r of %s not loaded: not in %s", ep.name, dist_name, LOAD_ENV)
+            continue
+        if ep.name in seen or pm.get_plugin(ep.name) is not None:
+            continue  # the same distribution twice on sys.path
+        seen.add(ep.name)
+        if pm.is_blocked(ep.name) or pm.is_blocked(dist_name):
+            logger.info("Plugin %r of %s is disabled by %s", ep.name, dist_name, DISABLE_ENV)
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as err:  # noqa: BLE001 - any import failure of a plugin is a startup error
+            raise PluginError(
+                f"Plugin {ep.name!r} from {dist_name} {version} failed to import "
+                f"({ep.value}): {type(err).__name__}: {err}",
+                hint=f"Fix or uninstall {dist_name}, or disable it with {DISABLE_ENV}={ep.name}.",
+                where={"plugin": ep.name, "distribution": dist_name},
+            ) from err
+        pm.register(plugin, name=ep.name)
+        pm.origins[ep.name] = PluginOrigin(
+            "entrypoint", path=_module_path(plugin), distribution=dist_name, version=version
+        )
     if allow:
         found = {_normalize(o.distribution or "") for o in pm.origins.values() if o.kind == "entrypoint"}
         for missing in sorted(allow - found):
