@@ -75,6 +75,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("comfyui_profile", PROFILES, indirect=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable order otherwise): under ``-n 4`` they start while the quick ones fill the
+    other workers, instead of one of them running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def comfyui_profile(request: pytest.FixtureRequest) -> str:
     """The protocol profile the test's ComfyTestServer plays ("0.3" or "0.4x")."""

@@ -141,6 +141,7 @@ def test_a_2x3_matrix_gets_a_sheet_whose_labels_and_cells_match_the_sidecars(
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install the distribution's package (apt-get install chromium)")
+@pytest.mark.slow
 def test_the_gallery_opens_in_headless_chromium_with_every_image_loaded(project: Path, comfy: ComfyTestServer) -> None:
     (project / "m.yaml").write_text(MATRIX)
     assert _process(project, comfy.url, "m.yaml").returncode == 0
@@ -165,6 +166,7 @@ def test_the_gallery_opens_in_headless_chromium_with_every_image_loaded(project:
 # when there is none
 
 
+@pytest.mark.slow
 def test_contact_sheet_false_makes_none_and_a_single_job_file_makes_none(project: Path, comfy: ComfyTestServer) -> None:
     (project / "m.yaml").write_text(MATRIX)
     result = _process(project, comfy.url, "m.yaml", env={"HOTFOLDER_CONTACT_SHEET": "false"})
@@ -198,6 +200,7 @@ HOSTILE = [
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install the distribution's package (apt-get install chromium)")
+@pytest.mark.slow
 def test_hostile_names_and_values_neither_break_the_page_nor_leave_the_outbox(
         project: Path, comfy: ComfyTestServer) -> None:
     lines = [json.dumps({"template": "txt2img", "name": job["name"],

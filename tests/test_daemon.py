@@ -85,6 +85,7 @@ def test_part_file_renamed_into_place_is_taken(project: Path, comfy) -> None:
     assert (project / "inbox" / "done" / "late.yaml").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(project: Path, comfy) -> None:
     comfy.faults.node_delay("ImageInvert", 0.4)
     names = [f"k{i}.yaml" for i in range(6)]
@@ -104,6 +105,7 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(project: Path
     assert len(comfy.executed_prompt_ids) == len(set(comfy.executed_prompt_ids)) == 6
 
 
+@pytest.mark.slow
 def test_sigterm_exits_zero_and_leaves_jobs_to_resume(project: Path, comfy) -> None:
     comfy.faults.node_delay("ImageInvert", 2.0)
     (project / "inbox" / "t.yaml").write_text("params: {width: 8}\n")

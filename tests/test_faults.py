@@ -187,6 +187,7 @@ def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comf
     assert all(v <= 2 for v in runs.values())
 
 
+@pytest.mark.slow
 def test_two_daemons_on_one_inbox_take_each_file_once(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.node_delay("ImageInvert", 0.02)
     names = [f"s{i:02d}.yaml" for i in range(40)]
@@ -203,6 +204,7 @@ def test_two_daemons_on_one_inbox_take_each_file_once(project: Path, comfy: Comf
     assert len(instances) == 40
 
 
+@pytest.mark.slow
 def test_a_live_daemon_adopts_the_jobs_of_one_that_died(project: Path, comfy: ComfyTestServer) -> None:
     comfy.faults.node_delay("ImageInvert", 0.5)
     names = [f"a{i}.yaml" for i in range(4)]
@@ -221,6 +223,7 @@ def test_a_live_daemon_adopts_the_jobs_of_one_that_died(project: Path, comfy: Co
     assert not (project / "inbox" / ".hotfolder" / "alpha").exists()
 
 
+@pytest.mark.slow
 def test_a_file_that_keeps_killing_the_daemon_goes_to_failed(project: Path, comfy: ComfyTestServer) -> None:
     drop(project, ["poison.yaml"])
     for _ in range(3):

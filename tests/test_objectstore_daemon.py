@@ -211,6 +211,7 @@ def test_a_batch_lands_in_the_store_complete_once_sidecar_last(project: Path, co
     print("\nbatch:", counts)
 
 
+@pytest.mark.slow
 def test_a_store_refusing_the_credentials_fails_the_job_with_how_to_fix_it(
         project: Path, comfy: ComfyTestServer, tmp_path: Path) -> None:
     strict = Store(tmp_path / "strict.jsonl", auth=True)

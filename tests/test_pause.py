@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hotfolder.engine.pause import PAUSE_NAME
 from hotfolder.status_file import read_all_status
 from hotfolder.testing import ComfyTestServer
@@ -62,6 +64,7 @@ def test_the_pause_file_is_never_a_scenario() -> None:
     assert is_candidate("PAUSE.yaml")
 
 
+@pytest.mark.slow
 def test_pause_holds_submissions_across_a_daemon_restart_and_resume_continues(
         project: Path, comfy: ComfyTestServer) -> None:
     inbox, done = project / "inbox", project / "inbox" / "done"
