@@ -13,20 +13,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--quick", "--jobs", "5", "--pool-jobs", "4", "--servers", "1,2", "--exec-time", "0.05",
+TINY = ["--quick", "--jobs", "5", "--jobs-per-server", "2", "--farm", "1,3:0.05", "--exec-time", "0.05",
         "--latency-files", "3", "--latency-gap", "0.05", "--backlog", "120", "--batch", "10",
-        "--download-mb", "8", "--post-time", "0.1"]
+        "--download-mb", "8", "--post-time", "0.1", "--restart-jobs", "4", "--restarts", "1"]
 
 
 #: What each section must print: one run per section, so that the sections (which mostly wait on their
 #: daemons and servers) run beside the other tests instead of one after another.
 MEASURES = {
     "throughput": ("hotfolder / direct", "hotfolder / sequential"),
-    "pool": ("S=1 makespan / ideal", "S=2 makespan / ideal", "S=2 server idle fraction",
-             "0.1 s post-processor: makespan / ideal"),
+    "pool": ("S=1 T=0.05s makespan / ideal", "S=3 T=0.05s makespan / ideal", "S=3 T=0.05s daemon CPU per job",
+             "S=3 T=0.05s server idle fraction", "0.1 s post-processor: makespan / ideal"),
     "latency": ("file closed after writing -> POST p50",),
     "memory": ("daemon peak RSS", "RSS added by a"),
     "backlog": ("per-job cost 120 / 100 waiting",),
+    "restart": ("idle GPU after a server restart", "1 restart(s), lost_grace 15 s"),
 }
 
 
