@@ -1,27 +1,33 @@
 #!/usr/bin/env python3
-"""hotfolder's benchmark (issue 6, DESIGN.md §9): one command, a table of measured values and targets.
+"""hotfolder's benchmark (issues 6 and 15, DESIGN.md §9): one command, a table of measured values and targets.
 
-    python bench/run.py                 # everything, full sizes (several minutes)
+    python bench/run.py                 # everything, full sizes (about 10 minutes)
     python bench/run.py --quick         # small sizes (about a minute)
-    python bench/run.py --only throughput,latency --servers-url http://127.0.0.1:8188
+    python bench/run.py --servers-url http://gpu1:8188,http://gpu2:8188   # against real servers
 
 Sections (``--only`` takes these names or their numbers):
 
 1. ``throughput``  trivial jobs (execution time 0): a real ``hotfolder run`` fed through a real inbox, a
-   minimal direct client (the upper bound, 2 prompts in flight) and the seed's sequential loop, on the
-   same workflows; jobs/s and the ratios hotfolder/direct (>= 0.8) and hotfolder/sequential (>= 3).
-2. ``pool``        N jobs of T seconds on S = 1, 2, 4 test servers: makespan / (N x T / S) (<= 1.03) and
-   each server's idle fraction, from the execution start/end times in the servers' /history.
+   minimal direct client (2 prompts in flight) and the seed's sequential loop, on the same workflows;
+   jobs/s, hotfolder/direct (information) and hotfolder/sequential (>= 3; >= 1 on real servers).
+2. ``pool``        the farm: one daemon driving S servers (``--farm``: S = 1, 2, 4, 8, 16 with T = 0.2 s
+   and S = 32 with T = 1 s), N = 100 x S jobs of T seconds: makespan / (N x T / S) (<= 1.01; <= 1.02
+   from 32 servers on), the daemon's CPU and context switches per job, each server's idle fraction;
+   then one server with a post-processor slower than the jobs (<= 1.03).
 3. ``latency``     a file complete in the inbox (closed after writing; renamed in) to its POST /prompt as
    the server recorded it: p50 (<= 20 ms) and p95, files dropped one at a time.
 4. ``memory``      peak RSS (VmHWM) of the daemon with 10,000 files waiting on a paused server (<= 100 MB);
    RSS added by ComfyHTTP.download of a 1 GiB output (<= 16 MB).
-5. ``backlog``     time per job for a batch while 100 vs 10,000 other files wait (ratio ~ 1).
+5. ``backlog``     time per job for a batch while 100 vs 10,000 other files wait (ratio <= 1.10).
+6. ``restart``     one server restarted mid-run (it forgets its queue and running prompt), 3 times: the
+   seconds from when it answers again to its next execution start (<= 1 s; lost_grace is 15 s).
 
-Test servers are ``bench/testserver.py`` processes (hotfolder.testing.ComfyTestServer), each in its own
-process so that no two parties share a GIL. ``--servers-url`` runs 1-3 against the given ComfyUI servers
-instead (2 then uses all of them, and the measured execution time as T). Everything listens on 127.0.0.1;
-temp folders and child processes are removed on exit, Ctrl-C included. Timings are never asserted.
+Test servers are ``bench/testserver.py`` processes (hotfolder.testing.ComfyTestServer); the S servers of
+section 2 share one such process, so that a farm of 32 takes one process from the daemon's 2 cores, not
+32. ``--servers-url`` runs 1-3 against the given ComfyUI servers instead (2 then uses all of them, and
+the measured execution time as T); 4-6 need a server the bench can pause or restart and stay on test
+servers. Everything listens on 127.0.0.1; temp folders and child processes are removed on exit, Ctrl-C
+included. Timings are never asserted.
 """
 
 from __future__ import annotations
