@@ -586,13 +586,14 @@ def section_backlog(ctx: Ctx) -> None:
 # -- 6. idle GPU after a server restart -----------------------------------------------------------------
 
 
-def _first_start(url: str, timeout: float) -> float:
-    """time.time() of the first execution_start in ``url``'s history, waiting for its entry (it is filed
-    when the prompt ends). A restarted server's history holds only what ran since."""
+def _first_start(url: str, after: float, timeout: float) -> float:
+    """time.time() of the first execution_start in ``url``'s history since ``after`` (a restarted server's
+    history holds only what ran since; timestamps are whole milliseconds), waiting for its entry (filed
+    when the prompt ends)."""
     found: list[float] = []
 
     def look() -> bool:
-        found[:] = [b for b, _ in _history_spans(url, None)]
+        found[:] = [b for b, _ in _history_spans(url, None) if b >= after - 0.001]
         return bool(found)
 
     wait_for(look, timeout, f"a prompt executed on {url} after its restart", interval=0.1)
@@ -622,7 +623,7 @@ def section_restart(ctx: Ctx) -> None:
                      interval=0.02, check=lambda: _check(daemon, project))
             time.sleep(random.uniform(0, t))  # somewhere inside the running prompt
             answering = farm.restart(0)
-            idle.append(_first_start(farm.url, 60) - answering)
+            idle.append(_first_start(farm.url, answering, 60) - answering)
             log(f"  restart {k}: idle {idle[-1]:.3f} s after the server answered again")
         wait_for(lambda: project.count(project.done) >= 1 + n, 300, f"{n} jobs after {r} restart(s)", interval=0.1,
                  check=lambda: _check(daemon, project))
