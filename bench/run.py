@@ -2,7 +2,7 @@
 """hotfolder's benchmark (issues 6 and 15, DESIGN.md §9): one command, a table of measured values and targets.
 
     python bench/run.py                 # everything, full sizes (about 10 minutes)
-    python bench/run.py --quick         # small sizes (about a minute)
+    python bench/run.py --quick         # small sizes (a few minutes)
     python bench/run.py --servers-url http://gpu1:8188,http://gpu2:8188   # against real servers
 
 Sections (``--only`` takes these names or their numbers):
@@ -710,7 +710,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--servers-url", action="append", default=[], metavar="URL[,URL...]",
                    help="run 1-3 against these ComfyUI servers instead of test servers (repeatable)")
     p.add_argument("--jobs", type=int, help="trivial jobs per client in 1 (default 300, quick 40)")
-    p.add_argument("--rounds", type=int, help="rounds of the three clients in 1, medians reported (default 5, quick 1)")
+    p.add_argument("--rounds", type=int, help="rounds of the three clients in 1, medians reported (default 3, quick 1)")
     p.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} or 1-{len(SECTIONS)}")
     p.add_argument("--jobs-per-server", type=int, help="in 2, N = this x S (default 100, quick 10)")
     p.add_argument("--exec-time", type=float, default=0.2, help="T in 2 and 6, seconds (default 0.2)")
@@ -736,7 +736,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --profile: wall time (waits included) or each thread's CPU time")
     args = p.parse_args(argv)
     q = args.quick
-    defaults = {"jobs": (300, 40), "rounds": (5, 1), "jobs_per_server": (100, 10), "latency_files": (50, 10), "backlog": (10000, 1000),
+    defaults = {"jobs": (300, 40), "rounds": (3, 1), "jobs_per_server": (100, 10), "latency_files": (50, 10), "backlog": (10000, 1000),
                 "batch": (200, 50), "download_mb": (1024, 256),
                 "restart_jobs": (100, 20), "restarts": (3, 1)}
     for key, (full, quick) in defaults.items():
