@@ -148,6 +148,7 @@ class Batch:
     cpu: float  # daemon CPU seconds spent on the batch
     project: Project
     switches: int = 0  # context switches of the daemon's threads during the batch
+    servers_cpu: float = 0.0  # CPU seconds of the ``server_pids`` processes during the batch
 
     @property
     def seconds(self) -> float:
@@ -163,7 +164,8 @@ def _check(daemon: Daemon, project: Project) -> None:
 
 def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, prefix: str, how: str = "rename",
                   px: int = 8, timeout: float = 900.0, plugins: dict[str, str] | None = None,
-                  interval: float = 0.02, warmups: int = 1, **settings: Any) -> Batch:
+                  interval: float = 0.02, warmups: int = 1, server_pids: tuple[int, ...] = (),
+                  **settings: Any) -> Batch:
     """A daemon on a fresh project (``plugins``: file name -> source for its plugins/ folder; ``settings``
     for its hotfolder.toml): ``warmups`` warm-up files, then ``colors`` dropped; wait until all are done, looking
     every ``interval`` seconds (the times come from done/, so a longer one only saves the bench's CPU)."""
@@ -180,6 +182,7 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         if warmups > 1:  # every server known (its /object_info read, its WebSocket open): the daemon is idle
             _wait_quiet(daemon.pid, at_least=0.25, timeout=20, cpu_per_s=0.05, sample=0.25)
         cpu0, switches0 = daemon.cpu_seconds(), daemon.switches()
+        servers0 = sum(proc_cpu_seconds(pid) for pid in server_pids)
         drops: dict[int, float] = {}
         t0 = time.time()
         for color in colors:
@@ -188,9 +191,10 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         wait_for(lambda: project.count(project.done) >= n, timeout, f"{len(colors)} jobs in hotfolder",
                  interval=interval, check=lambda: _check(daemon, project))
         cpu, switches = daemon.cpu_seconds() - cpu0, daemon.switches() - switches0
+        servers_cpu = sum(proc_cpu_seconds(pid) for pid in server_pids) - servers0
         names = {scenario_name(c) for c in colors}
         ends = sorted(os.lstat(project.done / name).st_ctime_ns / 1e9 for name in names)
-        return Batch(t0, drops, ends, cpu, project, switches)
+        return Batch(t0, drops, ends, cpu, project, switches, servers_cpu)
     finally:
         daemon.stop()
 
@@ -311,7 +315,8 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
         try:
             colors = ctx.colors(n)
             batch = run_hotfolder(ctx, f"pool-S{s}", server_urls, colors, prefix=f"hfbench/pool{s}",
-                                  px=ctx.args.pool_px if t is None else 8, interval=0.25, warmups=2 * s)
+                                  px=ctx.args.pool_px if t is None else 8, interval=0.25, warmups=2 * s,
+                                  server_pids=() if farm is None else (farm.proc.pid,))
             wanted = set(colors)
             per_server = [_history_spans(u, wanted) for u in server_urls]
         finally:
@@ -340,7 +345,7 @@ def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
         at_most(2, f"{label} makespan / ideal", makespan / ideal, farm_target(s), shown),
         Row(2, f"{label} daemon CPU per job", f"{1000 * batch.cpu / n:.1f} ms ({batch.cpu:.1f} s CPU over "
             f"{makespan:.1f} s: {100 * batch.cpu / makespan:.0f}% of one core; {batch.switches / n:.0f} context "
-            "switches per job)"),
+            "switches per job" + (f"; servers' process {100 * batch.servers_cpu / makespan:.0f}%" if t else "") + ")"),
         Row(2, f"{label} server idle fraction", f"mean {100 * sum(idle) / s:.1f}%, max {100 * max(idle):.1f}% "
             f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))})"),
         Row(2, f"{label} makespan / measured execution", f"{makespan / (sum(busy) / s):.3f} "
