@@ -137,22 +137,38 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def proc_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every live thread of process ``pid``: how often its
+    threads gave up or lost the CPU, a measure of wake-ups and GIL hand-offs."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                total += proc_status_kb(int(task), "voluntary_ctxt_switches")
+                total += proc_status_kb(int(task), "nonvoluntary_ctxt_switches")
+    return total
+
+
 # -- test servers --------------------------------------------------------------------------------------
 
 
 class TestServerProc:
-    """``bench/testserver.py`` in its own process (see there for the commands)."""
+    """``bench/testserver.py`` in its own process (see there for the commands): one test server, or with
+    ``count`` that many in the one process (``root``: their folders), e.g. a farm that must not take one
+    process per server from a machine of two cores."""
 
-    def __init__(self, reaper: Reaper, output_dir: Path, log: Path) -> None:
+    def __init__(self, reaper: Reaper, output_dir: Path, log: Path, *, count: int = 1, root: Path | None = None) -> None:
         self.reaper = reaper
         err = open(log, "ab")  # noqa: SIM115 - closed by the reaper
         reaper.files.append(err)
-        self.proc = reaper.spawn([PYTHON, str(BENCH / "testserver.py"), "--output-dir", str(output_dir)],
+        where = ["--output-dir", str(output_dir)] if root is None else ["--count", str(count), "--root", str(root)]
+        self.proc = reaper.spawn([PYTHON, str(BENCH / "testserver.py"), *where],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                                  env=hermetic_env(), cwd=str(ROOT))
-        hello = self._read(30.0)
+        hello = self._read(30.0 + count)
         self.url: str = hello["url"]
         self.output_dir = Path(hello["output_dir"])
+        self.urls: list[str] = [s["url"] for s in hello["servers"]]
 
     def _read(self, timeout: float) -> Any:
         assert self.proc.stdout is not None
@@ -178,6 +194,10 @@ class TestServerProc:
 
     def forget(self) -> None:
         self.cmd("forget")
+
+    def restart(self, index: int) -> float:
+        """Restart server ``index`` (it forgets its queue and history); ``time.time()`` once it listens again."""
+        return float(self.cmd(f"@{index} restart")["answering"])
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -289,6 +309,9 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
+
+    def switches(self) -> int:
+        return proc_switches(self.pid)
 
     def stop(self) -> int | None:
         return self.reaper.stop(self.proc, grace=20.0)

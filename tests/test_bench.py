@@ -12,21 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from hotfolder.testing import ComfyTestServer
+
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--quick", "--jobs", "5", "--pool-jobs", "4", "--servers", "1,2", "--exec-time", "0.05",
+TINY = ["--quick", "--jobs", "5", "--jobs-per-server", "2", "--farm", "1,3:0.05", "--exec-time", "0.05",
         "--latency-files", "3", "--latency-gap", "0.05", "--backlog", "120", "--batch", "10",
-        "--download-mb", "8", "--post-time", "0.1"]
+        "--download-mb", "8", "--post-time", "0.1", "--restart-jobs", "4", "--restarts", "1"]
 
 
 #: What each section must print: one run per section, so that the sections (which mostly wait on their
 #: daemons and servers) run beside the other tests instead of one after another.
 MEASURES = {
     "throughput": ("hotfolder / direct", "hotfolder / sequential"),
-    "pool": ("S=1 makespan / ideal", "S=2 makespan / ideal", "S=2 server idle fraction",
-             "0.1 s post-processor: makespan / ideal"),
+    "pool": ("S=1 T=0.05s makespan / ideal", "S=3 T=0.05s makespan / ideal", "S=3 T=0.05s daemon CPU per job",
+             "S=3 T=0.05s server idle fraction", "0.1 s post-processor: makespan / ideal"),
     "latency": ("file closed after writing -> POST p50",),
     "memory": ("daemon peak RSS", "RSS added by a"),
     "backlog": ("per-job cost 120 / 100 waiting",),
+    "restart": ("idle GPU after a server restart", "1 restart(s), lost_grace 15 s"),
 }
 
 
@@ -45,6 +48,24 @@ def test_bench_runs_every_section_with_tiny_sizes_and_cleans_up(tmp_path: Path, 
     for measure in MEASURES[section]:
         assert measure in table, table
     assert list(scratch.iterdir()) == []  # every temp folder removed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_runs_against_given_servers_with_the_seed_loop_beside_it(tmp_path: Path, comfy: ComfyTestServer) -> None:
+    """``--servers-url`` (a test server standing in for a real one): the pool on the given servers with the
+    measured execution time as T, and hotfolder beside the seed's sequential loop on the same server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTFOLDER_")}
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *TINY, "--only", "throughput,pool",
+                             "--servers-url", comfy.url, "--tmp", str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout
+    assert "ERROR" not in table
+    assert f"on {comfy.url}" in table
+    assert "S=1 (given servers, T measured" in table
+    seed = next(line for line in table.splitlines() if "hotfolder / sequential" in line)
+    assert ">= 1 " in seed  # the seed-loop target on real servers (>= 3 is for trivial jobs on test servers)
 
 
 def test_every_bench_section_is_tested() -> None:
