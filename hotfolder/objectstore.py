@@ -122,8 +122,11 @@ class ObjectStore:
                  on_bytes: Callable[[str, int], None] | None = None) -> None:
         self.destination = destination if isinstance(destination, Destination) else Destination.parse(destination)
         self.deadline = deadline
+        # use_threads=False: parts go up one after another in the output worker's own thread. s3transfer's
+        # pool threads are joined at interpreter exit, so a store that hangs held the daemon's stop past
+        # stop_budget; the output workers already publish several jobs side by side.
         self.transfer = transfer or TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB,
-                                                   max_concurrency=4)
+                                                   use_threads=False)
         self.on_put = on_put
         self.on_bytes = on_bytes
         try:
