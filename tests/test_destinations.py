@@ -24,7 +24,7 @@ from hotfolder.destination import MAX_DESTINATIONS
 from hotfolder.errors import ConfigError, ScenarioError
 from hotfolder.stages import parse
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 SECRET = "s3cr3t-never-in-a-log"
 
@@ -117,6 +117,19 @@ def test_a_destination_the_config_does_not_allow_fails_the_file_naming_it_the_ke
         scenario(tmp_path, "destination: 5\nparams: {a: 1}\n")
     with pytest.raises(ScenarioError, match="allowed: outbox\\)"):
         scenario(tmp_path, "destination: renders\nparams: {a: 1}\n", allowed=("outbox",))
+
+
+def test_check_reports_every_destination(project: Path, comfy: ComfyTestServer) -> None:
+    (project / "shared").mkdir()
+    (project / "hotfolder.toml").write_text('[destinations]\nrenders = "s3://renders/farm"\nhere = "shared"\n'
+                                            'gone = "missing/folder"\n')
+    result = invoke_cli("--server", comfy.url, "check", cwd=project)
+    assert "ok   destination renders: s3://renders/farm (object storage, staged in" in result.stdout, result.stdout
+    assert f"ok   destination here: {project / 'shared'}" in result.stdout, result.stdout
+    assert f"FAIL destination gone: {project / 'missing' / 'folder'} does not exist" in result.stdout, result.stdout
+    assert result.returncode == 1
+    (project / "missing" / "folder").mkdir(parents=True)
+    assert invoke_cli("--server", comfy.url, "check", cwd=project).returncode == 0
 
 
 # -- end to end: two buckets and a folder ---------------------------------------------------------------------
