@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import signal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,9 @@ import pytest
 from hotfolder.config import load_settings
 from hotfolder.destination import MAX_DESTINATIONS
 from hotfolder.errors import ConfigError, ScenarioError
-from hotfolder.stages import parse
+from hotfolder.stages import download, parse, publish, submit, track
 from hotfolder.testing import ComfyTestServer
-from tests.conftest import invoke_cli, run_cli
+from tests.conftest import invoke_cli, make_settings, run_cli, wait_until
 
 SECRET = "s3cr3t-never-in-a-log"
 
@@ -138,7 +139,8 @@ boto3 = pytest.importorskip("boto3", reason="the s3 extra (boto3) is not install
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 from tests.test_contact_sheet import CHROMIUM, _Images, _load_in_chromium  # noqa: E402
-from tests.test_objectstore_daemon import Store, environment, no_secret  # noqa: E402
+from tests.test_faults import archived, kill  # noqa: E402
+from tests.test_objectstore_daemon import Store, daemon, drop, environment, no_secret  # noqa: E402
 
 MATRIX = "params: {width: 8, height: 8}\nmatrix:\n  width: [8, 16, 24]\n  height: [8, 16]\n"  # 6 jobs
 
@@ -260,3 +262,64 @@ def test_a_gallery_in_the_bucket_opens_from_a_downloaded_copy_with_every_image_l
     parsed.feed(_load_in_chromium(copy / "farm" / "sweep-sheet" / "index.html"))
     assert parsed.body.get("data-state") == "ready"
     assert len(parsed.images) == 7 and all(image.get("data-loaded") == "yes" for image in parsed.images), parsed.images
+
+
+def test_a_daemon_killed_mid_upload_to_a_destination_resumes_there_without_uploading_twice(
+        project: Path, comfy: ComfyTestServer, two_buckets: Store) -> None:
+    (project / "hotfolder.toml").write_text('outbox = "s3://renders/farm"\n[destinations]\nreview = "s3://review/proofs"\n')
+    drop(project, "sweep.yaml", "destination: review\n" + MATRIX)
+    env = environment(project, two_buckets)
+    del env["HOTFOLDER_OUTBOX"]
+    first = daemon(project, comfy.url, dict(env, HOTFOLDER_FAILPOINT="mid_upload:3"))
+    first.wait(60)
+    assert first.returncode == -signal.SIGKILL, "the failpoint was not reached"
+    second = daemon(project, comfy.url, env)
+    try:
+        wait_until(lambda: archived(project, ["sweep.yaml"]), timeout=60, message="the batch archived after the kill")
+    finally:
+        kill(second, signal.SIGTERM)
+    assert (project / "inbox" / "done" / "sweep.yaml").exists()
+    review = bucket(two_buckets, "review")
+    jobs = {key.split("/")[1] for key in review if "-sheet/" not in key}
+    assert jobs == {f"sweep-{n:03d}" for n in range(1, 7)}, sorted(review)
+    puts = [key.removeprefix("/review/") for key in two_buckets.puts() if key.startswith("/review/")]
+    twice = [key for key in set(puts) if puts.count(key) > 1]
+    assert not twice, f"re-uploaded after the kill: {twice}"
+    for job in jobs:
+        for entry in json.loads(review[f"proofs/{job}/{job}.json"])["outputs"]:
+            assert puts.index(f"proofs/{job}/{entry['file']}") < puts.index(f"proofs/{job}/{job}.json")
+    assert bucket(two_buckets, "renders") == {}, "a job went to the outbox instead"
+    assert "already there" in (project / "daemon.log").read_text(), "no publish was resumed"
+
+
+def test_a_job_cut_off_after_its_publish_rename_finds_its_result_in_its_local_destination(
+        project: Path, comfy: ComfyTestServer) -> None:
+    from hotfolder.comfy.client import ComfyClient
+    from hotfolder.destination import Outbox
+    from hotfolder.templates import load, render
+    from tests.stages.test_job_stages import job_context
+
+    here = Outbox("here", project / "shared" / "results")
+    events: list[Any] = []
+    ctx = job_context(project, comfy, events, {})
+    ctx.job.spec.options["destination"] = "here"
+    settings = make_settings(project, comfy.url, destinations={"here": str(here.folder)})
+    ctx.get_settings = lambda: settings
+    workflow, _ = render.render_workflow(load.load_template(project / "templates", "invert"), ctx.job.spec)
+    client = ComfyClient(settings.servers[0], poll_interval=0.5, history_grace=5.0)
+    client.start()
+    try:
+        result = track.track_job(ctx, client, workflow, submit.submit_job(ctx, client, workflow))
+        assert result is not None
+        download.download_job(ctx, client, result)
+        assert Path(ctx.job.staging or "").parent == here.staging_dir
+        publish.publish_job(ctx, client, workflow, fresh=True)
+        assert ctx.job.published == str(here.folder / "fox") and (here.folder / "fox" / "fox.json").is_file()
+        # cut off after the rename, before the record said so: the next run finds it there, publishes nothing
+        ctx.job.state, ctx.job.published = "downloaded", None
+        publish.publish_job(ctx, client, workflow)
+    finally:
+        client.close()
+    assert ctx.job.published == str(here.folder / "fox")
+    assert sorted(p.name for p in here.folder.iterdir()) == [".hotfolder-staging", "fox"]
+    assert not any((project / "outbox").iterdir())
