@@ -198,17 +198,24 @@ def test_each_scenario_lands_in_the_destination_it_picks_with_its_contact_sheet_
     (inbox / "proof.yaml").write_text("destination: review\nparams: {width: 8, height: 8}\nrepeat: 2\n")
     (inbox / "here.yaml").write_text("destination: local\nparams: {width: 8, height: 8}\nrepeat: 2\n")
     (inbox / "typo.yaml").write_text("destination: rendres\nparams: {width: 8, height: 8}\n")
+    (inbox / "single.yaml").write_text("destination: renders\nparams: {width: 8, height: 8}\n")
     env = environment(project, two_buckets)
     del env["HOTFOLDER_OUTBOX"]
     result = run_cli("--server", comfy.url, "-v", "run", "--once", cwd=project, env=env)
     text = result.stdout + result.stderr
     (project / "daemon.log").write_text(text)
-    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["here.yaml", "proof.yaml", "sweep.yaml"], text
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["here.yaml", "proof.yaml", "single.yaml",
+                                                                   "sweep.yaml"], text
 
     # sweep.yaml: six jobs in the renders bucket, each sidecar after its files, then the sheet, index.html last
+    requests = two_buckets.requests()  # hotfolder's (the reads below are the test's)
     renders, review = bucket(two_buckets, "renders"), bucket(two_buckets, "review")
-    jobs = {key.split("/")[1] for key in renders if key.endswith(".json") and "-sheet/" not in key}
+    jobs = {key.split("/")[1] for key in renders if key.endswith(".json") and "-sheet/" not in key} - {"single"}
     assert jobs == {f"sweep-{n:03d}" for n in range(1, 7)}, sorted(renders)
+    # single.yaml: one job, no sheet, and nothing read back from the bucket to learn that
+    assert {key for key in renders if "single" in key} == {"farm/single/single.json", *(
+        f"farm/single/{entry['file']}" for entry in json.loads(renders["farm/single/single.json"])["outputs"])}
+    assert not [key for method, key, _ in requests if method == "GET" and "single" in key]
     puts = [key for key in two_buckets.puts() if not key.startswith("/")]  # the renders bucket's, in order
     for job in jobs:
         sidecar = json.loads(renders[f"farm/{job}/{job}.json"])
@@ -219,7 +226,8 @@ def test_each_scenario_lands_in_the_destination_it_picks_with_its_contact_sheet_
     sheet = "farm/sweep-sheet"
     assert {key for key in renders if key.startswith(sheet + "/")} >= {f"{sheet}/index.html",
                                                                          f"{sheet}/contact-sheet.png"}
-    assert puts[-1] == f"{sheet}/index.html" and puts.count(f"{sheet}/index.html") == 1, puts[-8:]
+    assert puts.count(f"{sheet}/index.html") == 1 and puts.index(f"{sheet}/index.html") == max(
+        i for i, key in enumerate(puts) if key.startswith(sheet + "/")), puts[-8:]
     assert max(puts.index(f"farm/{job}/{job}.json") for job in jobs) < puts.index(f"{sheet}/contact-sheet.png")
     links = gallery_links(renders, sheet)
     assert len(links) >= 1 + 2 * 6 and f"{sheet}/contact-sheet.png" in links
@@ -244,7 +252,7 @@ def test_each_scenario_lands_in_the_destination_it_picks_with_its_contact_sheet_
     assert "allowed: outbox, renders, review, local" in error["message"], error
     assert "Did you mean 'renders'?" in error["hint"], error
     assert not [key for key in {**renders, **review} if "typo" in key]
-    assert len(comfy.history()) == 6 + 2 + 2, "a job of typo.yaml reached the server"
+    assert len(comfy.history()) == 6 + 2 + 2 + 1, "a job of typo.yaml reached the server"
     no_secret(project, two_buckets)
 
 

@@ -60,11 +60,14 @@ def track_event(event: Event, settings: Settings | None) -> None:
     on the sheet thread)."""
     if event.kind != "archived" or settings is None or not getattr(settings, "contact_sheet", False):
         return
-    for outbox, published in _by_destination(settings, tuple(getattr(event, "published", ()) or ())):
-        if outbox.url:
+    everything = tuple(getattr(event, "published", ()) or ())
+    # one job published by a file that did not fail: a one-job file (no request to the store to learn it)
+    single = len(everything) == 1 and not getattr(event, "failed", False)
+    for outbox, published in _by_destination(settings, everything):
+        if outbox.url and not single:
             _enqueue(event.file, partial(sheet_store.make_sheet, event.file, published, outbox, settings,
                                          event.job_id or "batch", build))
-        elif not _single_job(outbox.folder, published):
+        elif not outbox.url and not _single_job(outbox.folder, published):
             _queue(event.file, published, outbox.folder)
 
 
