@@ -27,6 +27,8 @@ from hotfolder.stages import download, parse, publish, submit, track
 from hotfolder.testing import ComfyTestServer
 from tests.conftest import invoke_cli, make_settings, run_cli, wait_until
 
+pytestmark = pytest.mark.timeout(300)
+
 SECRET = "s3cr3t-never-in-a-log"
 
 
@@ -279,11 +281,11 @@ def test_a_daemon_killed_mid_upload_to_a_destination_resumes_there_without_uploa
     env = environment(project, two_buckets)
     del env["HOTFOLDER_OUTBOX"]
     first = daemon(project, comfy.url, dict(env, HOTFOLDER_FAILPOINT="mid_upload:3"))
-    first.wait(60)
+    first.wait(120)
     assert first.returncode == -signal.SIGKILL, "the failpoint was not reached"
     second = daemon(project, comfy.url, env)
     try:
-        wait_until(lambda: archived(project, ["sweep.yaml"]), timeout=60, message="the batch archived after the kill")
+        wait_until(lambda: archived(project, ["sweep.yaml"]), timeout=120, message="the batch archived after the kill")
     finally:
         kill(second, signal.SIGTERM)
     assert (project / "inbox" / "done" / "sweep.yaml").exists()
