@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hotfolder.budgets import DEFAULTS as BUDGETS
-from hotfolder.destination import Destination, is_store_url
+from hotfolder.destination import DEFAULT, Destination, Outbox, is_store_url, raw_destinations
 from hotfolder.errors import ConfigError
 from hotfolder.redact import redact_text, redact_url
 
@@ -128,6 +128,8 @@ class Settings:
     # outbox = "s3://bucket/prefix": the destination, normalised; ``outbox`` is then the local folder
     # results are staged in before the upload (STAGING_NAME in the state folder).
     outbox_url: str = ""
+    # [destinations]: the other places a scenario may send its results to (destination: <name>)
+    destinations: tuple[Outbox, ...] = ()
     config_file: Path | None = None
 
     @property
@@ -152,6 +154,20 @@ class Settings:
         """Where a job's outputs are downloaded and post-processed before they are published: a hidden
         folder in a local outbox (one rename publishes), the outbox folder itself for object storage."""
         return self.outbox if self.outbox_url else self.outbox / ".hotfolder-staging"
+
+    @property
+    def destination_names(self) -> tuple[str, ...]:
+        """The names a scenario's ``destination:`` may give: ``outbox``, then those of ``[destinations]``."""
+        return (DEFAULT, *(d.name for d in self.destinations))
+
+    def destination(self, name: str | None = None) -> Outbox:
+        """The destination called ``name`` (None or ``outbox``: the ``outbox`` setting); KeyError if none is."""
+        if name is None or name == DEFAULT:
+            return Outbox(DEFAULT, self.outbox, self.outbox_url)
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise KeyError(name)
 
 
 # key -> (type, description); the single list of settings a user can set.
@@ -203,6 +219,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "s3_retry_mode": (str, "botocore's retry mode for an s3:// outbox: standard, adaptive or legacy"),
     "s3_max_attempts": (int, "tries botocore makes of one S3 request before hotfolder's own retry takes over"),
     "s3_deadline": (float, "seconds one publish retries while the store is away before it logs and starts over"),
+    "destinations": (dict, "named places a scenario may send its results to with destination: <name>: folders or s3:// URLs"),
 }
 # With an s3:// outbox, results are staged here, in the inbox's state folder (hidden: no instance's name).
 STAGING_NAME = ".staging"
@@ -524,6 +541,8 @@ def load_settings(
             f"Server name(s) {', '.join(map(repr, twice))} appear more than once in {servers_origin}.",
             hint="List each server once, or give each a distinct name = \"…\" in a [[servers]] table.",
         )
+    if "destinations" in raw:
+        values["destinations"] = _destinations(*raw["destinations"], values["inbox"])
     for key in KEYS:
         if key in values or key not in raw:
             continue
@@ -535,19 +554,32 @@ def load_settings(
     return settings
 
 
-def _store_url(value: str, origin: str) -> str:
+def _store_url(value: str, origin: str, key: str = "outbox") -> str:
     """An ``s3://bucket/prefix`` outbox, checked and normalised; ConfigError naming ``origin`` otherwise,
     or when boto3 (the s3 extra) is not installed."""
     try:
         destination = Destination.parse(value)
     except ConfigError as err:
-        raise ConfigError(f"Setting 'outbox' from {origin}: {err.message}", hint=err.hint,
-                          where={"key": "outbox", "origin": origin}) from None
+        raise ConfigError(f"Setting {key!r} from {origin}: {err.message}", hint=err.hint,
+                          where={"key": key.partition(".")[0], "origin": origin}) from None
     if importlib.util.find_spec("boto3") is None:
-        raise ConfigError(f"Setting 'outbox' from {origin} is object storage ({destination}), but boto3 is not "
+        raise ConfigError(f"Setting {key!r} from {origin} is object storage ({destination}), but boto3 is not "
                           "installed.", hint="Install the s3 extra: pip install 'hotfolder[s3]'.",
-                          where={"key": "outbox", "origin": origin})
+                          where={"key": key.partition(".")[0], "origin": origin})
     return str(destination)
+
+
+def _destinations(value: Any, origin: str, rel: Path, inbox: Path) -> tuple[Outbox, ...]:
+    """``[destinations]``: each a folder (relative to ``rel``) or object storage, staged like an s3:// outbox."""
+    out = []
+    for name, target in raw_destinations(value, origin).items():
+        if is_store_url(target):
+            url = _store_url(target, origin, key=f"destinations.{name}")
+            out.append(Outbox(name, inbox / ".hotfolder" / STAGING_NAME, url))
+            continue
+        path = Path(target).expanduser()
+        out.append(Outbox(name, (path if path.is_absolute() else rel / path).resolve()))
+    return tuple(out)
 
 
 def _check_ranges(s: Settings) -> None:
@@ -575,12 +607,13 @@ def _check_ranges(s: Settings) -> None:
     if s.s3_retry_mode not in S3_RETRY_MODES:
         raise ConfigError(f"Setting 's3_retry_mode' must be one of {', '.join(S3_RETRY_MODES)} "
                           f"(got {s.s3_retry_mode!r}).", hint=f"s3_retry_mode: {KEYS['s3_retry_mode'][1]}.")
-    if s.outbox_url:
-        return  # the staging folder is in the inbox's state folder on purpose
-    if s.outbox == s.inbox or s.outbox.is_relative_to(s.inbox) or s.inbox.is_relative_to(s.outbox):
-        raise ConfigError(
-            f"inbox {str(s.inbox)!r} and outbox {str(s.outbox)!r} must be separate folders, neither inside the other."
-        )
+    for outbox in (s.destination(), *s.destinations):
+        if outbox.url:
+            continue  # the staging folder is in the inbox's state folder on purpose
+        what = "outbox" if outbox.name == DEFAULT else f"destination {outbox.name!r}"
+        if outbox.folder == s.inbox or outbox.folder.is_relative_to(s.inbox) or s.inbox.is_relative_to(outbox.folder):
+            raise ConfigError(f"inbox {str(s.inbox)!r} and {what} {str(outbox.folder)!r} must be separate folders, "
+                              "neither inside the other.", where={"key": "outbox" if what == "outbox" else "destinations"})
 
 
 def _check_budgets(s: Settings) -> None:

@@ -50,9 +50,10 @@ def ensure_folders(settings: Settings) -> None:
     ``inbox/.hotfolder`` otherwise stops the start (UnsafeFolder); ``done/`` or ``failed/`` is logged,
     and files wait in their job folders until it is fixed. One that cannot be made now (a read-only or
     full inbox) is made when first needed; the daemon starts and says why its intake waits."""
-    for folder in (settings.inbox, settings.outbox, settings.state_dir, settings.done_dir, settings.failed_dir):
+    outboxes = (settings.outbox, *(d.folder for d in settings.destinations if not d.url))
+    for folder in (settings.inbox, *outboxes, settings.state_dir, settings.done_dir, settings.failed_dir):
         try:
-            if folder in (settings.inbox, settings.outbox):
+            if folder == settings.inbox or folder in outboxes:
                 folder.mkdir(parents=True, exist_ok=True)
             elif folder == settings.state_dir:
                 own_dir(folder)

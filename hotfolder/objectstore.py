@@ -183,20 +183,7 @@ class ObjectStore:
         folder, listing, done = self._claim(name, files, job_key)
         if done:
             return Published(self._url(folder), folder, already=True)
-        uploaded, kept = [], []
-        for rel in files:
-            key = self.destination.key(folder, rel)
-            path = staging / rel
-            size, digest = self._hash(path, attempt, key, job=name)
-            remote = listing.get(key)
-            if remote is not None and remote.size == size and self._meta(key, remote, name).get(META_SHA) == digest:
-                kept.append(rel)
-                continue
-            self._upload(path, key, digest, job_key, job=name)
-            uploaded.append(rel)
-        wanted = {self.destination.key(folder, rel) for rel in files}
-        for key in sorted(set(listing) - wanted):  # left by an earlier try with other files: ours (see _claim)
-            self._call("delete", key, name, functools.partial(self.client.delete_object, Bucket=self.destination.bucket, Key=key))
+        uploaded, kept = self._send(staging, folder, listing, files, job_key, attempt, name)
         body = json_bytes(dict(sidecar, published_as=folder))  # the bytes a local outbox's sidecar has
         sidecar_key = self.destination.key(folder, f"{folder}.json")
         meta = {META_JOB: quote(job_key, safe=""), META_SHA: hashlib.sha256(body).hexdigest()}
@@ -204,6 +191,74 @@ class ObjectStore:
             Bucket=self.destination.bucket, Key=sidecar_key, Body=body, ContentType="application/json", Metadata=meta))
         self._put_done(sidecar_key)
         return Published(self._url(folder), folder, tuple(uploaded), tuple(kept))
+
+    def _send(self, staging: Path, folder: str, listing: dict[str, _Remote], files: list[str], job_key: str,
+              attempt: _Attempt, name: str, *, keep: bool = True, direct: bool = False) -> tuple[list[str], list[str]]:
+        """Upload ``files`` into ``folder`` in order, keeping (with ``keep``) those already there intact,
+        and delete what an earlier try left there that is no longer among them; return (uploaded, kept).
+        ``direct``: one PUT per file on this thread, not boto3's managed transfer (see :meth:`upload_folder`)."""
+        uploaded, kept = [], []
+        for rel in files:
+            key = self.destination.key(folder, rel)
+            path = staging / rel
+            size, digest = self._hash(path, attempt, key, job=name)
+            remote = listing.get(key)
+            if (keep and remote is not None and remote.size == size
+                    and self._meta(key, remote, name).get(META_SHA) == digest):
+                kept.append(rel)
+                continue
+            self._upload(path, key, digest, job_key, job=name, direct=direct)
+            uploaded.append(rel)
+        wanted = {self.destination.key(folder, rel) for rel in files}
+        for key in sorted(set(listing) - wanted):  # left by an earlier try with other files: ours (see _claim)
+            self._call("delete", key, name, functools.partial(self.client.delete_object, Bucket=self.destination.bucket, Key=key))
+        return uploaded, kept
+
+    # -- folders that are not jobs (a batch's contact sheet) and reading back -----------------------------------
+
+    def upload_folder(self, staging: Path, name: str, owner: str, *, last: str,
+                      stop: threading.Event | None = None) -> Published:
+        """Upload every file of ``staging`` as ``<prefix>/<name>/...`` (``name-N`` when ``name`` holds another's
+        objects), ``last`` (a file in it, such as ``index.html``) after all the others. ``owner`` marks the
+        objects as a job's key does, so a try cut off is resumed in the same folder; errors as :meth:`publish`.
+        For small files: each goes up in one PUT on the calling thread, without the managed transfer's thread
+        pool, which refuses work once the interpreter shuts down (a sheet finishing after ``hotfolder process``)."""
+        files = [rel for rel in sorted(_walk(staging)) if rel != last] + [_relative(last)]
+        attempt = _Attempt()
+
+        def once() -> Published:
+            folder, listing, _ = self._claim(name, files, owner)
+            uploaded, kept = self._send(staging, folder, listing, files[:-1], owner, attempt, name, direct=True)
+            # ``last`` is never kept: the first _send removed an earlier try's copy, it is written last, again
+            self._send(staging, folder, {}, files[-1:], owner, attempt, name, keep=False, direct=True)
+            return Published(self._url(folder), folder, (*uploaded, last), tuple(kept))
+        return self._retrying(once, job=name, stop=stop)
+
+    def files(self, folder: str, *, stop: threading.Event | None = None) -> dict[str, int]:
+        """The objects under ``<prefix>/<folder>/``: name (relative to it) -> size."""
+        base = self.destination.key(folder) + "/"
+        return self._retrying(lambda: {key[len(base):]: remote.size for key, remote in self._list(folder).items()},
+                              job=folder, stop=stop)
+
+    def read(self, folder: str, name: str, *, limit: int, stop: threading.Event | None = None) -> bytes:
+        """The first ``limit`` bytes of ``<prefix>/<folder>/<name>``."""
+        key = self.destination.key(folder, _relative(name))
+        return self._retrying(lambda: self._call("read", key, folder, lambda: self.client.get_object(
+            Bucket=self.destination.bucket, Key=key)["Body"].read(limit)), job=folder, stop=stop)
+
+    def download(self, folder: str, name: str, path: Path, *, stop: threading.Event | None = None) -> None:
+        """``<prefix>/<folder>/<name>`` into the file ``path``, streamed on the calling thread."""
+        key = self.destination.key(folder, _relative(name))
+
+        def fetch() -> None:
+            body = self.client.get_object(Bucket=self.destination.bucket, Key=key)["Body"]
+            with open(path, "wb") as out:
+                while chunk := body.read(MiB):
+                    out.write(chunk)
+        try:
+            self._retrying(lambda: self._call("read", key, folder, fetch), job=folder, stop=stop)
+        except OSError as err:
+            raise filesystem_error(err, path=path, doing="write", where={"key": key}) from None
 
     def _claim(self, name: str, files: list[str], job_key: str) -> tuple[str, dict[str, _Remote], bool]:
         """The folder this job publishes into, what is in it, and whether its sidecar is there (published).
@@ -253,12 +308,16 @@ class ObjectStore:
             return None
         return data.get("job_key") if isinstance(data, dict) else None
 
-    def _upload(self, path: Path, key: str, digest: str, job_key: str, *, job: str) -> None:
+    def _upload(self, path: Path, key: str, digest: str, job_key: str, *, job: str, direct: bool = False) -> None:
         extra = {"Metadata": {META_JOB: quote(job_key, safe=""), META_SHA: digest},
                  "ContentType": mimetypes.guess_type(path.name)[0] or "application/octet-stream"}
         callback = (lambda n: self.on_bytes(key, n)) if self.on_bytes else None  # type: ignore[misc]
+
+        def put() -> None:
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.destination.bucket, Key=key, Body=body, **extra)
         try:
-            self._call("write", key, job, lambda: self.client.upload_file(
+            self._call("write", key, job, put if direct else lambda: self.client.upload_file(
                 str(path), self.destination.bucket, key, ExtraArgs=extra, Config=self.transfer, Callback=callback))
         except OSError as err:
             raise filesystem_error(err, path=path, doing="read", where={"job": job}) from None

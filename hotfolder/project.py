@@ -56,6 +56,13 @@ def check_setup(settings: Settings, *, hooks: Any = None) -> list[Check]:
             results.append(Check(label, True, f"{settings.outbox_url} (object storage, staged in {folder})"))
             continue
         results.append(Check(label, folder.is_dir(), str(folder) if folder.is_dir() else f"{folder} does not exist (hotfolder init creates it)"))
+    for destination in settings.destinations:  # [destinations]: what a scenario's destination: may pick
+        label, folder = f"destination {destination.name}", destination.folder
+        if destination.url:
+            results.append(Check(label, True, f"{destination.url} (object storage, staged in {folder})"))
+        else:
+            results.append(Check(label, folder.is_dir(), str(folder) if folder.is_dir() else
+                                 f"{folder} does not exist (hotfolder run creates it)"))
     if settings.inputs_root is not None:
         ok = settings.inputs_root.is_dir()
         results.append(Check("inputs_root", ok, str(settings.inputs_root) if ok else f"{settings.inputs_root} does not exist"))

@@ -10,7 +10,9 @@ Keys of a job
     ``matrix`` (mapping of key -> non-empty list), ``postprocess`` (any value, kept for plugins in
     ``JobSpec.options["postprocess"]``), ``server``/``label`` (a pin for routing, in ``JobSpec.options``),
     ``allow_unused`` (a param name or a list of them: params the template may leave unused, in
-    ``JobSpec.options``; a ``jobs:`` entry adds to the top level's) and, at the top level only, ``jobs``
+    ``JobSpec.options``; a ``jobs:`` entry adds to the top level's), ``destination`` (the name of a
+    destination in hotfolder.toml, checked by the parse stage; in ``JobSpec.options``) and, at the top
+    level only, ``jobs``
     (a list of job mappings). Unknown keys are errors (a typo such as ``parmas`` is never ignored),
     except keys that plugins declared (``hooks.scenario_keys``): their values (plain JSON data, checked
     by the plugin's ``check`` if it gave one) go to ``JobSpec.options[key]`` and are merged like
@@ -45,12 +47,12 @@ MAX_REPEAT = 10_000
 
 #: Keys a job mapping may have (a ``jobs:`` entry, a ``.jsonl`` line).
 JOB_KEYS: tuple[str, ...] = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "postprocess",
-                              "server", "label", "allow_unused")
+                              "server", "label", "allow_unused", "destination")
 #: Keys the top level of a ``.json``/``.yaml``/``.toml`` scenario may have.
-FILE_KEYS: tuple[str, ...] = (*JOB_KEYS[:7], "jobs", "postprocess", "server", "label", "allow_unused")
-# Keys kept in JobSpec.options for the later stages: post-processors, the server pin for routing, and
-# the params the template may leave unused (render).
-OPTION_KEYS: tuple[str, ...] = ("postprocess", "server", "label", "allow_unused")
+FILE_KEYS: tuple[str, ...] = (*JOB_KEYS[:7], "jobs", "postprocess", "server", "label", "allow_unused", "destination")
+# Keys kept in JobSpec.options for the later stages: post-processors, the server pin for routing, the
+# params the template may leave unused (render), and the destination's name (publish).
+OPTION_KEYS: tuple[str, ...] = ("postprocess", "server", "label", "allow_unused", "destination")
 
 RawJob = tuple[dict[str, Any], int | None]
 """A raw job mapping as a format parser returns it, with the line it starts on (or ``None``)."""
@@ -254,6 +256,10 @@ def _job_fields(
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise _type_error(path, prefix + key, "a server name, URL or label (text)", raw[key], line)
             out[key] = raw[key].strip()
+    if "destination" in raw:
+        if not isinstance(raw["destination"], str) or not raw["destination"].strip():
+            raise _type_error(path, prefix + "destination", "a destination's name (text)", raw["destination"], line)
+        out["destination"] = raw["destination"].strip()
     if "allow_unused" in raw:
         names = [raw["allow_unused"]] if isinstance(raw["allow_unused"], str) else raw["allow_unused"]
         if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):

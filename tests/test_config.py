@@ -271,3 +271,56 @@ def test_budget_keys_are_range_checked_like_the_others(key: str, value: float, t
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path / "hotfolder.toml", env={}, cwd=tmp_path)
     assert caught.value.where["key"] == key and "hotfolder.toml" in str(caught.value), caught.value
+
+
+# -- generated [destinations]: accepted as named folders or store URLs, or a ConfigError naming the key ------
+
+DEST_NAMES = st.one_of(st.sampled_from(["renders", "a", "Review_2", "x.y-z", "outbox", "", "a/b", ".hidden", "-x",
+                                        "n" * 64, "n" * 65, "caf\u00e9", "a b"]), st.text(max_size=6))
+DEST_VALUES = st.one_of(
+    st.sampled_from(["s3://renders", "s3://renders/farm/", "s3://Renders", "s3://r", f"s3://k:{SECRET}@renders/x",
+                     "s3://renders/a/../b", "s3://renders//x", "s3://", "results", "/abs/results", "inbox/x", "inbox",
+                     "..", "", " ", "a\tb", "a\x00b", "~/results"]),
+    st.text(max_size=12), JUNK)
+DEST_TABLES = st.dictionaries(DEST_NAMES, st.one_of(DEST_VALUES, st.builds(lambda v: {"url": v}, DEST_VALUES),
+                                                    st.dictionaries(st.sampled_from(["url", "region"]), DEST_VALUES,
+                                                                    max_size=2)), max_size=4)
+
+
+@settings(max_examples=budget(150))
+@given(table=DEST_TABLES, source=st.sampled_from(["toml", "env", "cli"]))
+@example(table={"outbox": "s3://renders"}, source="toml")
+@example(table={"a": f"s3://k:{SECRET}@renders/x"}, source="env")
+@example(table={"a": "inbox/x"}, source="cli")
+@example(table={"a": {"url": "s3://renders", "region": "eu"}}, source="toml")
+def test_generated_destinations_are_named_folders_or_urls_or_a_config_error_naming_the_key(
+        tmp_path: Path, table: dict[Any, Any], source: str) -> None:
+    pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
+    try:
+        if source == "env":
+            text = ",".join(f"{k}={v}" for k, v in table.items())
+            if "\x00" in text:
+                return
+            s = load_settings(None, env={"HOTFOLDER_DESTINATIONS": text}, cwd=tmp_path)
+        elif source == "toml":
+            lines = "".join(f"{json.dumps(k, ensure_ascii=False)} = {_as_toml(v)}\n" for k, v in table.items()
+                            if v is not None)
+            s = load_settings(write(tmp_path, "[destinations]\n" + lines), env={}, cwd=tmp_path)
+        else:
+            s = load_settings(None, env={}, overrides={"destinations": table}, cwd=tmp_path)
+    except ConfigError as err:
+        assert err.where.get("key") == "destinations" or "is not valid TOML" in str(err), str(err)
+        assert SECRET not in str(err), str(err)
+        return
+    names = [d.name for d in s.destinations]
+    assert len(set(names)) == len(names) and "outbox" not in names
+    assert s.destination_names == ("outbox", *names)
+    for d in s.destinations:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", d.name), d.name
+        assert s.destination(d.name) == d
+        if d.url:
+            assert re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/]+)*", d.url) and SECRET not in d.url, d.url
+            assert d.staging_dir == s.state_dir / ".staging"
+        else:
+            assert d.folder.is_absolute() and not d.folder.is_relative_to(s.inbox) and not s.inbox.is_relative_to(d.folder)
+            assert d.staging_dir == d.folder / ".hotfolder-staging"

@@ -53,6 +53,7 @@ class S3Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.auth = auth
+        self.buckets = (BUCKET,)  # made before the port opens; a test may add more before start()
         self.proc: subprocess.Popen[str] | None = None
         self.keys: dict[str, dict[str, str]] = {}
         self.client: object = None
@@ -62,7 +63,7 @@ class S3Server:
         env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
         if self.auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), str(self.port), BUCKET], env=env, text=True,
+        self.proc = subprocess.Popen([sys.executable, str(SERVER), str(self.port), *self.buckets], env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout is not None
         self.keys = json.loads(self.proc.stdout.readline())

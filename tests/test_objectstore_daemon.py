@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import re
 import signal
 import socket
@@ -164,11 +165,18 @@ def drop(project: Path, name: str, text: str = MATRIX) -> None:
     tmp.rename(project / "inbox" / name)
 
 
+def in_sheet(key: str) -> bool:
+    """Whether ``key`` is in a batch's contact sheet folder (``<prefix>/<file stem>-sheet[-N]/``), not a job's."""
+    return re.fullmatch(r"[^/]+/[^/]+-sheet(-\d+)?/.+", key) is not None
+
+
 def audit(store: Store, *, since: int = 0, lost: frozenset[str] = frozenset()) -> dict[str, int]:
     """Every job folder in the store complete (each file its sidecar lists, of its size), each job once, each
-    sidecar written after every file of its folder (since request ``since``). Returns the counts."""
-    objects = store.objects()
-    puts = store.puts(since)
+    sidecar written after every file of its folder (since request ``since``). Returns the counts (contact
+    sheet folders apart: ``sheets`` counts their index.html pages)."""
+    everything = store.objects()
+    objects = {key: body for key, body in everything.items() if not in_sheet(key)}
+    puts = [key for key in store.puts(since) if not in_sheet(key)]
     sidecars = {key: json.loads(body) for key, body in objects.items()
                 if key.count("/") == 2 and key.endswith(".json") and key.split("/")[1] + ".json" == key.split("/")[2]}
     keys = Counter(sidecar["job_key"] for sidecar in sidecars.values())
@@ -184,7 +192,7 @@ def audit(store: Store, *, since: int = 0, lost: frozenset[str] = frozenset()) -
     assert len(sidecars) + len(lost) == 6, f"{len(sidecars)} job(s) in the store, {len(lost)} lost with the store"
     twice = {key: n for key, n in Counter(puts).items() if n > 1}
     return {"jobs": len(sidecars), "objects": len(objects), "puts": len(puts), "written_twice": len(twice),
-            "lost": len(lost)}
+            "lost": len(lost), "sheets": len([key for key in everything if in_sheet(key) and key.endswith("/index.html")])}
 
 
 def no_secret(project: Path, store: Store) -> None:
@@ -206,7 +214,14 @@ def test_a_batch_lands_in_the_store_complete_once_sidecar_last(project: Path, co
     staging = project / "inbox" / ".hotfolder" / ".staging"
     assert not staging.exists() or not any(staging.iterdir()), "staged outputs left behind"
     assert not (project / "outbox").exists() or not any((project / "outbox").iterdir()), "something went to outbox/"
-    assert "No contact sheets: the outbox is object storage" in result.stderr + result.stdout
+    # the batch's contact sheet and gallery, beside the job folders, after every job's sidecar, index.html last
+    puts = store.puts()
+    sheet = f"{PREFIX}/sweep-sheet"
+    assert counts["sheets"] == 1 and puts[-1] == f"{sheet}/index.html", puts[-4:]
+    assert max(i for i, key in enumerate(puts) if not in_sheet(key)) < puts.index(f"{sheet}/contact-sheet.png")
+    page = store.objects()[f"{sheet}/index.html"].decode()
+    links = {posixpath.normpath(posixpath.join(sheet, unquote(link))) for link in re.findall(r'(?:href|src)="([^"]+)"', page)}
+    assert len(links) == 1 + 2 * 6 and links <= set(store.objects()), links - set(store.objects())
     no_secret(project, store)
     print("\nbatch:", counts)
 

@@ -467,6 +467,7 @@ def test_hook_register_scenario_keys(hooks: plugins.Hooks) -> None:
     [
         ('register("params")', "registers the scenario key 'params', which is built in"),
         ('register("allow_unused")', "registers the scenario key 'allow_unused', which is built in"),
+        ('register("destination")', "registers the scenario key 'destination', which is built in"),
         ('register("two words")', "registers the scenario key 'two words', which is not a plain name"),
         ('register("style")', "Plugins 'plugins/zz.py' and 'plugins/all_hooks.py' both register the scenario key 'style'"),
         ('register("ok", check=lambda v: {}["boom"])', None),

@@ -8,6 +8,10 @@ needs Pillow, else only the gallery is written) and ``index.html``
 (:mod:`~hotfolder.default_plugins.gallery`, which also holds the label layout as JSON, so labels can be
 checked without reading pixels). Off with ``contact_sheet = false``. The work runs on its own thread,
 one sheet at a time; a failure is logged with the file's name and never touches the jobs.
+
+Jobs that went to several destinations (a scenario's ``destination:``) get a sheet in each, of the jobs
+there. In object storage (``s3://``) the sheet is made from the bucket and uploaded beside the job
+folders by :mod:`~hotfolder.default_plugins.sheet_store`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import shutil
 import stat
 import threading
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotfolder import media
-from hotfolder.default_plugins import gallery
+from hotfolder.default_plugins import gallery, sheet_store
 from hotfolder.default_plugins.sheet_layout import VISUAL, Entry, Plan, plan
+from hotfolder.destination import Outbox, is_store_url
 from hotfolder.hookspecs import hookimpl
 from hotfolder.paths import rename_noreplace, safe_filename, unique_name
 
@@ -49,26 +56,37 @@ SHEET_NAME = "contact-sheet.png"
 
 @hookimpl
 def track_event(event: Event, settings: Settings | None) -> None:
-    """On ``archived``: queue the contact sheet of a batch file (made on the sheet thread)."""
+    """On ``archived``: queue the contact sheet of a batch file in each destination its jobs went to (made
+    on the sheet thread)."""
     if event.kind != "archived" or settings is None or not getattr(settings, "contact_sheet", False):
         return
-    published = tuple(getattr(event, "published", ()) or ())
-    if published and settings.outbox_url:
-        _skip_remote(settings.outbox_url)
-    elif published and not _single_job(settings.outbox, published):
-        _queue(event.file, published, settings.outbox)
+    everything = tuple(getattr(event, "published", ()) or ())
+    # one job published by a file that did not fail: a one-job file (no request to the store to learn it)
+    single = len(everything) == 1 and not getattr(event, "failed", False)
+    for outbox, published in _by_destination(settings, everything):
+        if outbox.url and not single:
+            _enqueue(event.file, partial(sheet_store.make_sheet, event.file, published, outbox, settings,
+                                         event.job_id or "batch", build))
+        elif not outbox.url and not _single_job(outbox.folder, published):
+            _queue(event.file, published, outbox.folder)
 
 
-_told_remote: set[str] = set()
-
-
-def _skip_remote(url: str) -> None:
-    """An s3:// outbox gets no contact sheet (it is made from the local job folders); said once per outbox."""
-    with _lock:
-        if url in _told_remote:
-            return
-        _told_remote.add(url)
-    logger.info("No contact sheets: the outbox is object storage (%s); they are made for a local outbox only", url)
+def _by_destination(settings: Settings, published: tuple[str, ...]) -> list[tuple[Outbox, tuple[str, ...]]]:
+    """``published`` grouped by the destination that holds each (the outbox's own first): a folder's parent,
+    an URL's prefix. A folder under none goes with the outbox's (make_sheet leaves it out, saying why)."""
+    outboxes = [Outbox("outbox", settings.outbox, settings.outbox_url or ""), *getattr(settings, "destinations", ())]
+    groups: dict[str, list[str]] = {}
+    for item in published:
+        if is_store_url(item):
+            home = next((o for o in outboxes if o.url and sheet_store.job_folder(o, item)), None)
+            if home is None:
+                logger.warning("Contact sheet: %s is in no configured destination, left out", item)
+                continue
+        else:
+            parent = os.path.dirname(os.path.abspath(item))
+            home = next((o for o in outboxes if not o.url and os.path.abspath(o.folder) == parent), outboxes[0])
+        groups.setdefault(home.name, []).append(item)
+    return [(o, tuple(groups[o.name])) for o in outboxes if o.name in groups]
 
 
 def _single_job(outbox: Path, published: tuple[str, ...]) -> bool:
@@ -96,15 +114,20 @@ def _single_job(outbox: Path, published: tuple[str, ...]) -> bool:
     return isinstance(sidecar, dict) and _int(sidecar.get("jobs_in_file")) <= 1
 
 
-_pending: deque[tuple[str, tuple[str, ...], Path]] = deque()
+_pending: deque[tuple[str, Callable[[], Any]]] = deque()
 _lock = threading.Lock()
 _running = False
 
 
 def _queue(file: str, published: tuple[str, ...], outbox: Path) -> None:
+    """Make the sheet of ``published`` job folders of a local ``outbox`` on the sheet thread."""
+    _enqueue(file, partial(make_sheet, file, published, outbox))
+
+
+def _enqueue(file: str, work: Callable[[], Any]) -> None:
     global _running
     with _lock:
-        _pending.append((file, published, outbox))
+        _pending.append((file, work))
         if _running:
             return
         _running = True
@@ -119,9 +142,9 @@ def _work() -> None:
             if not _pending:
                 _running = False
                 return
-            file, published, outbox = _pending.popleft()
+            file, work = _pending.popleft()
         try:
-            make_sheet(file, published, outbox)
+            work()
         except Exception as err:  # noqa: BLE001 - a sheet never fails or re-runs a job
             logger.error("[%s] no contact sheet: %s: %s", file, type(err).__name__, err,
                          exc_info=logger.isEnabledFor(logging.DEBUG))
@@ -158,15 +181,7 @@ def make_sheet(file: str, published: tuple[str, ...] | list[str], outbox: Path) 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        geometry = None
-        image = _pillow()
-        if image is None:
-            logger.warning("[%s] no contact sheet image: Pillow is not installed (pip install 'hotfolder[images]'); "
-                           "only the gallery is written", file)
-        else:
-            geometry = draw(entries, plan_, file, staging, image)
-        (staging / "index.html").write_text(gallery.page(file, entries, plan_, geometry,
-                                                         SHEET_NAME if geometry else None), encoding="utf-8")
+        build(file, entries, staging, plan_)
         taken: set[str] = set()
         while True:
             name = unique_name(outbox, f"{stem}-sheet", taken)
@@ -180,6 +195,20 @@ def make_sheet(file: str, published: tuple[str, ...] | list[str], outbox: Path) 
         raise
     logger.info("[%s] contact sheet -> %s", file, outbox / name)
     return outbox / name
+
+
+def build(file: str, entries: list[Entry], folder: Path, plan_: Plan | None = None) -> None:
+    """Draw the sheet of ``entries`` (with Pillow) and write ``index.html`` into ``folder``."""
+    plan_ = plan_ or plan(entries)
+    geometry = None
+    image = _pillow()
+    if image is None:
+        logger.warning("[%s] no contact sheet image: Pillow is not installed (pip install 'hotfolder[images]'); "
+                       "only the gallery is written", file)
+    else:
+        geometry = draw(entries, plan_, file, folder, image)
+    (folder / "index.html").write_text(gallery.page(file, entries, plan_, geometry, SHEET_NAME if geometry else None),
+                                       encoding="utf-8")
 
 
 def _int(value: Any) -> int:

@@ -216,7 +216,8 @@ class Intake:
                 where={"file": record.input_name},
             )
         specs = parse.parse_scenario(path, read_file(path), default_template=self.settings.default_template,
-                                     hooks=self.core.hooks, limits=budgets.Limits.from_settings(self.settings))
+                                     hooks=self.core.hooks, limits=budgets.Limits.from_settings(self.settings),
+                                     destinations=self.settings.destination_names)
         failpoints.hit("mid_parse")
         templates: dict[str, load.Template] = {}
         source = StopAfterNone(lambda: self.router.object_info_source(include_down=False))

@@ -67,7 +67,7 @@ def _guard_check(check: Callable[..., Any] | None, what: str, plugin: str) -> Ca
 
 
 BUILTIN_SCENARIO_KEYS = ("template", "name", "params", "set", "inputs", "repeat", "matrix", "jobs", "postprocess",
-                         "allow_unused")
+                         "allow_unused", "destination")
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 

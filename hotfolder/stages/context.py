@@ -14,7 +14,8 @@ from typing import Any
 
 from hotfolder.comfy.client import Cancelled, ComfyClient
 from hotfolder.config import Settings
-from hotfolder.errors import JobCancelled
+from hotfolder.destination import Outbox
+from hotfolder.errors import JobCancelled, OutputError
 from hotfolder.events import Event, JobLog
 from hotfolder.record import FileRecord, JobState
 
@@ -69,6 +70,21 @@ class JobContext:
     @property
     def hooks(self) -> Any:
         return self.get_hooks()
+
+    @property
+    def destination(self) -> Outbox:
+        """Where the job's results go: its scenario's ``destination:``, else the outbox. A name the settings
+        no longer have (a reload removed it) is an :class:`OutputError` naming the ones they have."""
+        settings = self.settings
+        name = self.job.spec.options.get("destination") if self.job.spec is not None else None
+        try:
+            return settings.destination(name)
+        except KeyError:
+            raise OutputError(
+                f"Job {self.job.name!r} goes to destination {name!r}, which the settings no longer define "
+                f"(allowed: {', '.join(settings.destination_names)}).",
+                hint="Add it back to [destinations] in hotfolder.toml and move the input file back to inbox/.",
+                where={**self.where(), "key": "destination"}) from None
 
     def save(self, *, durable: bool = True) -> None:
         """Write the job's record (see :meth:`FileRecord.save`)."""

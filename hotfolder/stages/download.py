@@ -43,9 +43,10 @@ def download_job(ctx: JobContext, client: ComfyClient, result: PromptResult) -> 
     job, record, settings = ctx.job, ctx.record, ctx.settings
     refs, values = list_outputs(result.outputs, include_temp=settings.download_temp, server=client.display_url)
     job.execution["ui_values"] = values
-    staging = settings.staging_dir / f"{record.job_id}-{job.index:03d}"
+    staging_dir = ctx.destination.staging_dir  # the outbox's, or the scenario's destination's
+    staging = staging_dir / f"{record.job_id}-{job.index:03d}"
     job.staging = str(staging)
-    own_dir(settings.staging_dir)  # before anything is removed or written below it
+    own_dir(staging_dir)  # before anything is removed or written below it
     errors = 0
     while True:
         # A download cut off (by a crash, a failed output, the server going away) starts over in an

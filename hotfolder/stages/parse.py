@@ -35,10 +35,11 @@ Job names (the outbox folder name)
 
 from __future__ import annotations
 
+import difflib
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +81,7 @@ def parse_scenario(
     rng: random.Random | None = None,
     hooks: ScenarioHooks | None = None,
     limits: budgets.Limits = budgets.DEFAULTS,
+    destinations: Collection[str] | None = None,
 ) -> list[JobSpec]:
     """Parse the scenario ``data`` (the bytes of ``path``) into jobs with index 1..N.
 
@@ -87,7 +89,8 @@ def parse_scenario(
     ``template`` stays ``None`` and rendering reports it). ``rng`` draws ``random`` seeds
     (``random.SystemRandom()`` when ``None``). ``hooks`` lets plugins read more formats and allow more
     keys (module docstring, "Steps"). Raise :class:`ScenarioError` for anything malformed, or over one
-    of ``limits`` (file size, lines, nesting, jobs: :mod:`hotfolder.budgets`).
+    of ``limits`` (file size, lines, nesting, jobs: :mod:`hotfolder.budgets`), or for a ``destination:``
+    that is not one of ``destinations`` (the names hotfolder.toml allows; None: not checked here).
     """
     suffix = _suffix(path)
     if len(data) > limits.max_file_size:
@@ -120,7 +123,27 @@ def parse_scenario(
             f"Scenario {path.name!r} contains no jobs",
             hint=builtin_formats.NO_JOBS_HINTS.get(suffix, "Add at least one job."),
         )
+    if destinations is not None:
+        _check_destinations(path, drafts, destinations)
     return _finish(path, drafts, default_template=default_template, rng=rng or random.SystemRandom())
+
+
+def _check_destinations(path: Path, drafts: list[Draft], allowed: Collection[str]) -> None:
+    """Every job's ``destination:`` is one of the ``allowed`` names: a scenario never picks a place to write
+    that hotfolder.toml does not list (a folder of its own choosing, another bucket)."""
+    for number, draft in enumerate(drafts, start=1):
+        name = draft.options.get("destination")
+        if name is None or name in allowed:
+            continue
+        close = difflib.get_close_matches(name[:80], list(allowed), n=1, cutoff=0.6)
+        raise scenario_error(
+            path,
+            f"Scenario {path.name!r} sends job {number} to destination {name[:80]!r}, which hotfolder.toml does not define"
+            f" (allowed: {', '.join(allowed)})",
+            hint=(f"Did you mean {close[0]!r}? " if close else "")
+            + "A scenario names one of the destinations in hotfolder.toml's [destinations] table, or 'outbox'; "
+            "to send results somewhere new, add it there (name = \"s3://bucket/prefix\" or a folder).",
+            line=draft.line, key="destination")
 
 
 def _decode_for(path: Path, data: bytes, hooks: ScenarioHooks | None) -> tuple[str, Callable[[Path, str], list[RawJob]]]:

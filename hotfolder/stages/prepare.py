@@ -128,7 +128,7 @@ def render_file_jobs(settings: Settings, path: Path, hooks: plugins.Hooks | None
     finally:
         os.close(fd)
     specs = parse.parse_scenario(path, data, default_template=settings.default_template, hooks=hooks,
-                                 limits=budgets.Limits.from_settings(settings))
+                                 limits=budgets.Limits.from_settings(settings), destinations=settings.destination_names)
     templates: dict[str, load.Template] = {}
     base = path.absolute().parent
     read_inputs: dict[tuple[int, ...], Any] = {}  # each input file read once for all the file's jobs

@@ -7,6 +7,8 @@ not even an output that has the sidecar's name (``red-fox.json`` from ComfyUI or
 then the folder and its sidecar take the next free suffix. :func:`publish_job` does it for a job,
 running its post-processors on the staging folder first. With an ``s3://`` outbox the staging folder
 is in the inbox's state folder and :mod:`~hotfolder.stages.publish_s3` uploads it instead of the rename.
+A scenario's ``destination:`` picks one of hotfolder.toml's ``[destinations]`` instead of the outbox
+(:attr:`JobContext.destination`); the same rules hold in each.
 """
 
 from __future__ import annotations
@@ -30,19 +32,19 @@ def publish_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], 
     """Post-process the job's staging folder and publish it; the job becomes ``published``. A run cut
     off after the publish rename finds its result in the outbox instead. ``fresh``: the outputs were
     downloaded by this process just now (not before a restart)."""
-    job, record, settings = ctx.job, ctx.record, ctx.settings
+    job, record, destination = ctx.job, ctx.record, ctx.destination
     key = f"{record.job_id}/{job.index}"
     staging = Path(job.staging or "")
-    if settings.outbox_url:
+    if destination.url:
         from hotfolder.stages import publish_s3  # boto3 (the s3 extra) only for an s3:// outbox
 
-        _finish(ctx, publish_s3.publish_remote(ctx, client, workflow, staging, key,
+        _finish(ctx, publish_s3.publish_remote(ctx, client, workflow, staging, key, url=destination.url,
                                                   postprocess=postprocess_options(ctx), fresh=fresh))
         return
     # The publish rename moves the staging folder away: while it exists, nothing was published yet.
     # Only a run cut off after that rename has to look through the outbox for its result.
     staged = os.path.isdir(staging)
-    existing = None if staged else find_published(settings.outbox, job.name, key)
+    existing = None if staged else find_published(destination.folder, job.name, key)
     if existing is None:
         if not staged:
             raise OutputError(f"The staged outputs of job {job.name!r} are gone ({staging}).",
@@ -50,7 +52,7 @@ def publish_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], 
         sidecar = documents.sidecar(record, job, client, workflow)
         if ctx.hooks is not None:
             plugins.run_postprocessors(ctx.hooks, postprocess_options(ctx), staging, sidecar)
-        existing = publish_folder(staging, settings.outbox, job.name, sidecar, fresh=fresh)
+        existing = publish_folder(staging, destination.folder, job.name, sidecar, fresh=fresh)
     _finish(ctx, str(existing))
 
 

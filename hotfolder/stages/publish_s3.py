@@ -30,13 +30,15 @@ _lock = threading.Lock()
 RETRY_PAUSE = 1.0  # seconds between publishes while the store is away (each retries for s3_deadline itself)
 
 
-def store_for(settings: Settings) -> ObjectStore:
-    """The one store (one boto3 client, shared by the job threads) for the settings' destination and options."""
-    key = (settings.outbox_url, settings.s3_retry_mode, settings.s3_max_attempts, settings.s3_deadline)
+def store_for(settings: Settings, url: str | None = None) -> ObjectStore:
+    """The one store (one boto3 client, shared by the job threads) for ``url`` (the outbox's when None) and
+    the settings' options."""
+    url = url or settings.outbox_url
+    key = (url, settings.s3_retry_mode, settings.s3_max_attempts, settings.s3_deadline)
     with _lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = ObjectStore(settings.outbox_url, retry_mode=settings.s3_retry_mode,
+            store = _stores[key] = ObjectStore(url, retry_mode=settings.s3_retry_mode,
                                                max_attempts=settings.s3_max_attempts, deadline=settings.s3_deadline,
                                                on_put=_written)
         return store
@@ -47,11 +49,12 @@ def _written(key: str) -> None:
 
 
 def publish_remote(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], staging: Path, key: str,
-                   *, postprocess: Any, fresh: bool) -> str:
-    """Post-process ``staging`` and upload it as the job's folder in the store; return its ``s3://`` URL.
-    ``fresh``: downloaded by this process just now, so nothing of it can be in the store yet."""
+                   *, postprocess: Any, fresh: bool, url: str | None = None) -> str:
+    """Post-process ``staging`` and upload it as the job's folder in the store at ``url`` (the outbox's when
+    None); return its ``s3://`` URL. ``fresh``: downloaded by this process just now, so nothing of it can
+    be in the store yet."""
     job, record = ctx.job, ctx.record
-    store = store_for(ctx.settings)
+    store = store_for(ctx.settings, url)
     staged = os.path.isdir(staging)
     found = None if fresh else _waiting(ctx, lambda: store.find(job.name, key, stop=ctx.stop))
     if found is None:
