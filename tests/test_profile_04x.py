@@ -379,8 +379,35 @@ def test_object_info_starts_an_asset_scan_whose_events_reach_every_socket(server
         socket.close()
         old_socket.close()
     scan = [m for m in socket.messages if m["type"].startswith("assets.")]
-    assert [m["type"] for m in scan] == ["assets.seed.started", "assets.seed.completed"]
+    assert [m["type"] for m in scan] == ["assets.seed.started", "assets.seed.fast_complete", "assets.seed.started",
+                                         "assets.seed.enrich_complete", "assets.seed.completed"]  # as 0.33.0 sends
     assert scan[0]["data"]["roots"] == ["models", "input", "output"] and scan[0]["data"]["phase"] == "fast"
+    assert scan[2]["data"]["phase"] == "enrich" and scan[4]["data"]["phase"] == "full"
+    assert not [t for t in old_socket.types() if t.startswith("assets.")]
+
+
+def test_a_prompt_is_followed_by_an_enrich_pass_at_most_every_ten_seconds(server, old_server):
+    """A real 0.33.0 with --enable-assets broadcasts its scanner's enrich pass over output/ after a prompt
+    (and after the next only once 10 s have passed): unasked messages right after a job's last ones."""
+    socket, old_socket = Socket(server, "s1"), Socket(old_server, "s2")
+    try:
+        for srv, sid in ((server, "s1"), (server, "s1"), (old_server, "s2")):
+            prompt_id = submit(srv, image_prompt(95), client_id=sid)
+            srv.wait_idle(TIMEOUT)
+            wait_until(lambda: [prompt_id, None] in [[m["data"].get("prompt_id"), m["data"].get("node")]
+                                                     for s in (socket, old_socket) for m in s.messages
+                                                     if m["type"] == "executing"], message="the prompt ended")
+        wait_until(lambda: "assets.seed.completed" in socket.types(), message="the enrich pass")
+    finally:
+        socket.close()
+        old_socket.close()
+    types = socket.types()
+    ends = [i for i, m in enumerate(socket.messages) if m["type"] == "executing" and m["data"]["node"] is None]
+    scan = [m for m in socket.messages if m["type"].startswith("assets.")]
+    assert [m["type"] for m in scan] == ["assets.seed.started", "assets.seed.enrich_complete",
+                                         "assets.seed.completed"], types  # once: the second came within 10 s
+    assert ends[0] < socket.messages.index(scan[0]) < ends[1]
+    assert scan[0]["data"] == {"roots": ["output"], "phase": "enrich"} and scan[1]["data"]["enriched"] == 1
     assert not [t for t in old_socket.types() if t.startswith("assets.")]
 
 
