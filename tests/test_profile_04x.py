@@ -336,12 +336,30 @@ def test_dynamic_combo_sub_inputs_are_validated_under_their_dotted_names(server)
     too_high = errors(**{"format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode",
                          "format.codec.encoding.crf": 99})
     assert [(e["type"], e["details"]) for e in too_high] == [("value_bigger_than_max", "format.codec.encoding.crf")]
-    missing = errors(format="mp4")
-    assert [(e["type"], e["details"]) for e in missing] == [("required_input_missing", "format.codec")]
+    missing = errors(**{"format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode"})
+    assert [(e["type"], e["details"], e["extra_info"]["input_name"]) for e in missing] == [
+        ("required_input_missing", "crf", "format.codec.encoding.crf")]  # details: the last part (0.33.0)
     # Sub-inputs of an option not chosen are no inputs at all, so they are not checked.
     unused = {"format": "mp4", "format.codec": "auto", "format.codec.encoding.crf": 99}
     response = requests.post(server.url + "/prompt", json={"prompt": video_prompt(**unused)}, timeout=TIMEOUT)
     assert response.status_code == 200 and response.json()["node_errors"] == {}
+
+
+def test_a_missing_or_unknown_dynamic_combo_is_not_validated_and_the_node_runs_without_it(server):
+    """As on a real 0.33.0: a DynamicCombo absent from the prompt, or with an unknown key, is no input, so
+    validation passes; SaveVideo then runs without ``format`` (a TypeError), or with codec auto when only
+    the nested ``format.codec`` is missing."""
+    pytest.importorskip("imageio_ffmpeg")
+    ids = {name: submit(server, video_prompt(**save)) for name, save in
+           (("no codec", {"format": "mp4"}), ("no format", {}), ("unknown", {"format": "avi"}))}
+    server.wait_idle(30)
+    assert job(server, ids["no codec"])["status"] == "completed"
+    assert job(server, ids["no codec"])["outputs"]["3"]["images"][0]["filename"].endswith(".mp4")
+    for name in ("no format", "unknown"):
+        failed = job(server, ids[name])
+        assert failed["status"] == "failed", name
+        assert failed["execution_error"]["exception_message"] == (
+            "SaveVideo.execute() missing 1 required positional argument: 'format'\n")  # as 0.33.0 says it
 
 
 # -- outputs and messages -------------------------------------------------------------------------

@@ -120,7 +120,9 @@ async def save_video(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
     video = inputs["video"]
     if not isinstance(video, VideoValue):
         raise TypeError(f"video: expected a VIDEO, got {type(video).__name__}")
-    fmt = str(inputs.get("format", "auto"))
+    if "format" not in inputs:  # a missing or unknown DynamicCombo key passes validation (catalog.py)
+        raise TypeError("SaveVideo.execute() missing 1 required positional argument: 'format'")
+    fmt = str(inputs["format"])
     codec = str(inputs.get("format.codec", inputs.get("codec", "auto")))
     crf = inputs.get("format.codec.encoding.crf")
     container = ("webm" if codec == "av1" else "mp4") if fmt == "auto" else fmt
