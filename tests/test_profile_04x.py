@@ -317,10 +317,11 @@ def test_object_info_is_the_2026_catalogue_with_v3_combos_and_a_dynamic_combo(se
     assert answer["node_errors"]["3"]["errors"][0]["details"] == "codec: 'h265' not in ['vp9', 'av1']"
 
 
-def video_prompt(**save: Any) -> dict[str, Any]:
-    """Four frames, blue, orange, blue, orange (node "1"), as a video at 8 fps (node "2") saved by node "3"."""
+def video_prompt(width: int = 34, **save: Any) -> dict[str, Any]:
+    """Four ``width``x20 frames, blue, orange, blue, orange (node "1"), as a video at 8 fps (node "2") saved
+    by node "3"."""
     return {
-        **four_frames(),
+        **four_frames(width),
         "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8}},
         "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/clip", **save}},
     }
@@ -455,12 +456,29 @@ def test_save_video_writes_a_real_mp4_reported_as_animated_images(server):
     assert view(server, webm_entry)[:4] == b"\x1a\x45\xdf\xa3"  # EBML
 
 
+def test_save_video_fails_on_an_odd_frame_size_for_h264_as_libx264_does(server):
+    """A real 0.33.0 (PyAV, libx264, yuv420p) fails at run time when the width or height is odd, whatever
+    the mp4/mkv H.264 options; webm (AV1) is written. REAL-SERVERS.md."""
+    pytest.importorskip("imageio_ffmpeg")
+    ids = {name: submit(server, video_prompt(33, **save)) for name, save in (
+        ("mp4", {"format": "mp4", "format.codec": "auto"}),
+        ("crf", {"format": "mkv", "format.codec": "h264", "format.codec.encoding": "re-encode",
+                 "format.codec.encoding.crf": 28}),
+        ("webm", {"format": "webm", "format.codec": "av1"}))}
+    server.wait_idle(30)
+    for name, options in (("mp4", "{}"), ("crf", "{'crf': '28.0'}")):
+        error = job(server, ids[name])["execution_error"]
+        assert (error["exception_type"], error["exception_message"]) == ("av.error.ExternalError", (
+            f"[Errno 542398533] Generic error in an external library: 'avcodec_open2(\"libx264\", {options})'\n")), name
+    assert job(server, ids["webm"])["status"] == "completed"
+
+
 @pytest.mark.parametrize(("fmt", "ext", "pil_format"), [("image/gif", "gif", "GIF"), ("image/webp", "webp", "WEBP"),
                                                           ("video/h264-mp4", "mp4", None)])
 def test_vhs_video_combine_answers_gifs_entries_for_real_files(server, fmt, ext, pil_format):
     if pil_format is None:
         pytest.importorskip("imageio_ffmpeg")
-    prompt = video_prompt()
+    prompt = video_prompt(33)
     del prompt["2"], prompt["3"]
     prompt["4"] = {"class_type": "VHS_VideoCombine", "inputs": {
         "images": ["1", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "anim", "format": fmt,
