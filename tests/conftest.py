@@ -176,10 +176,11 @@ def _logging_restored() -> Iterator[None]:
         logging.logProcesses, logging.logMultiprocessing = switches
 
 
-def four_frames() -> dict[str, Any]:
-    """API nodes making four 33x20 frames (blue, orange, blue, orange) as node "1", for the video tests."""
+def four_frames(width: int = 33) -> dict[str, Any]:
+    """API nodes making four ``width``x20 frames (blue, orange, blue, orange) as node "1", for the video
+    tests (H.264 needs an even width: ComfyUI's SaveVideo fails on odd sizes)."""
     def empty(color: int) -> dict[str, Any]:
-        return {"class_type": "EmptyImage", "inputs": {"width": 33, "height": 20, "batch_size": 1, "color": color}}
+        return {"class_type": "EmptyImage", "inputs": {"width": width, "height": 20, "batch_size": 1, "color": color}}
 
     return {
         "10": empty(0x3366CC),

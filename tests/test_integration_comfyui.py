@@ -158,3 +158,39 @@ def test_hotfolder_cancel_dequeues_and_interrupts_only_its_own_prompts_on_the_re
             assert entry and any(kind == "execution_interrupted" for kind, _ in entry["status"]["messages"]), entry
         else:  # dequeued before it ran, or interrupted if it had started meanwhile
             assert entry is None or entry["status"]["status_str"] == "error", entry
+
+
+def test_a_daemon_killed_while_its_prompt_runs_adopts_it_after_a_restart_on_the_real_server(project: Path) -> None:
+    """SIGKILL the daemon while its prompt runs on the real server, start it again: the prompt is found
+    (the jobs API where the server has it, else /history and /queue), never sent twice, and published."""
+    assert URL
+    import signal
+    import uuid
+
+    import requests  # only to read the real server's queue and history
+
+    (project / "templates" / "slowblur.json").write_text(json.dumps(_slow(80)))
+    (project / "templates" / "slowblur.toml").write_text('[params.color]\ntype = "int"\ndefault = 0\n')
+    name = f"adopt-{uuid.uuid4().hex[:8]}"
+    (project / "inbox" / f"{name}.yaml").write_text(f"template: slowblur\nparams: {{color: {uuid.uuid4().int % 10**6}}}\n")
+
+    def ours(entries: list) -> list[str]:
+        return [item[1] for item in entries
+                if (item[3].get("extra_pnginfo") or {}).get("hotfolder", {}).get("file") == f"{name}.yaml"]
+
+    proc = start_daemon(project, URL)
+    try:
+        [running] = wait_until(lambda: ours(requests.get(f"{URL}/queue", timeout=10).json()["queue_running"]),
+                               timeout=120, message="our prompt running on the server")
+    finally:
+        stop(proc, signal.SIGKILL)
+    proc = start_daemon(project, URL)
+    try:
+        wait_until(lambda: settled(project, [f"{name}.yaml"]), timeout=300, message="the file archived")
+    finally:
+        log = stop(proc)
+    assert (project / "inbox" / "done" / f"{name}.yaml").is_file(), log
+    sidecar = json.loads((project / "outbox" / name / f"{name}.json").read_text())
+    assert sidecar["prompt_id"] == running and (sidecar["submissions"], sidecar["resubmissions"]) == (1, 0)
+    history = requests.get(f"{URL}/history", params={"max_items": 200}, timeout=10).json()
+    assert ours([entry["prompt"] for entry in history.values()]) == [running]  # sent once, adopted

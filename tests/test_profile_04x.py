@@ -317,10 +317,11 @@ def test_object_info_is_the_2026_catalogue_with_v3_combos_and_a_dynamic_combo(se
     assert answer["node_errors"]["3"]["errors"][0]["details"] == "codec: 'h265' not in ['vp9', 'av1']"
 
 
-def video_prompt(**save: Any) -> dict[str, Any]:
-    """Four frames, blue, orange, blue, orange (node "1"), as a video at 8 fps (node "2") saved by node "3"."""
+def video_prompt(width: int = 34, **save: Any) -> dict[str, Any]:
+    """Four ``width``x20 frames, blue, orange, blue, orange (node "1"), as a video at 8 fps (node "2") saved
+    by node "3"."""
     return {
-        **four_frames(),
+        **four_frames(width),
         "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8}},
         "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/clip", **save}},
     }
@@ -336,12 +337,30 @@ def test_dynamic_combo_sub_inputs_are_validated_under_their_dotted_names(server)
     too_high = errors(**{"format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode",
                          "format.codec.encoding.crf": 99})
     assert [(e["type"], e["details"]) for e in too_high] == [("value_bigger_than_max", "format.codec.encoding.crf")]
-    missing = errors(format="mp4")
-    assert [(e["type"], e["details"]) for e in missing] == [("required_input_missing", "format.codec")]
+    missing = errors(**{"format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode"})
+    assert [(e["type"], e["details"], e["extra_info"]["input_name"]) for e in missing] == [
+        ("required_input_missing", "crf", "format.codec.encoding.crf")]  # details: the last part (0.33.0)
     # Sub-inputs of an option not chosen are no inputs at all, so they are not checked.
     unused = {"format": "mp4", "format.codec": "auto", "format.codec.encoding.crf": 99}
     response = requests.post(server.url + "/prompt", json={"prompt": video_prompt(**unused)}, timeout=TIMEOUT)
     assert response.status_code == 200 and response.json()["node_errors"] == {}
+
+
+def test_a_missing_or_unknown_dynamic_combo_is_not_validated_and_the_node_runs_without_it(server):
+    """As on a real 0.33.0: a DynamicCombo absent from the prompt, or with an unknown key, is no input, so
+    validation passes; SaveVideo then runs without ``format`` (a TypeError), or with codec auto when only
+    the nested ``format.codec`` is missing."""
+    pytest.importorskip("imageio_ffmpeg")
+    ids = {name: submit(server, video_prompt(**save)) for name, save in
+           (("no codec", {"format": "mp4"}), ("no format", {}), ("unknown", {"format": "avi"}))}
+    server.wait_idle(30)
+    assert job(server, ids["no codec"])["status"] == "completed"
+    assert job(server, ids["no codec"])["outputs"]["3"]["images"][0]["filename"].endswith(".mp4")
+    for name in ("no format", "unknown"):
+        failed = job(server, ids[name])
+        assert failed["status"] == "failed", name
+        assert failed["execution_error"]["exception_message"] == (
+            "SaveVideo.execute() missing 1 required positional argument: 'format'\n")  # as 0.33.0 says it
 
 
 # -- outputs and messages -------------------------------------------------------------------------
@@ -379,8 +398,35 @@ def test_object_info_starts_an_asset_scan_whose_events_reach_every_socket(server
         socket.close()
         old_socket.close()
     scan = [m for m in socket.messages if m["type"].startswith("assets.")]
-    assert [m["type"] for m in scan] == ["assets.seed.started", "assets.seed.completed"]
+    assert [m["type"] for m in scan] == ["assets.seed.started", "assets.seed.fast_complete", "assets.seed.started",
+                                         "assets.seed.enrich_complete", "assets.seed.completed"]  # as 0.33.0 sends
     assert scan[0]["data"]["roots"] == ["models", "input", "output"] and scan[0]["data"]["phase"] == "fast"
+    assert scan[2]["data"]["phase"] == "enrich" and scan[4]["data"]["phase"] == "full"
+    assert not [t for t in old_socket.types() if t.startswith("assets.")]
+
+
+def test_a_prompt_is_followed_by_an_enrich_pass_at_most_every_ten_seconds(server, old_server):
+    """A real 0.33.0 with --enable-assets broadcasts its scanner's enrich pass over output/ after a prompt
+    (and after the next only once 10 s have passed): unasked messages right after a job's last ones."""
+    socket, old_socket = Socket(server, "s1"), Socket(old_server, "s2")
+    try:
+        for srv, sid in ((server, "s1"), (server, "s1"), (old_server, "s2")):
+            prompt_id = submit(srv, image_prompt(95), client_id=sid)
+            srv.wait_idle(TIMEOUT)
+            wait_until(lambda: [prompt_id, None] in [[m["data"].get("prompt_id"), m["data"].get("node")]
+                                                     for s in (socket, old_socket) for m in s.messages
+                                                     if m["type"] == "executing"], message="the prompt ended")
+        wait_until(lambda: "assets.seed.completed" in socket.types(), message="the enrich pass")
+    finally:
+        socket.close()
+        old_socket.close()
+    types = socket.types()
+    ends = [i for i, m in enumerate(socket.messages) if m["type"] == "executing" and m["data"]["node"] is None]
+    scan = [m for m in socket.messages if m["type"].startswith("assets.")]
+    assert [m["type"] for m in scan] == ["assets.seed.started", "assets.seed.enrich_complete",
+                                         "assets.seed.completed"], types  # once: the second came within 10 s
+    assert ends[0] < socket.messages.index(scan[0]) < ends[1]
+    assert scan[0]["data"] == {"roots": ["output"], "phase": "enrich"} and scan[1]["data"]["enriched"] == 1
     assert not [t for t in old_socket.types() if t.startswith("assets.")]
 
 
@@ -410,12 +456,29 @@ def test_save_video_writes_a_real_mp4_reported_as_animated_images(server):
     assert view(server, webm_entry)[:4] == b"\x1a\x45\xdf\xa3"  # EBML
 
 
+def test_save_video_fails_on_an_odd_frame_size_for_h264_as_libx264_does(server):
+    """A real 0.33.0 (PyAV, libx264, yuv420p) fails at run time when the width or height is odd, whatever
+    the mp4/mkv H.264 options; webm (AV1) is written. REAL-SERVERS.md."""
+    pytest.importorskip("imageio_ffmpeg")
+    ids = {name: submit(server, video_prompt(33, **save)) for name, save in (
+        ("mp4", {"format": "mp4", "format.codec": "auto"}),
+        ("crf", {"format": "mkv", "format.codec": "h264", "format.codec.encoding": "re-encode",
+                 "format.codec.encoding.crf": 28}),
+        ("webm", {"format": "webm", "format.codec": "av1"}))}
+    server.wait_idle(30)
+    for name, options in (("mp4", "{}"), ("crf", "{'crf': '28.0'}")):
+        error = job(server, ids[name])["execution_error"]
+        assert (error["exception_type"], error["exception_message"]) == ("av.error.ExternalError", (
+            f"[Errno 542398533] Generic error in an external library: 'avcodec_open2(\"libx264\", {options})'\n")), name
+    assert job(server, ids["webm"])["status"] == "completed"
+
+
 @pytest.mark.parametrize(("fmt", "ext", "pil_format"), [("image/gif", "gif", "GIF"), ("image/webp", "webp", "WEBP"),
                                                           ("video/h264-mp4", "mp4", None)])
 def test_vhs_video_combine_answers_gifs_entries_for_real_files(server, fmt, ext, pil_format):
     if pil_format is None:
         pytest.importorskip("imageio_ffmpeg")
-    prompt = video_prompt()
+    prompt = video_prompt(33)
     del prompt["2"], prompt["3"]
     prompt["4"] = {"class_type": "VHS_VideoCombine", "inputs": {
         "images": ["1", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "anim", "format": fmt,

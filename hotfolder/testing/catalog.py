@@ -75,7 +75,9 @@ def expand_dynamic_inputs(info: dict[str, Any], inputs: dict[str, Any]) -> dict[
     A DynamicCombo input (``["COMFY_DYNAMICCOMBO_V3", {"options": [{"key", "inputs"}]}]``) takes one of
     its keys; the inputs of that option are then expected as ``<name>.<sub>`` (nested: ``a.b.c``) with
     their own required/optional status (comfy_api/latest/_io.py@04e2a914 ``DynamicCombo``,
-    ``get_finalized_class_inputs``; AFTER-0.3.64-evidence.md section 6). An unknown key adds nothing.
+    ``get_finalized_class_inputs``; AFTER-0.3.64-evidence.md section 6). A DynamicCombo that is missing
+    from the prompt or has an unknown key is no input at all, so it is not validated (the node then
+    lacks it): ``DynamicCombo._expand_schema_for_dynamic`` in a real 0.33.0, REAL-SERVERS.md.
     Classes without a DynamicCombo are returned as they are.
     """
     sections = info.get("input") or {}
@@ -85,11 +87,14 @@ def expand_dynamic_inputs(info: dict[str, Any], inputs: dict[str, Any]) -> dict[
     order: dict[str, list[str]] = {"required": [], "optional": []}
 
     def add(category: str, name: str, spec: Any) -> None:
+        chosen = None
+        if _is_dynamic(spec):
+            chosen = next((o for o in spec[1].get("options", []) if name in inputs and o.get("key") == inputs[name]),
+                          None)
+            if chosen is None:
+                return
         expanded[category][name] = spec
         order[category].append(name)
-        if not _is_dynamic(spec):
-            return
-        chosen = next((o for o in spec[1].get("options", []) if o.get("key") == inputs.get(name)), None)
         for sub_category in ("required", "optional"):
             for sub_name, sub_spec in ((chosen or {}).get("inputs", {}).get(sub_category) or {}).items():
                 add(sub_category, f"{name}.{sub_name}", sub_spec)

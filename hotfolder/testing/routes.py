@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from . import png
+from .assets import full_scan_events
 from .catalog import NodeCatalog
 from .faults import Faults
 from .folders import annotated_filepath
@@ -151,13 +152,11 @@ class Routes(JobsRoutes):
 
     def _asset_scan(self) -> None:
         """0.4x: ``GET /object_info`` starts the asset scan, whose events go to every socket as messages
-        no prompt asked for (server.py@002c3fb9a504255c ``ensure_scan_started``; the payloads of
-        app/assets/seeder.py's ``_emit_event`` calls, see AFTER-0.3.64-evidence.md section 11)."""
+        no prompt asked for (server.py@002c3fb9a504255c ``ensure_scan_started``; the sequence and payloads
+        a real 0.33.0 sends, see AFTER-0.3.64-evidence.md section 11)."""
         total = sum(len(files) for kind in ("input", "output") for _, _, files in os.walk(self.dirs[kind]))
-        self.broadcast("assets.seed.started", {"roots": ["models", "input", "output"], "total": total,
-                                               "phase": "fast"})
-        self.broadcast("assets.seed.completed", {"scanned": total, "total": total, "created": total,
-                                                 "skipped": 0, "elapsed": 0.01})
+        for event, data in full_scan_events(total, 0.01):
+            self.broadcast(event, data)
 
     async def get_object_info_node(self, request: web.Request) -> web.Response:
         return web.json_response(self.catalog.one(request.match_info["node_class"]))

@@ -14,13 +14,14 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .assets import with_asset_ids
+from .assets import enrich_pass_events, with_asset_ids
 from .catalog import NodeCatalog
 from .execution import ExecutionOutcome, OutputCache, PromptExecutor
 from .faults import Faults
@@ -33,6 +34,9 @@ from .websocket import Broadcaster
 __all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
+
+#: ComfyUI's ``gc_collect_interval`` (main.py): the enrich pass after a prompt runs at most this often.
+ENRICH_INTERVAL = 10.0
 
 
 class Runtime:
@@ -57,6 +61,8 @@ class Runtime:
         self.executor = PromptExecutor(self, catalog, OutputCache())
         if profile.asset_ids:
             self.executor.enrich_ui = lambda ui: with_asset_ids(ui, dirs)
+        self._asset_scans = profile.asset_scan_events  # an enrich pass over output/ after prompts
+        self._last_enrich_pass: float | None = None
         self.client_id: Any = None  # of the prompt running (or last run)
         self.last_node_id: str | None = None  # the node running, for a client that reconnects
         self.interrupt_event = asyncio.Event()
@@ -149,6 +155,21 @@ class Runtime:
             self._task_done(item_id, prompt_id, outcome)
             if self.client_id is not None:
                 self.emit("executing", {"node": None, "prompt_id": prompt_id}, self.client_id)
+            self._enrich_pass(outcome)
+
+    def _enrich_pass(self, outcome: ExecutionOutcome) -> None:
+        """0.4x: after a prompt, at most every :data:`ENRICH_INTERVAL` seconds, the asset scanner's enrich
+        pass over ``output`` is broadcast (as a real 0.33.0 with ``--enable-assets`` does)."""
+        now = time.monotonic()
+        if not self._asset_scans or (self._last_enrich_pass is not None
+                                     and now - self._last_enrich_pass < ENRICH_INTERVAL):
+            return
+        self._last_enrich_pass = now
+        files = sum(1 for ui in outcome.outputs.values() if isinstance(ui, dict) for items in ui.values()
+                    if isinstance(items, list) for item in items
+                    if isinstance(item, dict) and item.get("type") == "output")
+        for event, data in enrich_pass_events(files, 0.01):
+            self.emit(event, data, None)
 
     def _task_done(self, item_id: int, prompt_id: str, outcome: ExecutionOutcome) -> None:
         """File the prompt's history entry (the scripted one, if any), now or after the scripted delay."""

@@ -137,7 +137,7 @@ class _Validator:
                         {
                             "type": "required_input_missing",
                             "message": "Required input is missing",
-                            "details": f"{x}",
+                            "details": x.rsplit(".", 1)[-1],  # a dotted sub-input by its last part (0.33.0)
                             "extra_info": {"input_name": x},
                         }
                     )

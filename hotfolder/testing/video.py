@@ -67,6 +67,21 @@ CONTAINERS = {
 }
 
 
+class ExternalError(Exception):
+    """What PyAV raises when libx264 refuses the frame size; shown as ``av.error.ExternalError``."""
+
+    __module__ = "av.error"
+
+
+def _check_h264_size(images: ImageBatch, crf: Any) -> None:
+    """ComfyUI's SaveVideo encodes H.264 as yuv420p through PyAV, which fails on an odd width or height
+    (seen on a real 0.33.0, REAL-SERVERS.md): raise the same error rather than pad."""
+    if images.width % 2 or images.height % 2:
+        options = {} if crf is None else {"crf": f"{float(crf)}"}
+        raise ExternalError("[Errno 542398533] Generic error in an external library: "
+                            f"'avcodec_open2(\"libx264\", {options!r})'")
+
+
 def encode_video(images: ImageBatch, fps: float, path: str, container: str, crf: float | None) -> None:
     """Encode ``images`` at ``fps`` into ``path`` with ffmpeg (odd sizes are padded to even)."""
     args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
@@ -120,12 +135,16 @@ async def save_video(ctx: NodeContext, inputs: dict[str, Any]) -> NodeResult:
     video = inputs["video"]
     if not isinstance(video, VideoValue):
         raise TypeError(f"video: expected a VIDEO, got {type(video).__name__}")
-    fmt = str(inputs.get("format", "auto"))
+    if "format" not in inputs:  # a missing or unknown DynamicCombo key passes validation (catalog.py)
+        raise TypeError("SaveVideo.execute() missing 1 required positional argument: 'format'")
+    fmt = str(inputs["format"])
     codec = str(inputs.get("format.codec", inputs.get("codec", "auto")))
     crf = inputs.get("format.codec.encoding.crf")
     container = ("webm" if codec == "av1" else "mp4") if fmt == "auto" else fmt
     if container not in CONTAINERS:
         raise ValueError(f"format: unknown container {fmt!r}")
+    if container in ("mp4", "mkv") and codec in ("auto", "h264"):
+        _check_h264_size(video.images, crf)
     folder, stem, subfolder, counter = _target(ctx, str(inputs.get("filename_prefix", "video/ComfyUI")), video.images)
     file = f"{stem}_{counter:05}_.{CONTAINERS[container][0]}"
     await asyncio.to_thread(encode_video, video.images, video.fps, os.path.join(folder, file), container,
