@@ -233,6 +233,34 @@ def test_ctrl_c_in_process_cancels_its_prompts_and_a_second_exits_at_once(projec
     assert any("Second Ctrl-C" in line for line in lines), lines
 
 
+def test_cancelling_a_file_takes_its_queued_prompt_off_before_stopping_its_running_one(
+        project: Path, server: ComfyTestServer) -> None:
+    # A server starts its next pending prompt the moment the running one stops: if that is one of the
+    # file's own, it would load its models for nothing (seen on a real 0.33.0 before this order was kept).
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / "pair.yaml").write_text("repeat: 2\nparams: {width: 8}\n")
+    engine = Engine(make_settings(project, server.url, queue_depth=2))
+    engine.start()
+    try:
+        engine.accept(project / "inbox" / "pair.yaml")
+        ids = wait_until(lambda: len(q := queued(server)) == 2 and running(server) and q,
+                         message="both prompts on the server, one running")
+        run, wait = sorted(ids.values(), key=lambda prompt_id: prompt_id not in running(server))
+        server.clear_requests()
+        assert sorted(engine.cancel("pair.yaml", "by the test")) == ["pair.yaml pair-001", "pair.yaml pair-002"]
+        stopped = f"/api/jobs/{run}/cancel" if server.profile.name == "0.4x" else "/interrupt"
+        wait_until(lambda: any(path == stopped for path, _ in cancel_calls(server)), message="the running prompt stopped")
+        calls = cancel_calls(server)
+        first_stop = next(i for i, (path, _) in enumerate(calls) if path == stopped)
+        assert any(path == "/queue" and wait in body["delete"] for path, body in calls[:first_stop]), calls
+        assert engine.wait_idle(60)
+    finally:
+        engine.stop()
+    no_bare_interrupt(server)
+    assert wait not in server.executed_prompt_ids  # never started
+    assert published(project) == []
+
+
 def test_the_jobs_api_is_found_by_probing_and_probed_again_after_a_reconnect(server: ComfyTestServer) -> None:
     client = ComfyClient(ServerConfig(url=server.url), poll_interval=0.5)
     client.start()

@@ -318,11 +318,15 @@ class ComfyClient:
             found[prompt_id] = ServerJob("pending", position)
         return found
 
-    def cancel(self, prompt_id: str) -> str:
+    def cancel(self, prompt_id: str, *, first: tuple[str, ...] = ()) -> str:
         """Take our prompt off the server, and only ours: the jobs API's cancel when the server has it,
         else ``/queue {"delete": [id]}`` and, if it is running then, ``/interrupt {"prompt_id": id}``
         (which ComfyUI ignores when another prompt runs; a bare ``/interrupt`` would stop whatever runs).
-        Returns how, for the log."""
+        ``first``: prompts cancelled with it, taken off the queue before it is stopped, so that none of
+        them starts in the moment the server moves on. Returns how, for the log."""
+        peers = tuple(p for p in first if p != prompt_id)
+        if peers:
+            self.http.delete_pending(*peers)
         if self.jobs_api():
             self.http.cancel_job(prompt_id)
             return "POST /api/jobs/{id}/cancel"

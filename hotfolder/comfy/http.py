@@ -413,8 +413,9 @@ class ComfyHTTP:
     def interrupt(self, prompt_id: str) -> None:
         self._request("POST", "/interrupt", idempotent=True, json_body={"prompt_id": prompt_id})
 
-    def delete_pending(self, prompt_id: str) -> None:
-        self._request("POST", "/queue", idempotent=True, json_body={"delete": [prompt_id]})
+    def delete_pending(self, *prompt_ids: str) -> None:
+        """``POST /queue {"delete": [...]}``: removes those of the prompts still pending (others are ignored)."""
+        self._request("POST", "/queue", idempotent=True, json_body={"delete": list(prompt_ids)})
 
     def download(self, *, filename: str, subfolder: str, type_: str, dest: str | os.PathLike[str]) -> tuple[int, str]:
         """Stream one output file from ``/view`` into ``dest``; return (size, sha256). Never held in memory."""

@@ -59,14 +59,16 @@ class Cancels:
                 self._everything = reason
             records = list(core.active.values())
             self._flags = {key: f for key, f in self._flags.items() if key[0] in core.active}  # files ended
-        hits = []
+        due = []
         unparsed = False
         for record in records:
             whole = name is None or name in file_names(record)
             unparsed |= whole and not record.jobs
-            for job in list(record.jobs):
-                if not job.finished and (whole or job.name == name) and self.flag(record, job).set(reason):
-                    hits.append(f"{record.input_name} {job.name}")
+            due += [(record, job) for job in list(record.jobs) if not job.finished and (whole or job.name == name)]
+        # every prompt of the request is known before any job acts on it: the job whose prompt runs takes
+        # the others off the queue before stopping its own, so that the server starts none of them
+        peers = tuple(job.prompt_id for _, job in due if job.prompt_id)
+        hits = [f"{record.input_name} {job.name}" for record, job in due if self.flag(record, job).set(reason, peers)]
         if name is not None and (not hits or unparsed):
             with core.cond:
                 self._waiting.append((name, reason, time.monotonic() + WAIT_SECONDS))

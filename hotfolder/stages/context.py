@@ -26,12 +26,14 @@ class CancelFlag:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason = ""
+        #: the prompts of the other jobs cancelled with this one (taken off the queue before it is stopped)
+        self.peers: tuple[str, ...] = ()
 
-    def set(self, reason: str) -> bool:
+    def set(self, reason: str, peers: tuple[str, ...] = ()) -> bool:
         """Cancel with ``reason``; False if it already was (the first reason stays)."""
         if self.event.is_set():
             return False
-        self.reason = reason
+        self.reason, self.peers = reason, peers
         self.event.set()
         return True
 

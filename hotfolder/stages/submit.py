@@ -96,7 +96,7 @@ def cancel_on_server(ctx: JobContext, client: ComfyClient) -> None:
     that does not answer is logged (the prompt may still run there; nothing of it is published)."""
     prompt_id = ctx.job.prompt_id or ""
     try:
-        how = client.cancel(prompt_id)
+        how = client.cancel(prompt_id, first=ctx.cancel.peers)
     except ServerError as err:
         ctx.log.warning("could not cancel prompt %s on %s: %s", prompt_id, client.display_url, err.message)
         return
