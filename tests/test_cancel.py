@@ -202,11 +202,15 @@ def test_ctrl_c_in_process_cancels_its_prompts_and_a_second_exits_at_once(projec
             proc.kill()
     assert proc.returncode == 1, out
     # the waiting prompt may have started once the running one was interrupted: then it is interrupted too
+    # and each job first takes the other's prompt off the queue (a delete that finds it gone does nothing)
     calls = cancel_calls(server)
-    assert len(calls) == len(set(map(str, calls))), calls
+    peer_deletes = {str(("/queue", {"delete": [i]})) for i in ids.values()}
+    stops = [c for c in map(str, calls) if c not in peer_deletes]
+    assert len(stops) == len(set(stops)), calls
     assert {str(c) for c in expected_cancel(server, ids[run], was_running=True)
             + expected_cancel(server, ids[wait], was_running=False)} <= set(map(str, calls)), out
-    assert set(map(str, calls)) <= {str(c) for i in ids.values() for c in expected_cancel(server, i, was_running=True)}
+    allowed = {str(c) for i in ids.values() for c in expected_cancel(server, i, was_running=True)} | peer_deletes
+    assert set(map(str, calls)) <= allowed, calls
     no_bare_interrupt(server)
     assert server.wait_idle(10)
     history = server.history()
