@@ -18,8 +18,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hotfolder.comfy.http import ComfyHTTP
-from hotfolder.comfy.object_info import ObjectInfoCache
-from hotfolder.templates.problems import LINK_BAD_SLOT, MISSING_INPUT, NOT_IN_LIST, UNKNOWN_CLASS
+from hotfolder.comfy.object_info import ObjectInfoCache, parse_node_replacements
+from hotfolder.templates.problems import LINK_BAD_SLOT, MISSING_INPUT, NOT_IN_LIST, UNKNOWN_CLASS, UNKNOWN_INPUT
 from hotfolder.templates.validate import validate_with_refresh, validate_workflow
 from hotfolder.testing import ComfyTestServer, png
 from tests.conftest import invoke_cli
@@ -236,3 +236,15 @@ def test_an_answer_over_max_response_size_counts_as_none(server_04x: ComfyTestSe
     cache.refresh()  # the next fetch reads them again
     assert list(cache.replacements()) == ["ResizeImagesByLongerEdge"]
     assert validate_with_refresh(cache, LONGER_EDGE) == []
+
+
+def test_a_scenario_field_on_an_input_the_replacement_drops_is_reported(server_04x: ComfyTestServer) -> None:
+    info = requests.get(server_04x.url + "/object_info", timeout=TIMEOUT).json()
+    workflow = copy.deepcopy(LONGER_EDGE)
+    workflow["2"]["inputs"]["crop"] = True  # set by a scenario field; ImageScaleToMaxDimension gets no "crop"
+    replacements = parse_node_replacements(ANSWER)
+    fields = {"2.crop": "set.Longer edge.crop", "2.longer_edge": "params.edge"}
+    (problem,) = validate_workflow(workflow, info, scenario_fields=fields, replacements=replacements)
+    assert (problem.kind, problem.node, problem.input, problem.field) == (UNKNOWN_INPUT, "2", "crop", "set.Longer edge.crop")
+    assert validate_workflow(workflow, info, scenario_fields={"2.longer_edge": "params.edge"},
+                             replacements=replacements) == []
