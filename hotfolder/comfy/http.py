@@ -375,6 +375,12 @@ class ComfyHTTP:
     def object_info(self) -> dict[str, Any]:
         return self._json("GET", "/object_info")
 
+    def node_replacements(self) -> Any:
+        """``GET /node_replacements`` (ComfyUI 0.4x) as the server answers it, unchecked (see
+        :func:`hotfolder.comfy.object_info.parse_node_replacements`); None for a 404 (an older server)."""
+        resp = self._request("GET", "/node_replacements", idempotent=True)
+        return None if resp.status_code == 404 else self._json_of(resp, "GET", "/node_replacements")
+
     def jobs_api(self) -> bool | None:
         """Whether the server has the jobs API (``GET /api/jobs?limit=1``: 200 yes, 404 no); None when
         the answer says neither (a proxy's error page: ask again later)."""

@@ -1,7 +1,9 @@
 """A server's ``/object_info`` (its node catalogue): fetched, cached and offered as a source.
 
-:class:`ObjectInfoCache` keeps one server's copy for the daemon; :func:`fetch_object_info` and
-:class:`FirstServer` read it once for commands without a daemon (``hotfolder render`` and ``check``);
+:class:`ObjectInfoCache` keeps one server's copy for the daemon, with the deprecated classes the server
+replaces on submit (``GET /node_replacements``, ComfyUI 0.4x; :func:`parse_node_replacements`);
+:func:`fetch_object_info` and :class:`FirstServer` read it once for commands without a daemon
+(``hotfolder render`` and ``check``);
 :class:`StopAfterNone` wraps a source so that an unreachable server is waited for once per file.
 The sources (:class:`FirstServer`, :class:`StopAfterNone`) are what template loading takes to convert UI
 workflows (:data:`hotfolder.templates.load.ObjectInfoSource`).
@@ -15,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hotfolder.comfy.http import ComfyHTTP
@@ -22,6 +25,66 @@ from hotfolder.config import ServerConfig, Settings
 from hotfolder.errors import HotfolderError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReplacement:
+    """A deprecated class the server replaces on submit by ``new_class`` (the first one it registered).
+    ``inputs`` are ``(new_input, "old_id", old_input)`` (take the old node's input) or ``(new_input,
+    "set_value", value)``; ``outputs`` ``(old_slot, new_slot)`` pairs, or None: links are left alone."""
+
+    old_class: str
+    new_class: str
+    inputs: tuple[tuple[str, str, Any], ...]
+    outputs: tuple[tuple[int, int], ...] | None
+
+
+def parse_node_replacements(answer: Any) -> dict[str, NodeReplacement] | None:
+    """The replacements of a ``GET /node_replacements`` answer by old class, or None when it is not
+    ComfyUI's shape: ``{old_class: [NodeReplace.as_dict(), ...]}``, each ``{"new_node_id", "input_mapping":
+    [{"new_id", "old_id" | "set_value"}] | null, "output_mapping": [{"old_idx", "new_idx"}] | null, ...}``
+    (app/node_replace_manager.py@b5d74ccb). Every entry is checked; only the first of a class is used."""
+    if not isinstance(answer, dict):
+        return None
+    found: dict[str, NodeReplacement] = {}
+    for old_class, entries in answer.items():
+        if not isinstance(entries, list) or not entries:
+            return None
+        parsed = [_replacement(old_class, entry) for entry in entries]
+        first = parsed[0]
+        if first is None or None in parsed:
+            return None
+        found[old_class] = first
+    return found
+
+
+def _replacement(old_class: Any, entry: Any) -> NodeReplacement | None:
+    if not isinstance(old_class, str) or not isinstance(entry, dict) or not isinstance(entry.get("new_node_id"), str):
+        return None
+    mapping, outputs = entry.get("input_mapping"), entry.get("output_mapping")
+    if not isinstance(mapping, (list, type(None))) or not isinstance(outputs, (list, type(None))):
+        return None
+    inputs: list[tuple[str, str, Any]] = []
+    for item in mapping or ():
+        if not isinstance(item, dict) or not isinstance(item.get("new_id"), str):
+            return None
+        if "set_value" in item:
+            inputs.append((item["new_id"], "set_value", item["set_value"]))
+        elif isinstance(item.get("old_id"), str):
+            inputs.append((item["new_id"], "old_id", item["old_id"]))
+        elif "old_id" in item:
+            return None
+        # neither key: ComfyUI skips the entry
+    if outputs is not None and not all(isinstance(m, dict) and _index(m.get("old_idx")) and _index(m.get("new_idx"))
+                                       for m in outputs):
+        return None
+    slots = None if outputs is None else tuple((m["old_idx"], m["new_idx"]) for m in outputs)
+    return NodeReplacement(old_class, entry["new_node_id"], tuple(inputs), slots)
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
 
 class ObjectInfoCache:
     """One server's ``/object_info``, fetched on demand and kept for ``max_age`` seconds. Thread-safe.
@@ -32,6 +95,10 @@ class ObjectInfoCache:
     ``retry_after`` seconds; :meth:`refresh` always raises. Concurrent callers share one fetch.
     ``max_age=None`` keeps the copy until :meth:`refresh` or :meth:`invalidate`.
 
+    ``replacements`` (pass ``client.http.node_replacements``) is read after each successful fetch; what
+    :meth:`replacements` then gives is its answer parsed, or nothing when it failed, answered 404 or
+    was malformed (an untrusted, optional answer: it never fails the fetch).
+
     :attr:`version` counts content changes (1 after the first fetch), so callers can re-check
     templates when the server's nodes or models changed. The returned dict is shared: do not change it.
     :func:`hotfolder.templates.validate.validate_with_refresh` checks a workflow against it.
@@ -41,6 +108,7 @@ class ObjectInfoCache:
         self,
         fetch: Callable[[], Mapping[str, Any]],
         *,
+        replacements: Callable[[], Any] | None = None,
         max_age: float | None = 300.0,
         retry_after: float = 10.0,
         min_refresh_interval: float = 5.0,
@@ -48,6 +116,7 @@ class ObjectInfoCache:
         name: str = "",
     ) -> None:
         self._fetch = fetch
+        self._fetch_replacements = replacements
         self.max_age = max_age
         self.retry_after = retry_after
         self.min_refresh_interval = min_refresh_interval
@@ -56,6 +125,7 @@ class ObjectInfoCache:
         self._lock = threading.Lock()  # guards the fields below
         self._fetch_lock = threading.Lock()  # one fetch at a time
         self._data: Mapping[str, Any] | None = None
+        self._replacements: Mapping[str, NodeReplacement] = {}
         self._digest: str | None = None
         self._fetched_at: float | None = None
         self._next_try: float | None = None
@@ -84,6 +154,11 @@ class ObjectInfoCache:
         """The cached copy (maybe stale), without fetching."""
         with self._lock:
             return self._data
+
+    def replacements(self) -> Mapping[str, NodeReplacement]:
+        """The classes the server replaces on submit, by old class, as read with the cached copy."""
+        with self._lock:
+            return self._replacements
 
     def invalidate(self) -> None:
         """Make the next :meth:`get` fetch (the cached copy is still served if that fetch fails)."""
@@ -142,7 +217,9 @@ class ObjectInfoCache:
         if not isinstance(data, Mapping):
             raise TypeError(f"/object_info fetch returned a {type(data).__name__}, not an object")
         digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+        replacements = self._read_replacements()
         with self._lock:
+            self._replacements = replacements
             if digest != self._digest:
                 self._version += 1
                 if self._digest is not None:
@@ -154,6 +231,24 @@ class ObjectInfoCache:
             self._invalid = False
             self._generation += 1
             return data
+
+
+    def _read_replacements(self) -> Mapping[str, NodeReplacement]:
+        if self._fetch_replacements is None:
+            return {}
+        where = f" of {self.name}" if self.name else ""
+        try:
+            answer = self._fetch_replacements()
+        except Exception as err:  # noqa: BLE001 - optional and untrusted: whatever fails means none
+            logger.warning("Could not read /node_replacements%s (%s); validating as if it replaced no nodes",
+                           where, err)
+            return {}
+        parsed = {} if answer is None else parse_node_replacements(answer)  # None: 404, an older server
+        if parsed is None:
+            logger.warning("/node_replacements%s is not shaped as ComfyUI answers it; validating as if it "
+                           "replaced no nodes", where)
+            return {}
+        return parsed
 
 
 class FirstServer:

@@ -60,7 +60,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
             services.render_later(ctx)  # a UI template, once a server answers for its /object_info
         rendered = json.loads(read_file(ctx.record.workflow_path(job.index)))
         while outputs is None:
-            client = router.pick(job, rendered)
+            client = router.pick(job, rendered, ctx.log)
             try:
                 with router.using(client):
                     workflow = upload.with_inputs(ctx, client, rendered)  # inject and upload the input files

@@ -63,7 +63,8 @@ class Router:
             )
             for server in settings.servers
         ]
-        self.object_info = {c.name: ObjectInfoCache(c.http.object_info, name=c.display_url)
+        self.object_info = {c.name: ObjectInfoCache(c.http.object_info, replacements=c.http.node_replacements,
+                                                    name=c.display_url)
                             for c in self.clients}
         self.uploads = Uploads([c.name for c in self.clients])
         self._load = {c.name: 0 for c in self.clients}
@@ -153,9 +154,9 @@ class Router:
             with self.core.cond:
                 self._load[client.name] -= 1
 
-    def pick(self, job: JobState, workflow: dict[str, Any]) -> ComfyClient:
+    def pick(self, job: JobState, workflow: dict[str, Any], log: Any = logger) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the
-        servers it may use (a scenario's `server:` or `label:` pins it) that are up."""
+        servers it may use (a scenario's `server:` or `label:` pins it) that are up. ``log``: the job's."""
         if job.server:
             for client in self.clients:
                 if client.name == job.server:
@@ -168,12 +169,13 @@ class Router:
                 hint="Configured: " + ", ".join(f"{c.name} {list(c.server.labels)}" for c in self.clients),
             )
         if self.settings.validate:
-            candidates = self._capable(job, workflow, candidates)
+            candidates = self._capable(job, workflow, candidates, log)
         with self.core.cond:
             up = [c for c in candidates if c.name not in self._down_since] or candidates
             return min(up, key=lambda c: ((self._load[c.name] + 1) / c.server.weight, self._load[c.name]))
 
-    def _capable(self, job: JobState, workflow: dict[str, Any], candidates: list[ComfyClient]) -> list[ComfyClient]:
+    def _capable(self, job: JobState, workflow: dict[str, Any], candidates: list[ComfyClient],
+                 log: Any) -> list[ComfyClient]:
         """The candidates whose /object_info has every node class, input value and model file the
         workflow uses. A server whose /object_info cannot be read now stays a candidate (ComfyUI's own
         validation still applies when it answers). None capable: ValidationError, before anything is queued."""
@@ -183,7 +185,7 @@ class Router:
         for client in candidates:
             try:
                 problems = validate.validate_with_refresh(self.object_info[client.name], workflow, scenario_fields=fields,
-                                                           known_files=known)
+                                                           known_files=known, log=log)
             except HotfolderError:
                 capable.append(client)
                 continue

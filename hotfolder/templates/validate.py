@@ -22,6 +22,11 @@
   anything; a combo output, whose type is a list of choices, fits a combo input);
 * a dependency cycle.
 
+A node whose class the server does not list but replaces on submit (ComfyUI 0.4x's deprecated-node
+replacement, ``replacements`` from ``GET /node_replacements``) is checked as the server will run it: a
+copy rewritten as ``NodeReplaceManager.apply_replacements`` does (app/node_replace_manager.py@b5d74ccb),
+against the new class; the workflow sent stays as written.
+
 Like ComfyUI, only nodes that an output node depends on are checked (a stray node cannot make the
 server refuse the prompt); unknown classes are reported for every node, since ComfyUI refuses the
 whole prompt for any of them. Unlike ComfyUI, every problem is reported, not only those of the first
@@ -87,7 +92,7 @@ from hotfolder.templates.problems import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from hotfolder.comfy.object_info import ObjectInfoCache
+    from hotfolder.comfy.object_info import NodeReplacement, ObjectInfoCache
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +111,7 @@ def validate_workflow(
     scenario_fields: Mapping[str, str] | None = None,
     known_files: Collection[str] = (),
     warnings: bool = False,
+    replacements: Mapping[str, NodeReplacement] | None = None,
 ) -> list[Problem]:
     """Return the problems ComfyUI would refuse ``workflow`` for (empty list: it would be accepted).
 
@@ -115,11 +121,21 @@ def validate_workflow(
     them yet (files just uploaded): a file choice with such a value is accepted. With
     ``warnings=True`` the result also holds warnings (``severity == "warning"``): values ComfyUI
     accepts but that are probably mistakes (``64.7`` for an INT is truncated to ``64``; the string
-    ``"false"`` for a BOOLEAN is true; a literal where the input expects a link).
+    ``"false"`` for a BOOLEAN is true; a literal where the input expects a link). ``replacements``
+    are the server's deprecated-node replacements by old class
+    (:meth:`hotfolder.comfy.object_info.ObjectInfoCache.replacements`).
 
     Neither argument is changed. Problems are ordered by node id, then input order.
     """
-    return _Validator(object_info, scenario_fields or {}, frozenset(known_files), warnings).run(workflow)
+    return _check(workflow, object_info, scenario_fields, known_files, warnings, replacements)[0]
+
+
+def _check(workflow: Any, object_info: Mapping[str, Any], fields: Mapping[str, str] | None,
+           known_files: Collection[str], warnings: bool, replacements: Mapping[str, NodeReplacement] | None,
+           ) -> tuple[list[Problem], dict[str, NodeReplacement]]:
+    """:func:`validate_workflow`'s problems and the nodes the server replaces (by node id)."""
+    validator = _Validator(object_info, fields or {}, frozenset(known_files), warnings, replacements or {})
+    return validator.run(workflow), validator.replaced
 
 
 class _Validator:
@@ -129,11 +145,16 @@ class _Validator:
         fields: Mapping[str, str],
         known_files: frozenset[str],
         warnings: bool,
+        replacements: Mapping[str, NodeReplacement],
     ) -> None:
         self.info = object_info
         self.fields = fields
         self.known_files = known_files
         self.warnings = warnings
+        self.replacements = replacements
+        self.replaced: dict[str, NodeReplacement] = {}  # node id -> what the server replaces it by
+        self.origins: dict[tuple[str, str], str] = {}  # (node id, new input) -> the old input it comes from
+        self.unmapped: dict[tuple[str, str], str] = {}  # (node id, new input) -> its old input, which is missing
         self.problems: list[Problem] = []
         self.workflow: Mapping[str, Any] = {}
 
@@ -153,6 +174,8 @@ class _Validator:
             return
         node = self.workflow.get(node_id) if node_id is not None else None
         class_type = node.get("class_type") if isinstance(node, Mapping) else None
+        if node_id in self.replaced:
+            message += self._replaced_note(node_id, input_name)
         field_name = self.fields.get(f"{node_id}.{input_name}") if node_id is not None and input_name else None
         self.problems.append(
             Problem(
@@ -168,6 +191,12 @@ class _Validator:
                 severity=severity,
             )
         )
+
+    def _replaced_note(self, node_id: str, input_name: str | None) -> str:
+        replacement = self.replaced[node_id]
+        note = f" (ComfyUI replaces the deprecated {replacement.old_class} by {replacement.new_class} on submit"
+        origin = self.origins.get((node_id, input_name or ""))
+        return note + (f", {input_name} taken from {origin})" if origin else ")")
 
     def _class_info(self, node_id: str) -> Mapping[str, Any] | None:
         node = self.workflow.get(node_id)
@@ -190,6 +219,8 @@ class _Validator:
             )
             return self.problems
         self.workflow = {str(k): v for k, v in workflow.items()}
+        if self.replacements:
+            self._replace()
         good: list[str] = []
         outputs: list[str] = []
         for node_id in _sorted_ids(self.workflow):
@@ -230,6 +261,57 @@ class _Validator:
         self._check_cycles(checked)
         return self.problems
 
+    def _replace(self) -> None:
+        """Check the nodes the server replaces as it will run them: copies rewritten as ComfyUI's
+        ``apply_replacements`` does (the new class, only the mapped inputs, links from them renumbered).
+        A mapped input the node lacks (ComfyUI fails with HTTP 500) and a scenario field setting an input
+        the replacement drops are reported."""
+        links: dict[str, list[tuple[str, str, Any]]] = {}
+        for node_id, node in self.workflow.items():
+            if not isinstance(node, Mapping) or not isinstance(node.get("inputs"), Mapping):
+                continue
+            class_type = node.get("class_type")
+            replacement = self.replacements.get(class_type) if isinstance(class_type, str) else None
+            if (replacement is not None and not isinstance(self.info.get(class_type), Mapping)  # type: ignore[arg-type]
+                    and isinstance(self.info.get(replacement.new_class), Mapping)):
+                self.replaced[node_id] = replacement
+            for name, value in node["inputs"].items():
+                if _comfy_link(value):
+                    links.setdefault(value[0], []).append((node_id, name, value[1]))
+        if not self.replaced:
+            return
+        workflow = dict(self.workflow)
+        for node_id, replacement in self.replaced.items():
+            for target, name, slot in links.get(node_id, []) if replacement.outputs is not None else []:
+                moved = [new for old, new in replacement.outputs or () if old == slot]
+                if moved:
+                    inputs = {**workflow[target]["inputs"], name: [node_id, moved[-1]]}
+                    workflow[target] = {**workflow[target], "inputs": inputs}
+        fields, dropped = dict(self.fields), []
+        for node_id, replacement in self.replaced.items():
+            old, inputs = workflow[node_id], {}
+            for new_input, how, value in replacement.inputs:
+                if how == "set_value":
+                    inputs[new_input] = value
+                elif value in old["inputs"]:
+                    inputs[new_input] = old["inputs"][value]
+                    self.origins[(node_id, new_input)] = value
+                    if f"{node_id}.{value}" in self.fields:
+                        fields[f"{node_id}.{new_input}"] = self.fields[f"{node_id}.{value}"]
+                else:
+                    self.unmapped[(node_id, new_input)] = value
+            workflow[node_id] = {**old, "class_type": replacement.new_class, "inputs": inputs}
+            taken = {value for _, how, value in replacement.inputs if how == "old_id"}
+            dropped += [(node_id, name, value) for name, value in old["inputs"].items() if name not in taken]
+        self.workflow, self.fields = workflow, fields
+        for (node_id, new_input), old_input in sorted(self.unmapped.items()):
+            self._add(MISSING_INPUT, f"is taken from input {old_input!r}, which the node does not have "
+                      "(ComfyUI fails with HTTP 500)", node_id, new_input)
+        for node_id, name, value in dropped:
+            if f"{node_id}.{name}" in fields:
+                self._add(UNKNOWN_INPUT, f"input {name!r} is dropped when the node is replaced, so the value "
+                          "set here is ignored", node_id, name, value)
+
     def _reachable(self, outputs: list[str]) -> set[str]:
         seen: set[str] = set()
         stack = list(outputs)
@@ -257,7 +339,7 @@ class _Validator:
         declared = expanded_inputs(info, {k: _plain(v) for k, v in inputs.items()})
         for name, category, input_type, options in declared:
             if name not in inputs:
-                if category == "required":
+                if category == "required" and (node_id, name) not in self.unmapped:
                     self._add(
                         MISSING_INPUT,
                         f"required input {name!r} ({_type_name(input_type)}) is missing",
@@ -486,6 +568,11 @@ def _plain(value: Any) -> Any:
     return value["__value__"] if isinstance(value, Mapping) and "__value__" in value else value
 
 
+def _comfy_link(value: Any) -> bool:
+    """A link as ComfyUI's ``graph_utils.is_link`` sees one: ``[str, int or float]``."""
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], (int, float))
+
+
 def _link_target(value: Any) -> str | None:
     if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
         return value[0]
@@ -532,30 +619,30 @@ def validate_with_refresh(
     scenario_fields: Mapping[str, str] | None = None,
     known_files: Collection[str] = (),
     warnings: bool = False,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> list[Problem]:
     """:func:`validate_workflow` against ``cache``'s server, re-checking once with a fresh copy when needed.
 
     If the cached copy finds errors that a newer one could resolve (a choice not in the list, an
     unknown class: a model or custom node added since) and the copy is at least
     ``cache.min_refresh_interval`` seconds old, the copy is refreshed and the workflow checked again.
-    A failed refresh keeps the first result. What ``cache.get()`` raises is passed on.
+    A failed refresh keeps the first result. What ``cache.get()`` raises is passed on. Nodes the server
+    replaces on submit (``cache.replacements()``) are checked as replaced; when the workflow passes,
+    one info line on ``log`` names them.
     """
     info = cache.get()
-    problems = validate_workflow(
-        workflow, info, scenario_fields=scenario_fields, known_files=known_files, warnings=warnings
-    )
-    if not any(p.severity == ERROR and p.kind in STALE_KINDS for p in problems):
-        return problems
-    age = cache.age()
-    if age is not None and age < cache.min_refresh_interval:
-        return problems
-    try:
-        fresh = cache.refresh()
-    except Exception as err:  # noqa: BLE001 - the first result stands
-        logger.warning("Could not refresh /object_info to re-check a workflow: %s", err)
-        return problems
-    if fresh is info:
-        return problems
-    return validate_workflow(
-        workflow, fresh, scenario_fields=scenario_fields, known_files=known_files, warnings=warnings
-    )
+    problems, replaced = _check(workflow, info, scenario_fields, known_files, warnings, cache.replacements())
+    if any(p.severity == ERROR and p.kind in STALE_KINDS for p in problems):
+        age = cache.age()
+        try:
+            fresh = None if age is not None and age < cache.min_refresh_interval else cache.refresh()
+        except Exception as err:  # noqa: BLE001 - the first result stands
+            logger.warning("Could not refresh /object_info to re-check a workflow: %s", err)
+            fresh = None
+        if fresh is not None and fresh is not info:
+            problems, replaced = _check(workflow, fresh, scenario_fields, known_files, warnings, cache.replacements())
+    if replaced and not any(p.severity == ERROR for p in problems):
+        log.info("ComfyUI%s replaces deprecated nodes on submit (the workflow is sent as written): %s",
+                 f" at {cache.name}" if cache.name else "",
+                 "; ".join(f"node {node_id} {r.old_class} -> {r.new_class}" for node_id, r in replaced.items()))
+    return problems

@@ -80,7 +80,8 @@ refuses a ``prompt_id`` that is not a canonical lowercase UUID (400 ``invalid_pr
 2026 node catalogue (V3 combos, a DynamicCombo ``SaveVideo`` with dotted sub-inputs), puts asset ``id``
 / ``preview_id`` on output entries, broadcasts ``assets.seed.*`` messages after ``/object_info``, and
 replaces the deprecated ``ResizeImagesByLongerEdge`` (no longer in its catalogue) by
-``ImageScaleToMaxDimension`` on submit, so ``/history`` holds another graph than the one sent.
+``ImageScaleToMaxDimension`` on submit, so ``/history`` holds another graph than the one sent
+(``GET /node_replacements`` lists that replacement; 0.3 answers it 404).
 docs/comfy-protocol/PROFILES.md lists each behaviour with its ComfyUI source.
 
 What is faithful
@@ -129,6 +130,7 @@ Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
     srv.faults.ws_frames([{"type": "progress", "data": {"prompt_id": faults.PROMPT_ID, "value": "x"}},
                           "not json", b"binary"])  # sent right after the next execution_start
     srv.faults.object_info({"EmptyImage": 5})     # GET /object_info answers this (until cleared)
+    srv.faults.node_replacements([1], count=1)    # next GET /node_replacements (0.4x) answers this
     srv.faults.drop_websockets()                  # abort every socket now (no close frame)
     srv.faults.drop_websockets_every(0.5)         # ... and keep doing it (0 stops)
     srv.faults.silence_websockets(True)           # sockets stay open, receive nothing

@@ -61,6 +61,7 @@ class Faults:
         self._history_entry: _Scripted | None = None
         self._ws_frames: _Scripted | None = None
         self._object_info: _Scripted | None = None
+        self._node_replacements: _Scripted | None = None
         self._post_hang: _Counted | None = None
         self._view_status: _Counted | None = None
         self._view_skip = 0
@@ -101,6 +102,14 @@ class Faults:
         _check_count(count)
         with self._lock:
             self._object_info = _Scripted(answer, count)
+
+    def node_replacements(self, answer: Any, count: int | None = None) -> None:
+        """``GET /node_replacements`` (0.4x) answers ``answer`` (any JSON value; ``bytes`` are sent as they
+        are, not JSON if you like) instead of the profile's replacements, ``count`` times (default: until
+        cleared). ``POST /prompt`` still replaces what the profile registers."""
+        _check_count(count)
+        with self._lock:
+            self._node_replacements = _Scripted(answer, count)
 
     def ws_frames(self, frames: list[Any], count: int | None = 1) -> None:
         """Right after the ``execution_start`` of each of the next ``count`` prompts, its client also gets
@@ -202,6 +211,7 @@ class Faults:
             self._post_status = self._post_hang = self._view_status = None
             self._post_body = None
             self._history_entry = self._ws_frames = self._object_info = self._view_body = None
+            self._node_replacements = None
             self._history_delay = self._drop_interval = 0.0
             self._silenced = False
             self._node_failures.clear()
@@ -246,6 +256,12 @@ class Faults:
         """``(True, answer)`` when ``GET /object_info`` is to answer ``answer``, else ``(False, None)``."""
         with self._lock:
             found, value, self._object_info = self._take_scripted(self._object_info)
+        return found, value
+
+    def take_node_replacements(self) -> tuple[bool, Any]:
+        """``(True, answer)`` when ``GET /node_replacements`` is to answer ``answer``, else ``(False, None)``."""
+        with self._lock:
+            found, value, self._node_replacements = self._take_scripted(self._node_replacements)
         return found, value
 
     def take_ws_frames(self, prompt_id: str) -> list[str | bytes]:

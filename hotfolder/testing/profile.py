@@ -51,9 +51,12 @@ ROUTES_0_3: tuple[Route, ...] = (
 
 #: The routes of the 0.4x profile: 0.3.64's plus the jobs API. ComfyUI declares these as ``/api/jobs...``
 #: and prefixes every route with ``/api`` once more, so ``/api/api/jobs`` answers too and ``/jobs`` does
-#: not (server.py@002c3fb9a504255ccb3edb668c08b8f56e63d14a, ``get_jobs``, ``add_routes``).
+#: not (server.py@002c3fb9a504255ccb3edb668c08b8f56e63d14a, ``get_jobs``, ``add_routes``). Also
+#: ``/node_replacements`` (app/node_replace_manager.py, ``add_routes``); 0.3.64 answers it 404, as any
+#: unknown path (aiohttp's "404: Not Found", from its router or the frontend's static route at ``/``).
 ROUTES_0_4X: tuple[Route, ...] = (
     *ROUTES_0_3,
+    ("GET", "/node_replacements", "get_node_replacements"),
     ("GET", "/api/jobs", "get_jobs"),
     ("POST", "/api/jobs/cancel", "post_jobs_cancel"),
     ("GET", "/api/jobs/{job_id}", "get_job"),

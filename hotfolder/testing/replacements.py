@@ -17,19 +17,41 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LONGER_EDGE", "NodeReplacement", "apply_replacements"]
+__all__ = ["LONGER_EDGE", "NodeReplacement", "apply_replacements", "as_answer"]
 
 
 @dataclass(frozen=True, slots=True)
 class NodeReplacement:
     """One registered replacement (ComfyUI's ``io.NodeReplace``): ``input_mapping`` entries are
     ``{"new_id", "old_id"}`` (take the old input) or ``{"new_id", "set_value"}``; ``output_mapping``
-    entries ``{"old_idx", "new_idx"}`` renumber the links from the node."""
+    entries ``{"old_idx", "new_idx"}`` renumber the links from the node; ``old_widget_ids`` is for the
+    frontend (widget positions of UI workflows) and unused on submit."""
 
     old_class: str
     new_class: str
     input_mapping: tuple[dict[str, Any], ...] | None = None
     output_mapping: tuple[dict[str, int], ...] | None = None
+    old_widget_ids: tuple[str, ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """How ``GET /node_replacements`` shows it (``NodeReplace.as_dict``, comfy_api/latest/_node_replace.py
+        in ``comfyanonymous/ComfyUI@07d1ee2ca9b1f33917d36c42192ffb91326170ff``): empty lists become null."""
+        return {
+            "new_node_id": self.new_class,
+            "old_node_id": self.old_class,
+            "old_widget_ids": list(self.old_widget_ids) if self.old_widget_ids is not None else None,
+            "input_mapping": [dict(m) for m in self.input_mapping] if self.input_mapping else None,
+            "output_mapping": [dict(m) for m in self.output_mapping] if self.output_mapping else None,
+        }
+
+
+def as_answer(replacements: tuple[NodeReplacement, ...]) -> dict[str, list[dict[str, Any]]]:
+    """``GET /node_replacements``: every registration by old class, in registration order
+    (``NodeReplaceManager.as_dict``, app/node_replace_manager.py@07d1ee2ca9b1f33917d36c42192ffb91326170ff)."""
+    answer: dict[str, list[dict[str, Any]]] = {}
+    for replacement in replacements:
+        answer.setdefault(replacement.old_class, []).append(replacement.as_dict())
+    return answer
 
 
 LONGER_EDGE = NodeReplacement(
@@ -38,6 +60,7 @@ LONGER_EDGE = NodeReplacement(
     input_mapping=({"new_id": "image", "old_id": "images"}, {"new_id": "largest_size", "old_id": "longer_edge"},
                    {"new_id": "upscale_method", "set_value": "lanczos"}),
     output_mapping=({"new_idx": 0, "old_idx": 0},),
+    old_widget_ids=("longer_edge",),
 )
 
 

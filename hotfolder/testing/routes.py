@@ -33,7 +33,7 @@ from .jobs import JobsRoutes
 from .middleware import RecordedRequest, middlewares, server_error
 from .profile import InvalidPromptId, Profile
 from .prompts import PromptQueue
-from .replacements import apply_replacements
+from .replacements import apply_replacements, as_answer
 from .validation import validate_prompt
 
 __all__ = ["Routes"]
@@ -160,6 +160,14 @@ class Routes(JobsRoutes):
 
     async def get_object_info_node(self, request: web.Request) -> web.Response:
         return web.json_response(self.catalog.one(request.match_info["node_class"]))
+
+    async def get_node_replacements(self, request: web.Request) -> web.Response:
+        """0.4x: the registered replacements, ``{old_class: [NodeReplace.as_dict(), ...]}``
+        (app/node_replace_manager.py@07d1ee2ca9b1f33917d36c42192ffb91326170ff), or the scripted answer."""
+        scripted, answer = self.faults.take_node_replacements()
+        if isinstance(answer, bytes):
+            return web.Response(body=answer, content_type="application/json")
+        return web.json_response(answer if scripted else as_answer(self.profile.node_replacements))
 
     # -- prompts and the queue --------------------------------------------------------------------
 
