@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.ws import EventStream
+from hotfolder.comfy.ws import BACKOFF_FIRST, BACKOFF_MAX, RECENT, EventStream, backoff
 
 from .conftest import wait_until
 
@@ -194,3 +194,17 @@ def test_a_connection_that_ends_or_breaks_the_protocol_is_made_again(serve, stre
     wait_until(lambda: len(messages) == 2, timeout=10, message="the second connection")
     assert messages == [{"type": "one"}, {"type": "two"}] and states == [True, False, True]
     assert events.reconnects == 1
+
+
+def test_a_server_connected_recently_is_tried_again_at_least_twice_a_second() -> None:
+    """A server that was connected within RECENT seconds is most likely restarting, its GPU idle until we
+    are back: the attempts back off (never hammered) but stay at most 0.5 s apart. Later they spread out."""
+    def waits(away: float) -> list[float]:
+        found = [BACKOFF_FIRST]
+        for _ in range(12):
+            found.append(backoff(found[-1], away))
+        return found
+
+    recent = waits(away=RECENT / 2)
+    assert recent[1] > recent[0] and max(recent) <= 0.5
+    assert waits(away=RECENT + 1)[-1] == BACKOFF_MAX
