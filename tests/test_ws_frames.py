@@ -208,3 +208,25 @@ def test_a_server_connected_recently_is_tried_again_at_least_twice_a_second() ->
     recent = waits(away=RECENT / 2)
     assert recent[1] > recent[0] and max(recent) <= 0.5
     assert waits(away=RECENT + 1)[-1] == BACKOFF_MAX
+
+
+def test_retry_now_ends_the_wait_between_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers over HTTP again has its WebSocket tried at once (retry_now), not after
+    the backoff, here 1000 s so that nothing else could start the second attempt; stop ends the wait too."""
+    from hotfolder.comfy import ws
+
+    monkeypatch.setattr(ws, "BACKOFF_FIRST", 1000.0)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    failures: list[BaseException] = []
+    events = EventStream(f"http://127.0.0.1:{port}", "c", on_message=lambda m: None, on_state=lambda up: None,
+                         on_failure=failures.append)
+    events.start()
+    try:
+        wait_until(lambda: failures, timeout=10, message="the first attempt")
+        events.retry_now()
+        wait_until(lambda: len(failures) >= 2, timeout=10, message="a second attempt at once")
+    finally:
+        events.stop()
+    assert not events.alive()

@@ -136,6 +136,7 @@ class EventStream:
         self.silence_timeout = silence_timeout
         self.connect_timeout = connect_timeout
         self._stop = threading.Event()
+        self._retry = threading.Event()  # ends the wait between connection attempts (stop, retry_now)
         self._ws: websocket.WebSocket | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"ws {self.display_url}", daemon=True)
@@ -147,6 +148,7 @@ class EventStream:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._retry.set()
         self._interrupt()
         self._thread.join(timeout)
         if not self._thread.is_alive():
@@ -163,6 +165,10 @@ class EventStream:
                 ws.abort()
             except Exception:  # noqa: BLE001 - best effort: the socket may be gone already
                 pass
+
+    def retry_now(self) -> None:
+        """Try to connect at once if the thread waits between attempts (the server answered over HTTP)."""
+        self._retry.set()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -204,7 +210,8 @@ class EventStream:
                         self.on_failure(err)
                     except Exception:  # noqa: BLE001 - a listener bug must not kill the reader thread
                         logger.exception("WebSocket failure listener failed")
-                self._stop.wait(delay)
+                self._retry.wait(delay)
+                self._retry.clear()
                 delay = backoff(delay, time.monotonic() - last_up)
                 continue
             assert isinstance(ws, BoundedWebSocket)  # class_= above

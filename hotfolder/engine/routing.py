@@ -235,6 +235,8 @@ class Router:
                         self.object_info[client.name].invalidate()  # it may have restarted with other nodes
                         self.uploads.forget(client.name)  # ... or with an empty input folder
                 client.reach.up()  # logs "is back" if it was away
+                if not client.ws_connected:
+                    client.stream.retry_now()  # reconnect now, not at its next attempt: its messages, the restart check
                 return
             except ServerError as err:
                 with self.core.cond:
