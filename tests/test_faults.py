@@ -291,6 +291,56 @@ def test_comfyui_restart_leaves_the_gpu_idle_well_under_lost_grace(project: Path
     assert idle <= 3.0, f"the restarted server sat idle {idle:.1f} s before it got its prompts back"
 
 
+class _Looks(threading.Event):
+    """An event that counts the looks at it: ComfyClient.wait looks at its ``abort`` flag once per turn."""
+
+    looks = 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return super().is_set()
+
+
+def test_the_forgotten_flag_wakes_the_waiting_job_itself(project: Path, comfy: ComfyTestServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flag Router.watching hands a job (set when a restarted server provably forgot its prompt)
+    ends ComfyClient.wait at once: with its polls and its flag checks 1000 s apart, nothing else could."""
+    from hotfolder.comfy.client import Cancelled, ComfyClient
+    from hotfolder.engine.core import Core
+    from hotfolder.engine.routing import Router
+    from tests.conftest import make_settings
+
+    monkeypatch.setattr(ComfyClient, "flag_check", 1000.0)
+    router = Router(Core(make_settings(project, comfy.url, poll_interval=1000.0, lost_grace=1000.0), [], None))
+    client = router.clients[0]
+    comfy.faults.node_delay("ImageInvert", 60)  # running, and silent, until the server stops
+    workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
+                "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "held"}}}
+    prompt_id = "11111111-1111-4111-8111-111111111111"
+    client.start()
+    try:
+        assert client.wait_ws(10)
+        client.submit(workflow, prompt_id=prompt_id)
+        # ImageInvert started: the last message before the prompt ends (so none can wake the wait)
+        wait_until(lambda: client.watch(prompt_id).current_node == "2", message="the prompt held in node 2")
+        looks, ended = _Looks(), []
+        with router.watching(client, prompt_id) as flag:
+            def wait() -> None:
+                try:
+                    client.wait(prompt_id, deadline=time.monotonic() + 1000, cancel=flag, fresh=True, abort=looks)
+                except Cancelled:
+                    ended.append("cancelled")
+
+            threading.Thread(target=wait, daemon=True).start()
+            wait_until(lambda: looks.looks >= 1, message="the wait's first turn")  # past its first look at the flag
+            flag.set()
+            wait_until(lambda: ended, message="the wait ended by the flag")
+        assert flag.forgotten and ended == ["cancelled"]
+    finally:
+        client.close()
+
+
 def _server_seen_down(project: Path) -> bool:
     for path in (project / "inbox" / ".hotfolder" / "status").glob("*.json"):
         if any(s.get("up") is False for s in json.loads(path.read_text()).get("servers") or []):

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.ws import EventStream
+from hotfolder.comfy.ws import BACKOFF_FIRST, BACKOFF_MAX, RECENT, EventStream, backoff
 
 from .conftest import wait_until
 
@@ -194,3 +194,39 @@ def test_a_connection_that_ends_or_breaks_the_protocol_is_made_again(serve, stre
     wait_until(lambda: len(messages) == 2, timeout=10, message="the second connection")
     assert messages == [{"type": "one"}, {"type": "two"}] and states == [True, False, True]
     assert events.reconnects == 1
+
+
+def test_a_server_connected_recently_is_tried_again_at_least_twice_a_second() -> None:
+    """A server that was connected within RECENT seconds is most likely restarting, its GPU idle until we
+    are back: the attempts back off (never hammered) but stay at most 0.5 s apart. Later they spread out."""
+    def waits(away: float) -> list[float]:
+        found = [BACKOFF_FIRST]
+        for _ in range(12):
+            found.append(backoff(found[-1], away))
+        return found
+
+    recent = waits(away=RECENT / 2)
+    assert recent[1] > recent[0] and max(recent) <= 0.5
+    assert waits(away=RECENT + 1)[-1] == BACKOFF_MAX
+
+
+def test_retry_now_ends_the_wait_between_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers over HTTP again has its WebSocket tried at once (retry_now), not after
+    the backoff, here 1000 s so that nothing else could start the second attempt; stop ends the wait too."""
+    from hotfolder.comfy import ws
+
+    monkeypatch.setattr(ws, "BACKOFF_FIRST", 1000.0)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    failures: list[BaseException] = []
+    events = EventStream(f"http://127.0.0.1:{port}", "c", on_message=lambda m: None, on_state=lambda up: None,
+                         on_failure=failures.append)
+    events.start()
+    try:
+        wait_until(lambda: failures, timeout=10, message="the first attempt")
+        events.retry_now()
+        wait_until(lambda: len(failures) >= 2, timeout=10, message="a second attempt at once")
+    finally:
+        events.stop()
+    assert not events.alive()

@@ -75,6 +75,7 @@ class PromptWatch:
     outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, a fallback for history
     progress: Progress = field(default_factory=Progress)
     listener: Callable[[PromptWatch], None] | None = None
+    wake: threading.Event = field(default_factory=threading.Event)  # set to make its waiter look now
     generation: int | None = None  # the WebSocket connection routing to this watch since it began; None: none
     seen_start: bool = False  # execution_start arrived on that connection
 
@@ -105,6 +106,10 @@ class PromptResult:
 
 class ComfyClient:
     """HTTP + one shared WebSocket for one server; thread-safe, shared by every job sent there."""
+
+    #: At most this many seconds between a waiter's looks at its ``cancel`` and ``abort`` flags, which
+    #: wake it by themselves only when their setter calls :meth:`wake`.
+    flag_check = 0.5
 
     def __init__(
         self,
@@ -273,6 +278,13 @@ class ComfyClient:
             watch.listener = listener
             return watch
 
+    def wake(self, prompt_id: str) -> None:
+        """Make the :meth:`wait` for ``prompt_id`` look at once at its flags (one was set) and at the server."""
+        with self._lock:
+            watch = self._watches.get(prompt_id)
+        if watch is not None:
+            watch.wake.set()
+
     def forget(self, prompt_id: str) -> None:
         with self._lock:
             self._watches.pop(prompt_id, None)
@@ -374,18 +386,18 @@ class ComfyClient:
         server is away (the caller waits and calls again), and ``TimeoutError`` at ``deadline``
         (``time.monotonic()`` based).
         """
-        wake = threading.Event()
         reported: Progress | None = None  # the progress last passed to on_progress
 
         def listener(w: PromptWatch) -> None:
             nonlocal reported
-            wake.set()
+            w.wake.set()
             # every message about the prompt lands here; most change neither the node nor its progress
             if on_progress and w.progress != reported:
                 reported = w.progress
                 on_progress(w)
 
         watch = self.watch(prompt_id, listener)
+        wake = watch.wake  # also set by wake(), so a flag set elsewhere ends the wait at once
         absent_since: float | None = None
         ended_at: float | None = None
         generation = self._ws_generation
@@ -436,7 +448,7 @@ class ComfyClient:
                         absent_since = None
                         interval = self.poll_interval if self.stream.connected else min(1.0, self.poll_interval)
                         next_poll = now + interval
-            wake.wait(max(0.0, min(next_poll, deadline, time.monotonic() + 0.5) - time.monotonic()))
+            wake.wait(max(0.0, min(next_poll, deadline, time.monotonic() + self.flag_check) - time.monotonic()))
             wake.clear()
 
     def _result(self, prompt_id: str, entry: dict[str, Any], watch: PromptWatch) -> PromptResult:

@@ -36,6 +36,12 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE = (websocket.ABNF.OPCODE_CONT, websocket.A
                                          websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CLOSE)
 MAX_MESSAGE = DEFAULTS.max_ws_message_size  # a message larger than this is not ComfyUI's: the connection is dropped
 READ_AHEAD = 4096  # bytes asked of the socket at least per read: a few of ComfyUI's messages
+#: Seconds between connection attempts: the first wait, then doubling up to BACKOFF_RECENT while the
+#: server was connected (or the stream started) within RECENT seconds, else up to BACKOFF_MAX.
+#: A server that was just there is most likely restarting, and its GPU idles until we reconnect: a
+#: refused attempt costs it one TCP handshake (no ComfyUI code runs), so it is tried twice a second,
+#: as routing tries a server jobs wait for. One gone for minutes is tried every few seconds.
+BACKOFF_FIRST, BACKOFF_RECENT, BACKOFF_MAX, RECENT = 0.2, 0.5, 5.0, 300.0
 
 
 class MessageTooLarge(ValueError):
@@ -82,6 +88,12 @@ def sslopt(verify: bool) -> dict[str, Any]:
     return {}
 
 
+def backoff(delay: float, away: float) -> float:
+    """The wait before the next connection attempt after one that waited ``delay``, the server
+    unconnected for ``away`` seconds (BACKOFF_RECENT at most while that is under RECENT)."""
+    return min(delay * 2, BACKOFF_RECENT if away < RECENT else BACKOFF_MAX)
+
+
 def ws_url(http_url: str, client_id: str) -> str:
     parts = urlsplit(http_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
@@ -124,6 +136,7 @@ class EventStream:
         self.silence_timeout = silence_timeout
         self.connect_timeout = connect_timeout
         self._stop = threading.Event()
+        self._retry = threading.Event()  # ends the wait between connection attempts (stop, retry_now)
         self._ws: websocket.WebSocket | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"ws {self.display_url}", daemon=True)
@@ -135,6 +148,7 @@ class EventStream:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._retry.set()
         self._interrupt()
         self._thread.join(timeout)
         if not self._thread.is_alive():
@@ -151,6 +165,10 @@ class EventStream:
                 ws.abort()
             except Exception:  # noqa: BLE001 - best effort: the socket may be gone already
                 pass
+
+    def retry_now(self) -> None:
+        """Try to connect at once if the thread waits between attempts (the server answered over HTTP)."""
+        self._retry.set()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -173,7 +191,8 @@ class EventStream:
                 logger.exception("WebSocket state listener failed")
 
     def _run(self) -> None:
-        delay = 0.2
+        delay = BACKOFF_FIRST
+        last_up = time.monotonic()  # when the server was last connected (or the stream started)
         while not self._stop.is_set():
             try:
                 ws = websocket.create_connection(
@@ -191,8 +210,9 @@ class EventStream:
                         self.on_failure(err)
                     except Exception:  # noqa: BLE001 - a listener bug must not kill the reader thread
                         logger.exception("WebSocket failure listener failed")
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                self._retry.wait(delay)
+                self._retry.clear()
+                delay = backoff(delay, time.monotonic() - last_up)
                 continue
             assert isinstance(ws, BoundedWebSocket)  # class_= above
             ws.max_message_size = self.max_message_size
@@ -201,13 +221,14 @@ class EventStream:
             if self._stop.is_set():
                 self._close()
                 break
-            delay = 0.2
+            delay = BACKOFF_FIRST
             if self.reconnects or self.connected:
                 logger.debug("WebSocket to %s reconnected", self.display_url)
             self._set_state(True)
             try:
                 self._read(ws)
             finally:
+                last_up = time.monotonic()
                 self._close()
                 self._set_state(False)
             if not self._stop.is_set():

@@ -91,7 +91,7 @@ class Router:
         """While the block runs (the prompt is followed to its end), the flag it yields is set if
         ``client``'s WebSocket reconnects and the server then has the prompt in neither its queue nor
         its history: it restarted and forgot it, and the job submits it again at once."""
-        flag = Forgotten(self.core.stop)
+        flag = Forgotten(self.core.stop, wake=lambda: client.wake(prompt_id))
         followed = self._followed[client.name]
         with self.core.cond:
             followed[prompt_id] = flag
@@ -224,8 +224,9 @@ class Router:
         return None
 
     def wait_for_server(self, client: ComfyClient, *, movable: bool = False) -> None:
-        """Wait until ``client`` answers again. With ``movable``, raise Failover instead once it has been
-        down for ``lost_grace`` seconds while another server is up. Cancelled when stopping."""
+        """Wait until ``client`` answers again (asked every RETRY_MAX seconds at most, and as soon as its
+        WebSocket connects). With ``movable``, raise Failover instead once it has been down for
+        ``lost_grace`` seconds while another server is up. Cancelled when stopping."""
         stop = self.core.stop
         delay = 0.25
         while not stop.is_set():
@@ -236,6 +237,8 @@ class Router:
                         self.object_info[client.name].invalidate()  # it may have restarted with other nodes
                         self.uploads.forget(client.name)  # ... or with an empty input folder
                 client.reach.up()  # logs "is back" if it was away
+                if not client.ws_connected:
+                    client.stream.retry_now()  # reconnect now, not at its next attempt: its messages, the restart check
                 return
             except ServerError as err:
                 with self.core.cond:
@@ -244,7 +247,10 @@ class Router:
                 client.reach.down(err)  # logs only when it stops answering, not per retry
                 if movable and others_up and time.monotonic() - since >= self.settings.lost_grace:
                     raise Failover(client.name) from None
-            stop.wait(delay)
+            if client.ws_connected:
+                stop.wait(delay)
+            else:  # its WebSocket connecting again is the first sign that it is back: ask at once then
+                client.wait_ws(delay)
             delay = min(delay * 2, RETRY_MAX)
         raise Cancelled(client.name)
 

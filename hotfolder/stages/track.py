@@ -28,11 +28,18 @@ MAX_RESUBMISSIONS = 5
 class Forgotten(threading.Event):
     """Set when the prompt's server came back (its WebSocket reconnected, or it answers again after an
     outage) and provably no longer has the prompt: in neither its queue nor its history. Passed to
-    ComfyClient.wait as its cancel flag, so :meth:`is_set` is also true once ``stop`` is."""
+    ComfyClient.wait as its cancel flag, so :meth:`is_set` is also true once ``stop`` is. Setting it
+    calls ``wake`` (ComfyClient.wake for the prompt), so the wait ends at once: the GPU is idle."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, wake: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._stop_flag = stop
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        if self._wake is not None:
+            self._wake()
 
     def is_set(self) -> bool:
         return self.forgotten or self._stop_flag.is_set()
