@@ -70,6 +70,13 @@ class ObjectInfoCache:
             return self._version
 
     @property
+    def digest(self) -> str | None:
+        """A fingerprint of the cached copy's content (computed once per fetch), None before the first:
+        servers with the same digest have the same catalogue."""
+        with self._lock:
+            return self._digest
+
+    @property
     def fetched_at(self) -> float | None:
         """``clock()`` time of the last successful fetch, or ``None``."""
         with self._lock:
