@@ -308,7 +308,7 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
         farm: TestServerProc | None = None
         if t is not None:
             farm = start_farm(ctx, s, f"pool{s}")
-            farm.delay("ImageInvert", t)
+            farm.pace(t)  # a job occupies its GPU for T in all (see bench/testserver.py)
             server_urls = farm.urls
         else:
             server_urls = list(urls or [])
