@@ -457,8 +457,8 @@ class PromptExecutor:
             progress=_ProgressRegistry(host, prompt_id, client_id),
             outcome=ExecutionOutcome(success=False),
         )
+        started = asyncio.get_running_loop().time()  # before the message: sending it is part of the prompt
         self._add_message(run, "execution_start", {"prompt_id": prompt_id}, broadcast=False)
-        started = asyncio.get_running_loop().time()
         dirs = {"input": host.input_dir, "output": host.output_dir, "temp": host.temp_dir}
         self.cache.set_prompt(compute_cache_keys(prompt, self.catalog, dirs))
         cached_nodes = [node_id for node_id in prompt if self.cache.get(node_id) is not None]
