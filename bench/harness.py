@@ -189,6 +189,10 @@ class TestServerProc:
     def delay(self, class_type: str, seconds: float) -> None:
         self.cmd(f"delay {class_type} {seconds}")
 
+    def pace(self, seconds: float) -> None:
+        """Every prompt lasts ``seconds`` in all on these servers (a GPU job of T)."""
+        self.cmd(f"pace {seconds}")
+
     def requests(self) -> list[dict[str, Any]]:
         return self.cmd("requests")
 

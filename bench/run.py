@@ -308,7 +308,7 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
         farm: TestServerProc | None = None
         if t is not None:
             farm = start_farm(ctx, s, f"pool{s}")
-            farm.delay("ImageInvert", t)
+            farm.pace(t)  # a job occupies its GPU for T in all (see bench/testserver.py)
             server_urls = farm.urls
         else:
             server_urls = list(urls or [])
@@ -376,7 +376,7 @@ def section_slow_outputs(ctx: Ctx) -> None:
     n, t, post = max(1, ctx.args.jobs_per_server // 2), ctx.args.exec_time, ctx.args.post_time
     log(f"[2] pool with slow outputs, N={n} T={t:g} S=1, a {post:g} s post-processor per job")
     (server,) = start_servers(ctx, 1, "slow-outputs")
-    server.delay("ImageInvert", t)
+    server.pace(t)  # a job occupies its GPU for T in all, as in the farm above
     try:
         colors = ctx.colors(n)
         batch = run_hotfolder(ctx, "slow-outputs", [server.url], colors, prefix="hfbench/slow",

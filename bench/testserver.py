@@ -9,6 +9,9 @@ commands, one per line on stdin, and answers each with one JSON line on stdout. 
 every server, or with a leading ``@I`` to server I only:
 
 ``delay CLASS SECONDS``   every execution of CLASS takes SECONDS longer (0 removes the delay)
+``pace SECONDS``          every prompt lasts SECONDS in all, from its start to its end (0 removes it): the
+                          model of a GPU job, which occupies the GPU for T whatever the stand-in nodes
+                          themselves cost (their work counts into T, it is not added to it)
 ``clear``                 remove every fault
 ``requests``              the recorded requests: method, path, time (``time.time()``, taken when the body
                           has been read), server (its index) and, for ``POST /prompt``, the prompt_id
@@ -81,6 +84,9 @@ def _command(servers: list[ComfyTestServer], words: list[str]) -> Any:
     if cmd == "delay":
         for i in chosen:
             servers[i].faults.node_delay(args[0], float(args[1]))
+    elif cmd == "pace":
+        for i in chosen:
+            servers[i].faults.prompt_time(float(args[0]))
     elif cmd == "clear":
         for i in chosen:
             servers[i].faults.clear()

@@ -1250,6 +1250,20 @@ def test_fault_fail_node_and_node_delay(srv: ComfyTestServer, connect: Callable[
     assert interrupted["node_type"] == "EmptyImage"
 
 
+def test_fault_prompt_time_makes_every_prompt_last_that_long(srv: ComfyTestServer, connect: Callable[..., WSClient]) -> None:
+    client = connect()
+    srv.faults.prompt_time(0.3)  # the bench's GPU job: T in all, from execution_start to the end
+
+    def span(pid: str) -> float:
+        stamps = {kind: data["timestamp"] for kind, data in srv.history()[pid]["status"]["messages"]}
+        return (stamps["execution_success"] - stamps["execution_start"]) / 1000
+
+    pid, frames = run(srv, client, basic_prompt(1))
+    assert frames[-3]["type"] == "execution_success" and span(pid) >= 0.3
+    srv.faults.clear()
+    assert srv.faults.min_prompt_time() == 0
+
+
 # --------------------------------------------------------------------------------------------------
 # catalogue and misc endpoints
 

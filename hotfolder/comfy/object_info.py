@@ -140,6 +140,13 @@ class ObjectInfoCache:
             return self._version
 
     @property
+    def digest(self) -> str | None:
+        """A fingerprint of the cached copy's content (computed once per fetch), None before the first:
+        servers with the same digest have the same catalogue."""
+        with self._lock:
+            return self._digest
+
+    @property
     def fetched_at(self) -> float | None:
         """``clock()`` time of the last successful fetch, or ``None``."""
         with self._lock:
@@ -216,8 +223,10 @@ class ObjectInfoCache:
         data = self._fetch()
         if not isinstance(data, Mapping):
             raise TypeError(f"/object_info fetch returned a {type(data).__name__}, not an object")
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
         replacements = self._read_replacements()
+        # the catalogue and the replacements together decide what validates: both are in the digest
+        digest = hashlib.sha256((json.dumps(data, sort_keys=True, default=repr)
+                                 + repr(sorted(replacements.items()))).encode()).hexdigest()
         with self._lock:
             self._replacements = replacements
             if digest != self._digest:

@@ -68,6 +68,8 @@ class Router:
                             for c in self.clients}
         self.uploads = Uploads([c.name for c in self.clients])
         self._load = {c.name: 0 for c in self.clients}
+        self._given = {c.name: 0 for c in self.clients}  # when each was last picked (a serial): breaks ties
+        self._picks = 0
         self._down_since: dict[str, float] = {}
         self._followed: dict[str, dict[str, Forgotten]] = {c.name: {} for c in self.clients}  # prompts tracked
         if len(self.clients) > 1:
@@ -156,7 +158,8 @@ class Router:
 
     def pick(self, job: JobState, workflow: dict[str, Any], log: Any = logger) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the
-        servers it may use (a scenario's `server:` or `label:` pins it) that are up. ``log``: the job's."""
+        servers it may use (a scenario's `server:` or `label:` pins it) that are up; among equals the
+        one with fewest jobs, then the one picked longest ago (equal servers take turns). ``log``: the job's."""
         if job.server:
             for client in self.clients:
                 if client.name == job.server:
@@ -172,24 +175,39 @@ class Router:
             candidates = self._capable(job, workflow, candidates, log)
         with self.core.cond:
             up = [c for c in candidates if c.name not in self._down_since] or candidates
-            return min(up, key=lambda c: ((self._load[c.name] + 1) / c.server.weight, self._load[c.name]))
+            chosen = min(up, key=lambda c: ((self._load[c.name] + 1) / c.server.weight, self._load[c.name],
+                                            self._given[c.name]))
+            self._picks += 1
+            self._given[chosen.name] = self._picks
+            return chosen
 
     def _capable(self, job: JobState, workflow: dict[str, Any], candidates: list[ComfyClient],
                  log: Any) -> list[ComfyClient]:
         """The candidates whose /object_info has every node class, input value and model file the
         workflow uses. A server whose /object_info cannot be read now stays a candidate (ComfyUI's own
-        validation still applies when it answers). None capable: ValidationError, before anything is queued."""
+        validation still applies when it answers). None capable: ValidationError, before anything is queued.
+        Servers whose catalogues are the same (one digest) share one passing verdict: on a farm of
+        identical servers the workflow is checked once, not once per server."""
         capable, refused = [], []
         fields = (job.template or {}).get("fields") or {}
         known = [item["name"] for item in job.inputs]  # uploaded right before submitting, under these names
+        passed: set[str] = set()  # digests of the catalogues the workflow passed, for this job
         for client in candidates:
+            cache = self.object_info[client.name]
             try:
-                problems = validate.validate_with_refresh(self.object_info[client.name], workflow, scenario_fields=fields,
-                                                           known_files=known, log=log)
+                cache.get()  # fetched if stale, as validation would (what it raises: see below)
+                digest = cache.digest
+                if digest in passed:
+                    capable.append(client)
+                    continue
+                problems = validate.validate_with_refresh(cache, workflow, scenario_fields=fields, known_files=known,
+                                                          log=log)
             except HotfolderError:
                 capable.append(client)
                 continue
             errors = [p for p in problems if p.severity == ERROR]
+            if not errors and digest is not None and cache.digest == digest:  # not refreshed meanwhile
+                passed.add(digest)
             if errors:
                 refused.append((client, errors))
             else:

@@ -62,6 +62,10 @@ class Scheduler:
         self._held = held
         self.workers = (settings.queue_depth + 1) * len(servers)
         self._tasks: list[tuple[FileRecord, JobState]] = []
+        # Idle job workers (no task at all) wait on their own condition, woken one per task added: on
+        # ``core.cond`` every change (a job ending, a file parsed) would wake all of them. A worker that
+        # sees tasks it may not take now (paused, draining, backlog) waits on ``core.cond`` as before.
+        self._work = threading.Condition(core.lock)
         self.running = 0  # jobs taken by a worker and not yet done: submitting, tracking, or with the output workers
         # Each server has its own output workers (a server that went away with outputs still to fetch
         # holds up only its own), waiting on their own condition, woken one per finished job.
@@ -89,13 +93,15 @@ class Scheduler:
     def wake_all(self) -> None:
         """Wake every waiting worker (stopping). Called with the lock held."""
         self.core.cond.notify_all()
+        self._work.notify_all()
         for ready in self._outputs_ready.values():
             ready.notify_all()
 
     def add(self, jobs: list[tuple[FileRecord, JobState]]) -> None:
         with self.core.cond:
             self._tasks.extend(jobs)
-            self.core.cond.notify_all()
+            self._work.notify(len(jobs))  # one idle worker per task, not all of them
+            self.core.cond.notify_all()  # the workers waiting for tasks they may take (see _wait_for_task)
 
     def full(self) -> bool:
         """Whether enough jobs wait for workers that intake should wait (called with the lock held).
@@ -111,10 +117,8 @@ class Scheduler:
         core = self.core
         while not core.stop.is_set():
             with core.cond:
-                while not core.stop.is_set() and (
-                        (index := self._next_task()) is None or core.draining.is_set() or self._backlogged()):
-                    core.cond.wait(1.0)
-                if core.stop.is_set() or index is None:
+                index = self._wait_for_task()
+                if index is None:
                     return
                 record, job = self._tasks.pop(index)
                 self.running += 1
@@ -130,6 +134,18 @@ class Scheduler:
                     else:  # still running: it is the output workers' now
                         self._handoff[handed.client.name].append(handed)
                         self._outputs_ready[handed.client.name].notify()
+
+    def _wait_for_task(self) -> int | None:
+        """Wait until a task may be taken and return its index; None when stopping. With no task at all
+        the worker waits on ``_work`` (woken by :meth:`add`, one per task); with tasks it may not take
+        now, on ``core.cond``, woken by every change (resume, drain, backlog freed). Lock held."""
+        core = self.core
+        while not core.stop.is_set():
+            index = self._next_task()
+            if index is not None and not core.draining.is_set() and not self._backlogged():
+                return index
+            (core.cond if self._tasks else self._work).wait(1.0)
+        return None
 
     def _backlogged(self) -> bool:
         """Whether finished jobs wait for the output workers in such numbers that submitting must pause

@@ -89,6 +89,9 @@ class ExecutionHost(Protocol):
     def node_delay(self, class_type: str) -> float:
         """Extra seconds every execution of ``class_type`` takes (fault injection)."""
 
+    def prompt_time(self) -> float:
+        """Seconds every prompt lasts at least, its nodes' work included (fault injection)."""
+
     def take_node_failure(self, class_type: str) -> tuple[str, str] | None:
         """``(message, exception_type)`` if this execution of ``class_type`` must fail (fault injection)."""
 
@@ -454,6 +457,7 @@ class PromptExecutor:
             progress=_ProgressRegistry(host, prompt_id, client_id),
             outcome=ExecutionOutcome(success=False),
         )
+        started = asyncio.get_running_loop().time()  # before the message: sending it is part of the prompt
         self._add_message(run, "execution_start", {"prompt_id": prompt_id}, broadcast=False)
         dirs = {"input": host.input_dir, "output": host.output_dir, "temp": host.temp_dir}
         self.cache.set_prompt(compute_cache_keys(prompt, self.catalog, dirs))
@@ -503,6 +507,9 @@ class PromptExecutor:
             order.complete(node_id)
 
         if not failed:
+            remaining = host.prompt_time() - (asyncio.get_running_loop().time() - started)
+            if remaining > 0:
+                await host.wait_for_interrupt(remaining)  # the scripted prompt time (an interrupt ends it)
             self._add_message(run, "execution_success", {"prompt_id": prompt_id}, broadcast=False)
             run.outcome.success = True
             for node_id, record in run.ui_records.items():

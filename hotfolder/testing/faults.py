@@ -71,6 +71,7 @@ class Faults:
         self._silenced = False
         self._node_failures: dict[str, _NodeFailure] = {}
         self._node_delays: dict[str, float] = {}
+        self._prompt_time = 0.0
         self._oversize: dict[str, tuple[_Counted, bool]] = {}
 
     # -- scripting (test side) --------------------------------------------------------------------
@@ -194,6 +195,13 @@ class Faults:
             else:
                 self._node_delays.pop(class_type, None)
 
+    def prompt_time(self, seconds: float) -> None:
+        """Every prompt lasts at least ``seconds`` from its ``execution_start`` to its end, the nodes' own
+        work included: a GPU job of that length, whatever the stand-in nodes cost (0 removes it). The
+        wait comes after the last node; an interrupt ends it early."""
+        with self._lock:
+            self._prompt_time = max(0.0, float(seconds))
+
     def oversize(self, route: str, size: int, count: int | None = 1, *, chunked: bool = False) -> None:
         """The next ``count`` answers of ``route`` carry ``size`` extra bytes: ``"history"`` (``GET
         /history/{id}``: the real entry, beside a ``"padding"`` string of ``size`` characters) or
@@ -216,6 +224,7 @@ class Faults:
             self._silenced = False
             self._node_failures.clear()
             self._node_delays.clear()
+            self._prompt_time = 0.0
             self._oversize.clear()
         self._changed()
 
@@ -308,6 +317,10 @@ class Faults:
                 if failure.count <= 0:
                     del self._node_failures[class_type]
             return failure.message, failure.exception_type
+
+    def min_prompt_time(self) -> float:
+        with self._lock:
+            return self._prompt_time
 
     def delay_for(self, class_type: str) -> float:
         with self._lock:

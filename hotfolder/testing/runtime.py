@@ -217,5 +217,8 @@ class Runtime:
     def node_delay(self, class_type: str) -> float:
         return self.faults.delay_for(class_type)
 
+    def prompt_time(self) -> float:
+        return self.faults.min_prompt_time()
+
     def take_node_failure(self, class_type: str) -> tuple[str, str] | None:
         return self.faults.take_node_failure(class_type)
