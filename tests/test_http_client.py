@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.http import ComfyHTTP
+from hotfolder.comfy.http import ComfyHTTP, loads_answer
 from hotfolder.errors import OutcomeUnknown, PromptRejected, ServerUnavailable
 from hotfolder.testing import ComfyTestServer
 
@@ -287,3 +287,15 @@ def test_https_is_tunnelled_through_the_proxy_and_still_verified(proxy: _Proxy, 
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
         assert ComfyHTTP(server.url).system_stats()["system"]
     assert [line.rsplit(" ", 1)[0] for line, _ in proxy.seen] == [f"CONNECT 127.0.0.1:{server.port}"] * 2
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b'{"a": "x\\ud800y"}', {"a": "x\ufffdy"}),                        # a lone escape
+    (b'{"\\udc00": ["\\ud83d\\ude00"]}', {"\ufffd": ["\U0001f600"]}),  # a lone key, a kept pair
+    (b'["a\xed\xa0\x80b"]', ["a\ufffdb"]),                               # raw UTF-8 of a surrogate, no escape
+    (b'["\\\\ud83d\\ude00"]', ["\\ud83d\ufffd"]),                       # an escaped backslash, then a lone low half
+    ('{"k": "\ud800"}', {"k": "\ufffd"}),                               # text already decoded
+    (b'{"name": "\\ud83d\\ude00 Save"}', {"name": "\U0001f600 Save"}),   # pairs only: kept as they are
+])
+def test_a_server_answer_never_keeps_a_lone_surrogate(content: bytes | str, expected: object) -> None:
+    assert loads_answer(content) == expected

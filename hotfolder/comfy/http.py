@@ -77,18 +77,30 @@ class Response:
         return loads_answer(self.content)
 
 
-_SURROGATE_ESCAPE: dict[type, re.Pattern[Any]] = {bytes: re.compile(rb"\\u[dD][89a-fA-F]"),
-                                                   str: re.compile(r"\\u[dD][89a-fA-F]")}
+# A lone surrogate can come as an escape (``"\\ud800"``) or, as json.loads decodes bytes with
+# "surrogatepass", as its raw UTF-8 form (ED A0..BF ..): where neither appears, none can be in the answer.
+_MAYBE_SURROGATE: dict[type, re.Pattern[Any]] = {bytes: re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]"),
+                                                 str: re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")}
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def loads_answer(content: bytes | str) -> Any:
-    """A server's JSON answer. A lone surrogate escape in it (``"\\ud800"``, which UTF-8 cannot carry
-    into a file name, log line or sidecar) becomes U+FFFD; pairs are kept. Raises ``ValueError``."""
+    """A server's JSON answer. A lone surrogate in it (``"\\ud800"``, which UTF-8 cannot carry into a file
+    name, log line or sidecar) becomes U+FFFD; pairs are kept. Raises ``ValueError``."""
     data = json.loads(content)
-    if _SURROGATE_ESCAPE[type(content)].search(content):  # rare: only then look through the whole answer
+    if _MAYBE_SURROGATE[type(content)].search(content) and _has_lone_surrogate(data):
         data = _mend(data)
     return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Exactly whether ``data`` holds a lone surrogate, at the C encoder's speed (a catalogue whose
+    display names hold emoji pairs is not walked in Python): UTF-8 cannot encode one."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _mend(value: Any) -> Any:
