@@ -7,6 +7,7 @@ server will run it; a malformed answer counts as none."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,13 @@ def server_04x() -> Iterator[ComfyTestServer]:
         yield server
 
 
+@functools.lru_cache(maxsize=4)
+def object_info_of(url: str) -> dict[str, Any]:
+    """A server's /object_info, read once (generated examples only vary the replacements). Not a fixture:
+    Hypothesis would print the whole catalogue with each explicit example."""
+    return requests.get(url + "/object_info", timeout=TIMEOUT).json()
+
+
 def cache_of(server: ComfyTestServer, **http: Any) -> ObjectInfoCache:
     client = ComfyHTTP(server.url, **http)
     return ObjectInfoCache(client.object_info, replacements=client.node_replacements, name=server.url)
@@ -216,7 +224,7 @@ def malformed_answers(draw: st.DrawFn) -> Any:
 @example(answer=b"[" * 100_000 + b"]" * 100_000).via("nested past the recursion limit")
 @example(answer={"ResizeImagesByLongerEdge": []}).via("no replacement in the list")
 def test_a_malformed_answer_leaves_validation_as_without_replacements(server_04x: ComfyTestServer, answer: Any) -> None:
-    info = requests.get(server_04x.url + "/object_info", timeout=TIMEOUT).json()
+    info = object_info_of(server_04x.url)
     without = validate_workflow(LONGER_EDGE, info)
     assert [p.kind for p in without] == [UNKNOWN_CLASS]
     server_04x.faults.node_replacements(answer, count=1)
