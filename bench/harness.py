@@ -352,9 +352,9 @@ def drop(inbox: Path, color: int, *, how: str = "rename", width: int = 8, prefix
     return time.time()
 
 
-def invert_workflow(color: int, width: int = 8, prefix: str = "hfbench/invert") -> dict[str, Any]:
+def invert_workflow(color: int, width: int = 8, prefix: str = "hfbench/invert", height: int = 8) -> dict[str, Any]:
     """The shipped ``invert`` template, filled like hotfolder fills it for :func:`scenario_bytes`."""
-    values = {"width": width, "height": 8, "batch_size": 1, "color": color, "prefix": prefix}
+    values = {"width": width, "height": height, "batch_size": 1, "color": color, "prefix": prefix}
     workflow = json.loads((EXAMPLES / "invert.json").read_text(encoding="utf-8"))
     for node in workflow.values():
         for key, value in list(node.get("inputs", {}).items()):

@@ -223,7 +223,8 @@ def stop_servers(servers: list[TestServerProc]) -> None:
 
 def section_throughput(ctx: Ctx, url: str, label: str) -> None:
     n, rounds = ctx.args.jobs, ctx.args.rounds
-    log(f"[1] throughput, {n} trivial jobs on {label}, {rounds} round(s)")
+    px = ctx.args.pool_px if ctx.args.servers_url else 8  # on a real server, jobs that take the GPU some time
+    log(f"[1] throughput, {n} jobs of {px}x{px} px on {label}, {rounds} round(s)")
     scratch = ctx.reaper.tempdir("seq-downloads")
 
     # warm the server's own code paths once (imports, first PNG), outside every measurement
@@ -236,13 +237,13 @@ def section_throughput(ctx: Ctx, url: str, label: str) -> None:
     direct, sequential, hot, cpu = [], [], [], []
     for r in range(1, rounds + 1):
         colors = ctx.colors(n)
-        seconds, done = clients.run_direct(url, [invert_workflow(c, prefix=f"hfbench/direct{r}/img") for c in colors],
+        seconds, done = clients.run_direct(url, [invert_workflow(c, px, f"hfbench/direct{r}/img", px) for c in colors],
                                            depth=2)
         direct.append(done / seconds)
-        seconds, done = clients.run_sequential(url, [invert_workflow(c, prefix=f"hfbench/seq{r}/img") for c in colors],
+        seconds, done = clients.run_sequential(url, [invert_workflow(c, px, f"hfbench/seq{r}/img", px) for c in colors],
                                                scratch)
         sequential.append(done / seconds)
-        batch = run_hotfolder(ctx, "throughput", [url], colors, prefix=f"hfbench/hotfolder{r}/img")
+        batch = run_hotfolder(ctx, "throughput", [url], colors, prefix=f"hfbench/hotfolder{r}/img", px=px)
         hot.append(n / batch.seconds)
         cpu.append(1000 * batch.cpu / n)
         log(f"  round {len(hot)}: hotfolder {hot[-1]:.1f}, direct {direct[-1]:.1f}, sequential {sequential[-1]:.1f} "
@@ -725,7 +726,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="in 2, also N/4 jobs on one server with a post-processor of this many seconds "
                         "(default 0.5; 0: skip)")
     p.add_argument("--pool-px", type=int, default=8,
-                   help="with --servers-url: image size of the jobs in 2, to give them a real execution time")
+                   help="with --servers-url: image size of the jobs in 1 and 2, to give them a real execution time")
     p.add_argument("--latency-files", type=int, help="files per kind in 3 (default 50, quick 10)")
     p.add_argument("--latency-gap", type=float, default=0.25, help="seconds between drops in 3 (default 0.25)")
     p.add_argument("--backlog", type=int, help="files waiting in 4 and 5 (default 10000, quick 1000)")
