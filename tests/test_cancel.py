@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ def expected_cancel(server: ComfyTestServer, prompt_id: str, *, was_running: boo
     return [delete, ("/interrupt", {"prompt_id": prompt_id})] if was_running else [delete]
 
 
+@contextmanager
+def two_on_the_server(project: Path, server: ComfyTestServer, name: str, *,
+                      repeat: int) -> Iterator[tuple[Engine, dict[str, str]]]:
+    """An engine running ``name`` (``repeat`` jobs, each held 30 s in ImageInvert) until two of its prompts
+    are on the server, one running; yields the engine and those prompts by job index. Stops the engine."""
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / name).write_text(f"repeat: {repeat}\nparams: {{width: 8}}\n")
+    engine = Engine(make_settings(project, server.url, queue_depth=2))
+    engine.start()
+    try:
+        engine.accept(project / "inbox" / name)
+        yield engine, wait_until(lambda: len(q := queued(server)) == 2 and running(server) and q,
+                                 message="two prompts on the server, one running")
+    finally:
+        engine.stop()
+
+
 def no_bare_interrupt(server: ComfyTestServer) -> None:
     for path, body in cancel_calls(server):
         if path == "/interrupt":
@@ -82,14 +100,7 @@ def published(project: Path) -> list[str]:
 
 def test_cancel_a_queued_and_a_running_job_calls_the_right_endpoint_with_the_right_prompt_id(
         project: Path, server: ComfyTestServer) -> None:
-    server.faults.node_delay("ImageInvert", 30)
-    (project / "inbox" / "night.yaml").write_text("repeat: 3\nparams: {width: 8}\n")
-    engine = Engine(make_settings(project, server.url, queue_depth=2))
-    engine.start()
-    try:
-        engine.accept(project / "inbox" / "night.yaml")
-        ids = wait_until(lambda: len(q := queued(server)) == 2 and running(server) and q,
-                         message="two jobs on the server, one running")
+    with two_on_the_server(project, server, "night.yaml", repeat=3) as (engine, ids):
         # which jobs go first, and which of them runs, is the scheduler's choice
         last = ({"1", "2", "3"} - set(ids)).pop()
         run, wait = sorted(ids, key=lambda index: ids[index] not in running(server))
@@ -105,8 +116,6 @@ def test_cancel_a_queued_and_a_running_job_calls_the_right_endpoint_with_the_rig
         assert cancel_calls(server) == expected_cancel(server, ids[run], was_running=True)
         server.faults.node_delay("ImageInvert", 0)  # the job never cancelled runs at once
         assert engine.wait_idle(60)  # the third job was never cancelled: it runs and publishes
-    finally:
-        engine.stop()
     no_bare_interrupt(server)
     assert ids[wait] not in server.executed_prompt_ids  # dequeued before it ran
     entry = server.history()[ids[run]]
@@ -241,14 +250,7 @@ def test_cancelling_a_file_takes_its_queued_prompt_off_before_stopping_its_runni
         project: Path, server: ComfyTestServer) -> None:
     # A server starts its next pending prompt the moment the running one stops: if that is one of the
     # file's own, it would load its models for nothing (seen on a real 0.33.0 before this order was kept).
-    server.faults.node_delay("ImageInvert", 30)
-    (project / "inbox" / "pair.yaml").write_text("repeat: 2\nparams: {width: 8}\n")
-    engine = Engine(make_settings(project, server.url, queue_depth=2))
-    engine.start()
-    try:
-        engine.accept(project / "inbox" / "pair.yaml")
-        ids = wait_until(lambda: len(q := queued(server)) == 2 and running(server) and q,
-                         message="both prompts on the server, one running")
+    with two_on_the_server(project, server, "pair.yaml", repeat=2) as (engine, ids):
         run, wait = sorted(ids.values(), key=lambda prompt_id: prompt_id not in running(server))
         server.clear_requests()
         assert sorted(engine.cancel("pair.yaml", "by the test")) == ["pair.yaml pair-001", "pair.yaml pair-002"]
@@ -258,8 +260,6 @@ def test_cancelling_a_file_takes_its_queued_prompt_off_before_stopping_its_runni
         first_stop = next(i for i, (path, _) in enumerate(calls) if path == stopped)
         assert any(path == "/queue" and wait in body["delete"] for path, body in calls[:first_stop]), calls
         assert engine.wait_idle(60)
-    finally:
-        engine.stop()
     no_bare_interrupt(server)
     assert wait not in server.executed_prompt_ids  # never started
     assert published(project) == []
