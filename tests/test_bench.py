@@ -15,9 +15,10 @@ import pytest
 from hotfolder.testing import ComfyTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
+# --restart-jobs 10: with 4, the last job could end before the restart, and no prompt ran after it
 TINY = ["--quick", "--jobs", "5", "--jobs-per-server", "2", "--farm", "1,3:0.05", "--exec-time", "0.05",
         "--latency-files", "3", "--latency-gap", "0.05", "--backlog", "120", "--batch", "10",
-        "--download-mb", "8", "--post-time", "0.1", "--restart-jobs", "4", "--restarts", "1"]
+        "--download-mb", "8", "--post-time", "0.1", "--restart-jobs", "10", "--restarts", "1"]
 
 
 #: What each section must print: one run per section, so that the sections (which mostly wait on their
