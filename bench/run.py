@@ -326,6 +326,21 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
         _pool_rows(ctx, s, t, n, batch, per_server)
 
 
+def _idle_parts(t0: float, per_server: list[list[tuple[float, float]]]) -> str:
+    """Where a server's idle time went, as means over the servers: before its first execution (from the
+    first drop), between its executions, and after its last one until the farm's last execution ended."""
+    last = max(e for spans in per_server for _, e in spans)
+    before, between, after = [], [], []
+    for spans in per_server:
+        spans = sorted(spans)
+        before.append(spans[0][0] - t0)
+        between.append(sum(max(0.0, b2 - e1) for (_, e1), (b2, _) in zip(spans, spans[1:], strict=False)))
+        after.append(last - spans[-1][1])
+    s = len(per_server)
+    return (f"idle per server: {1000 * sum(before) / s:.0f} ms before its first job, {1000 * sum(between) / s:.0f} "
+            f"ms between jobs, {1000 * sum(after) / s:.0f} ms after its last")
+
+
 def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
                per_server: list[list[tuple[float, float]]]) -> None:
     found = sum(len(x) for x in per_server)
@@ -348,7 +363,7 @@ def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
             f"{makespan:.1f} s: {100 * batch.cpu / makespan:.0f}% of one core; {batch.switches / n:.0f} context "
             "switches per job" + (f"; servers' process {100 * batch.servers_cpu / makespan:.0f}%" if t else "") + ")"),
         Row(2, f"{label} server idle fraction", f"mean {100 * sum(idle) / s:.1f}%, max {100 * max(idle):.1f}% "
-            f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))})"),
+            f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))}; {_idle_parts(batch.t0, per_server)})"),
         Row(2, f"{label} makespan / measured execution", f"{makespan / (sum(busy) / s):.3f} "
             f"(servers ran {1000 * mean_exec:.1f} ms per job; first start {1000 * (first_start - batch.t0):.0f} ms "
             "after the first drop)"),
