@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
+import datetime
 import json
 import math
 import os
@@ -272,12 +274,12 @@ def section_throughput(ctx: Ctx, url: str, label: str) -> None:
 # -- 2. pool: idle fraction and makespan ---------------------------------------------------------------
 
 
-def _history_spans(url: str, colors: set[int] | None) -> list[tuple[float, float]]:
-    """(start, end) in time.time() seconds of every prompt in ``url``'s history whose colour is ours
-    (``None``: every prompt)."""
+def _history_spans(url: str, colors: set[int] | None) -> list[tuple[float, float, str]]:
+    """(start, end, prompt_id), in time.time() seconds, of every prompt in ``url``'s history whose colour is
+    ours (``None``: every prompt)."""
     data = requests.get(f"{url}/history", params={"max_items": 100000}, timeout=60).json()
     spans = []
-    for entry in data.values():
+    for prompt_id, entry in data.items():
         try:
             prompt = entry["prompt"][2]
             color = next(node["inputs"]["color"] for node in prompt.values() if node.get("class_type") == "EmptyImage")
@@ -290,7 +292,7 @@ def _history_spans(url: str, colors: set[int] | None) -> list[tuple[float, float
         start = stamps.get("execution_start")
         end = stamps.get("execution_success") or stamps.get("execution_error")
         if start and end:
-            spans.append((start / 1000, end / 1000))
+            spans.append((start / 1000, end / 1000, prompt_id))
     return spans
 
 
@@ -323,32 +325,49 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
         finally:
             if farm is not None:
                 farm.stop()
-        _pool_rows(ctx, s, t, n, batch, per_server)
+        _pool_rows(ctx, s, t, n, batch, per_server, _submitted(batch.project))
 
 
-def _idle_parts(t0: float, per_server: list[list[tuple[float, float]]]) -> str:
+def _submitted(project: Project) -> dict[str, float]:
+    """prompt_id -> time.time() of its POST, from the sidecars in the project's outbox (1 ms resolution)."""
+    out = {}
+    for path in (project.root / "outbox").glob("*/*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            sidecar = json.loads(path.read_text(encoding="utf-8"))
+            stamp = sidecar["timestamps"]["submitted"].replace("Z", "+00:00")
+            out[sidecar["prompt_id"]] = datetime.datetime.fromisoformat(stamp).timestamp()
+    return out
+
+
+def _idle_parts(t0: float, per_server: list[list[tuple[float, float, str]]], submitted: dict[str, float]) -> str:
     """Where a server's idle time went, as means over the servers: before its first execution (from the
-    first drop), between its executions, and after its last one until the farm's last execution ended."""
-    last = max(e for spans in per_server for _, e in spans)
-    before, between, after = [], [], []
+    first drop), between its executions, and after its last one until the farm's last execution ended.
+    Of the time between executions, the part before the next prompt was posted is the daemon's doing
+    (the server had nothing queued); the rest is the server's own (it had the next prompt and paused)."""
+    last = max(e for spans in per_server for _, e, _ in spans)
+    before, between, starved, after = [], [], [], []
     for spans in per_server:
         spans = sorted(spans)
         before.append(spans[0][0] - t0)
-        between.append(sum(max(0.0, b2 - e1) for (_, e1), (b2, _) in zip(spans, spans[1:], strict=False)))
+        gaps = [(max(0.0, b2 - e1), submitted.get(pid2, e1) - e1) for (_, e1, _), (b2, _, pid2)
+                in zip(spans, spans[1:], strict=False)]
+        between.append(sum(gap for gap, _ in gaps))
+        starved.append(sum(min(gap, max(0.0, late)) for gap, late in gaps))
         after.append(last - spans[-1][1])
     s = len(per_server)
     return (f"idle per server: {1000 * sum(before) / s:.0f} ms before its first job, {1000 * sum(between) / s:.0f} "
-            f"ms between jobs, {1000 * sum(after) / s:.0f} ms after its last")
+            f"ms between jobs ({1000 * sum(starved) / s:.0f} ms of it with nothing queued), "
+            f"{1000 * sum(after) / s:.0f} ms after its last")
 
 
 def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
-               per_server: list[list[tuple[float, float]]]) -> None:
+               per_server: list[list[tuple[float, float, str]]], submitted: dict[str, float]) -> None:
     found = sum(len(x) for x in per_server)
     if found != n:
         ctx.notes.append(f"pool S={s}: {found} of {n} executions found in the servers' /history")
-    busy = [sum(e - b for b, e in spans) for spans in per_server]
-    last_end = max(e for spans in per_server for _, e in spans)
-    first_start = min(b for spans in per_server for b, _ in spans)
+    busy = [sum(e - b for b, e, _ in spans) for spans in per_server]
+    last_end = max(e for spans in per_server for _, e, _ in spans)
+    first_start = min(b for spans in per_server for b, _, _ in spans)
     window = last_end - batch.t0
     idle = [1 - b / window for b in busy]
     mean_exec = sum(busy) / max(1, found)
@@ -363,7 +382,7 @@ def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
             f"{makespan:.1f} s: {100 * batch.cpu / makespan:.0f}% of one core; {batch.switches / n:.0f} context "
             "switches per job" + (f"; servers' process {100 * batch.servers_cpu / makespan:.0f}%" if t else "") + ")"),
         Row(2, f"{label} server idle fraction", f"mean {100 * sum(idle) / s:.1f}%, max {100 * max(idle):.1f}% "
-            f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))}; {_idle_parts(batch.t0, per_server)})"),
+            f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))}; {_idle_parts(batch.t0, per_server, submitted)})"),
         Row(2, f"{label} makespan / measured execution", f"{makespan / (sum(busy) / s):.3f} "
             f"(servers ran {1000 * mean_exec:.1f} ms per job; first start {1000 * (first_start - batch.t0):.0f} ms "
             "after the first drop)"),
@@ -401,8 +420,8 @@ def section_slow_outputs(ctx: Ctx) -> None:
         spans = _history_spans(server.url, set(colors))
     finally:
         stop_servers([server])
-    last_end = max(e for _, e in spans)
-    busy = sum(e - b for b, e in spans)
+    last_end = max(e for _, e, _ in spans)
+    busy = sum(e - b for b, e, _ in spans)
     # the last job's post-processing comes after the server's work by design: leave it out
     makespan = last_end - batch.t0
     ideal = n * t
@@ -614,7 +633,7 @@ def _first_start(url: str, after: float, timeout: float) -> float:
     found: list[float] = []
 
     def look() -> bool:
-        found[:] = [b for b, _ in _history_spans(url, None) if b >= after - 0.001]
+        found[:] = [b for b, _, _ in _history_spans(url, None) if b >= after - 0.001]
         return bool(found)
 
     wait_for(look, timeout, f"a prompt executed on {url} after its restart", interval=0.1)
