@@ -165,6 +165,34 @@ def test_sigterm_lets_a_running_job_finish_within_the_budget(project: Path, comf
     assert "Not sending watchdog pings" not in out, out
 
 
+def test_sigterm_sends_no_new_prompt_and_a_job_waiting_for_its_place_resumes_at_the_next_start(
+        project: Path, comfy: ComfyTestServer) -> None:
+    """A stopping daemon lets the prompt it sent finish and sends no new one: the job that waited for the
+    in-flight place (queue_depth 1) stays recorded, unsent, and runs after the restart."""
+    (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
+    for i, name in enumerate(("first.yaml", "second.yaml")):
+        (project / "inbox" / name).write_text(f"template: sleepy\nparams: {{color: {i + 1}, seconds: 1.5}}\n")
+    posts = lambda: [r for r in comfy.requests if r.method == "POST" and r.path == "/prompt"]  # noqa: E731
+    proc = start(project, comfy.url, {"HOTFOLDER_QUEUE_DEPTH": "1"})
+    try:
+        wait_until(lambda: comfy.executed_prompt_ids, message="the first job running")
+        wait_until(lambda: len(list((project / "inbox" / ".hotfolder").glob("*/*/job.json"))) == 2,
+                   message="both files claimed")
+    finally:
+        out = finish(proc)
+    assert proc.returncode == 0, out
+    assert len(posts()) == 1, out  # the second job was not sent after SIGTERM
+    assert len(list((project / "inbox" / "done").iterdir())) == 1, out
+    assert len(list((project / "inbox" / ".hotfolder").glob("*/*/job.json"))) == 1, "the unsent job is not recorded"
+    proc = start(project, comfy.url)
+    try:
+        wait_until(lambda: len(list((project / "inbox" / "done").iterdir())) == 2, timeout=60,
+                   message="both done after the restart")
+    finally:
+        finish(proc)
+    assert len(posts()) == 2 and len(set(comfy.executed_prompt_ids)) == 2
+
+
 def test_systemd_unit_command_prints_a_unit_for_the_config(project: Path) -> None:
     (project / "hotfolder.toml").write_text('servers = ["http://127.0.0.1:8188"]\n')
     result = invoke_cli("--config", "hotfolder.toml", "systemd-unit", "--user", "render", cwd=project)

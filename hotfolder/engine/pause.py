@@ -112,10 +112,15 @@ class PauseSwitch:
 
     def hold(self, job: JobState, *, posting: bool = False) -> None:
         """Wait while paused and ``job`` is held (see :meth:`held`). Raises Cancelled when the engine
-        stops or drains meanwhile: the job stays recorded and is taken up again at the next start."""
+        stops or drains meanwhile, and right before a POST (``posting``) once it does, paused or not:
+        a stopping daemon lets the prompts it sent finish and sends no new one. The job stays recorded
+        and is taken up again at the next start."""
         core = self.core
         with core.cond:
-            while self.held(job, posting=posting):
-                if core.stop.is_set() or core.draining.is_set():
+            while True:
+                held = self.held(job, posting=posting)
+                if (held or posting) and (core.stop.is_set() or core.draining.is_set()):
                     raise Cancelled(job.name)
+                if not held:
+                    return
                 core.cond.wait(1.0)
