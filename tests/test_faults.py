@@ -172,10 +172,10 @@ def test_comfyui_restarted_three_times_mid_run_loses_nothing(project: Path, comf
         for n in (5, 12, 20):
             wait_until(lambda: len(list((project / "inbox" / "done").glob("*.yaml"))) >= n
                        if (project / "inbox" / "done").exists() else False, timeout=60, message=f"{n} done")
-            # hold the next prompt to start in its ImageInvert node, so that each restart loses a running prompt
+            # hold the next prompt to reach its ImageInvert node, so that each restart loses a running prompt
+            # (counting prompts started raced with one that started between the two lines and was held)
             comfy.faults.node_delay("ImageInvert", 60)
-            started = len(comfy.executed_prompt_ids)
-            wait_until(lambda: len(comfy.executed_prompt_ids) > started, timeout=60, message="a prompt held mid-run")
+            wait_until(lambda: ("ImageInvert", 60) in comfy.held_nodes(), timeout=60, message="a prompt held mid-run")
             comfy.restart()
             comfy.faults.node_delay("ImageInvert", 0.1)
         wait_until(lambda: archived(project, names), timeout=120, message="all archived after restarts")

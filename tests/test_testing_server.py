@@ -28,6 +28,7 @@ import websocket
 
 from hotfolder.testing import ComfyTestServer
 from hotfolder.testing import png as pngmod
+from tests.conftest import wait_until
 
 TIMEOUT = 10.0
 
@@ -1241,13 +1242,16 @@ def test_fault_fail_node_and_node_delay(srv: ComfyTestServer, connect: Callable[
     began = time.monotonic()
     run(srv, client, basic_prompt(1))
     assert time.monotonic() - began >= 0.3
+    assert srv.held_nodes() == []
     srv.faults.node_delay("EmptyImage", 30)
     start = len(client.frames)
     pid = queue_prompt(srv, basic_prompt(2), client)
     client.wait_for(lambda f: is_type(f, "executing") and f["data"].get("node") == "1", start)
+    wait_until(lambda: srv.held_nodes() == [("EmptyImage", 30)], message="the node held by its delay")
     requests.post(srv.url + "/interrupt", json={"prompt_id": pid}, timeout=TIMEOUT)
     interrupted = next(f["data"] for f in client.wait_done(pid, start) if is_type(f, "execution_interrupted"))
     assert interrupted["node_type"] == "EmptyImage"
+    assert srv.held_nodes() == []  # an interrupt ends the wait
 
 
 def test_fault_prompt_time_makes_every_prompt_last_that_long(srv: ComfyTestServer, connect: Callable[..., WSClient]) -> None:

@@ -113,7 +113,7 @@ comfyui=None)``
 * ``requests``: every :class:`RecordedRequest` (``method``, ``path``, ``query``, ``json``, ``time``,
   ``headers``; dict-style access works too); ``clear_requests()``.
 * ``history()``, ``queue()``, ``executed_prompt_ids`` (start order, to spot duplicate submissions),
-  ``wait_idle(timeout=10)``.
+  ``held_nodes()`` (nodes waiting out a ``node_delay`` now, to catch a prompt mid-run), ``wait_idle(timeout=10)``.
 
 Faults (``srv.faults``, thread-safe, kept across ``restart()``)::
 

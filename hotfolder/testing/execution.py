@@ -19,6 +19,7 @@ captures message for message:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import struct
@@ -88,6 +89,9 @@ class ExecutionHost(Protocol):
 
     def node_delay(self, class_type: str) -> float:
         """Extra seconds every execution of ``class_type`` takes (fault injection)."""
+
+    def holding(self, class_type: str, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Marks a node of ``class_type`` waiting out a scripted delay of ``seconds`` while the block runs."""
 
     def prompt_time(self) -> float:
         """Seconds every prompt lasts at least, its nodes' work included (fault injection)."""
@@ -398,8 +402,11 @@ class PromptExecutor:
         raising it does not hold one longer."""
         clock = asyncio.get_running_loop().time
         started, delay = clock(), host.node_delay(class_type)
-        while (remaining := min(delay, host.node_delay(class_type)) - (clock() - started)) > 0:
-            await context.sleep(min(remaining, 0.05))
+        if delay <= 0:
+            return
+        with host.holding(class_type, delay):
+            while (remaining := min(delay, host.node_delay(class_type)) - (clock() - started)) > 0:
+                await context.sleep(min(remaining, 0.05))
 
     async def _wait_out_prompt_time(self, started: float) -> None:
         """Wait until the scripted prompt time (``pace``) has passed since ``started``; an interrupt ends it.

@@ -9,13 +9,14 @@ worker, which executes one prompt at a time in queue order (ComfyUI's ``prompt_w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ class Runtime:
         self._record = record  # every HTTP request, for ComfyTestServer.requests
         self._executed = executed  # each prompt id as it starts, for ComfyTestServer.executed_prompt_ids
         self.prompts = PromptQueue(cond, self.queue_updated)
+        self._cond = cond
+        self.held: list[tuple[str, float]] = []  # nodes waiting out a scripted delay (ComfyTestServer.held_nodes)
         self.executor = PromptExecutor(self, catalog, OutputCache())
         if profile.asset_ids:
             self.executor.enrich_ui = lambda ui: with_asset_ids(ui, dirs)
@@ -216,6 +219,17 @@ class Runtime:
 
     def node_delay(self, class_type: str) -> float:
         return self.faults.delay_for(class_type)
+
+    @contextlib.contextmanager
+    def holding(self, class_type: str, seconds: float) -> Iterator[None]:
+        entry = (class_type, seconds)
+        with self._cond:
+            self.held.append(entry)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held.remove(entry)
 
     def prompt_time(self) -> float:
         return self.faults.min_prompt_time()

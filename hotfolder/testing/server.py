@@ -239,6 +239,14 @@ class ComfyTestServer:
         with self._lock:
             return list(self._executed)
 
+    def held_nodes(self) -> list[tuple[str, float]]:
+        """(class_type, seconds) of each node now waiting out a scripted delay (``faults.node_delay``),
+        with the delay it started under: lowering the delay ends such a wait early, raising it does not
+        lengthen it, so a test that must catch a prompt mid-run waits for its node to show up here."""
+        with self._lock:
+            runtime = self._runtime
+            return list(runtime.held) if runtime is not None else []
+
     def history(self) -> dict[str, Any]:
         """A copy of the history, as ``GET /history`` returns it."""
         with self._lock:
