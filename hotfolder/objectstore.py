@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 import boto3.session
+import botocore.session
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -100,6 +101,24 @@ class _Attempt:
     hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
 
 
+_LOADER: list[Any] = []  # botocore's data loader, shared by the sessions of every store (see _new_session)
+_LOADER_LOCK = threading.Lock()
+
+
+def _new_session() -> boto3.session.Session:
+    """A boto3 session of its own (sessions are not thread-safe) that shares the process's botocore data loader:
+    S3's service model and endpoint rules are read and parsed once, not for every store (~0.1 CPU-s each)."""
+    core = botocore.session.get_session()
+    with _LOADER_LOCK:
+        if _LOADER:
+            core.register_component("data_loader", _LOADER[0])
+        session = boto3.session.Session(botocore_session=core)
+        loader = core.get_component("data_loader")
+        loader.search_paths[:] = dict.fromkeys(loader.search_paths)  # each boto3 session appends its data folder
+        _LOADER[:] = [loader]
+    return session
+
+
 def _client_config(retry_mode: str, max_attempts: int) -> Config:
     return Config(retries={"mode": retry_mode, "max_attempts": max_attempts}, connect_timeout=10, read_timeout=60,
                   user_agent_extra="hotfolder")
@@ -130,8 +149,7 @@ class ObjectStore:
         self.on_put = on_put
         self.on_bytes = on_bytes
         try:
-            session = boto3.session.Session()
-            self.client = session.client("s3", config=_client_config(retry_mode, max_attempts))
+            self.client = _new_session().client("s3", config=_client_config(retry_mode, max_attempts))
         except ProfileNotFound as err:
             raise ObjectStoreError(f"Cannot publish to {self.destination}: {redact_text(err)}.",
                                    hint="Set AWS_PROFILE to a profile in ~/.aws/config or ~/.aws/credentials, or unset it.",

@@ -22,7 +22,6 @@ process's user before anything is written into them; a symlink put in their plac
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import re
@@ -183,7 +182,7 @@ def _renameat2():
     global _libc
     if _libc is None:
         try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc = ctypes.CDLL(None, use_errno=True)  # the C library this process runs on (no ldconfig run)
             _libc.renameat2  # noqa: B018 - probe the symbol
         except (OSError, AttributeError):
             _libc = False

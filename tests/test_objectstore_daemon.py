@@ -22,7 +22,6 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 boto3 = pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
-pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 from hotfolder.comfy.client import Cancelled  # noqa: E402
 from hotfolder.config import load_settings  # noqa: E402
@@ -35,7 +34,7 @@ from hotfolder.stages.context import JobContext  # noqa: E402
 from hotfolder.testing import ComfyTestServer  # noqa: E402
 from tests.conftest import run_cli, wait_until  # noqa: E402
 from tests.test_faults import archived, kill  # noqa: E402
-from tests.test_objectstore import BUCKET, S3Server, free_port  # noqa: E402
+from tests.test_objectstore import BUCKET, S3Server, free_port  # noqa: E402 - skips the module without moto[server]
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -105,25 +105,24 @@ class PluginManager(pluggy.PluginManager):
             function = getattr(plugin, attr)
             hook_name = opts.get("specname") or attr
             spec = getattr(self.hook, hook_name, None)
-            located = _function_location(function)
             if spec is None or spec.spec is None:
                 continue  # reported by check_unknown_hooks() once everything is loaded
             if opts.get("wrapper") or opts.get("hookwrapper"):
                 if hook_name in ONE_BY_ONE_HOOKS:
                     raise PluginError(
-                        f"Plugin {label!r} ({located}) declares a wrapper for hook {hook_name!r}, which "
+                        f"Plugin {label!r} ({_function_location(function)}) declares a wrapper for hook {hook_name!r}, which "
                         "hotfolder calls one implementation at a time.",
                         hint="Drop wrapper=True/hookwrapper=True and implement the hook normally.",
-                        where={"plugin": label, "hook": hook_name, "file": located},
+                        where={"plugin": label, "hook": hook_name, "file": _function_location(function)},
                     )
             signature = inspect.signature(function)
             with_default = [p.name for p in signature.parameters.values() if p.default is not p.empty]
             if with_default:
                 raise PluginError(
-                    f"Plugin {label!r} ({located}) gives hook {hook_name!r} parameter(s) "
+                    f"Plugin {label!r} ({_function_location(function)}) gives hook {hook_name!r} parameter(s) "
                     f"{', '.join(map(repr, with_default))} a default value.",
                     hint="pluggy does not pass parameters that have defaults; remove the defaults.",
-                    where={"plugin": label, "hook": hook_name, "file": located},
+                    where={"plugin": label, "hook": hook_name, "file": _function_location(function)},
                 )
             allowed = spec.spec.argnames
             unknown = [
@@ -133,11 +132,11 @@ class PluginManager(pluggy.PluginManager):
             ]
             if unknown:
                 raise PluginError(
-                    f"Plugin {label!r} ({located}) implements hook {hook_name!r} with unknown "
+                    f"Plugin {label!r} ({_function_location(function)}) implements hook {hook_name!r} with unknown "
                     f"parameter(s) {', '.join(map(repr, unknown))}; the hook is "
                     f"{hook_signature(hook_name)}.",
                     hint="A hook implementation may take any of the hook's parameters, by name, and no others.",
-                    where={"plugin": label, "hook": hook_name, "file": located},
+                    where={"plugin": label, "hook": hook_name, "file": _function_location(function)},
                 )
 
     def check_unknown_hooks(self) -> None:
@@ -168,7 +167,7 @@ def hook_names(pm: pluggy.PluginManager) -> list[str]:
 def _spec_functions() -> list[tuple[str, Callable[..., Any]]]:
     marker = f"{hookspecs.PROJECT}_spec"
     found = [(name, obj) for name, obj in vars(hookspecs).items() if callable(obj) and hasattr(obj, marker)]
-    return sorted(found, key=lambda item: inspect.getsourcelines(item[1])[1])
+    return sorted(found, key=lambda item: item[1].__code__.co_firstlineno)
 
 
 def hook_signature(name: str) -> str:

@@ -44,7 +44,7 @@ import jinja2
 
 from hotfolder.errors import TemplateError
 from hotfolder.paths import display_name, fits
-from hotfolder.templates import convert, roles
+from hotfolder.templates import roles
 from hotfolder.templates.cache import compiler_for
 from hotfolder.templates.sidecar import ParamSpec, TemplateSidecar, decode_text, load_sidecar
 from hotfolder.templates.workflow import (
@@ -59,6 +59,7 @@ from hotfolder.templates.workflow import (
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from hotfolder.spec import JobSpec
+    from hotfolder.templates import convert
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +352,8 @@ def _converted(data: Any, name: str, sha256: str, object_info: ObjectInfoSource 
         if cached is not None:
             return cached
     if hooks is None:
+        from hotfolder.templates import convert  # noqa: PLC0415 - UI workflows only: spares every start its import
+
         result = convert.convert_if_ui(data, name, access)
     else:
         result = hooks.parse_workflow(data=data, name=name, object_info=access)
