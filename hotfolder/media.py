@@ -585,8 +585,7 @@ def _cleaned(f: MediaFacts) -> MediaFacts:
             setattr(f, field, None)
     for field in ("frame_rate", "duration"):
         value = getattr(f, field)
-        if not isinstance(value, float | int) or not math.isfinite(value) or not 0 < value < 1e9:
-            setattr(f, field, None)
-        else:
-            setattr(f, field, round(float(value), 6))
+        if isinstance(value, float | int) and math.isfinite(value):
+            value = round(float(value), 6)  # rounded first: a value under a millionth is as good as none
+        setattr(f, field, value if isinstance(value, float) and 0 < value < 1e9 else None)
     return f

@@ -295,6 +295,27 @@ def test_truncated_files_never_raise(samples: dict[str, bytes], tmp_path: Path,
     _probe_bounded(path, caplog)
 
 
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg makes the Matroska sample")
+@pytest.mark.parametrize(("at", "value"), [(283, 0), (351, 1)])
+def test_a_flipped_matroska_header_never_gives_a_zero_duration_or_frame_rate(
+        samples: dict[str, bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture, at: int, value: int) -> None:
+    """Found by test_flipped_bytes_never_raise: with these bytes of ffmpeg's vp9.mkv changed, the Duration
+    (283) or the frame time (351) became so small or so large that the value, rounded for the sidecar,
+    was 0.0. A value that rounds to nothing is unknown (None)."""
+    blob = bytearray(samples["vp9.mkv"])
+    blob[at] = value
+    path = tmp_path / "flipped.mkv"
+    path.write_bytes(bytes(blob))
+    _probe_bounded(path, caplog)
+
+
+def test_a_duration_or_frame_rate_that_rounds_to_nothing_is_unknown() -> None:
+    facts = media._cleaned(media.MediaFacts(kind="video", duration=4e-7, frame_rate=1e-9))
+    assert (facts.duration, facts.frame_rate) == (None, None)
+    facts = media._cleaned(media.MediaFacts(kind="video", duration=1.5, frame_rate=8.0))
+    assert (facts.duration, facts.frame_rate) == (1.5, 8.0)
+
+
 @settings(max_examples=_HUNT or 60)
 @given(data=st.data())
 def test_flipped_bytes_never_raise(samples: dict[str, bytes], tmp_path: Path,
