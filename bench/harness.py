@@ -332,6 +332,15 @@ def scenario_name(color: int) -> str:
     return f"b{color:08d}.json"
 
 
+def stage(inbox: Path, color: int, *, width: int = 8, prefix: str = "hfbench/invert", height: int = 8) -> tuple[Path, Path]:
+    """Write one scenario file under a hidden name (``.<name>.tmp``, which the daemon ignores) for a later
+    drop by rename; returns (where it is, where it goes)."""
+    name = scenario_name(color)
+    tmp = inbox / f".{name}.tmp"
+    tmp.write_bytes(scenario_bytes(color, width, prefix, height))
+    return tmp, inbox / name
+
+
 def drop(inbox: Path, color: int, *, how: str = "rename", width: int = 8, prefix: str = "hfbench/invert",
          height: int = 8) -> float:
     """Put one scenario file into ``inbox``; return ``time.time()`` once it is complete there.

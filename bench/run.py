@@ -71,6 +71,7 @@ from harness import (  # noqa: E402
     proc_cpu_seconds,
     scenario_bytes,
     scenario_name,
+    stage,
     wait_for,
 )
 
@@ -167,11 +168,15 @@ def _check(daemon: Daemon, project: Project) -> None:
 def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, prefix: str, how: str = "rename",
                   px: int = 8, timeout: float = 900.0, plugins: dict[str, str] | None = None,
                   interval: float = 0.02, warmups: int = 1, server_pids: tuple[int, ...] = (),
-                  **settings: Any) -> Batch:
+                  at_once: bool = False, **settings: Any) -> Batch:
     """A daemon on a fresh project (``plugins``: file name -> source for its plugins/ folder; ``settings``
     for its hotfolder.toml): ``warmups`` warm-up files, then ``colors`` dropped; wait until all are done, looking
-    every ``interval`` seconds (the times come from done/, so a longer one only saves the bench's CPU)."""
+    every ``interval`` seconds (the times come from done/, so a longer one only saves the bench's CPU).
+    ``at_once``: the batch is written under hidden names before the daemon starts and moved in by renames
+    one after the other (a prepared batch moved into the inbox), so that writing it does not take the
+    daemon's CPU while the clock runs."""
     project = Project(ctx.reaper.tempdir(tag), urls, **settings)
+    staged = [stage(project.inbox, c, width=px, prefix=prefix, height=px) for c in colors] if at_once else []
     for name, source in (plugins or {}).items():
         (project.root / "plugins" / name).write_text(source, encoding="utf-8")
     daemon = Daemon(ctx.reaper, project, profile_clock=ctx.args.profile_clock, profile=ctx.profile_path(tag))
@@ -187,7 +192,10 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         servers0 = sum(proc_cpu_seconds(pid) for pid in server_pids)
         drops: dict[int, float] = {}
         t0 = time.time()
-        for color in colors:
+        for color, (tmp, final) in zip(colors, staged, strict=False):
+            os.rename(tmp, final)
+            drops[color] = time.time()
+        for color in colors if not staged else ():
             drops[color] = drop(project.inbox, color, how=how, prefix=prefix, width=px, height=px)
         n = len(colors) + warmups
         wait_for(lambda: project.count(project.done) >= n, timeout, f"{len(colors)} jobs in hotfolder",
@@ -319,7 +327,7 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
             colors = ctx.colors(n)
             batch = run_hotfolder(ctx, f"pool-S{s}", server_urls, colors, prefix=f"hfbench/pool{s}",
                                   px=ctx.args.pool_px if t is None else 8, interval=0.25, warmups=2 * s,
-                                  server_pids=() if farm is None else (farm.proc.pid,))
+                                  server_pids=() if farm is None else (farm.proc.pid,), at_once=True)
             wanted = set(colors)
             per_server = [_history_spans(u, wanted) for u in server_urls]
         finally:
