@@ -159,6 +159,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
                    reload_settings=reload_settings)
         if signals.stop.is_set():
             notifier.stopping()
+            engine.stop_submitting()  # before anything that may take a while: no new prompt from here on
             board.set_state("stopping")
             writer.flush()
             intake.stop()

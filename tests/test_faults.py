@@ -295,6 +295,46 @@ def test_comfyui_restart_leaves_the_gpu_idle_well_under_lost_grace(project: Path
     assert idle <= 3.0, f"the restarted server sat idle {idle:.1f} s before it got its prompts back"
 
 
+def _daemon_state(project: Path) -> str | None:
+    for path in (project / "inbox" / ".hotfolder" / "status").glob("*.json"):
+        return str(json.loads(path.read_text()).get("state"))
+    return None
+
+
+def _job_states(project: Path) -> list[str]:
+    return [job.get("state") for path in (project / "inbox" / ".hotfolder").glob("*/*/job.json")
+            for job in json.loads(path.read_text()).get("jobs") or []]
+
+
+def test_a_post_to_retry_when_the_daemon_stops_is_not_sent_and_the_job_runs_once_after_a_restart(project: Path) -> None:
+    """SIGTERM while a job waits to send its POST again (the server went away): the server comes back
+    within stop_budget and the stopping daemon sends nothing; the job stays recorded and runs once later."""
+    comfy = ComfyTestServer(port=_free_port()).start()  # a fixed port: stop() and start() keep it
+    proc = daemon(project, comfy.url, extra_env={"HOTFOLDER_STATUS_INTERVAL": "0.2"})
+    try:
+        wait_until(lambda: _daemon_state(project) == "running", timeout=30, message="the daemon running")
+        comfy.stop()
+        drop(project, ["late.yaml"])
+        wait_until(lambda: _job_states(project) == ["submitting"], timeout=30, message="the POST tried and refused")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: _daemon_state(project) == "stopping", timeout=30, message="the daemon stopping")
+        comfy.start()
+        proc.wait(60)
+    finally:
+        kill(proc)
+    assert proc.returncode == 0
+    assert not [r for r in comfy.requests if r.method == "POST" and r.path == "/prompt"], "a stopping daemon sent a prompt"
+    assert _job_states(project) == ["submitting"]
+    proc = daemon(project, comfy.url)
+    try:
+        wait_until(lambda: archived(project, ["late.yaml"]), timeout=60, message="the job after the restart")
+    finally:
+        kill(proc, signal.SIGTERM)
+        comfy.stop()
+    audit(project, ["late.yaml"], comfy)
+    assert len(comfy.executed_prompt_ids) == 1
+
+
 class _Looks(threading.Event):
     """An event that counts the looks at it: ComfyClient.wait looks at its ``abort`` flag once per turn."""
 

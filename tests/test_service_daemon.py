@@ -171,7 +171,7 @@ def test_sigterm_sends_no_new_prompt_and_a_job_waiting_for_its_place_resumes_at_
     in-flight place (queue_depth 1) stays recorded, unsent, and runs after the restart."""
     (project / "templates" / "sleepy.json").write_text(json.dumps(SLEEPY))
     for i, name in enumerate(("first.yaml", "second.yaml")):
-        (project / "inbox" / name).write_text(f"template: sleepy\nparams: {{color: {i + 1}, seconds: 1.5}}\n")
+        (project / "inbox" / name).write_text(f"template: sleepy\nparams: {{color: {i + 1}, seconds: 3}}\n")
     posts = lambda: [r for r in comfy.requests if r.method == "POST" and r.path == "/prompt"]  # noqa: E731
     proc = start(project, comfy.url, {"HOTFOLDER_QUEUE_DEPTH": "1"})
     try:

@@ -99,11 +99,17 @@ class Engine:
             client.close()
         self._recovery.release_lease()
 
+    def stop_submitting(self) -> None:
+        """Start no job and send no prompt from now on (the first step of a stop; see :meth:`drain`)."""
+        with self._core.cond:
+            self._core.draining.set()
+            self._core.cancel_renders.set()  # a file still being read stays claimed for the next start
+            self._core.cond.notify_all()
+
     def drain(self, budget: float, tick: Callable[[], object] | None = None) -> bool:
         """Stop starting jobs and let the ones in flight finish for up to ``budget`` seconds (calling
         ``tick`` about once a second). Returns True if none is left running; the others stay recorded."""
-        self._core.draining.set()
-        self._core.cancel_renders.set()  # a file still being read stays claimed for the next start
+        self.stop_submitting()
         return self._scheduler.drain(budget, tick)
 
     # -- state -----------------------------------------------------------------------------------

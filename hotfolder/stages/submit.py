@@ -73,6 +73,8 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
     while True:
         try:
             client.wait_ws(ws_wait)
+            if before_post is not None:  # asked again right before each POST: the wait above, or a retry's,
+                before_post()            # may have outlasted a pause or a stop (the job stays "submitting")
             where = submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
             failpoints.hit("after_post")
             break
