@@ -192,11 +192,13 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         servers0 = sum(proc_cpu_seconds(pid) for pid in server_pids)
         drops: dict[int, float] = {}
         t0 = time.time()
-        for color, (tmp, final) in zip(colors, staged, strict=False):
-            os.rename(tmp, final)
-            drops[color] = time.time()
-        for color in colors if not staged else ():
-            drops[color] = drop(project.inbox, color, how=how, prefix=prefix, width=px, height=px)
+        if staged:
+            for color, (tmp, final) in zip(colors, staged, strict=True):
+                os.rename(tmp, final)
+                drops[color] = time.time()
+        else:
+            for color in colors:
+                drops[color] = drop(project.inbox, color, how=how, prefix=prefix, width=px, height=px)
         n = len(colors) + warmups
         wait_for(lambda: project.count(project.done) >= n, timeout, f"{len(colors)} jobs in hotfolder",
                  interval=interval, check=lambda: _check(daemon, project))
@@ -351,7 +353,9 @@ def _idle_parts(t0: float, per_server: list[list[tuple[float, float, str]]], sub
     """Where a server's idle time went, as means over the servers: before its first execution (from the
     first drop), between its executions, and after its last one until the farm's last execution ended.
     Of the time between executions, the part before the next prompt was posted is the daemon's doing
-    (the server had nothing queued); the rest is the server's own (it had the next prompt and paused)."""
+    (the server had nothing queued); the rest is the server's own (it had the next prompt and paused).
+    The sidecar's ``submitted`` is taken right before the POST: the POST's own time counts as the server's."""
+    per_server = [spans for spans in per_server if spans]
     last = max(e for spans in per_server for _, e, _ in spans)
     before, between, starved, after = [], [], [], []
     for spans in per_server:

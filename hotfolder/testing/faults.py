@@ -196,9 +196,10 @@ class Faults:
                 self._node_delays.pop(class_type, None)
 
     def prompt_time(self, seconds: float) -> None:
-        """Every prompt lasts at least ``seconds`` from its ``execution_start`` to its end, the nodes' own
-        work included: a GPU job of that length, whatever the stand-in nodes cost (0 removes it). The
-        wait comes after the last node; an interrupt ends it early."""
+        """Every prompt lasts ``seconds`` from its ``execution_start`` to its end (the first one at least
+        that long, later ones that long on average, within a few ms: the wait aims early by the lateness
+        of the waits before it), the nodes' own work included: a GPU job of that length, whatever the
+        stand-in nodes cost (0 removes it). The wait comes after the last node; an interrupt ends it early."""
         with self._lock:
             self._prompt_time = max(0.0, float(seconds))
 
