@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import calendar
 import contextlib
-import datetime
 import json
 import math
 import os
@@ -344,8 +343,7 @@ def _submitted(project: Project) -> dict[str, float]:
     for path in (project.root / "outbox").glob("*/*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             sidecar = json.loads(path.read_text(encoding="utf-8"))
-            stamp = sidecar["timestamps"]["submitted"].replace("Z", "+00:00")
-            out[sidecar["prompt_id"]] = datetime.datetime.fromisoformat(stamp).timestamp()
+            out[sidecar["prompt_id"]] = _parse_iso(sidecar["timestamps"]["submitted"])
     return out
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -295,10 +296,11 @@ def test_comfyui_restart_leaves_the_gpu_idle_well_under_lost_grace(project: Path
     assert idle <= 3.0, f"the restarted server sat idle {idle:.1f} s before it got its prompts back"
 
 
-def _daemon_state(project: Path) -> str | None:
+def _status(project: Path) -> dict[str, Any]:
+    """The daemon's status file (one daemon per project here), {} before it is written."""
     for path in (project / "inbox" / ".hotfolder" / "status").glob("*.json"):
-        return str(json.loads(path.read_text()).get("state"))
-    return None
+        return dict(json.loads(path.read_text()))
+    return {}
 
 
 def _job_states(project: Path) -> list[str]:
@@ -312,12 +314,12 @@ def test_a_post_to_retry_when_the_daemon_stops_is_not_sent_and_the_job_runs_once
     comfy = ComfyTestServer(port=_free_port()).start()  # a fixed port: stop() and start() keep it
     proc = daemon(project, comfy.url, extra_env={"HOTFOLDER_STATUS_INTERVAL": "0.2"})
     try:
-        wait_until(lambda: _daemon_state(project) == "running", timeout=30, message="the daemon running")
+        wait_until(lambda: _status(project).get("state") == "running", timeout=30, message="the daemon running")
         comfy.stop()
         drop(project, ["late.yaml"])
         wait_until(lambda: _job_states(project) == ["submitting"], timeout=30, message="the POST tried and refused")
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: _daemon_state(project) == "stopping", timeout=30, message="the daemon stopping")
+        wait_until(lambda: _status(project).get("state") == "stopping", timeout=30, message="the daemon stopping")
         comfy.start()
         proc.wait(60)
     finally:
@@ -386,7 +388,4 @@ def test_the_forgotten_flag_wakes_the_waiting_job_itself(project: Path, comfy: C
 
 
 def _server_seen_down(project: Path) -> bool:
-    for path in (project / "inbox" / ".hotfolder" / "status").glob("*.json"):
-        if any(s.get("up") is False for s in json.loads(path.read_text()).get("servers") or []):
-            return True
-    return False
+    return any(s.get("up") is False for s in _status(project).get("servers") or [])
