@@ -348,16 +348,11 @@ def drop(inbox: Path, color: int, *, how: str = "rename", width: int = 8, prefix
     ``rename``: written as ``.<name>.tmp`` then renamed (what producers do); ``close``: written in place,
     complete when closed (the close-after-write event).
     """
-    name = scenario_name(color)
-    data = scenario_bytes(color, width, prefix, height)
     if how == "rename":
-        tmp = inbox / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.rename(tmp, inbox / name)
+        os.rename(*stage(inbox, color, width=width, prefix=prefix, height=height))
         return time.time()
-    with open(inbox / name, "wb") as fh:
-        fh.write(data)
+    with open(inbox / scenario_name(color), "wb") as fh:
+        fh.write(scenario_bytes(color, width, prefix, height))
     return time.time()
 
 

@@ -153,7 +153,7 @@ class Settings:
     def staging_dir(self) -> Path:
         """Where a job's outputs are downloaded and post-processed before they are published: a hidden
         folder in a local outbox (one rename publishes), the outbox folder itself for object storage."""
-        return self.outbox if self.outbox_url else self.outbox / ".hotfolder-staging"
+        return self.destination().staging_dir
 
     @property
     def destination_names(self) -> tuple[str, ...]:

@@ -308,16 +308,17 @@ def _job_states(project: Path) -> list[str]:
             for job in json.loads(path.read_text()).get("jobs") or []]
 
 
-def test_a_post_to_retry_when_the_daemon_stops_is_not_sent_and_the_job_runs_once_after_a_restart(project: Path) -> None:
-    """SIGTERM while a job waits to send its POST again (the server went away): the server comes back
-    within stop_budget and the stopping daemon sends nothing; the job stays recorded and runs once later."""
+def test_a_job_waiting_to_post_when_the_daemon_stops_sends_nothing_and_runs_once_after_a_restart(project: Path) -> None:
+    """SIGTERM while a job is "submitting" but its server is away (it waits for the WebSocket before its
+    POST, or for the server to answer before the POST again): the server comes back within stop_budget and
+    the stopping daemon sends nothing; the job stays recorded and runs once after a restart."""
     comfy = ComfyTestServer(port=_free_port()).start()  # a fixed port: stop() and start() keep it
     proc = daemon(project, comfy.url, extra_env={"HOTFOLDER_STATUS_INTERVAL": "0.2"})
     try:
         wait_until(lambda: _status(project).get("state") == "running", timeout=30, message="the daemon running")
         comfy.stop()
         drop(project, ["late.yaml"])
-        wait_until(lambda: _job_states(project) == ["submitting"], timeout=30, message="the POST tried and refused")
+        wait_until(lambda: _job_states(project) == ["submitting"], timeout=30, message="the job submitting to a server that is away")
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: _status(project).get("state") == "stopping", timeout=30, message="the daemon stopping")
         comfy.start()

@@ -307,6 +307,10 @@ def test_a_flipped_matroska_header_never_gives_a_zero_duration_or_frame_rate(
     path = tmp_path / "flipped.mkv"
     path.write_bytes(bytes(blob))
     _probe_bounded(path, caplog)
+    (tmp_path / "whole.mkv").write_bytes(samples["vp9.mkv"])
+    whole, flipped = probe(tmp_path / "whole.mkv"), probe(path)
+    if (flipped.duration, flipped.frame_rate) == (whole.duration, whole.frame_rate):
+        pytest.skip("this ffmpeg lays vp9.mkv out differently: the byte holds neither Duration nor frame time")
 
 
 def test_a_duration_or_frame_rate_that_rounds_to_nothing_is_unknown() -> None:

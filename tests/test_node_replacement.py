@@ -247,7 +247,7 @@ def test_an_answer_over_max_response_size_counts_as_none(server_04x: ComfyTestSe
 
 
 def test_a_scenario_field_on_an_input_the_replacement_drops_is_reported(server_04x: ComfyTestServer) -> None:
-    info = requests.get(server_04x.url + "/object_info", timeout=TIMEOUT).json()
+    info = object_info_of(server_04x.url)
     workflow = copy.deepcopy(LONGER_EDGE)
     workflow["2"]["inputs"]["crop"] = True  # set by a scenario field; ImageScaleToMaxDimension gets no "crop"
     replacements = parse_node_replacements(ANSWER)

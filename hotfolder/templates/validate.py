@@ -266,20 +266,21 @@ class _Validator:
         ``apply_replacements`` does (the new class, only the mapped inputs, links from them renumbered).
         A mapped input the node lacks (ComfyUI fails with HTTP 500) and a scenario field setting an input
         the replacement drops are reported."""
-        links: dict[str, list[tuple[str, str, Any]]] = {}
-        for node_id, node in self.workflow.items():
-            if not isinstance(node, Mapping) or not isinstance(node.get("inputs"), Mapping):
-                continue
+        nodes = [(node_id, node) for node_id, node in self.workflow.items()
+                 if isinstance(node, Mapping) and isinstance(node.get("inputs"), Mapping)]
+        for node_id, node in nodes if self.replacements else ():
             class_type = node.get("class_type")
             replacement = self.replacements.get(class_type) if isinstance(class_type, str) else None
             if (replacement is not None and not isinstance(self.info.get(class_type), Mapping)  # type: ignore[arg-type]
                     and isinstance(self.info.get(replacement.new_class), Mapping)):
                 self.replaced[node_id] = replacement
+        if not self.replaced:
+            return  # the usual case: the links are mapped only when a node is replaced
+        links: dict[str, list[tuple[str, str, Any]]] = {}
+        for node_id, node in nodes:
             for name, value in node["inputs"].items():
                 if _comfy_link(value):
                     links.setdefault(value[0], []).append((node_id, name, value[1]))
-        if not self.replaced:
-            return
         workflow = dict(self.workflow)
         for node_id, replacement in self.replaced.items():
             for target, name, slot in links.get(node_id, []) if replacement.outputs is not None else []:
