@@ -156,6 +156,11 @@ class Settings:
         return self.destination().staging_dir
 
     @property
+    def local_destinations(self) -> tuple[Outbox, ...]:
+        """The ``[destinations]`` that are folders on this machine (outboxes too: made, checked, guarded)."""
+        return tuple(d for d in self.destinations if not d.url)
+
+    @property
     def destination_names(self) -> tuple[str, ...]:
         """The names a scenario's ``destination:`` may give: ``outbox``, then those of ``[destinations]``."""
         return (DEFAULT, *(d.name for d in self.destinations))

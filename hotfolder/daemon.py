@@ -50,7 +50,7 @@ def ensure_folders(settings: Settings) -> None:
     ``inbox/.hotfolder`` otherwise stops the start (UnsafeFolder); ``done/`` or ``failed/`` is logged,
     and files wait in their job folders until it is fixed. One that cannot be made now (a read-only or
     full inbox) is made when first needed; the daemon starts and says why its intake waits."""
-    outboxes = (settings.outbox, *(d.folder for d in settings.destinations if not d.url))
+    outboxes = (settings.outbox, *(d.folder for d in settings.local_destinations))
     for folder in (settings.inbox, *outboxes, settings.state_dir, settings.done_dir, settings.failed_dir):
         try:
             if folder == settings.inbox or folder in outboxes:

@@ -97,7 +97,7 @@ def render_unit(
     group = group or user
     stop_timeout = math.ceil(stop_budget) + STOP_MARGIN
     folders = _unique([settings.inbox, settings.outbox, settings.templates])
-    destinations = [d.folder for d in settings.destinations if not d.url]
+    destinations = [d.folder for d in settings.local_destinations]
     writable = _outermost([settings.inbox, settings.outbox, *destinations, *write_paths])
     readable = [*folders, settings.plugins, *([config] if config else []), Path(argv[0])]
     home = [p for p in readable + writable if _under_home(p)]

@@ -38,7 +38,7 @@ class Core:
         self.counts = {"published": 0, "failed": 0, "files_done": 0, "files_failed": 0}
         # A full or read-only inbox or outbox pauses intake (see hotfolder.fsguard). What a fault cut off on
         # the intake side stays on disk and is taken up again, like after a crash, once it recovers.
-        local = [d for d in settings.destinations if not d.url]  # [destinations] folders: outboxes too
+        local = settings.local_destinations
         self.guard = fsguard.Guard({"inbox": settings.inbox, "outbox": settings.outbox,
                                     **{f"destination {d.name}": d.folder for d in local}},
                                    own=[settings.state_dir, settings.staging_dir, *(d.staging_dir for d in local)])
