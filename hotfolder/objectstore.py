@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import boto3.session
 import botocore.session
-from boto3.exceptions import S3UploadFailedError
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -131,7 +131,7 @@ class ObjectStore:
     ``retry_mode``/``max_attempts`` go to botocore's retry config (it retries throttling, 5xx and dropped
     connections with backoff); what it gives up on while the store is away is retried here, with backoff,
     until ``deadline`` seconds have passed since the publish began. ``transfer`` sets boto3's managed
-    transfer (multipart above 8 MiB, files streamed from disk). ``on_put(key)`` is called after each object
+    transfer, the one way a file goes up or comes down (multipart above 8 MiB, files streamed from disk). ``on_put(key)`` is called after each object
     is written, ``on_bytes(key, n)`` as a file's bytes go out (logging, progress, tests).
     """
 
@@ -143,7 +143,8 @@ class ObjectStore:
         self.deadline = deadline
         # use_threads=False: parts go up one after another in the output worker's own thread. s3transfer's
         # pool threads are joined at interpreter exit, so a store that hangs held the daemon's stop past
-        # stop_budget; the output workers already publish several jobs side by side.
+        # stop_budget; and a pool refuses work once the interpreter shuts down, when a contact sheet may still be
+        # going up after `hotfolder process`. The output workers already publish several jobs side by side.
         self.transfer = transfer or TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB,
                                                    use_threads=False)
         self.on_put = on_put
@@ -211,10 +212,9 @@ class ObjectStore:
         return Published(self._url(folder), folder, tuple(uploaded), tuple(kept))
 
     def _send(self, staging: Path, folder: str, listing: dict[str, _Remote], files: list[str], job_key: str,
-              attempt: _Attempt, name: str, *, keep: bool = True, direct: bool = False) -> tuple[list[str], list[str]]:
+              attempt: _Attempt, name: str, *, keep: bool = True) -> tuple[list[str], list[str]]:
         """Upload ``files`` into ``folder`` in order, keeping (with ``keep``) those already there intact,
-        and delete what an earlier try left there that is no longer among them; return (uploaded, kept).
-        ``direct``: one PUT per file on this thread, not boto3's managed transfer (see :meth:`upload_folder`)."""
+        and delete what an earlier try left there that is no longer among them; return (uploaded, kept)."""
         uploaded, kept = [], []
         for rel in files:
             key = self.destination.key(folder, rel)
@@ -225,7 +225,7 @@ class ObjectStore:
                     and self._meta(key, remote, name).get(META_SHA) == digest):
                 kept.append(rel)
                 continue
-            self._upload(path, key, digest, job_key, job=name, direct=direct)
+            self._upload(path, key, digest, job_key, job=name)
             uploaded.append(rel)
         wanted = {self.destination.key(folder, rel) for rel in files}
         for key in sorted(set(listing) - wanted):  # left by an earlier try with other files: ours (see _claim)
@@ -238,17 +238,15 @@ class ObjectStore:
                       stop: threading.Event | None = None) -> Published:
         """Upload every file of ``staging`` as ``<prefix>/<name>/...`` (``name-N`` when ``name`` holds another's
         objects), ``last`` (a file in it, such as ``index.html``) after all the others. ``owner`` marks the
-        objects as a job's key does, so a try cut off is resumed in the same folder; errors as :meth:`publish`.
-        For small files: each goes up in one PUT on the calling thread, without the managed transfer's thread
-        pool, which refuses work once the interpreter shuts down (a sheet finishing after ``hotfolder process``)."""
+        objects as a job's key does, so a try cut off is resumed in the same folder; errors as :meth:`publish`."""
         files = [rel for rel in sorted(_walk(staging)) if rel != last] + [_relative(last)]
         attempt = _Attempt()
 
         def once() -> Published:
             folder, listing, _ = self._claim(name, files, owner)
-            uploaded, kept = self._send(staging, folder, listing, files[:-1], owner, attempt, name, direct=True)
+            uploaded, kept = self._send(staging, folder, listing, files[:-1], owner, attempt, name)
             # ``last`` is never kept: the first _send removed an earlier try's copy, it is written last, again
-            self._send(staging, folder, {}, files[-1:], owner, attempt, name, keep=False, direct=True)
+            self._send(staging, folder, {}, files[-1:], owner, attempt, name, keep=False)
             return Published(self._url(folder), folder, (*uploaded, last), tuple(kept))
         return self._retrying(once, job=name, stop=stop)
 
@@ -265,16 +263,12 @@ class ObjectStore:
             Bucket=self.destination.bucket, Key=key)["Body"].read(limit)), job=folder, stop=stop)
 
     def download(self, folder: str, name: str, path: Path, *, stop: threading.Event | None = None) -> None:
-        """``<prefix>/<folder>/<name>`` into the file ``path``, streamed on the calling thread."""
+        """``<prefix>/<folder>/<name>`` into the file ``path``: boto3's managed download (on the calling thread,
+        written beside ``path`` and renamed, a body cut off read again)."""
         key = self.destination.key(folder, _relative(name))
-
-        def fetch() -> None:
-            body = self.client.get_object(Bucket=self.destination.bucket, Key=key)["Body"]
-            with open(path, "wb") as out:
-                while chunk := body.read(MiB):
-                    out.write(chunk)
         try:
-            self._retrying(lambda: self._call("read", key, folder, fetch), job=folder, stop=stop)
+            self._retrying(lambda: self._call("read", key, folder, lambda: self.client.download_file(
+                self.destination.bucket, key, str(path), Config=self.transfer)), job=folder, stop=stop)
         except OSError as err:
             raise filesystem_error(err, path=path, doing="write", where={"key": key}) from None
 
@@ -326,16 +320,12 @@ class ObjectStore:
             return None
         return data.get("job_key") if isinstance(data, dict) else None
 
-    def _upload(self, path: Path, key: str, digest: str, job_key: str, *, job: str, direct: bool = False) -> None:
+    def _upload(self, path: Path, key: str, digest: str, job_key: str, *, job: str) -> None:
         extra = {"Metadata": {META_JOB: quote(job_key, safe=""), META_SHA: digest},
                  "ContentType": mimetypes.guess_type(path.name)[0] or "application/octet-stream"}
         callback = (lambda n: self.on_bytes(key, n)) if self.on_bytes else None  # type: ignore[misc]
-
-        def put() -> None:
-            with open(path, "rb") as body:
-                self.client.put_object(Bucket=self.destination.bucket, Key=key, Body=body, **extra)
         try:
-            self._call("write", key, job, put if direct else lambda: self.client.upload_file(
+            self._call("write", key, job, lambda: self.client.upload_file(
                 str(path), self.destination.bucket, key, ExtraArgs=extra, Config=self.transfer, Callback=callback))
         except OSError as err:
             raise filesystem_error(err, path=path, doing="read", where={"job": job}) from None
@@ -416,7 +406,7 @@ class ObjectStore:
         for n in count():
             try:
                 return run()
-            except (BotoConnectionError, HTTPClientError, ClientError) as err:
+            except (BotoConnectionError, HTTPClientError, ClientError, RetriesExceededError) as err:
                 left = until - time.monotonic()
                 if left > 0 and waiter.wait(min(0.25 * 2 ** n, 5.0, left)):
                     raise self._error("publish to", self.destination.key(job), job,
@@ -475,4 +465,6 @@ def _relative(name: str) -> str:
 def _brief(err: BaseException) -> str:
     if isinstance(err, ClientError):
         return str(err.response.get("Error", {}).get("Code") or err)
+    if isinstance(err, RetriesExceededError):  # a managed download's body cut off on every try
+        return redact_text(err.last_exception)
     return redact_text(err)
