@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import boto3.session
@@ -44,10 +44,14 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from hotfolder import failpoints
 from hotfolder.destination import SCHEME, Destination
 from hotfolder.errors import OutputError, filesystem_error
 from hotfolder.record import json_bytes
 from hotfolder.redact import redact_text, redact_url
+
+if TYPE_CHECKING:
+    from hotfolder.config import Settings
 
 MiB = 1024 * 1024
 META_JOB = "hotfolder-job"  # x-amz-meta-hotfolder-job: the job key (URL-quoted), who wrote the object
@@ -332,6 +336,7 @@ class ObjectStore:
         self._put_done(key)
 
     def _put_done(self, key: str) -> None:
+        failpoints.hit("mid_upload")  # an object is in the store, the job's sidecar maybe not yet
         if self.on_put is not None:
             self.on_put(key)
 
@@ -425,21 +430,31 @@ class ObjectStore:
 
 
 class ObjectStores:
-    """One :class:`ObjectStore` (one client) per destination URL, made on first use; thread-safe."""
+    """One :class:`ObjectStore` (one client) per destination URL and options, made on first use; thread-safe."""
 
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._stores: dict[str, ObjectStore] = {}
+    def __init__(self) -> None:
+        self._stores: dict[tuple[Any, ...], ObjectStore] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> ObjectStore:
-        """The store for ``url`` (``s3://bucket/prefix``)."""
+    def get(self, url: str, **options: Any) -> ObjectStore:
+        """The store for ``url`` (``s3://bucket/prefix``) made with ``options`` (those of :class:`ObjectStore`)."""
         destination = Destination.parse(url)
+        key = (str(destination), *sorted(options.items()))
         with self._lock:
-            store = self._stores.get(str(destination))
+            store = self._stores.get(key)
             if store is None:
-                store = self._stores[str(destination)] = ObjectStore(destination, **self._options)
+                store = self._stores[key] = ObjectStore(destination, **options)
             return store
+
+
+_STORES = ObjectStores()
+
+
+def store_for(settings: Settings, url: str) -> ObjectStore:
+    """The process's one store (one boto3 client) for ``url`` with the settings' S3 options, shared by the job
+    threads that publish and the contact sheet's thread."""
+    return _STORES.get(url, retry_mode=settings.s3_retry_mode, max_attempts=settings.s3_max_attempts,
+                       deadline=settings.s3_deadline)
 
 
 def _folders(name: str) -> Iterable[str]:

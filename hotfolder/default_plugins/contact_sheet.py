@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from hotfolder import media
 from hotfolder.default_plugins import gallery, sheet_store
-from hotfolder.default_plugins.sheet_layout import VISUAL, Entry, Plan, plan
+from hotfolder.default_plugins.sheet_layout import (
+    MAX_SIDECAR,
+    VISUAL,
+    Entry,
+    Plan,
+    number,
+    output_name,
+    plan,
+    sheet_entries,
+)
 from hotfolder.destination import Outbox, is_store_url
 from hotfolder.hookspecs import hookimpl
 from hotfolder.paths import rename_noreplace, safe_filename, unique_name
@@ -46,7 +55,6 @@ CELL = 256  #: the box each image is fitted into, pixels
 PAD = 8
 FONT_SIZE = 14
 MAX_LABEL_LINES = 4
-MAX_SIDECAR = 16 * 1024 * 1024
 SHEET_NAME = "contact-sheet.png"
 
 
@@ -111,7 +119,7 @@ def _single_job(outbox: Path, published: tuple[str, ...]) -> bool:
             os.close(fd)
     except (OSError, ValueError):
         return False
-    return isinstance(sidecar, dict) and _int(sidecar.get("jobs_in_file")) <= 1
+    return isinstance(sidecar, dict) and number(sidecar, "jobs_in_file") <= 1
 
 
 _pending: deque[tuple[str, Callable[[], Any]]] = deque()
@@ -172,8 +180,8 @@ def wait_idle(timeout: float = 60.0) -> bool:
 def make_sheet(file: str, published: tuple[str, ...] | list[str], outbox: Path) -> Path | None:
     """Write the sheet folder of batch ``file`` from its ``published`` job folders; return it, or None
     when there is nothing to show (a single-job file, no readable sidecar)."""
-    entries = collect(outbox, published)
-    if not entries or max(_jobs_in_file(e) for e in entries) <= 1:
+    entries = sheet_entries(collect(outbox, published))
+    if not entries:
         return None
     plan_ = plan(entries)
     stem = safe_filename(Path(file).stem or file, fallback="batch")
@@ -211,14 +219,6 @@ def build(file: str, entries: list[Entry], folder: Path, plan_: Plan | None = No
                                        encoding="utf-8")
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _jobs_in_file(entry: Entry) -> int:
-    return _int(entry.sidecar.get("jobs_in_file"))
-
-
 def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]:
     """The entries of the published job folders that are direct children of ``outbox`` with a readable
     sidecar; outputs whose names are not a plain file in the folder are left out."""
@@ -239,15 +239,14 @@ def collect(outbox: Path, published: tuple[str, ...] | list[str]) -> list[Entry]
             continue
         if isinstance(sidecar, dict):
             entries.append(Entry(folder.name, folder, sidecar, _outputs(folder, sidecar)))
-    entries.sort(key=lambda e: _int(e.sidecar.get("job_index")))
     return entries
 
 
 def _outputs(folder: Path, sidecar: dict[str, Any]) -> list[tuple[str, str]]:
     found = []
     for item in sidecar.get("outputs") or ():
-        name = item.get("file") if isinstance(item, dict) else None
-        if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name:
+        name = output_name(item)
+        if name is None:
             continue
         path = folder / name
         if path.is_symlink() or not path.is_file():

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MAX_COLUMNS = 8  # of a wrapped grid
 VISUAL = ("image", "animation")
+MAX_SIDECAR = 16 * 1024 * 1024  # a larger sidecar is not read
 
 
 @dataclass
@@ -43,6 +45,27 @@ class Entry:
                 if kind in kinds:
                     return name, kind
         return None
+
+
+def number(sidecar: dict[str, Any], key: str) -> int:
+    """A sidecar's count (``job_index``, ``jobs_in_file``); 0 when it is missing or not an integer."""
+    value = sidecar.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def sheet_entries(entries: list[Entry]) -> list[Entry]:
+    """The entries a sheet shows: in their file's order (``job_index``); none when the file gave one job."""
+    if not entries or max(number(e.sidecar, "jobs_in_file") for e in entries) <= 1:
+        return []
+    return sorted(entries, key=lambda e: number(e.sidecar, "job_index"))
+
+
+def output_name(item: Any) -> str | None:
+    """The file of one of a sidecar's ``outputs`` when it is a plain name in the job's folder, else None."""
+    name = item.get("file") if isinstance(item, dict) else None
+    if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name:
+        return None
+    return name
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotfolder import media
-from hotfolder.default_plugins.sheet_layout import VISUAL, Entry
+from hotfolder.default_plugins.sheet_layout import MAX_SIDECAR, VISUAL, Entry, output_name, sheet_entries
 from hotfolder.destination import SCHEME, Outbox
 from hotfolder.paths import safe_filename
 
@@ -32,23 +32,6 @@ if TYPE_CHECKING:
     from hotfolder.objectstore import ObjectStore
 
 logger = logging.getLogger("hotfolder.contact_sheet")
-
-MAX_SIDECAR = 16 * 1024 * 1024
-_stores: dict[tuple[Any, ...], ObjectStore] = {}
-_lock = threading.Lock()
-
-
-def store_for(settings: Settings, url: str) -> ObjectStore:
-    """One store (one boto3 client) per destination URL and retry options, for the sheet thread."""
-    from hotfolder.objectstore import ObjectStore  # noqa: PLC0415 - boto3 (the s3 extra) only for object storage
-
-    key = (url, settings.s3_retry_mode, settings.s3_max_attempts, settings.s3_deadline)
-    with _lock:
-        if key not in _stores:
-            _stores[key] = ObjectStore(url, retry_mode=settings.s3_retry_mode, max_attempts=settings.s3_max_attempts,
-                                       deadline=settings.s3_deadline)
-        return _stores[key]
-
 
 def job_folder(outbox: Outbox, url: str) -> str | None:
     """The job folder's name when ``url`` (``s3://bucket/prefix/<name>/``) is one directly under ``outbox``."""
@@ -64,13 +47,16 @@ def make_sheet(file: str, published: tuple[str, ...], outbox: Outbox, settings: 
     """Make batch ``file``'s sheet from its ``published`` job URLs in ``outbox`` and upload it; return its URL,
     or None when there is nothing to show. ``build(file, entries, folder)`` draws the sheet and the page;
     ``owner`` (the file's job id) marks the uploaded objects."""
+    from hotfolder.objectstore import store_for  # noqa: PLC0415 - boto3 (the s3 extra) only for object storage
+
     store = store_for(settings, outbox.url)
     work = outbox.folder / f"sheet-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        entries = collect(store, [name for url in published if (name := job_folder(outbox, url))], work / "jobs")
-        if not entries or max(_int(e.sidecar.get("jobs_in_file")) for e in entries) <= 1:
+        entries = sheet_entries(collect(store, [name for url in published if (name := job_folder(outbox, url))],
+                                        work / "jobs"))
+        if not entries:
             return None
         sheet = work / "sheet"
         sheet.mkdir()
@@ -104,7 +90,6 @@ def collect(store: ObjectStore, folders: list[str], work: Path) -> list[Entry]:
         entry = Entry(folder, local, sidecar, _outputs(sidecar, held))
         _fetch_picture(store, entry)
         entries.append(entry)
-    entries.sort(key=lambda e: _int(e.sidecar.get("job_index")))
     return entries
 
 
@@ -113,8 +98,8 @@ def _outputs(sidecar: dict[str, Any], held: dict[str, int]) -> list[tuple[str, s
     else guessed from the name."""
     found = []
     for item in sidecar.get("outputs") or ():
-        name = item.get("file") if isinstance(item, dict) else None
-        if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name or name not in held:
+        name = output_name(item)
+        if name is None or name not in held:
             continue
         facts = item.get("media")
         kind = facts.get("kind") if isinstance(facts, dict) else None
@@ -138,6 +123,3 @@ def _fetch_picture(store: ObjectStore, entry: Entry) -> None:
         return
     entry.outputs = [(name, kind if name == picture[0] else was) for name, was in entry.outputs]
 
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0

@@ -12,40 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hotfolder import documents, failpoints, plugins
 from hotfolder.comfy.client import Cancelled, ComfyClient
-from hotfolder.config import Settings
 from hotfolder.errors import OutputError
-from hotfolder.objectstore import ObjectStore, ObjectStoreUnavailable, Published
+from hotfolder.objectstore import ObjectStoreUnavailable, Published, store_for
 from hotfolder.stages.context import JobContext
 
 T = TypeVar("T")
-_stores: dict[tuple[str, str, int, float], ObjectStore] = {}
-_lock = threading.Lock()
 RETRY_PAUSE = 1.0  # seconds between publishes while the store is away (each retries for s3_deadline itself)
-
-
-def store_for(settings: Settings, url: str | None = None) -> ObjectStore:
-    """The one store (one boto3 client, shared by the job threads) for ``url`` (the outbox's when None) and
-    the settings' options."""
-    url = url or settings.outbox_url
-    key = (url, settings.s3_retry_mode, settings.s3_max_attempts, settings.s3_deadline)
-    with _lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = ObjectStore(url, retry_mode=settings.s3_retry_mode,
-                                               max_attempts=settings.s3_max_attempts, deadline=settings.s3_deadline,
-                                               on_put=_written)
-        return store
-
-
-def _written(key: str) -> None:
-    failpoints.hit("mid_upload")  # an object is in the store, the job's sidecar maybe not yet
 
 
 def publish_remote(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any], staging: Path, key: str,
@@ -54,7 +32,7 @@ def publish_remote(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any
     None); return its ``s3://`` URL. ``fresh``: downloaded by this process just now, so nothing of it can
     be in the store yet."""
     job, record = ctx.job, ctx.record
-    store = store_for(ctx.settings, url)
+    store = store_for(ctx.settings, url or ctx.settings.outbox_url)
     staged = os.path.isdir(staging)
     found = None if fresh else _waiting(ctx, lambda: store.find(job.name, key, stop=ctx.stop))
     if found is None:
