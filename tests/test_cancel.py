@@ -84,6 +84,18 @@ def two_on_the_server(project: Path, server: ComfyTestServer, name: str, *,
         engine.stop()
 
 
+def stopping(server: ComfyTestServer, prompt_id: str, *, was_running: bool) -> list[tuple[str, Any]]:
+    """:func:`expected_cancel` without the delete from the queue (one cancel sends one for all its prompts)."""
+    return [call for call in expected_cancel(server, prompt_id, was_running=was_running) if call[0] != "/queue"]
+
+
+def one_delete(calls: list[tuple[str, Any]], prompt_ids: set[str]) -> None:
+    """``calls`` hold one ``/queue`` delete, of exactly ``prompt_ids``: a cancel of several prompts on one
+    server takes them off its queue in one request."""
+    deletes = [body["delete"] for path, body in calls if path == "/queue"]
+    assert len(deletes) == 1 and sorted(deletes[0]) == sorted(prompt_ids), calls
+
+
 def no_bare_interrupt(server: ComfyTestServer) -> None:
     for path, body in cancel_calls(server):
         if path == "/interrupt":
@@ -210,16 +222,15 @@ def test_ctrl_c_in_process_cancels_its_prompts_and_a_second_exits_at_once(projec
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, out
-    # the waiting prompt may have started once the running one was interrupted: then it is interrupted too
-    # and each job first takes the other's prompt off the queue (a delete that finds it gone does nothing)
+    # both prompts leave the queue in one delete before either is stopped; the stops may include the
+    # waiting prompt's own (the jobs API's cancel, or an interrupt if it started before the delete)
     calls = cancel_calls(server)
-    peer_deletes = {str(("/queue", {"delete": [i]})) for i in ids.values()}
-    stops = [c for c in map(str, calls) if c not in peer_deletes]
+    one_delete(calls, set(ids.values()))
+    stops = [str(c) for c in calls if c[0] != "/queue"]
     assert len(stops) == len(set(stops)), calls
-    assert {str(c) for c in expected_cancel(server, ids[run], was_running=True)
-            + expected_cancel(server, ids[wait], was_running=False)} <= set(map(str, calls)), out
-    allowed = {str(c) for i in ids.values() for c in expected_cancel(server, i, was_running=True)} | peer_deletes
-    assert set(map(str, calls)) <= allowed, calls
+    assert {str(c) for c in stopping(server, ids[run], was_running=True)
+            + stopping(server, ids[wait], was_running=False)} <= set(stops), out
+    assert set(stops) <= {str(c) for i in ids.values() for c in stopping(server, i, was_running=True)}, calls
     no_bare_interrupt(server)
     assert server.wait_idle(10)
     history = server.history()
@@ -260,8 +271,34 @@ def test_cancelling_a_file_takes_its_queued_prompt_off_before_stopping_its_runni
         first_stop = next(i for i, (path, _) in enumerate(calls) if path == stopped)
         assert any(path == "/queue" and wait in body["delete"] for path, body in calls[:first_stop]), calls
         assert engine.wait_idle(60)
+    one_delete(cancel_calls(server), {run, wait})  # not one per job, nor one per job for each other job
     no_bare_interrupt(server)
     assert wait not in server.executed_prompt_ids  # never started
+    assert published(project) == []
+
+
+def test_cancelling_a_file_on_two_servers_sends_each_one_delete_of_its_own_prompts(
+        project: Path, server: ComfyTestServer) -> None:
+    with ComfyTestServer(comfyui=server.profile.name) as other:
+        servers = (server, other)
+        for each in servers:
+            each.faults.node_delay("ImageInvert", 30)
+        (project / "inbox" / "quad.yaml").write_text("repeat: 4\nparams: {width: 8}\n")
+        engine = Engine(make_settings(project, server.url, servers=[server.url, other.url], queue_depth=2))
+        engine.start()
+        try:
+            engine.accept(project / "inbox" / "quad.yaml")
+            ids = [set(wait_until(lambda each=each: len(q := queued(each)) == 2 and q,
+                                  message="two prompts on each server").values()) for each in servers]
+            for each in servers:
+                each.clear_requests()
+            assert len(engine.cancel("quad.yaml", "by the test")) == 4
+            assert engine.wait_idle(60)
+        finally:
+            engine.stop()
+        for each, prompt_ids in zip(servers, ids, strict=True):
+            one_delete(cancel_calls(each), prompt_ids)  # its own prompts only, in one request
+            no_bare_interrupt(each)
     assert published(project) == []
 
 

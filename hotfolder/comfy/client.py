@@ -92,6 +92,23 @@ class PromptWatch:
         self.current_node = None
 
 
+class Dequeue:
+    """The prompts one cancel takes off one server: a single ``POST /queue {"delete": [ids]}``, sent by the
+    first of their jobs to cancel; the others wait for it before stopping their own prompt."""
+
+    def __init__(self, prompt_ids: tuple[str, ...]) -> None:
+        self.prompt_ids = prompt_ids
+        self._lock = threading.Lock()
+        self._sent = False
+
+    def send(self, http: ComfyHTTP) -> None:
+        """The delete, unless it was sent (one that failed is sent again by the next job)."""
+        with self._lock:
+            if not self._sent:
+                http.delete_pending(*self.prompt_ids)
+                self._sent = True
+
+
 @dataclass
 class PromptResult:
     """The outcome of a finished prompt, from its history entry."""
@@ -330,19 +347,21 @@ class ComfyClient:
             found[prompt_id] = ServerJob("pending", position)
         return found
 
-    def cancel(self, prompt_id: str, *, first: tuple[str, ...] = ()) -> str:
+    def cancel(self, prompt_id: str, *, together: Dequeue | None = None) -> str:
         """Take our prompt off the server, and only ours: the jobs API's cancel when the server has it,
         else ``/queue {"delete": [id]}`` and, if it is running then, ``/interrupt {"prompt_id": id}``
         (which ComfyUI ignores when another prompt runs; a bare ``/interrupt`` would stop whatever runs).
-        ``first``: prompts cancelled with it, taken off the queue before it is stopped, so that none of
-        them starts in the moment the server moves on. Returns how, for the log."""
-        peers = tuple(p for p in first if p != prompt_id)
-        if peers:
-            self.http.delete_pending(*peers)
-        if self.jobs_api():
+        ``together``: the prompts on this server cancelled with it (itself among them), all taken off the
+        queue in one delete before any is stopped, so that none of them starts in the moment the server
+        moves on. Returns how, for the log."""
+        if together is None or prompt_id not in together.prompt_ids:
+            together = Dequeue((prompt_id,))
+        jobs_api = self.jobs_api()
+        if len(together.prompt_ids) > 1 or not jobs_api:
+            together.send(self.http)  # a pending prompt is gone now, it cannot start any more
+        if jobs_api:
             self.http.cancel_job(prompt_id)
             return "POST /api/jobs/{id}/cancel"
-        self.http.delete_pending(prompt_id)  # a pending prompt is gone now, it cannot start any more
         if prompt_id not in self.http.queue_ids()[0]:
             return "POST /queue delete"
         self.http.interrupt(prompt_id)

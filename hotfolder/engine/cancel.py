@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import PurePath
 
+from hotfolder.comfy.client import Dequeue
 from hotfolder.engine.core import Core, logger
 from hotfolder.record import FileRecord, JobState
 from hotfolder.stages.context import CancelFlag
@@ -65,10 +66,15 @@ class Cancels:
             whole = name is None or name in file_names(record)
             unparsed |= whole and not record.jobs
             due += [(record, job) for job in list(record.jobs) if not job.finished and (whole or job.name == name)]
-        # every prompt of the request is known before any job acts on it: the job whose prompt runs takes
-        # the others off the queue before stopping its own, so that the server starts none of them
-        peers = tuple(job.prompt_id for _, job in due if job.prompt_id)
-        hits = [f"{record.input_name} {job.name}" for record, job in due if self.flag(record, job).set(reason, peers)]
+        # every prompt of the request is known before any job acts on it: per server, the first of its jobs
+        # takes all of them off the queue in one request, before any stops its own, so the server starts none
+        on_server: dict[str, list[str]] = {}
+        for _, job in due:
+            if job.prompt_id and job.server:
+                on_server.setdefault(job.server, []).append(job.prompt_id)
+        together = {server: Dequeue(tuple(ids)) for server, ids in on_server.items()}
+        hits = [f"{record.input_name} {job.name}" for record, job in due
+                if self.flag(record, job).set(reason, together.get(job.server or ""))]
         if name is not None and (not hits or unparsed):
             with core.cond:
                 self._waiting.append((name, reason, time.monotonic() + WAIT_SECONDS))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotfolder.comfy.client import Cancelled, ComfyClient
+from hotfolder.comfy.client import Cancelled, ComfyClient, Dequeue
 from hotfolder.config import Settings
 from hotfolder.destination import Outbox
 from hotfolder.errors import JobCancelled, OutputError
@@ -26,14 +26,14 @@ class CancelFlag:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason = ""
-        #: the prompts of the other jobs cancelled with this one (taken off the queue before it is stopped)
-        self.peers: tuple[str, ...] = ()
+        #: the prompts cancelled with this one on its server (taken off the queue before it is stopped)
+        self.together: Dequeue | None = None
 
-    def set(self, reason: str, peers: tuple[str, ...] = ()) -> bool:
+    def set(self, reason: str, together: Dequeue | None = None) -> bool:
         """Cancel with ``reason``; False if it already was (the first reason stays)."""
         if self.event.is_set():
             return False
-        self.reason, self.peers = reason, peers
+        self.reason, self.together = reason, together
         self.event.set()
         return True
 

@@ -98,7 +98,7 @@ def cancel_on_server(ctx: JobContext, client: ComfyClient) -> None:
     that does not answer is logged (the prompt may still run there; nothing of it is published)."""
     prompt_id = ctx.job.prompt_id or ""
     try:
-        how = client.cancel(prompt_id, first=ctx.cancel.peers)
+        how = client.cancel(prompt_id, together=ctx.cancel.together)
     except ServerError as err:
         ctx.log.warning("could not cancel prompt %s on %s: %s", prompt_id, client.display_url, err.message)
         return
