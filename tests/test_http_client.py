@@ -4,6 +4,7 @@ each seen through a real relay or proxy on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
 import struct
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from hotfolder.comfy.http import ComfyHTTP, loads_answer
+from hotfolder.comfy.http import ComfyHTTP, has_lone_surrogate, loads_answer
 from hotfolder.errors import OutcomeUnknown, PromptRejected, ServerUnavailable
 from hotfolder.testing import ComfyTestServer
 
@@ -299,3 +302,44 @@ def test_https_is_tunnelled_through_the_proxy_and_still_verified(proxy: _Proxy, 
 ])
 def test_a_server_answer_never_keeps_a_lone_surrogate(content: bytes | str, expected: object) -> None:
     assert loads_answer(content) == expected
+
+
+@pytest.mark.parametrize(("content", "lone"), [
+    (b'{"name": "\\ud83d\\ude00 Save", "k": ["\\uD83D\\uDE00"]}', False),  # escaped pairs (an emoji)
+    ('{"name": "\U0001f600", "x": "\\u00e9\\n\\\\"}', False),  # a decoded emoji, other escapes
+    (b'["\\ud83d"]', True),  # a high half alone
+    (b'["\\ud83dx\\ude00"]', True),  # two halves apart
+    (b'["\\ud800\\ud83d\\ude00"]', True),  # a high half before a pair
+    (b'["\\ude00"]', True),  # a low half alone
+    (b'["\\\\ud83d\\ude00"]', True),  # an escaped backslash and the text ud83d, then a low half alone
+    (b'["\\\\ud800"]', False),  # an escaped backslash, then text
+    (b'["\xed\xa0\xbd\xed\xb8\x80"]', True),  # raw UTF-8 halves, even of a pair (decoded apart)
+    ('["\ud83d\ude00"]', True),  # code points: a str never pairs them
+])
+def test_the_surrogate_check_finds_lone_halves_and_passes_pairs(content: bytes | str, lone: bool) -> None:
+    assert has_lone_surrogate(content) is lone
+
+
+def _lone_in(data: object) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+PIECES = st.sampled_from(["a", "u", "d83d", "\\", "\"", "\n", "\u00e9", "\ud83d", "\ude00", "\ud800",
+                          "\udfff", "\udbff\udc00", "\U0001f600", "\\ud83d"])
+
+
+@example(texts=["\\ud83d\ude00"], ascii_only=True, as_bytes=True)  # an escaped backslash, then a lone low half
+@example(texts=["\ud83d\ude00"], ascii_only=True, as_bytes=False)  # an escaped pair: an emoji
+@given(texts=st.lists(st.lists(PIECES, max_size=8).map("".join), max_size=4), ascii_only=st.booleans(),
+       as_bytes=st.booleans())
+def test_the_surrogate_check_is_exact(texts: list[str], ascii_only: bool, as_bytes: bool) -> None:
+    """Escaped (ensure_ascii) or raw, text or bytes: a lone surrogate is found exactly when one decodes."""
+    text = json.dumps(texts, ensure_ascii=ascii_only)
+    content: bytes | str = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    data = json.loads(content)
+    assert has_lone_surrogate(content) is _lone_in(data), content
+    assert not _lone_in(loads_answer(content))

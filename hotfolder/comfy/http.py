@@ -77,30 +77,31 @@ class Response:
         return loads_answer(self.content)
 
 
-# A lone surrogate can come as an escape (``"\\ud800"``) or, as json.loads decodes bytes with
-# "surrogatepass", as its raw UTF-8 form (ED A0..BF ..): where neither appears, none can be in the answer.
-_MAYBE_SURROGATE: dict[type, re.Pattern[Any]] = {bytes: re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]"),
-                                                 str: re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")}
+# A lone surrogate can come as an escape (a high half not followed by a low one, or a low half alone:
+# ``"\\ud800"``) or, as json.loads decodes bytes with "surrogatepass", raw (its UTF-8 form ED A0..BF ..;
+# in text, the code point, which a str never pairs). An escaped pair (an emoji, ``"\\ud83d\\ude00"``) is no
+# lone one. _ESCAPES reads the escapes from the start, as JSON does (every backslash of valid JSON begins an
+# escape), so an escaped backslash followed by ``ud800`` is no escape; it matches up to the first lone one.
+_ESCAPES = (r"(?:[^\\]++|\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u(?![dD][89a-fA-F])|[^u]))*+"
+            r"\\u[dD][89a-fA-F]")
+_LONE_ESCAPE: dict[type, re.Pattern[Any]] = {bytes: re.compile(_ESCAPES.encode()), str: re.compile(_ESCAPES)}
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_RAW_SURROGATE: dict[type, re.Pattern[Any]] = {bytes: re.compile(rb"\xed[\xa0-\xbf]"), str: _LONE_SURROGATE}
 
 
 def loads_answer(content: bytes | str) -> Any:
     """A server's JSON answer. A lone surrogate in it (``"\\ud800"``, which UTF-8 cannot carry into a file
     name, log line or sidecar) becomes U+FFFD; pairs are kept. Raises ``ValueError``."""
     data = json.loads(content)
-    if _MAYBE_SURROGATE[type(content)].search(content) and _has_lone_surrogate(data):
+    if has_lone_surrogate(content):
         data = _mend(data)
     return data
 
 
-def _has_lone_surrogate(data: Any) -> bool:
-    """Exactly whether ``data`` holds a lone surrogate, at the C encoder's speed (a catalogue whose
-    display names hold emoji pairs is not walked in Python): UTF-8 cannot encode one."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+def has_lone_surrogate(content: bytes | str) -> bool:
+    """Whether the JSON text ``content`` (valid JSON) decodes to a string holding a lone surrogate."""
+    kind = type(content)
+    return bool(_LONE_ESCAPE[kind].match(content) or _RAW_SURROGATE[kind].search(content))
 
 
 def _mend(value: Any) -> Any:
