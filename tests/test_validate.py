@@ -14,7 +14,7 @@ from hotfolder.comfy.object_info import ObjectInfoCache, StopAfterNone
 from hotfolder.errors import TemplateError
 from hotfolder.spec import JobSpec
 from hotfolder.templates import load, render
-from hotfolder.templates.nodes import combo_options, models_in, models_used, types_match
+from hotfolder.templates.nodes import combo_options, is_link, models_in, models_used, types_match
 from hotfolder.templates.params import scenario_fields
 from hotfolder.templates.problems import Problem, ValidationError
 from hotfolder.templates.validate import validate_with_refresh, validate_workflow
@@ -248,6 +248,12 @@ def test_int_link_id_suggests_the_string_id() -> None:
     workflow = txt2img()
     workflow["3"]["inputs"]["model"] = [4, 0]
     assert validate_workflow(workflow, OBJECT_INFO)[0].suggestions == (["4", 0],)
+
+
+def test_a_link_is_what_comfyui_follows_as_one() -> None:
+    # ComfyUI's comfy_execution/graph_utils.py is_link: [str, int or float]; an int node id is a literal there
+    assert all(is_link(value) for value in (["4", 0], ["4", 1.0], ["4", True]))
+    assert not any(is_link(value) for value in ([4, 0], ["4", "0"], ["4", 0, 1], ("4", 0), "4", None))
 
 
 def test_any_type_and_combo_outputs_match() -> None:

@@ -52,7 +52,7 @@ from typing import Any
 from hotfolder.errors import TemplateError
 from hotfolder.plugin_api import Conversion
 from hotfolder.templates.nodes import input_spec
-from hotfolder.templates.subgraph import flatten_subgraphs
+from hotfolder.templates.subgraph import UILink, flatten_subgraphs, parse_ui_link
 from hotfolder.templates.widgets import (
     CONTROL_VALUES,
     Mismatch,
@@ -129,16 +129,6 @@ def convert_ui_workflow(ui: Mapping[str, Any], object_info: Mapping[str, Any], *
 
 
 @dataclass(frozen=True)
-class _Link:
-    id: Any
-    origin: str
-    origin_slot: int
-    target: str
-    target_slot: int
-    type: Any
-
-
-@dataclass(frozen=True)
 class _Value:
     """A literal value reaching an input (from a PrimitiveNode)."""
 
@@ -159,7 +149,7 @@ class _Converter:
         self.info = object_info
         self.name = name
         self.nodes: dict[str, Mapping[str, Any]] = {}
-        self.links: dict[Any, _Link] = {}
+        self.links: dict[Any, UILink] = {}
         self.result = Conversion(workflow={})
 
     # ---- errors
@@ -237,13 +227,13 @@ class _Converter:
         if not isinstance(raw_links, list):
             raise self._error("'links' is not a list", "The file is damaged; save the workflow again from ComfyUI.")
         for raw in raw_links:
-            link = _parse_link(raw)
-            if link is None:
+            parsed = parse_ui_link(raw)
+            if parsed is None:
                 raise self._error(
                     f"link {raw!r} is not [id, from_node, from_slot, to_node, to_slot, type]",
                     "The file is damaged; save the workflow again from ComfyUI.",
                 )
-            self.links[link.id] = link
+            self.links[parsed[0]] = parsed[1]
 
     def _refuse_unsupported(self) -> None:
         extra = self.ui.get("extra")
@@ -400,7 +390,7 @@ class _Converter:
                 input=_socket_name(socket),
                 construct="broken link",
             )
-        origin = self.nodes.get(link.origin)
+        origin = self.nodes.get(str(link.origin))
         if origin is None:
             raise self._error(
                 f"input {_socket_name(socket)!r} of {self._label(node)} is linked to node {link.origin}, "
@@ -449,26 +439,6 @@ class _Converter:
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _parse_link(raw: Any) -> _Link | None:
-    try:
-        if isinstance(raw, Mapping):
-            return _Link(
-                raw["id"], str(raw["origin_id"]), int(raw["origin_slot"]), str(raw["target_id"]),
-                int(raw["target_slot"]), raw.get("type"),
-            )  # fmt: skip
-        if isinstance(raw, list) and len(raw) >= 5:
-            return _Link(raw[0], str(raw[1]), int(raw[2]), str(raw[3]), int(raw[4]), raw[5] if len(raw) > 5 else None)
-    except (KeyError, TypeError, ValueError):
-        return None
-    return None
-
-
-
-
-
-
 
 
 def _bypass_slot(node: Mapping[str, Any], slot: int, wanted: Any) -> int:

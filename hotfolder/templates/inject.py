@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hotfolder.errors import AddressError
+from hotfolder.templates.nodes import is_link
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def set_input(workflow: dict[str, Any], address: str, value: Any, *, where: dict
             hint="The workflow is malformed; export it again with 'Save (API Format)'.",
             where={**base, "address": address, "node": node_id, "input": input_name},
         )
-    if _is_link(inputs.get(input_name)):
+    if is_link(inputs.get(input_name)):
         logger.debug(
             "Address %r replaces the link %r on node %r with a literal value",
             address,
@@ -242,13 +243,3 @@ def _listing(nodes: list[dict[str, Any]]) -> str:
     if len(nodes) > MAX_LISTED:
         shown += f", and {len(nodes) - MAX_LISTED} more"
     return shown
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )

@@ -2,7 +2,7 @@
 
 The helpers the validator (:mod:`hotfolder.templates.validate`) and the UI converter
 (:mod:`hotfolder.templates.convert`) share, and ComfyUI's rule for which output may feed which input
-(:func:`types_match`). A class's entry is ``{"input": {"required": {...}, "optional": {...},
+(:func:`types_match`), and its test for a link in an API workflow (:func:`is_link`). A class's entry is ``{"input": {"required": {...}, "optional": {...},
 "hidden": {...}}, "input_order": {...}, "output": [...], "output_node": bool, ...}`` (PROTOCOL.md §2).
 
 Newer servers (V3 nodes, docs/comfy-protocol/AFTER-0.3.64-evidence.md §5-§7) add two kinds of input
@@ -270,6 +270,13 @@ def models_in(object_info: Mapping[str, Any]) -> dict[str, list[str]]:
         if found:
             out[folder] = names
     return out
+
+
+def is_link(value: Any) -> bool:
+    """Whether an input value of an API workflow is a link to another node's output, as ComfyUI's
+    ``comfy_execution/graph_utils.py: is_link`` decides (ComfyUI@3414f484; its execution graph follows
+    exactly these): a list of two, a node id (str) and an output slot (int or float; a bool is an int too)."""
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], (int, float))
 
 
 def models_used(workflow: Mapping[str, Any]) -> dict[str, set[str]]:

@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotfolder.templates.nodes import is_link
+
 __all__ = ["ROLES", "ROLE_INPUTS", "RoleMap", "find_roles"]
 
 #: Every role :func:`find_roles` knows, in a stable order.
@@ -111,7 +113,7 @@ class _RoleFinder:
 
     def link(self, node_id: str, name: str) -> str | None:
         value: Any = self.inputs(node_id).get(name)
-        if _is_link(value) and str(value[0]) in self.nodes:
+        if is_link(value) and str(value[0]) in self.nodes:
             return str(value[0])
         return None
 
@@ -121,13 +123,13 @@ class _RoleFinder:
         if name not in inputs:
             return None
         value = inputs[name]
-        if not _is_link(value):
+        if not is_link(value):
             return f"{node_id}.{name}"
         source = self.link(node_id, name)
         if source is None or depth > _MAX_DEPTH:
             return None
-        literals = [k for k, v in self.inputs(source).items() if not _is_link(v)]
-        links = [k for k, v in self.inputs(source).items() if _is_link(v)]
+        literals = [k for k, v in self.inputs(source).items() if not is_link(v)]
+        links = [k for k, v in self.inputs(source).items() if is_link(v)]
         if len(literals) == 1 and not links:
             return f"{source}.{literals[0]}"  # a primitive: PrimitiveInt.value, a "Seed" node, ...
         if not literals and len(links) == 1:
@@ -152,7 +154,7 @@ class _RoleFinder:
             f"{node_id}.image"
             for node_id in self.ids
             if self.nodes[node_id].get("class_type") == "LoadImage" and "image" in self.inputs(node_id)
-            and not _is_link(self.inputs(node_id)["image"])
+            and not is_link(self.inputs(node_id)["image"])
         ]  # fmt: skip
         self._decide("image", images, "no LoadImage node")
         ordered = {role: self.result.roles[role] for role in ROLES if role in self.result.roles}
@@ -225,7 +227,7 @@ class _RoleFinder:
                     found.append(address)
                     continue
             for name in sorted(inputs, reverse=True):
-                if name == other or not _is_link(inputs[name]):
+                if name == other or not is_link(inputs[name]):
                     continue
                 if name == polarity or name.startswith("cond"):
                     source = self.link(node_id, name)
@@ -280,14 +282,6 @@ class _RoleFinder:
         return self.inputs(node_id).get(name)
 
 
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], (str, int))
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
 
 
 def _is_text(value: Any) -> bool:

@@ -98,7 +98,9 @@ def flatten_subgraphs(ui: Mapping[str, Any], *, name: str = "workflow") -> dict[
 
 
 @dataclass(frozen=True)
-class _Link:
+class UILink:
+    """A link of a UI-format workflow (the frontend's ``links``): from an output slot to an input slot."""
+
     origin: Any
     origin_slot: int
     target: Any
@@ -116,7 +118,7 @@ class _Scope:
     instance: Mapping[str, Any] | None  # the instance node (in ``parent``) this graph is inside
     definition: Mapping[str, Any] | None
     nodes: dict[str, Mapping[str, Any]] = field(default_factory=dict)
-    links: dict[Any, _Link] = field(default_factory=dict)
+    links: dict[Any, UILink] = field(default_factory=dict)
 
     def flat_id(self, node_id: Any) -> Any:
         """The frontend's execution id of a node of this graph (top-level ids stay as they are)."""
@@ -177,7 +179,7 @@ class _Flattener:
             if isinstance(node, Mapping) and "id" in node:
                 scope.nodes[str(node["id"])] = node
         for raw in scope.graph.get("links") or []:
-            parsed = _parse_link(raw)
+            parsed = parse_ui_link(raw)
             if parsed is not None:
                 scope.links[parsed[0]] = parsed[1]
 
@@ -265,7 +267,7 @@ class _Flattener:
 
     # ---- following links
 
-    def _resolve(self, scope: _Scope, link: _Link, depth: int) -> _From | _Constant | None:
+    def _resolve(self, scope: _Scope, link: UILink, depth: int) -> _From | _Constant | None:
         """What the output end of ``link`` (a link of ``scope``) really is in the flat graph."""
         if depth > 4 * MAX_DEPTH:
             raise self._error(
@@ -333,14 +335,16 @@ def _subgraph_name(definition: Mapping[str, Any] | None) -> str:
     return str(definition.get("name") or definition.get("id"))
 
 
-def _parse_link(raw: Any) -> tuple[Any, _Link] | None:
+def parse_ui_link(raw: Any) -> tuple[Any, UILink] | None:
+    """A UI-format link, ``[id, origin, origin_slot, target, target_slot, type]`` or the same as an object
+    (``{"id", "origin_id", ...}``, in subgraph definitions), as (id, link); None when it is neither."""
     try:
         if isinstance(raw, Mapping):
-            return raw["id"], _Link(
+            return raw["id"], UILink(
                 raw["origin_id"], int(raw["origin_slot"]), raw["target_id"], int(raw["target_slot"]), raw.get("type")
             )
         if isinstance(raw, list) and len(raw) >= 5:
-            return raw[0], _Link(raw[1], int(raw[2]), raw[3], int(raw[4]), raw[5] if len(raw) > 5 else None)
+            return raw[0], UILink(raw[1], int(raw[2]), raw[3], int(raw[4]), raw[5] if len(raw) > 5 else None)
     except (KeyError, TypeError, ValueError):
         return None
     return None
@@ -365,7 +369,7 @@ def _widget_inputs(definition: Mapping[str, Any]) -> list[int]:
     nodes = {str(n.get("id")): n for n in definition.get("nodes") or [] if isinstance(n, Mapping)}
     slots: set[int] = set()
     for raw in definition.get("links") or []:
-        parsed = _parse_link(raw)
+        parsed = parse_ui_link(raw)
         if parsed is None or not _same_id(parsed[1].origin, INPUT_NODE):
             continue
         link = parsed[1]

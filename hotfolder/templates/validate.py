@@ -63,6 +63,7 @@ from hotfolder.templates.nodes import (
     dynamic_keys,
     expanded_inputs,
     is_file_choice,
+    is_link,
     types_match,
 )
 from hotfolder.templates.problems import (
@@ -279,7 +280,7 @@ class _Validator:
         links: dict[str, list[tuple[str, str, Any]]] = {}
         for node_id, node in nodes:
             for name, value in node["inputs"].items():
-                if _comfy_link(value):
+                if is_link(value):
                     links.setdefault(value[0], []).append((node_id, name, value[1]))
         workflow = dict(self.workflow)
         for node_id, replacement in self.replaced.items():
@@ -567,11 +568,6 @@ def _plain_type(kind: str) -> bool:
 
 def _plain(value: Any) -> Any:
     return value["__value__"] if isinstance(value, Mapping) and "__value__" in value else value
-
-
-def _comfy_link(value: Any) -> bool:
-    """A link as ComfyUI's ``graph_utils.is_link`` sees one: ``[str, int or float]``."""
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], (int, float))
 
 
 def _link_target(value: Any) -> str | None:
