@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hotfolder.comfy.object_info import ObjectInfoCache
 from hotfolder.engine.core import Core
 from hotfolder.engine.routing import Router
 from hotfolder.engine.scheduler import Scheduler
@@ -100,10 +101,14 @@ def test_a_workflow_is_checked_once_per_distinct_catalogue(project: Path, comfy:
         checked: list[object] = []
         real = validate.validate_with_refresh  # what routing runs per server
         monkeypatch.setattr(validate, "validate_with_refresh", lambda *a, **kw: checked.append(a) or real(*a, **kw))
+        reads: list[object] = []
+        get = ObjectInfoCache.get
+        monkeypatch.setattr(ObjectInfoCache, "get", lambda self, **kw: reads.append(self) or get(self, **kw))
         chosen = [router.pick(JobState(index=i, name=f"j{i}"), WORKFLOW).name for i in range(4)]
         assert other.url not in chosen, "a server without the model was chosen"
         assert set(chosen) == {router.clients[1].name, router.clients[2].name}
         assert len(checked) == 2 * 4, f"{len(checked)} checks for 4 jobs on 2 distinct catalogues"
+        assert len(reads) == 3 * 4, f"{len(reads)} reads of the /object_info caches for 4 jobs on 3 servers"
         other.set_models("checkpoints", ["tiny_sd15_random.safetensors"])  # it gets the model ...
         router.object_info[router.clients[0].name].invalidate()  # ... and its /object_info is read again
         chosen = [router.pick(JobState(index=i, name=f"k{i}"), WORKFLOW).name for i in range(3)]

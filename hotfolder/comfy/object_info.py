@@ -173,6 +173,12 @@ class ObjectInfoCache:
             self._invalid = True
             self._next_try = None
 
+    def get_with_digest(self) -> tuple[Mapping[str, Any], str | None]:
+        """:meth:`get` and the digest of that very copy (None if another fetch replaced it meanwhile)."""
+        data = self.get()
+        with self._lock:
+            return data, (self._digest if self._data is data else None)
+
     def get(self, *, refresh: bool = False) -> Mapping[str, Any]:
         """The server's ``/object_info``: cached if fresh enough, else fetched (``refresh=True`` forces it)."""
         if refresh:

@@ -195,13 +195,12 @@ class Router:
         for client in candidates:
             cache = self.object_info[client.name]
             try:
-                cache.get()  # fetched if stale, as validation would (what it raises: see below)
-                digest = cache.digest
+                info, digest = cache.get_with_digest()  # fetched if stale (what it raises: see below)
                 if digest in passed:
                     capable.append(client)
                     continue
                 problems = validate.validate_with_refresh(cache, workflow, scenario_fields=fields, known_files=known,
-                                                          log=log)
+                                                          log=log, info=info)
             except HotfolderError:
                 capable.append(client)
                 continue

@@ -617,6 +617,7 @@ def validate_with_refresh(
     known_files: Collection[str] = (),
     warnings: bool = False,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    info: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
     """:func:`validate_workflow` against ``cache``'s server, re-checking once with a fresh copy when needed.
 
@@ -625,9 +626,9 @@ def validate_with_refresh(
     ``cache.min_refresh_interval`` seconds old, the copy is refreshed and the workflow checked again.
     A failed refresh keeps the first result. What ``cache.get()`` raises is passed on. Nodes the server
     replaces on submit (``cache.replacements()``) are checked as replaced; when the workflow passes,
-    one info line on ``log`` names them.
+    one info line on ``log`` names them. ``info``: the copy the caller already read from ``cache``.
     """
-    info = cache.get()
+    info = cache.get() if info is None else info
     problems, replaced = _check(workflow, info, scenario_fields, known_files, warnings, cache.replacements())
     if any(p.severity == ERROR and p.kind in STALE_KINDS for p in problems):
         age = cache.age()
