@@ -6,7 +6,6 @@ videos."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -25,6 +24,7 @@ from hotfolder.events import Archived
 from hotfolder.paths import safe_filename
 from hotfolder.stages.parse import sanitize_job_name
 from hotfolder.testing import ComfyTestServer
+from tests._gallery import parse, sheet_data
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,10 +45,7 @@ def _process(project: Path, url: str, name: str, env: dict[str, str] | None = No
 
 
 def _sheet_data(folder: Path) -> dict[str, Any]:
-    html = (folder / "index.html").read_text(encoding="utf-8")
-    found = re.search(r'<script type="application/json" id="sheet-data">(.*?)</script>', html, re.S)
-    assert found, html[:2000]
-    return json.loads(found.group(1))
+    return sheet_data((folder / "index.html").read_text(encoding="utf-8"))
 
 
 def _sidecar(project: Path, job: str) -> dict[str, Any]:
@@ -394,42 +391,10 @@ def test_any_names_and_values_stay_text_and_links_point_at_their_own_files(
                                           [(output, "image")]))
     plan = sheet_layout.plan(entries)
     page = gallery.page("a</script>.csv", entries, plan, None, None)
-    parsed = _Links()
-    parsed.feed(page)
+    parsed = parse(page)
     assert parsed.scripts == 2 and parsed.strong == [e.name for e in entries]
-    data = json.loads(re.search(r'id="sheet-data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    data = sheet_data(page)
     assert [job["job"] for job in data["jobs"]] == [e.name for e in entries]
     expected = {("..", e.name, e.outputs[0][0]) for e in entries} | {("..", e.name, e.name + ".json") for e in entries}
     assert {tuple(unquote(part) for part in link.split("/")) for link in parsed.links} == expected
     assert all(value in parsed.values for _, _, value in jobs)
-
-
-class _Links(HTMLParser):
-    """The links, <script> count, job names (<strong>) and <dd> values of a page."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.links: list[str] = []
-        self.scripts = 0
-        self.strong: list[str] = []
-        self.values: list[str] = []
-        self._in: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        for key in ("href", "src"):
-            if found.get(key):
-                self.links.append(found[key] or "")
-        self.scripts += tag == "script"
-        self._in = tag if tag in ("strong", "dd") else None
-        if tag in ("strong", "dd"):
-            (self.strong if tag == "strong" else self.values).append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in = None
-
-    def handle_data(self, data: str) -> None:
-        if self._in == "strong":
-            self.strong[-1] += data
-        elif self._in == "dd":
-            self.values[-1] += data

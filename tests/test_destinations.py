@@ -10,13 +10,10 @@ each batch's contact sheet and gallery landing beside its job folders, in the bu
 from __future__ import annotations
 
 import json
-import posixpath
-import re
 import signal
-from html.parser import HTMLParser
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 
@@ -139,54 +136,23 @@ def test_check_reports_every_destination(project: Path, comfy: ComfyTestServer) 
 
 boto3 = pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
 
+from tests._gallery import resolved_links, sheet_data  # noqa: E402
+from tests._s3 import Store, running_store  # noqa: E402 - skips the module without moto[server]
 from tests.test_contact_sheet import CHROMIUM, _Images, _load_in_chromium  # noqa: E402
 from tests.test_faults import archived, kill  # noqa: E402
-from tests.test_objectstore_daemon import Store, daemon, drop, environment, no_secret  # noqa: E402 - skips the module without moto[server]
+from tests.test_objectstore_daemon import daemon, drop, environment, no_secret  # noqa: E402
 
 MATRIX = "params: {width: 8, height: 8}\nmatrix:\n  width: [8, 16, 24]\n  height: [8, 16]\n"  # 6 jobs
 
 
 @pytest.fixture
-def two_buckets(tmp_path: Path) -> Any:
-    server = Store(tmp_path / "moto-recording.jsonl")
-    server.buckets = ("renders", "review")
-    server.start()
-    yield server
-    server.kill()
+def two_buckets(tmp_path: Path) -> Iterator[Store]:
+    with running_store(tmp_path, ("renders", "review")) as server:
+        yield server
 
 
 def bucket(store: Store, name: str) -> dict[str, bytes]:
-    client = boto3.client("s3", endpoint_url=store.url, region_name="us-east-1", aws_access_key_id="test",
-                          aws_secret_access_key="test")
-    out = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for item in page.get("Contents") or ():
-            out[item["Key"]] = client.get_object(Bucket=name, Key=item["Key"])["Body"].read()
-    return out
-
-
-class Links(HTMLParser):
-    """Every href and src of a page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.links += [value for name, value in attrs if name in ("href", "src") and value]
-
-
-def gallery_links(objects: dict[str, bytes], sheet: str) -> list[str]:
-    """The keys the gallery of sheet folder ``sheet`` links to, resolved as a browser does."""
-    parser = Links()
-    parser.feed(objects[f"{sheet}/index.html"].decode("utf-8"))
-    return [posixpath.normpath(posixpath.join(sheet, unquote(link))) for link in parser.links]
-
-
-def sheet_data(page: bytes) -> dict[str, Any]:
-    found = re.search(r'<script type="application/json" id="sheet-data">(.*?)</script>', page.decode(), re.S)
-    assert found
-    return json.loads(found.group(1))
+    return store.objects(name, prefix="")
 
 
 def test_each_scenario_lands_in_the_destination_it_picks_with_its_contact_sheet_and_a_typo_fails_cleanly(
@@ -216,8 +182,8 @@ def test_each_scenario_lands_in_the_destination_it_picks_with_its_contact_sheet_
     # single.yaml: one job, no sheet, and nothing read back from the bucket to learn that
     assert {key for key in renders if "single" in key} == {"farm/single/single.json", *(
         f"farm/single/{entry['file']}" for entry in json.loads(renders["farm/single/single.json"])["outputs"])}
-    assert not [key for method, key, _ in requests if method == "GET" and "single" in key]
-    puts = [key for key in two_buckets.puts() if not key.startswith("/")]  # the renders bucket's, in order
+    assert not [key for method, _, key, _ in requests if method == "GET" and "single" in key]
+    puts = two_buckets.puts(bucket="renders")
     for job in jobs:
         sidecar = json.loads(renders[f"farm/{job}/{job}.json"])
         assert sidecar["published_as"] == job
@@ -230,7 +196,7 @@ def test_each_scenario_lands_in_the_destination_it_picks_with_its_contact_sheet_
     assert puts.count(f"{sheet}/index.html") == 1 and puts.index(f"{sheet}/index.html") == max(
         i for i, key in enumerate(puts) if key.startswith(sheet + "/")), puts[-8:]
     assert max(puts.index(f"farm/{job}/{job}.json") for job in jobs) < puts.index(f"{sheet}/contact-sheet.png")
-    links = gallery_links(renders, sheet)
+    links = resolved_links(renders[f"{sheet}/index.html"], sheet)
     assert len(links) >= 1 + 2 * 6 and f"{sheet}/contact-sheet.png" in links
     missing = [link for link in links if link not in renders]
     assert not missing, missing  # every link of the gallery resolves to an object beside it
@@ -291,7 +257,7 @@ def test_a_daemon_killed_mid_upload_to_a_destination_resumes_there_without_uploa
     review = bucket(two_buckets, "review")
     jobs = {key.split("/")[1] for key in review if "-sheet/" not in key}
     assert jobs == {f"sweep-{n:03d}" for n in range(1, 7)}, sorted(review)
-    puts = [key.removeprefix("/review/") for key in two_buckets.puts() if key.startswith("/review/")]
+    puts = two_buckets.puts(bucket="review")
     twice = [key for key in set(puts) if puts.count(key) > 1]
     assert not twice, f"re-uploaded after the kill: {twice}"
     for job in jobs:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import posixpath
 import re
 import signal
 import socket
@@ -17,7 +16,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -32,58 +30,16 @@ from hotfolder.record import FileRecord, JobState  # noqa: E402
 from hotfolder.stages import publish_s3  # noqa: E402
 from hotfolder.stages.context import JobContext  # noqa: E402
 from hotfolder.testing import ComfyTestServer  # noqa: E402
+from tests._gallery import resolved_links  # noqa: E402
+from tests._s3 import PREFIX, Store, running_store  # noqa: E402 - skips the module without moto[server]
 from tests.conftest import run_cli, wait_until  # noqa: E402
 from tests.test_faults import archived, kill  # noqa: E402
-from tests.test_objectstore import BUCKET, S3Server, free_port  # noqa: E402 - skips the module without moto[server]
+from tests.test_objectstore import BUCKET, S3Server, free_port  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
-PREFIX = "farm"
 SECRET = "s3cr3t-never-in-a-log"
 MATRIX = "matrix:\n  width: [8, 16, 24]\n  height: [8, 16]\n"  # 6 jobs
-
-
-class Store(S3Server):
-    """The S3 server with moto's request recorder on: the order in which objects were written."""
-
-    def __init__(self, recording: Path, **kwargs: bool) -> None:
-        super().__init__(**kwargs)
-        self.recording = recording
-        self.starts: list[int] = []  # the recording's length at each start
-
-    def start(self) -> None:
-        self.starts.append(len(self.requests()))
-        os.environ.update(MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(self.recording))
-        try:
-            super().start()
-        finally:
-            os.environ.pop("MOTO_ENABLE_RECORDING")
-            os.environ.pop("MOTO_RECORDER_FILEPATH")
-
-    def requests(self) -> list[tuple[str, str, str]]:
-        """(method, key, query) of every request so far, in order."""
-        if not self.recording.exists():
-            return []
-        out = []
-        for line in self.recording.read_text().splitlines():
-            entry = json.loads(line)
-            url = urlsplit(entry["url"])
-            out.append((entry["method"], unquote(url.path).removeprefix(f"/{BUCKET}/"), url.query))
-        return out
-
-    def puts(self, since: int = 0) -> list[str]:
-        """The keys of the objects written (whole-object PUTs) since request ``since``, in order."""
-        return [key for method, key, query in self.requests()[since:] if method == "PUT" and not query]
-
-    def objects(self) -> dict[str, bytes]:
-        key = self.keys["writer"] if self.auth else {"id": "test", "secret": "test"}
-        client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=key["id"],
-                              aws_secret_access_key=key["secret"])
-        out = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/"):
-            for item in page.get("Contents") or ():
-                out[item["Key"]] = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
-        return out
 
 
 class Cutter:
@@ -132,10 +88,8 @@ class Cutter:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    server = Store(tmp_path / "moto-recording.jsonl")
-    server.start()
-    yield server
-    server.kill()
+    with running_store(tmp_path) as server:
+        yield server
 
 
 def environment(project: Path, store: S3Server, **extra: str) -> dict[str, str]:
@@ -218,8 +172,7 @@ def test_a_batch_lands_in_the_store_complete_once_sidecar_last(project: Path, co
     sheet = f"{PREFIX}/sweep-sheet"
     assert counts["sheets"] == 1 and puts[-1] == f"{sheet}/index.html", puts[-4:]
     assert max(i for i, key in enumerate(puts) if not in_sheet(key)) < puts.index(f"{sheet}/contact-sheet.png")
-    page = store.objects()[f"{sheet}/index.html"].decode()
-    links = {posixpath.normpath(posixpath.join(sheet, unquote(link))) for link in re.findall(r'(?:href|src)="([^"]+)"', page)}
+    links = set(resolved_links(store.objects()[f"{sheet}/index.html"], sheet))
     assert len(links) == 1 + 2 * 6 and links <= set(store.objects()), links - set(store.objects())
     no_secret(project, store)
     print("\nbatch:", counts)
