@@ -4,6 +4,10 @@
 empty one. The daemon's watcher hands it over like any file; the daemon gives it to the engine as a
 cancel (never claims it as a scenario) and removes it. NAME is a job's name (``night-003``) or a
 file's name (``night.yaml`` or ``night``: all its jobs).
+
+A request skips the files waiting to be claimed (:class:`HandOver`): with thousands of files in the inbox
+and no room to claim more, a cancel is still taken within a fraction of a second. The files it names that
+are still waiting are claimed at once, so that they are cancelled before anything of them is sent.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from hotfolder.paths import open_regular
 from hotfolder.watch import MARKER_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -59,8 +66,13 @@ def reason_of(path: Path) -> str:
     hand, its name and time."""
     by = f"a {path.name} file dropped into the inbox"
     try:
-        at = _when(path.stat().st_mtime)
-        data = json.loads(path.read_text(encoding="utf-8")[:4096] or "{}")
+        fd, st = open_regular(path)  # never a FIFO or a link, and only its first 4 KiB: what a request holds
+        try:
+            head = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        at = _when(st.st_mtime)
+        data = json.loads(head.decode("utf-8") or "{}")
     except (OSError, ValueError):
         data = None
     else:
@@ -88,3 +100,49 @@ def handle(path: Path, cancel: Callable[[str | None, str], list[str]]) -> list[s
         logger.warning("Cancel request %s (%s): no job or file of that name is in progress now; it is "
                        "honoured if such a file is claimed within two minutes", path.name, reason)
     return hits
+
+
+def names_file(name: str, file_name: str) -> bool:
+    """Whether a cancel of ``name`` means the whole file ``file_name`` (its name, or its name without suffix)."""
+    return name in (file_name, PurePath(file_name).stem)
+
+
+class HandOver:
+    """What the watcher handed over and the daemon has not taken yet: files in the order they came, and
+    cancel requests, which go before all of them. ``put`` is called on the watcher's thread."""
+
+    def __init__(self) -> None:
+        self._files: deque[Path] = deque()
+        self._requests: deque[Path] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, path: Path) -> None:
+        with self._cond:
+            (self._requests if is_request(path) else self._files).append(path)
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Path | None:
+        """The next cancel request, else the next file; None after ``timeout`` seconds without either."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._requests or self._files, timeout):
+                return None
+            return (self._requests or self._files).popleft()
+
+    def requests(self) -> list[Path]:
+        """Take the cancel requests waiting."""
+        with self._cond:
+            taken = list(self._requests)
+            self._requests.clear()
+            return taken
+
+    def take_named(self, name: str) -> list[Path]:
+        """Take the waiting files a cancel of ``name`` means (see :func:`names_file`)."""
+        with self._cond:
+            taken = [p for p in self._files if names_file(name, p.name)]
+            if taken:
+                self._files = deque(p for p in self._files if not names_file(name, p.name))
+            return taken
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not (self._requests or self._files)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -132,12 +131,12 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
                                  on_write=lambda snap: notifier.status(snap.get("summary", "")))
     jobs_poller = server_jobs.ServerJobsPoller(board, engine.clients, interval=settings.status_interval)
     heartbeat = service.Heartbeat(notifier)
-    ready: queue.Queue[Path] = queue.Queue()
+    handed = cancel_requests.HandOver()
     engine.start()
     writer.start()
     jobs_poller.start()
     intake = watch.Intake(
-        settings.inbox, ready.put, settle_seconds=settings.settle_seconds,
+        settings.inbox, handed.put, settle_seconds=settings.settle_seconds,
         use_observer=settings.use_observer and not once, ready_marker=settings.ready_marker,
         poll_interval=None if once else settings.rescan_interval,
     )
@@ -155,7 +154,7 @@ def run_daemon(settings: Settings, *, once: bool = False, stop: threading.Event 
                     ", ".join(c.display_url for c in engine.clients))
         if retention:
             retention.start()
-        _main_loop(engine, intake, ready, board, heartbeat, signals, once=once, notifier=notifier,
+        _main_loop(engine, intake, handed, board, heartbeat, signals, once=once, notifier=notifier,
                    reload_settings=reload_settings)
         if signals.stop.is_set():
             notifier.stopping()
@@ -186,7 +185,7 @@ def _health(engine: Engine, intake: watch.Intake) -> tuple[bool, str]:
     return engine.healthy()
 
 
-def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], board: status.StatusBoard,
+def _main_loop(engine: Engine, intake: watch.Intake, handed: cancel_requests.HandOver, board: status.StatusBoard,
                heartbeat: service.Heartbeat, signals: Signals, *, once: bool, notifier: service.Notifier,
                reload_settings: Callable[[], Settings] | None) -> None:
     quiet_since: float | None = None
@@ -216,12 +215,13 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
         if board.paused:  # resumed (logged): files handed over before or during the pause are offered again
             board.set_paused(None)
             intake.rescan()
+        for request in handed.requests():  # before the files waiting for room: a cancel never waits its turn
+            waiting = _cancel(engine, handed, request, waiting)
         if waiting is None:
-            try:
-                waiting = ready.get(timeout=0.2)
-            except queue.Empty:
+            waiting = handed.get(timeout=0.2)
+            if waiting is None:
                 if once:
-                    if ready.empty() and intake.pending_count() == 0 and not engine.busy():
+                    if handed.empty() and intake.pending_count() == 0 and not engine.busy():
                         quiet_since = quiet_since or time.monotonic()
                         if time.monotonic() - quiet_since > 0.3:
                             return
@@ -229,22 +229,41 @@ def _main_loop(engine: Engine, intake: watch.Intake, ready: queue.Queue[Path], b
                         quiet_since = None
                 continue
         if cancel_requests.is_request(waiting):  # <name>.cancel: a cancel, never a scenario
-            cancel_requests.handle(waiting, engine.cancel)
-            waiting = None
+            waiting = _cancel(engine, handed, waiting, None)
             continue
         quiet_since = None
-        if not engine.wait_for_room(timeout=1.0):
-            continue  # keep beating the watchdog while the backlog is full
+        if not engine.wait_for_room(timeout=0.2):
+            continue  # keep beating the watchdog and taking cancels while the backlog is full
         if signals.stop.is_set():
             return
         path, waiting = waiting, None
-        try:
-            engine.accept(path, background=True)  # parsed and rendered on a prepare thread, never on this one
-        except fsguard.IntakePaused:
-            pass  # the file stays in the inbox (or its job folder) and is offered again when intake resumes
-        except Exception:  # noqa: BLE001 - the daemon's boundary: one file's bug never stops the others
-            logger.exception("Taking %r failed unexpectedly; this is a bug in hotfolder. The file stays where it is "
-                             "(the inbox or its job folder) and is taken up again at the next start", str(path))
+        _take(engine, path)
+
+
+def _take(engine: Engine, path: Path) -> None:
+    """Claim ``path`` and queue it for a prepare thread."""
+    try:
+        engine.accept(path, background=True)  # parsed and rendered on a prepare thread, never on this one
+    except fsguard.IntakePaused:
+        pass  # the file stays in the inbox (or its job folder) and is offered again when intake resumes
+    except Exception:  # noqa: BLE001 - the daemon's boundary: one file's bug never stops the others
+        logger.exception("Taking %r failed unexpectedly; this is a bug in hotfolder. The file stays where it is "
+                         "(the inbox or its job folder) and is taken up again at the next start", str(path))
+
+
+def _cancel(engine: Engine, handed: cancel_requests.HandOver, request: Path, waiting: Path | None) -> Path | None:
+    """Take the cancel request at ``request``. The files it names that wait to be claimed (``waiting``, the
+    one the main loop holds, among them) are claimed first, past the files before them, so the cancel
+    stops them before anything of them is sent. Returns what the main loop holds now."""
+    name = request.name[: -len(cancel_requests.SUFFIX)]
+    named = handed.take_named(name)
+    if waiting is not None and cancel_requests.names_file(name, waiting.name):
+        named.insert(0, waiting)
+        waiting = None
+    for path in named:
+        _take(engine, path)
+    cancel_requests.handle(request, engine.cancel)
+    return waiting
 
 
 def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,

@@ -352,3 +352,70 @@ def test_hotfolder_cancel_without_a_daemon_leaves_the_request_and_exits_1(projec
     request = json.loads((project / "inbox" / "night.yaml.cancel").read_text())
     assert request["by"].startswith("`hotfolder cancel`") and request["at"]
     assert [p.name for p in (project / "inbox").iterdir()] == ["night.yaml.cancel"]  # no temp file left
+
+
+@contextmanager
+def backlog_behind_a_held_prompt(project: Path, server: ComfyTestServer) -> Iterator[list[str]]:
+    """A daemon whose first prompt (``first.yaml``) is held 30 s on the server, with 40 more files
+    (``later-00`` ... ``later-39``) dropped behind it that it has no room to claim yet. Yields a list the
+    body fills with the daemon's log when it is stopped (stop_budget 0.5 s: the rest stays recorded)."""
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "hotfolder.toml").write_text("stop_budget = 0.5\n")
+    (project / "inbox" / "first.yaml").write_text("params: {width: 8}\n")
+    proc = start_daemon(project, server.url)
+    logs: list[str] = []
+    try:
+        wait_until(lambda: running(server), message="the first prompt running")
+        for i in range(40):
+            (project / "inbox" / f"later-{i:02d}.yaml").write_text("params: {width: 8}\n")
+        wait_until(lambda: len(list((project / "inbox").glob("later-*.yaml"))) < 40,
+                   message="the daemon claiming the later files")
+        yield logs
+        assert list((project / "inbox").glob("later-*.yaml")), "the backlog had drained: the test proves nothing"
+    finally:
+        logs.append(stop(proc))
+    assert proc.returncode == 0, logs[0]
+
+
+def test_a_cancel_file_dropped_behind_a_backlog_is_taken_at_once(project: Path, server: ComfyTestServer) -> None:
+    """A cancel must not wait its turn behind files the daemon has no room to claim yet."""
+    with backlog_behind_a_held_prompt(project, server):
+        (project / "inbox" / "first.cancel").write_text("")
+        wait_until(lambda: not (project / "inbox" / "first.cancel").exists(), timeout=10,
+                   message="the cancel request taken")
+        wait_until(lambda: settled(project, ["first.yaml"]), message="first.yaml archived")
+    assert error_doc(project, "first.yaml")["stage"] == "cancelled"
+
+
+def test_a_cancel_of_a_file_still_waiting_in_a_backlog_claims_it_at_once_and_sends_nothing(
+        project: Path, server: ComfyTestServer) -> None:
+    """``later-39.cancel`` names the last of the files waiting for room: it goes to failed/ as cancelled at
+    once, never submitted, while the files before it still wait."""
+    with backlog_behind_a_held_prompt(project, server) as logs:
+        (project / "inbox" / "later-39.cancel").write_text("")
+        wait_until(lambda: settled(project, ["later-39.yaml"]), timeout=10, message="later-39.yaml cancelled")
+    assert error_doc(project, "later-39.yaml")["stage"] == "cancelled", logs[0]
+    posted = [json.dumps(r.json) for r in server.requests if r.method == "POST" and r.path == "/prompt"]
+    assert posted and not any("later-39" in body for body in posted), "later-39 was submitted"
+    # claimed by the cancel, then read by a prepare thread before or after the cancel took it
+    assert "cancelling later-39.yaml" in logs[0], logs[0]
+
+def test_a_cancelled_job_waiting_for_a_place_on_its_server_ends_at_once(project: Path,
+                                                                       server: ComfyTestServer) -> None:
+    """With ``queue_depth = 1`` and ``a`` holding the server's place, ``b``'s worker waits for it; a cancel
+    of ``b`` ends it now, not when ``a`` has run, and nothing of ``b`` is sent."""
+    server.faults.node_delay("ImageInvert", 30)
+    engine = Engine(make_settings(project, server.url, queue_depth=1))
+    engine.start()
+    try:
+        for name in ("a.yaml", "b.yaml"):
+            (project / "inbox" / name).write_text("params: {width: 8}\n")
+            engine.accept(project / "inbox" / name)
+        wait_until(lambda: running(server), message="a running")
+        wait_until(lambda: engine._scheduler.running == 2, message="b taken by a worker, waiting for the place")
+        assert engine.cancel("b.yaml", "by the test") == ["b.yaml b"]
+        wait_until(lambda: (project / "inbox" / "failed" / "b.yaml").exists(), timeout=5, message="b cancelled")
+    finally:
+        engine.stop()
+    assert error_doc(project, "b.yaml")["stage"] == "cancelled"
+    assert len([r for r in server.requests if r.method == "POST" and r.path == "/prompt"]) == 1

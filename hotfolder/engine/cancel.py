@@ -53,7 +53,8 @@ class Cancels:
 
     def cancel(self, name: str | None, reason: str) -> list[str]:
         """Cancel the jobs ``name`` means (None: every job in progress) with ``reason`` (who and when).
-        Returns the jobs cancelled ("file job"); a name that matches none waits for its file."""
+        Returns the jobs cancelled ("file job") and the claimed files whose jobs will be; a name that
+        matches none waits for its file."""
         core = self.core
         with core.cond:
             if name is None:
@@ -61,10 +62,11 @@ class Cancels:
             records = list(core.active.values())
             self._flags = {key: f for key, f in self._flags.items() if key[0] in core.active}  # files ended
         due = []
-        unparsed = False
+        unparsed = []  # claimed files not read yet: their jobs are cancelled as they are made
         for record in records:
             whole = name is None or name in file_names(record)
-            unparsed |= whole and not record.jobs
+            if whole and not record.jobs:
+                unparsed.append(f"{record.input_name} (its jobs, once it is read)")
             due += [(record, job) for job in list(record.jobs) if not job.finished and (whole or job.name == name)]
         # every prompt of the request is known before any job acts on it: per server, the first of its jobs
         # takes all of them off the queue in one request, before any stops its own, so the server starts none
@@ -80,4 +82,4 @@ class Cancels:
                 self._waiting.append((name, reason, time.monotonic() + WAIT_SECONDS))
         for hit in hits:
             logger.warning("[%s] cancel requested: %s", hit, reason)
-        return hits
+        return hits + unparsed

@@ -42,7 +42,8 @@ class Engine:
         self._pause = PauseSwitch(core)
         self._scheduler = Scheduler(core, [c.name for c in self.clients], submit_side=self._submit_side,
                                     output_side=self._output_side, is_down=self._router.is_down,
-                                    held=self._pause.held)
+                                    held=self._pause.held,
+                                    ended=lambda record, job: self._cancels.flag(record, job).is_set())
         self._intake = Intake(core, self._router, self._endings, self._scheduler)
         self._recovery = Recovery(core, self._intake)
         self._cancels = Cancels(core)
@@ -185,7 +186,9 @@ class Engine:
 
     def cancel(self, name: str | None, reason: str) -> list[str]:
         """Cancel the jobs ``name`` means (a job's or a file's name; None: all), see :mod:`.cancel`."""
-        return self._cancels.cancel(name, reason)
+        hits = self._cancels.cancel(name, reason)
+        self._scheduler.end_now()  # the cancelled jobs still waiting for a worker end now
+        return hits
 
     # -- the two halves of a job, at the job boundary ---------------------------------------------
 

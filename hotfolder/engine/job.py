@@ -67,7 +67,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
                     result = None
                     if job.state in submit.SUBMITTABLE:
                         services.hold(job)  # paused: wait holding no in-flight place
-                        with services.slots.hold(client):
+                        with services.slots.hold(client, ctx.check_cancelled):
                             while result is None:  # None: the server lost the prompt; submit it again
                                 queued = submit.submit_job(ctx, client, workflow,
                                                            before_post=lambda: services.hold(job, posting=True))

@@ -35,11 +35,14 @@ class Slots:
         self._stop = stop
 
     @contextlib.contextmanager
-    def hold(self, client: ComfyClient) -> Iterator[None]:
+    def hold(self, client: ComfyClient, give_up: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold one of ``client``'s places. ``give_up()`` is called while waiting for one: it raises to
+        stop waiting (the job was cancelled meanwhile)."""
         sem = self._sems[client.name]
         while not sem.acquire(timeout=0.5):
             if self._stop.is_set():
                 raise Cancelled("stopping")
+            give_up()
         try:
             yield
         finally:
@@ -50,16 +53,19 @@ class Scheduler:
     """Runs jobs on worker threads. ``submit_side(record, job)`` returns the hand-off (with ``client``
     and ``since`` attributes) or None when the job ended; ``output_side(handed)`` does the rest.
     ``is_down(server)`` says whether a server is away (its finished jobs do not count as backlog);
-    ``held(job)`` whether a job must wait for now (paused: no worker takes it, nor counts it as backlog)."""
+    ``held(job)`` whether a job must wait for now (paused: no worker takes it, nor counts it as backlog);
+    ``ended(record, job)`` whether it will send nothing (cancelled): it does not wait its turn behind the
+    others, but runs at once on a thread of its own (see :meth:`end_now`)."""
 
     def __init__(self, core: Core, servers: list[str], *, submit_side: Callable[[FileRecord, JobState], Any],
                  output_side: Callable[[Any], None], is_down: Callable[[str], bool],
-                 held: Callable[[JobState], bool] = lambda job: False) -> None:
+                 held: Callable[[JobState], bool] = lambda job: False,
+                 ended: Callable[[FileRecord, JobState], bool] = lambda record, job: False) -> None:
         settings = core.settings
         self.core = core
         self.slots = Slots(servers, settings.queue_depth, core.stop)
         self._submit_side, self._output_side, self._is_down = submit_side, output_side, is_down
-        self._held = held
+        self._held, self._ended = held, ended
         self.workers = (settings.queue_depth + 1) * len(servers)
         self._tasks: list[tuple[FileRecord, JobState]] = []
         # Idle job workers (no task at all) wait on their own condition, woken one per task added: on
@@ -99,9 +105,39 @@ class Scheduler:
 
     def add(self, jobs: list[tuple[FileRecord, JobState]]) -> None:
         with self.core.cond:
+            jobs, ended = self._split(jobs)
+            self._run_now(ended)
             self._tasks.extend(jobs)
             self._work.notify(len(jobs))  # one idle worker per task, not all of them
             self.core.cond.notify_all()  # the workers waiting for tasks they may take (see _wait_for_task)
+
+    def end_now(self) -> None:
+        """Run the waiting jobs that will send nothing (just cancelled) now, not when a worker gets to
+        them: every worker may be waiting for a server's place, with a backlog before them."""
+        with self.core.cond:
+            self._tasks, ended = self._split(self._tasks)
+            self._run_now(ended)
+
+    def _split(self, tasks: list[tuple[FileRecord, JobState]]) -> tuple[list[tuple[FileRecord, JobState]],
+                                                                       list[tuple[FileRecord, JobState]]]:
+        """``tasks`` as (those to queue, those that will send nothing)."""
+        keep: list[tuple[FileRecord, JobState]] = []
+        ended: list[tuple[FileRecord, JobState]] = []
+        for task in tasks:
+            (ended if self._ended(*task) else keep).append(task)
+        return keep, ended
+
+    def _run_now(self, tasks: list[tuple[FileRecord, JobState]]) -> None:
+        """Run ``tasks`` one after the other on a new thread (called with the lock held)."""
+        if not tasks:
+            return
+        self.running += len(tasks)
+
+        def run_all() -> None:
+            for record, job in tasks:
+                self._run(record, job)
+
+        threading.Thread(target=run_all, name="job-ending", daemon=True).start()
 
     def full(self) -> bool:
         """Whether enough jobs wait for workers that intake should wait (called with the lock held).
@@ -123,17 +159,22 @@ class Scheduler:
                 record, job = self._tasks.pop(index)
                 self.running += 1
                 core.cond.notify_all()
-            handed = None
-            try:
-                handed = self._submit_side(record, job)
-            finally:
-                with core.cond:
-                    if handed is None:
-                        self.running -= 1
-                        core.cond.notify_all()
-                    else:  # still running: it is the output workers' now
-                        self._handoff[handed.client.name].append(handed)
-                        self._outputs_ready[handed.client.name].notify()
+            self._run(record, job)
+
+    def _run(self, record: FileRecord, job: JobState) -> None:
+        """Run the job's submitting side (counted in ``running``) and hand it on or count it done."""
+        core = self.core
+        handed = None
+        try:
+            handed = self._submit_side(record, job)
+        finally:
+            with core.cond:
+                if handed is None:
+                    self.running -= 1
+                    core.cond.notify_all()
+                else:  # still running: it is the output workers' now
+                    self._handoff[handed.client.name].append(handed)
+                    self._outputs_ready[handed.client.name].notify()
 
     def _wait_for_task(self) -> int | None:
         """Wait until a task may be taken and return its index; None when stopping. With no task at all
