@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,15 @@ class Batch:
     project: Project
     switches: int = 0  # context switches of the daemon's threads during the batch
     servers_cpu: float = 0.0  # CPU seconds of the ``server_pids`` processes during the batch
+    cpu_samples: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), daemon CPU s), first 3 s
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """Daemon CPU seconds between two times of the first 3 s (from the samples nearest to them)."""
+        if not self.cpu_samples or end > self.cpu_samples[-1][0]:
+            return None
+        def at(t: float) -> float:
+            return min(self.cpu_samples, key=lambda sample: abs(sample[0] - t))[1]
+        return at(end) - at(start)
 
     @property
     def seconds(self) -> float:
@@ -190,6 +200,9 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         cpu0, switches0 = daemon.cpu_seconds(), daemon.switches()
         servers0 = sum(proc_cpu_seconds(pid) for pid in server_pids)
         drops: dict[int, float] = {}
+        samples: list[tuple[float, float]] = []
+        sampler = threading.Thread(target=_sample_cpu, args=(daemon, samples, 3.0), daemon=True)
+        sampler.start()
         t0 = time.time()
         if staged:
             for color, (tmp, final) in zip(colors, staged, strict=True):
@@ -205,9 +218,19 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         servers_cpu = sum(proc_cpu_seconds(pid) for pid in server_pids) - servers0
         names = {scenario_name(c) for c in colors}
         ends = sorted(os.lstat(project.done / name).st_ctime_ns / 1e9 for name in names)
-        return Batch(t0, drops, ends, cpu, project, switches, servers_cpu)
+        sampler.join()
+        return Batch(t0, drops, ends, cpu, project, switches, servers_cpu, samples)
     finally:
         daemon.stop()
+
+
+def _sample_cpu(daemon: Daemon, samples: list[tuple[float, float]], seconds: float) -> None:
+    """Every 10 ms for ``seconds``: (time.time(), the daemon's CPU seconds so far), into ``samples``
+    (/proc counts CPU in 10 ms ticks: good for the share of a core over a ramp of 100 ms or more)."""
+    end = time.time() + seconds
+    while (now := time.time()) < end:
+        samples.append((now, daemon.cpu_seconds()))
+        time.sleep(0.01)
 
 
 def start_servers(ctx: Ctx, count: int, tag: str) -> list[TestServerProc]:
@@ -370,6 +393,16 @@ def _idle_parts(t0: float, per_server: list[list[tuple[float, float, str]]], sub
             f"{1000 * sum(after) / s:.0f} ms after its last")
 
 
+def _ramp(batch: Batch, per_server: list[list[tuple[float, float, str]]]) -> str:
+    """The ramp: from the first drop until every server has started its first job, and the daemon's CPU in
+    it (near 100% of one core or more: the GIL is the limit, not a wait)."""
+    ramp_end = max(min(b for b, _, _ in spans) for spans in per_server if spans)
+    cpu = batch.cpu_between(batch.t0, ramp_end)
+    seconds = ramp_end - batch.t0
+    used = "" if cpu is None or seconds <= 0 else f", daemon CPU in it {100 * cpu / seconds:.0f}% of one core"
+    return f"the ramp (first drop to the last server's first start) {1000 * seconds:.0f} ms{used}"
+
+
 def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
                per_server: list[list[tuple[float, float, str]]], submitted: dict[str, float]) -> None:
     found = sum(len(x) for x in per_server)
@@ -392,7 +425,8 @@ def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
             f"{makespan:.1f} s: {100 * batch.cpu / makespan:.0f}% of one core; {batch.switches / n:.0f} context "
             "switches per job" + (f"; servers' process {100 * batch.servers_cpu / makespan:.0f}%" if t else "") + ")"),
         Row(2, f"{label} server idle fraction", f"mean {100 * sum(idle) / s:.1f}%, max {100 * max(idle):.1f}% "
-            f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))}; {_idle_parts(batch.t0, per_server, submitted)})"),
+            f"(jobs per server {min(map(len, per_server))}-{max(map(len, per_server))}; {_idle_parts(batch.t0, per_server, submitted)}; "
+            f"{_ramp(batch, per_server)})"),
         Row(2, f"{label} makespan / measured execution", f"{makespan / (sum(busy) / s):.3f} "
             f"(servers ran {1000 * mean_exec:.1f} ms per job; first start {1000 * (first_start - batch.t0):.0f} ms "
             "after the first drop)"),
@@ -400,6 +434,7 @@ def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
 
 
 SLOW_OUTPUTS_PLUGIN = """
+import threading
 import time
 
 from hotfolder import hookimpl
