@@ -26,7 +26,8 @@ TINY = ["--quick", "--jobs", "5", "--jobs-per-server", "2", "--farm", "1,3:0.05"
 MEASURES = {
     "throughput": ("hotfolder / direct", "hotfolder / sequential"),
     "pool": ("S=1 T=0.05s makespan / ideal", "S=3 T=0.05s makespan / ideal", "S=3 T=0.05s daemon CPU per job",
-             "S=3 T=0.05s server idle fraction", "0.1 s post-processor: makespan / ideal"),
+             "S=3 T=0.05s server idle fraction", "the ramp (first drop to the last server's first start)",
+             "0.1 s post-processor: makespan / ideal"),
     "latency": ("file closed after writing -> POST p50",),
     "memory": ("daemon peak RSS", "RSS added by a"),
     "backlog": ("per-job cost 120 / 100 waiting",),
@@ -81,3 +82,28 @@ def test_bench_rejects_an_unknown_section() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "unknown section 'nope'" in result.stderr
+
+
+def test_cpusplit_splits_a_py_spy_recording_by_thread_and_by_component(tmp_path: Path) -> None:
+    """bench/cpusplit.py on py-spy's raw format: only the daemon's samples, each counted once by thread and
+    once by the innermost library or hotfolder module."""
+    daemon = 'process 2:"python -m hotfolder --config h.toml run"'
+    lines = [
+        f"{daemon};_bootstrap (threading.py:1002);Scheduler._worker (hotfolder/engine/scheduler.py:150);"
+        "run_job (hotfolder/engine/job.py:70);post (requests/sessions.py:637);send (urllib3/connection.py:1) 6",
+        f"{daemon};_bootstrap (threading.py:1002);Scheduler._output_worker (hotfolder/engine/scheduler.py:260);"
+        "publish_folder (hotfolder/stages/publish.py:90);dumps (json/__init__.py:231) 3",
+        f"{daemon};_run_module_as_main (<frozen runpy>:198);<module> (hotfolder/__main__.py:1);"
+        "_main_loop (hotfolder/daemon.py:240);claim_file (hotfolder/stages/claim.py:93) 1",
+        'process 1:"python bench/run.py";main (bench/run.py:10);sleep (time.py:1) 50',
+    ]
+    samples = tmp_path / "s.txt"
+    samples.write_text("\n".join(lines) + "\n")
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "cpusplit.py"), str(samples)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("10 samples of the daemon"), out
+    assert "60.0%  job workers" in out and "30.0%  output workers" in out and "10.0%  main thread" in out, out
+    assert "60.0%  HTTP: requests, urllib3, http.client" in out and "30.0%  JSON" in out, out
+    assert "10.0%  hotfolder/stages/claim.py" in out, out
