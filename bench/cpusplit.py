@@ -2,14 +2,16 @@
 
 Record the daemon while the bench runs (py-spy is on PyPI: ``pip install py-spy``; it needs ptrace rights)::
 
-    py-spy record --subprocesses --nonblocking --rate 200 --format raw -o SAMPLES.txt -- \\
+    py-spy record --subprocesses --nonblocking --gil --rate 200 --format raw -o SAMPLES.txt -- \\
         python bench/run.py --only pool --farm 16 --post-time 0
 
 and this prints the samples of the ``hotfolder ... run`` process split two ways: by thread (what the
 thread is for) and by component (the innermost frame that belongs to a library or to a hotfolder module:
-where the time was spent, not who asked for it). py-spy samples without stopping the process and skips
-idle threads, so the split is of CPU. cProfile (``run.py --profile``) is no help for this: it counts every
-resumption of a generator as a call, which makes the pure-Python JSON encoder look 30 times dearer.
+where the time was spent, not who asked for it). ``--nonblocking`` reads the process without stopping
+it; ``--gil`` keeps only the thread holding the GIL, the limit of a CPU-bound Python process (without it
+a thread blocked in a lock or an fsync counts as busy). cProfile (``run.py --profile``) is no help for
+this: it counts every resumption of a generator as a call, which makes the pure-Python JSON encoder look
+30 times dearer.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ COMPONENTS = [
 THREADS = [
     ("job workers: render, upload, submit, track", ("Scheduler._worker",)),
     ("output workers: download, publish, archive", ("Scheduler._output_worker",)),
-    ("ending cancelled jobs", ("Scheduler._run_now",)),
+    ("ending cancelled jobs", ("Scheduler._run_ended",)),
     ("WebSocket readers", ("EventStream._run",)),
     ("prepare threads: parse, render", ("Intake._preparer",)),
     ("watcher: watchdog and the settle thread", ("Intake._run", "InotifyFD", "EventEmitter", "EventDispatcher",

@@ -226,7 +226,7 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
 
 def _sample_cpu(daemon: Daemon, samples: list[tuple[float, float]], seconds: float) -> None:
     """Every 10 ms for ``seconds``: (time.time(), the daemon's CPU seconds so far), into ``samples``
-    (/proc counts CPU in 10 ms ticks: good for the share of a core over a ramp of 100 ms or more)."""
+    (/proc counts CPU in 10 ms ticks: good for the share of a core over 100 ms or more)."""
     end = time.time() + seconds
     while (now := time.time()) < end:
         samples.append((now, daemon.cpu_seconds()))
@@ -399,7 +399,8 @@ def _ramp(batch: Batch, per_server: list[list[tuple[float, float, str]]]) -> str
     ramp_end = max(min(b for b, _, _ in spans) for spans in per_server if spans)
     cpu = batch.cpu_between(batch.t0, ramp_end)
     seconds = ramp_end - batch.t0
-    used = "" if cpu is None or seconds <= 0 else f", daemon CPU in it {100 * cpu / seconds:.0f}% of one core"
+    # /proc counts CPU in 10 ms ticks: a share over less than 0.1 s would be mostly rounding
+    used = "" if cpu is None or seconds < 0.1 else f", daemon CPU in it {100 * cpu / seconds:.0f}% of one core"
     return f"the ramp (first drop to the last server's first start) {1000 * seconds:.0f} ms{used}"
 
 
@@ -434,7 +435,6 @@ def _pool_rows(ctx: Ctx, s: int, t: float | None, n: int, batch: Batch,
 
 
 SLOW_OUTPUTS_PLUGIN = """
-import threading
 import time
 
 from hotfolder import hookimpl

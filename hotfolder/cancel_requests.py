@@ -21,8 +21,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path, PurePath
+from pathlib import Path
 
+from hotfolder.engine.cancel import means_file
 from hotfolder.paths import open_regular
 from hotfolder.watch import MARKER_SUFFIX
 
@@ -83,11 +84,15 @@ def reason_of(path: Path) -> str:
     return f"by {by} at {_when(time.time())}"
 
 
-def handle(path: Path, cancel: Callable[[str | None, str], list[str]]) -> list[str]:
-    """Give the request at ``path`` to ``cancel(name, reason)`` and remove it. Returns what was cancelled."""
+def handle(path: Path, cancel: Callable[[str | None, str], list[str]],
+           claim_named: Callable[[str], list[str]] = lambda name: []) -> list[str]:
+    """Give the request at ``path`` to ``cancel(name, reason)`` and remove it. Returns what was cancelled.
+    ``claim_named(name)`` then claims the files of that name still waiting to be claimed, and returns
+    their names: the cancel, already known, stops their jobs as they are made."""
     name = path.name[: -len(SUFFIX)]
     reason = reason_of(path)
     hits = cancel(name, reason)
+    hits += [f"{claimed} (claimed from the files waiting; its jobs as they are made)" for claimed in claim_named(name)]
     try:
         path.unlink()
     except FileNotFoundError:
@@ -100,11 +105,6 @@ def handle(path: Path, cancel: Callable[[str | None, str], list[str]]) -> list[s
         logger.warning("Cancel request %s (%s): no job or file of that name is in progress now; it is "
                        "honoured if such a file is claimed within two minutes", path.name, reason)
     return hits
-
-
-def names_file(name: str, file_name: str) -> bool:
-    """Whether a cancel of ``name`` means the whole file ``file_name`` (its name, or its name without suffix)."""
-    return name in (file_name, PurePath(file_name).stem)
 
 
 class HandOver:
@@ -136,11 +136,11 @@ class HandOver:
             return taken
 
     def take_named(self, name: str) -> list[Path]:
-        """Take the waiting files a cancel of ``name`` means (see :func:`names_file`)."""
+        """Take the waiting files a cancel of ``name`` means (see :func:`~hotfolder.engine.cancel.means_file`)."""
         with self._cond:
-            taken = [p for p in self._files if names_file(name, p.name)]
+            taken = [p for p in self._files if means_file(name, p.name)]
             if taken:
-                self._files = deque(p for p in self._files if not names_file(name, p.name))
+                self._files = deque(p for p in self._files if not means_file(name, p.name))
             return taken
 
     def empty(self) -> bool:

@@ -26,6 +26,7 @@ from hotfolder import cancel_requests, fsguard, housekeeping, plugins, server_jo
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.config import Settings, with_changes
 from hotfolder.engine import Engine
+from hotfolder.engine.cancel import means_file
 from hotfolder.errors import HotfolderError, filesystem_error
 from hotfolder.events import Archived
 from hotfolder.paths import UnsafeFolder, own_dir
@@ -253,17 +254,21 @@ def _take(engine: Engine, path: Path) -> None:
 
 def _cancel(engine: Engine, handed: cancel_requests.HandOver, request: Path, waiting: Path | None) -> Path | None:
     """Take the cancel request at ``request``. The files it names that wait to be claimed (``waiting``, the
-    one the main loop holds, among them) are claimed first, past the files before them, so the cancel
-    stops them before anything of them is sent. Returns what the main loop holds now."""
-    name = request.name[: -len(cancel_requests.SUFFIX)]
-    named = handed.take_named(name)
-    if waiting is not None and cancel_requests.names_file(name, waiting.name):
-        named.insert(0, waiting)
-        waiting = None
-    for path in named:
-        _take(engine, path)
-    cancel_requests.handle(request, engine.cancel)
-    return waiting
+    one the main loop holds, among them) are claimed right after the cancel is known, past the files
+    before them, so it stops them before anything of them is sent. Returns what the main loop holds now."""
+    held = [waiting]
+
+    def claim_named(name: str) -> list[str]:
+        named = handed.take_named(name)
+        if held[0] is not None and means_file(name, held[0].name):
+            named.insert(0, held[0])
+            held[0] = None
+        for path in named:
+            _take(engine, path)
+        return [path.name for path in named]
+
+    cancel_requests.handle(request, engine.cancel, claim_named)
+    return held[0]
 
 
 def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,

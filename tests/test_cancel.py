@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.client import ComfyClient
+from hotfolder.comfy.client import ComfyClient, Dequeue
 from hotfolder.config import ServerConfig
 from hotfolder.engine import Engine
 from hotfolder.testing import ComfyTestServer
@@ -419,3 +420,108 @@ def test_a_cancelled_job_waiting_for_a_place_on_its_server_ends_at_once(project:
         engine.stop()
     assert error_doc(project, "b.yaml")["stage"] == "cancelled"
     assert len([r for r in server.requests if r.method == "POST" and r.path == "/prompt"]) == 1
+
+
+def test_a_prompt_queued_after_the_shared_delete_went_out_is_still_taken_off(server: ComfyTestServer) -> None:
+    """Jobs cancelled together share one delete, sent by the first to react. A prompt whose POST landed
+    after that delete (the job was between its last check and its POST) is taken off on its own."""
+    server.faults.node_delay("ImageInvert", 30)
+    client = ComfyClient(ServerConfig(url=server.url), poll_interval=0.5)
+    client.start()
+
+    def post(prompt_id: str) -> None:
+        client.submit({"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                       "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                       "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "c"}}},
+                      prompt_id=prompt_id)
+
+    ids = ["00000000-0000-4000-8000-00000000000" + c for c in "abc"]
+    try:
+        assert client.wait_ws(10)
+        post(ids[0])  # runs, held by the delay
+        post(ids[1])  # waits behind it
+        wait_until(lambda: running(server) == {ids[0]}, message="the first prompt running")
+        together = Dequeue(client.name, tuple(ids))
+        client.cancel(ids[1], together=together)  # the first job to react: one delete for all three
+        post(ids[2])  # the third job's POST lands after it
+        client.cancel(ids[2], together=together)
+        client.cancel(ids[0], together=together)
+        queue = server.queue()
+        left = {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+        assert left == set(), f"still on the server: {left}"
+    finally:
+        client.close()
+
+
+def test_a_file_claimed_for_a_cancel_is_never_submitted_however_slow_the_request_is_to_read(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel is known before the files it names are claimed: a prepare thread and an idle worker
+    could otherwise read and submit one while the request is still being read (a slow share)."""
+    from hotfolder import cancel_requests, daemon
+
+    slow = cancel_requests.reason_of
+    monkeypatch.setattr(cancel_requests, "reason_of", lambda path: (time.sleep(0.2), slow(path))[1])
+    with ComfyTestServer() as server:
+        engine = Engine(make_settings(project, server.url))
+        engine.start()
+        try:
+            (project / "inbox" / "night.yaml").write_text("params: {width: 8}\n")
+            (project / "inbox" / "night.cancel").write_text("")
+            handed = cancel_requests.HandOver()
+            handed.put(project / "inbox" / "night.yaml")
+            assert daemon._cancel(engine, handed, project / "inbox" / "night.cancel", None) is None
+            assert engine.wait_idle(30)
+        finally:
+            engine.stop()
+        assert not [r.path for r in server.requests if r.method == "POST"]
+    assert error_doc(project, "night.yaml")["stage"] == "cancelled"
+
+
+def test_a_recovered_job_cancelled_while_it_waits_for_a_place_takes_its_prompt_off_the_server(
+        project: Path, server: ComfyTestServer) -> None:
+    """Two prompts of a file were on the server when the engine stopped; a new engine with one place per
+    server resumes both, and one waits for the place. Cancelled there, it still takes its prompt off the
+    server's queue (it was sent by the earlier run)."""
+    with two_on_the_server(project, server, "pair.yaml", repeat=2) as (_, ids):
+        pass  # stopped: both jobs stay recorded as submitted, their prompts on the server
+    engine = Engine(make_settings(project, server.url, queue_depth=1))
+    engine.start()
+    try:
+        assert engine.recover() == 1
+        wait_until(lambda: engine._scheduler.running == 2, message="both jobs taken, one waiting for the place")
+        waiting = next(index for index, prompt_id in ids.items() if prompt_id not in running(server))
+        assert engine.cancel(f"pair-00{waiting}", "by the test") == [f"pair.yaml pair-00{waiting}"]
+        wait_until(lambda: ids[waiting] not in queued(server).values(), timeout=10,
+                   message="the waiting job's prompt off the server")
+    finally:
+        engine.stop()
+    assert ids[waiting] not in server.executed_prompt_ids
+
+
+def test_a_recovered_job_cancelled_before_a_worker_takes_it_takes_its_prompt_off_the_server(
+        project: Path, server: ComfyTestServer) -> None:
+    """Three prompts of a file were on the server when the engine stopped; a new engine with one place
+    (two workers) leaves the third job waiting for a worker. Cancelled there, it ends at once and takes
+    its prompt, sent by the earlier run, off the server's queue."""
+    server.faults.node_delay("ImageInvert", 30)
+    (project / "inbox" / "trio.yaml").write_text("repeat: 3\nparams: {width: 8}\n")
+    engine = Engine(make_settings(project, server.url, queue_depth=3))
+    engine.start()
+    try:
+        engine.accept(project / "inbox" / "trio.yaml")
+        ids = wait_until(lambda: len(q := queued(server)) == 3 and running(server) and q, message="three prompts")
+    finally:
+        engine.stop()
+    engine = Engine(make_settings(project, server.url, queue_depth=1))
+    engine.start()
+    try:
+        assert engine.recover() == 1
+        wait_until(lambda: engine._scheduler.running == 2, message="two jobs taken by the two workers")
+        left = [f"{record.input_name} {job.name}" for record, job in engine._scheduler._tasks]
+        assert left == ["trio.yaml trio-003"], left
+        assert engine.cancel("trio-003", "by the test") == ["trio.yaml trio-003"]
+        wait_until(lambda: ids["3"] not in queued(server).values(), timeout=10,
+                   message="the third job's prompt off the server")
+    finally:
+        engine.stop()
+    assert ids["3"] not in server.executed_prompt_ids

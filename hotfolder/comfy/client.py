@@ -93,11 +93,12 @@ class PromptWatch:
 
 
 class Dequeue:
-    """The prompts one cancel takes off one server: a single ``POST /queue {"delete": [ids]}``, sent by the
-    first of their jobs to cancel; the others wait for it before stopping their own prompt."""
+    """The prompts one cancel takes off one server (``server``, its name): a single
+    ``POST /queue {"delete": [ids]}``, sent by the first of their jobs to cancel; the others wait for it
+    before stopping their own prompt."""
 
-    def __init__(self, prompt_ids: tuple[str, ...]) -> None:
-        self.prompt_ids = prompt_ids
+    def __init__(self, server: str, prompt_ids: tuple[str, ...]) -> None:
+        self.server, self.prompt_ids = server, prompt_ids
         self._lock = threading.Lock()
         self._sent = False
 
@@ -354,15 +355,19 @@ class ComfyClient:
         ``together``: the prompts on this server cancelled with it (itself among them), all taken off the
         queue in one delete before any is stopped, so that none of them starts in the moment the server
         moves on. Returns how, for the log."""
-        if together is None or prompt_id not in together.prompt_ids:
-            together = Dequeue((prompt_id,))
+        if together is None or together.server != self.name or prompt_id not in together.prompt_ids:
+            together = Dequeue(self.name, (prompt_id,))  # alone, or moved to this server since the cancel
         jobs_api = self.jobs_api()
         if len(together.prompt_ids) > 1 or not jobs_api:
             together.send(self.http)  # a pending prompt is gone now, it cannot start any more
         if jobs_api:
             self.http.cancel_job(prompt_id)
             return "POST /api/jobs/{id}/cancel"
-        if prompt_id not in self.http.queue_ids()[0]:
+        running, pending = self.http.queue_ids()
+        if prompt_id in pending:  # queued after the shared delete went out (its POST was under way)
+            self.http.delete_pending(prompt_id)
+            running, _ = self.http.queue_ids()  # it may have started meanwhile
+        if prompt_id not in running:
             return "POST /queue delete"
         self.http.interrupt(prompt_id)
         return "POST /interrupt with its prompt_id"

@@ -23,8 +23,16 @@ WAIT_SECONDS = 120.0
 
 def file_names(record: FileRecord) -> set[str]:
     """The names that mean the whole file: its name and its original name, with and without suffix."""
-    names = {record.input_name, record.original_name} - {""}
-    return names | {PurePath(name).stem for name in names}
+    return {meant for name in (record.input_name, record.original_name) if name for meant in _meaning(name)}
+
+
+def means_file(name: str, file_name: str) -> bool:
+    """Whether a cancel of ``name`` means the whole file called ``file_name`` (with or without suffix)."""
+    return name in _meaning(file_name)
+
+
+def _meaning(file_name: str) -> tuple[str, str]:
+    return file_name, PurePath(file_name).stem
 
 
 class Cancels:
@@ -74,7 +82,7 @@ class Cancels:
         for _, job in due:
             if job.prompt_id and job.server:
                 on_server.setdefault(job.server, []).append(job.prompt_id)
-        together = {server: Dequeue(tuple(ids)) for server, ids in on_server.items()}
+        together = {server: Dequeue(server, tuple(ids)) for server, ids in on_server.items()}
         hits = [f"{record.input_name} {job.name}" for record, job in due
                 if self.flag(record, job).set(reason, together.get(job.server or ""))]
         if name is not None and (not hits or unparsed):

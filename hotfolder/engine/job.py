@@ -53,7 +53,8 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
     then yield the hand-off. With them (on an output worker): the rest. Either part can be run again
     from its start (a full disk stopped it): every step skips what the job's state says is done."""
     job, router = ctx.job, services.router
-    ctx.check_cancelled()  # a cancelled job is not submitted, downloaded or published
+    # a cancelled job is not submitted, downloaded or published (a prompt it has on a server is taken off)
+    submit.end_if_cancelled(ctx, router.client_named(job.server) if outputs is None else None)
     if outputs is None:
         services.hold(job)  # paused: wait here, before anything is sent to a server
         if job.state == "unrendered":
@@ -67,7 +68,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
                     result = None
                     if job.state in submit.SUBMITTABLE:
                         services.hold(job)  # paused: wait holding no in-flight place
-                        with services.slots.hold(client, ctx.check_cancelled):
+                        with services.slots.hold(client, lambda: submit.end_if_cancelled(ctx, client)):
                             while result is None:  # None: the server lost the prompt; submit it again
                                 queued = submit.submit_job(ctx, client, workflow,
                                                            before_post=lambda: services.hold(job, posting=True))

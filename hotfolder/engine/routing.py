@@ -156,14 +156,17 @@ class Router:
             with self.core.cond:
                 self._load[client.name] -= 1
 
+    def client_named(self, name: str | None) -> ComfyClient | None:
+        """The configured server of that name (a job's ``server``), if there is one."""
+        return next((client for client in self.clients if client.name == name), None) if name else None
+
     def pick(self, job: JobState, workflow: dict[str, Any], log: Any = logger) -> ComfyClient:
         """The server for this job: the one it was sent to, else the least loaded (by weight) of the
         servers it may use (a scenario's `server:` or `label:` pins it) that are up; among equals the
         one with fewest jobs, then the one picked longest ago (equal servers take turns). ``log``: the job's."""
-        if job.server:
-            for client in self.clients:
-                if client.name == job.server:
-                    return client
+        sent_to = self.client_named(job.server)
+        if sent_to is not None:
+            return sent_to
         options = job.spec.options if job.spec is not None else {}
         candidates = [c for c in self.clients if _matches_pin(c, options.get("server"), options.get("label"))]
         if not candidates:

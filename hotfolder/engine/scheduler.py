@@ -27,8 +27,8 @@ OUTPUT_IDLE = 60.0  # seconds without work after which an output worker beyond a
 
 
 class Slots:
-    """Each server's in-flight places (``queue_depth`` prompts at a time); waiting for one can be
-    cancelled by the stop flag."""
+    """Each server's in-flight places (``queue_depth`` prompts at a time); waiting for one ends when the
+    engine stops, or when ``give_up`` raises (the job was cancelled)."""
 
     def __init__(self, servers: list[str], depth: int, stop: threading.Event) -> None:
         self._sems = {name: threading.Semaphore(depth) for name in servers}
@@ -132,12 +132,24 @@ class Scheduler:
         if not tasks:
             return
         self.running += len(tasks)
+        t = threading.Thread(target=self._run_ended, args=(tasks,), name="job-ending", daemon=True)
+        self.core.threads.append(t)  # stop joins it; it leaves the list when it is done
+        t.start()
 
-        def run_all() -> None:
+    def _run_ended(self, tasks: list[tuple[FileRecord, JobState]]) -> None:
+        """The thread of :meth:`_run_now`: each job's first step ends it. Jobs it could not run (it was
+        torn down) go back to the queue."""
+        done = 0
+        try:
             for record, job in tasks:
+                done += 1
                 self._run(record, job)
-
-        threading.Thread(target=run_all, name="job-ending", daemon=True).start()
+        finally:
+            with self.core.cond:
+                self._tasks[0:0] = tasks[done:]
+                self.running -= len(tasks) - done
+                self.core.threads.remove(threading.current_thread())
+                self.core.cond.notify_all()
 
     def full(self) -> bool:
         """Whether enough jobs wait for workers that intake should wait (called with the lock held).

@@ -75,6 +75,7 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
             client.wait_ws(ws_wait)
             if before_post is not None:  # asked again right before each POST: the wait above, or a retry's,
                 before_post()            # may have outlasted a pause or a stop (the job stays "submitting")
+            ctx.check_cancelled()  # and a cancel: nothing of a cancelled job is sent, ever
             where = submit_prompt(client, workflow, prompt_id=job.prompt_id, extra_data=extra)
             failpoints.hit("after_post")
             break
@@ -91,6 +92,17 @@ def submit_job(ctx: JobContext, client: ComfyClient, workflow: dict[str, Any],
     ctx.emit(Submitted(file=record.input_name, job_id=record.job_id, job=job.name,
                        prompt_id=job.prompt_id, server=client.display_url))
     return Queued(where == "queued", time.monotonic() + ctx.settings.job_timeout)
+
+
+def end_if_cancelled(ctx: JobContext, client: ComfyClient | None) -> None:
+    """Raise JobCancelled if a user cancelled the job. A prompt it may have on ``client`` (sent before it
+    waited here, perhaps by an earlier run of the daemon) is taken off the server first."""
+    if not ctx.cancel.is_set():
+        return
+    job = ctx.job
+    if client is not None and job.prompt_id and job.submissions and job.state in ("submitting", "submitted"):
+        cancel_on_server(ctx, client)
+    raise ctx.cancelled()
 
 
 def cancel_on_server(ctx: JobContext, client: ComfyClient) -> None:
