@@ -113,3 +113,44 @@ def test_pause_holds_submissions_across_a_daemon_restart_and_resume_continues(
     audit(project, names, comfy)
     assert posts(comfy) == 4
     assert not (inbox / PAUSE_NAME).exists()
+
+
+def test_a_job_waiting_out_a_pause_gives_up_when_it_is_cancelled(project: Path) -> None:
+    """``PauseSwitch.hold``: a job held by the pause stops waiting as soon as its ``give_up`` raises (the
+    engine's cancel wakes it), instead of waiting for a resume."""
+    import threading
+
+    from hotfolder.engine.core import Core
+    from hotfolder.engine.pause import PauseSwitch
+    from hotfolder.errors import JobCancelled
+    from hotfolder.record import JobState
+    from tests.conftest import make_settings
+
+    (project / "inbox" / PAUSE_NAME).write_text("")
+    core = Core(make_settings(project, "http://127.0.0.1:9"), [], None)
+    switch = PauseSwitch(core)
+    assert switch.paused
+    cancelled = threading.Event()
+    ended: list[BaseException] = []
+    asked: list[float] = []
+
+    def give_up() -> None:
+        asked.append(time.monotonic())
+        if cancelled.is_set():
+            raise JobCancelled("cancelled by the test")
+
+    def wait() -> None:
+        try:
+            switch.hold(JobState(index=1, name="held"), give_up=give_up)
+        except JobCancelled as err:
+            ended.append(err)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    wait_until(lambda: asked, message="the job waiting in the pause")
+    assert waiter.is_alive() and not ended, "the pause did not hold the job"
+    cancelled.set()
+    with core.cond:
+        core.cond.notify_all()  # what the engine's cancel does (Scheduler.end_now)
+    waiter.join(5)
+    assert not waiter.is_alive() and len(ended) == 1

@@ -33,7 +33,7 @@ class Services:
     router: Router
     slots: Slots
     render_later: Callable[[JobContext], None]
-    hold: Callable[..., None] = lambda job, posting=False: None
+    hold: Callable[..., None] = lambda job, posting=False, give_up=None: None
 
 
 @dataclass
@@ -56,7 +56,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
     # a cancelled job is not submitted, downloaded or published (a prompt it has on a server is taken off)
     submit.end_if_cancelled(ctx, router.client_named(job.server) if outputs is None else None)
     if outputs is None:
-        services.hold(job)  # paused: wait here, before anything is sent to a server
+        services.hold(job, give_up=ctx.check_cancelled)  # paused: wait here, before anything is sent to a server
         if job.state == "unrendered":
             services.render_later(ctx)  # a UI template, once a server answers for its /object_info
         rendered = json.loads(read_file(ctx.record.workflow_path(job.index)))
@@ -67,7 +67,7 @@ def run_job(ctx: JobContext, services: Services, outputs: Outputs | None = None)
                     workflow = upload.with_inputs(ctx, client, rendered)  # inject and upload the input files
                     result = None
                     if job.state in submit.SUBMITTABLE:
-                        services.hold(job)  # paused: wait holding no in-flight place
+                        services.hold(job, give_up=ctx.check_cancelled)  # paused: wait holding no in-flight place
                         with services.slots.hold(client, lambda: submit.end_if_cancelled(ctx, client)):
                             while result is None:  # None: the server lost the prompt; submit it again
                                 queued = submit.submit_job(ctx, client, workflow,

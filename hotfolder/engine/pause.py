@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hotfolder.comfy.client import Cancelled
@@ -110,11 +111,12 @@ class PauseSwitch:
         while not self.core.stop.wait(CHECK_INTERVAL):
             self.refresh()
 
-    def hold(self, job: JobState, *, posting: bool = False) -> None:
+    def hold(self, job: JobState, *, posting: bool = False, give_up: Callable[[], None] = lambda: None) -> None:
         """Wait while paused and ``job`` is held (see :meth:`held`). Raises Cancelled when the engine
         stops or drains meanwhile, and right before a POST (``posting``) once it does, paused or not:
         a stopping daemon lets the prompts it sent finish and sends no new one. The job stays recorded
-        and is taken up again at the next start."""
+        and is taken up again at the next start. ``give_up()`` is called while waiting: it raises to
+        stop waiting (the job was cancelled; a held job has sent nothing)."""
         core = self.core
         with core.cond:
             while True:
@@ -123,4 +125,5 @@ class PauseSwitch:
                     raise Cancelled(job.name)
                 if not held:
                     return
+                give_up()
                 core.cond.wait(1.0)

@@ -117,6 +117,7 @@ class Scheduler:
         with self.core.cond:
             self._tasks, ended = self._split(self._tasks)
             self._run_now(ended)
+            self.core.cond.notify_all()  # a cancelled job waiting for a resume checks its flag now
 
     def _split(self, tasks: list[tuple[FileRecord, JobState]]) -> tuple[list[tuple[FileRecord, JobState]],
                                                                        list[tuple[FileRecord, JobState]]]:
