@@ -316,7 +316,7 @@ def fd_path(fd: int) -> str | None:
 _WAITING = "files wait in inbox/.hotfolder/ meanwhile and are taken up again at the next start."
 
 
-def _not_own(folder: Path, st: os.stat_result, uid: int | None) -> tuple[str, str] | None:
+def _not_own(folder: str, st: os.stat_result, uid: int | None) -> tuple[str, str] | None:
     """Why ``folder`` (lstat ``st``) is not a folder of hotfolder's own, and how to fix it; None if it is."""
     if stat.S_ISLNK(st.st_mode):
         return (f"is a symlink (to {display_name(os.readlink(folder))!r}), not a folder of hotfolder's own; "
@@ -336,15 +336,17 @@ def own_dir(path: str | os.PathLike[str], *, levels: int = 1) -> None:
     """Make sure the last ``levels`` components of ``path`` are hotfolder's own folders: real
     directories (not symlinks, checked with ``lstat``) owned by this process's user. Missing ones are
     made. Raises :class:`UnsafeFolder` otherwise: nothing may be written through them."""
-    path = Path(path)
-    chain = [path, *path.parents][:levels][::-1]
-    if not chain[0].parent.exists():
-        chain[0].parent.mkdir(parents=True, exist_ok=True)
+    chain = [str(Path(path))]  # Path's normal form once ("a/b/" is "a/b"); the parents as plain strings
+    while len(chain) < levels and (parent := os.path.dirname(chain[-1]) or ".") != chain[-1]:
+        chain.append(parent)
+    chain.reverse()
     uid = os.geteuid() if hasattr(os, "geteuid") else None
-    for folder in chain:
+    for i, folder in enumerate(chain):
         try:
             st = os.lstat(folder)
         except FileNotFoundError:
+            if i == 0:  # the folders above are not ours to check: made if missing
+                os.makedirs(os.path.dirname(folder) or ".", exist_ok=True)
             try:
                 os.mkdir(folder)
             except FileExistsError:
