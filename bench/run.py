@@ -177,7 +177,7 @@ def _check(daemon: Daemon, project: Project) -> None:
 def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, prefix: str, how: str = "rename",
                   px: int = 8, timeout: float = 900.0, plugins: dict[str, str] | None = None,
                   interval: float = 0.02, warmups: int = 1, server_pids: tuple[int, ...] = (),
-                  at_once: bool = False, **settings: Any) -> Batch:
+                  at_once: bool = False, sample_ramp: bool = False, **settings: Any) -> Batch:
     """A daemon on a fresh project (``plugins``: file name -> source for its plugins/ folder; ``settings``
     for its hotfolder.toml): ``warmups`` warm-up files, then ``colors`` dropped; wait until all are done, looking
     every ``interval`` seconds (the times come from done/, so a longer one only saves the bench's CPU).
@@ -200,9 +200,10 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         cpu0, switches0 = daemon.cpu_seconds(), daemon.switches()
         servers0 = sum(proc_cpu_seconds(pid) for pid in server_pids)
         drops: dict[int, float] = {}
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float]] = []  # only where the ramp is reported: the sampler takes CPU too
         sampler = threading.Thread(target=_sample_cpu, args=(daemon, samples, 3.0), daemon=True)
-        sampler.start()
+        if sample_ramp:
+            sampler.start()
         t0 = time.time()
         if staged:
             for color, (tmp, final) in zip(colors, staged, strict=True):
@@ -218,7 +219,8 @@ def run_hotfolder(ctx: Ctx, tag: str, urls: list[str], colors: list[int], *, pre
         servers_cpu = sum(proc_cpu_seconds(pid) for pid in server_pids) - servers0
         names = {scenario_name(c) for c in colors}
         ends = sorted(os.lstat(project.done / name).st_ctime_ns / 1e9 for name in names)
-        sampler.join()
+        if sample_ramp:
+            sampler.join()
         return Batch(t0, drops, ends, cpu, project, switches, servers_cpu, samples)
     finally:
         daemon.stop()
@@ -351,7 +353,8 @@ def section_pool(ctx: Ctx, urls: list[str] | None) -> None:
             colors = ctx.colors(n)
             batch = run_hotfolder(ctx, f"pool-S{s}", server_urls, colors, prefix=f"hfbench/pool{s}",
                                   px=ctx.args.pool_px if t is None else 8, interval=0.25, warmups=2 * s,
-                                  server_pids=() if farm is None else (farm.proc.pid,), at_once=True)
+                                  server_pids=() if farm is None else (farm.proc.pid,), at_once=True,
+                                  sample_ramp=True)
             wanted = set(colors)
             per_server = [_history_spans(u, wanted) for u in server_urls]
         finally:

@@ -84,12 +84,17 @@ def reason_of(path: Path) -> str:
     return f"by {by} at {_when(time.time())}"
 
 
+def name_of(path: Path) -> str:
+    """The job's or file's name a request at ``path`` (``<name>.cancel``) means."""
+    return path.name[: -len(SUFFIX)]
+
+
 def handle(path: Path, cancel: Callable[[str | None, str], list[str]],
            claim_named: Callable[[str], list[str]] = lambda name: []) -> list[str]:
     """Give the request at ``path`` to ``cancel(name, reason)`` and remove it. Returns what was cancelled.
     ``claim_named(name)`` then claims the files of that name still waiting to be claimed, and returns
     their names: the cancel, already known, stops their jobs as they are made."""
-    name = path.name[: -len(SUFFIX)]
+    name = name_of(path)
     reason = reason_of(path)
     hits = cancel(name, reason)
     hits += [f"{claimed} (claimed from the files waiting; its jobs as they are made)" for claimed in claim_named(name)]

@@ -256,19 +256,18 @@ def _cancel(engine: Engine, handed: cancel_requests.HandOver, request: Path, wai
     """Take the cancel request at ``request``. The files it names that wait to be claimed (``waiting``, the
     one the main loop holds, among them) are claimed right after the cancel is known, past the files
     before them, so it stops them before anything of them is sent. Returns what the main loop holds now."""
-    held = [waiting]
+    name = cancel_requests.name_of(request)
+    named = handed.take_named(name)  # out of the queue now; claimed once the cancel is known (below)
+    if waiting is not None and means_file(name, waiting.name):
+        named, waiting = [waiting, *named], None
 
-    def claim_named(name: str) -> list[str]:
-        named = handed.take_named(name)
-        if held[0] is not None and means_file(name, held[0].name):
-            named.insert(0, held[0])
-            held[0] = None
+    def claim_named(_: str) -> list[str]:
         for path in named:
             _take(engine, path)
         return [path.name for path in named]
 
     cancel_requests.handle(request, engine.cancel, claim_named)
-    return held[0]
+    return waiting
 
 
 def _reload(engine: Engine, board: status.StatusBoard, notifier: service.Notifier,
